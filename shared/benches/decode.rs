@@ -1,0 +1,92 @@
+//! Decoding throughput: Braid's typed decoder against raw `serde_json::Value` parsing of the
+//! same payment events, and decode + apply to the example config's views.
+//!
+//! `cargo bench -p braid-shared --bench decode`
+
+use std::hint::black_box;
+
+use braid_shared::{Config, Decoder, ViewState};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const EXAMPLE: &str = include_str!("../../deploy/config/example.toml");
+const EVENTS: usize = 10_000;
+
+/// Realistic payments: skewed cards and merchants, a few countries, cents amounts, RFC 3339 times.
+fn payments() -> Vec<Vec<u8>> {
+    let countries = ["US", "DE", "FR", "BR", "IN", "JP", "GB", "NG"];
+    (0..EVENTS as u64)
+        .map(|i| {
+            let x = i.wrapping_mul(6_364_136_223_846_793_005).rotate_left(17);
+            let card = (x % 997) * (x % 7) / 3;
+            let merchant = (x >> 12) % 211;
+            let cents = (x >> 24) % 50_000 + 50;
+            let second = 1_790_000_000 + i as i64 - (x % 600) as i64;
+            let ts = chrono::DateTime::from_timestamp(second, ((x % 1000) * 1_000_000) as u32)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            format!(
+                r#"{{"tx_id":"tx-{i:08}","card_id":"card-{card:05}","merchant_id":"m-{merchant:04}","country":"{}","amount":{}.{:02},"currency":"USD","ts":"{ts}"}}"#,
+                countries[(x % 8) as usize],
+                cents / 100,
+                cents % 100
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let config = Config::from_toml(EXAMPLE).unwrap();
+    let source = config.source("payments").unwrap();
+    let decoder = Decoder::new(source);
+    let messages = payments();
+    let bytes: usize = messages.iter().map(Vec::len).sum();
+    assert!(messages.iter().all(|m| decoder.decode(m).is_ok()));
+
+    for (unit, throughput) in [
+        ("events", Throughput::Elements(EVENTS as u64)),
+        ("bytes", Throughput::Bytes(bytes as u64)),
+    ] {
+        let mut group = c.benchmark_group(format!("decode_{unit}"));
+        group.throughput(throughput);
+        group.bench_function("serde_json_value", |b| {
+            b.iter(|| {
+                for m in &messages {
+                    black_box(serde_json::from_slice::<serde_json::Value>(m).unwrap());
+                }
+            })
+        });
+        group.bench_function("braid_typed", |b| {
+            b.iter(|| {
+                for m in &messages {
+                    black_box(decoder.decode(m).unwrap());
+                }
+            })
+        });
+        group.finish();
+    }
+
+    let mut group = c.benchmark_group("decode_apply_events");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function("example_views", |b| {
+        b.iter(|| {
+            let events: Vec<_> = messages
+                .iter()
+                .map(|m| decoder.decode(m).unwrap())
+                .collect();
+            for view in &config.views {
+                let mut state = ViewState::new(view.clone());
+                state.apply(&events);
+                black_box(state.len());
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

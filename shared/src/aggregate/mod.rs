@@ -1,0 +1,267 @@
+//! The aggregate algebra: every metric state is a commutative monoid with a versioned binary
+//! encoding, so both layers build, store and merge states the same way.
+//!
+//! `exact`: count, sum, min, max, avg; `hll`: approx_distinct; `ddsketch`: quantile;
+//! `topk`: top_k.
+
+mod ddsketch;
+mod exact;
+mod hll;
+mod topk;
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+pub use ddsketch::{DdSketch, RELATIVE_ACCURACY as QUANTILE_RELATIVE_ACCURACY};
+pub use exact::{AvgState, Extreme, SumState, compare_numbers};
+pub use hll::{Hll, STANDARD_ERROR as DISTINCT_STANDARD_ERROR};
+pub use topk::{HeavyHitter, TopK};
+
+use crate::error::{Error, Result};
+use crate::event::Value;
+use crate::metric::MetricExpr;
+
+/// Version byte that starts every encoded state.
+pub const STATE_FORMAT_VERSION: u8 = 1;
+
+/// The state of one metric in one cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetricState {
+    Count(u64),
+    Sum(SumState),
+    Min(Extreme),
+    Max(Extreme),
+    Avg(AvgState),
+    Distinct(Hll),
+    Quantile(DdSketch),
+    TopK(TopK),
+}
+
+impl MetricState {
+    /// The identity element for a metric.
+    pub fn empty(expr: &MetricExpr) -> Self {
+        match expr {
+            MetricExpr::Count => Self::Count(0),
+            MetricExpr::Sum { .. } => Self::Sum(SumState::default()),
+            MetricExpr::Min { .. } => Self::Min(Extreme::default()),
+            MetricExpr::Max { .. } => Self::Max(Extreme::default()),
+            MetricExpr::Avg { .. } => Self::Avg(AvgState::default()),
+            MetricExpr::ApproxDistinct { .. } => Self::Distinct(Hll::default()),
+            MetricExpr::Quantile { .. } => Self::Quantile(DdSketch::default()),
+            MetricExpr::TopK { k, .. } => Self::TopK(TopK::new(*k)),
+        }
+    }
+
+    /// Adds one event whose metric field holds `value` (`Null` when absent; `count` ignores it).
+    /// `key` is a scratch buffer for the key form of distinct and top-k values.
+    pub fn update(&mut self, value: &Value, key: &mut String) {
+        match self {
+            Self::Count(n) => *n += 1,
+            Self::Sum(sum) => sum.add(value),
+            Self::Min(min) => min.offer(value, Ordering::Less),
+            Self::Max(max) => max.offer(value, Ordering::Greater),
+            Self::Avg(avg) => avg.add(value),
+            Self::Distinct(hll) => {
+                if !value.is_null() {
+                    key.clear();
+                    value.write_key(key);
+                    hll.insert(key.as_bytes());
+                }
+            }
+            Self::Quantile(sketch) => sketch.add(value),
+            Self::TopK(top) => {
+                if !value.is_null() {
+                    key.clear();
+                    value.write_key(key);
+                    top.insert(key);
+                }
+            }
+        }
+    }
+
+    /// Folds `other` into `self`. Fails only when the two are states of different metrics.
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        match (self, other) {
+            (Self::Count(a), Self::Count(b)) => *a += b,
+            (Self::Sum(a), Self::Sum(b)) => a.merge(b),
+            (Self::Min(a), Self::Min(b)) => a.merge(b, Ordering::Less),
+            (Self::Max(a), Self::Max(b)) => a.merge(b, Ordering::Greater),
+            (Self::Avg(a), Self::Avg(b)) => a.merge(b),
+            (Self::Distinct(a), Self::Distinct(b)) => a.merge(b),
+            (Self::Quantile(a), Self::Quantile(b)) => a.merge(b),
+            (Self::TopK(a), Self::TopK(b)) if a.capacity == b.capacity => a.merge(b),
+            (a, b) => {
+                return Err(Error::Mismatch {
+                    what: "metric states",
+                    reason: format!("{} with {}", a.kind_name(), b.kind_name()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Count(_) => "count",
+            Self::Sum(_) => "sum",
+            Self::Min(_) => "min",
+            Self::Max(_) => "max",
+            Self::Avg(_) => "avg",
+            Self::Distinct(_) => "approx_distinct",
+            Self::Quantile(_) => "quantile",
+            Self::TopK(_) => "top_k",
+        }
+    }
+
+    /// The metric's answer as JSON.
+    pub fn finalize(&self, expr: &MetricExpr) -> serde_json::Value {
+        match (self, expr) {
+            (Self::Count(n), _) => serde_json::Value::from(*n),
+            (Self::Sum(sum), _) => sum.to_json(),
+            (Self::Min(e) | Self::Max(e), _) => e.to_json(),
+            (Self::Avg(avg), _) => avg.to_json(),
+            (Self::Distinct(hll), _) => serde_json::Value::from(hll.estimate().round() as u64),
+            (Self::Quantile(sketch), MetricExpr::Quantile { q, .. }) => sketch
+                .quantile(*q)
+                .map_or(serde_json::Value::Null, serde_json::Value::from),
+            (Self::TopK(top), MetricExpr::TopK { k, .. }) => {
+                serde_json::to_value(top.top(*k as usize)).unwrap_or(serde_json::Value::Null)
+            }
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// For sketches, a description of the answer's error bound; `None` for exact metrics.
+    pub fn error_bound(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::Distinct(_) => Some(serde_json::json!({
+                "relative_standard_error": DISTINCT_STANDARD_ERROR,
+            })),
+            Self::Quantile(_) => Some(serde_json::json!({
+                "relative_error": QUANTILE_RELATIVE_ACCURACY,
+            })),
+            Self::TopK(top) => Some(serde_json::json!({ "max_undercount": top.error_bound() })),
+            _ => None,
+        }
+    }
+
+    /// Encodes the state: a version byte, then the state in postcard's stable format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![STATE_FORMAT_VERSION];
+        // Serialising plain data into a Vec cannot fail.
+        if let Ok(bytes) = postcard::to_stdvec(self) {
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// Decodes and validates an encoded state.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let codec = |reason: String| Error::Codec {
+            what: "metric state",
+            reason,
+        };
+        let (&version, payload) = bytes
+            .split_first()
+            .ok_or_else(|| codec("empty input".to_owned()))?;
+        if version != STATE_FORMAT_VERSION {
+            return Err(codec(format!(
+                "unknown format version {version} (expected {STATE_FORMAT_VERSION})"
+            )));
+        }
+        let (state, rest): (Self, &[u8]) =
+            postcard::take_from_bytes(payload).map_err(|e| codec(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(codec(format!("{} trailing bytes", rest.len())));
+        }
+        state.validate().map_err(codec)?;
+        Ok(state)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            Self::Sum(sum) if !(sum.float.is_finite() && sum.compensation.is_finite()) => {
+                Err("sum is not finite".to_owned())
+            }
+            Self::Avg(avg) if !(avg.sum.float.is_finite() && avg.sum.compensation.is_finite()) => {
+                Err("average sum is not finite".to_owned())
+            }
+            Self::Min(e) | Self::Max(e) => match &e.0 {
+                None | Some(Value::Int(_)) => Ok(()),
+                Some(Value::Float(f)) if f.is_finite() => Ok(()),
+                Some(other) => Err(format!("extreme holds non-numeric {}", other.type_name())),
+            },
+            Self::Distinct(hll) => hll.validate(),
+            Self::Quantile(sketch) => sketch.validate(),
+            Self::TopK(top) => top.validate(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Compares two states of the same metric, allowing float sums to differ by `relative`
+    /// (of the magnitude of their terms) and, for top-k, counts by the summaries' error bounds.
+    /// Returns a description of the first difference.
+    pub fn approx_eq(&self, other: &Self, relative: f64) -> std::result::Result<(), String> {
+        let close = |a: &SumState, b: &SumState| {
+            let scale = a.as_f64().abs().max(b.as_f64().abs()).max(1.0);
+            a.int == b.int
+                && a.has_float == b.has_float
+                && (a.as_f64() - b.as_f64()).abs() <= relative * scale
+        };
+        let same = match (self, other) {
+            (Self::Sum(a), Self::Sum(b)) => close(a, b),
+            (Self::Avg(a), Self::Avg(b)) => a.count == b.count && close(&a.sum, &b.sum),
+            (Self::TopK(a), Self::TopK(b)) => {
+                let slack = a.error_bound() + b.error_bound();
+                a.total == b.total
+                    && a.capacity == b.capacity
+                    && (slack > 0 || a.counters == b.counters)
+                    && a.top(a.capacity as usize).iter().all(|h| {
+                        let theirs = b.counters.get(&h.value).copied().unwrap_or(0);
+                        h.count.abs_diff(theirs) <= slack
+                    })
+            }
+            (a, b) => a == b,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(format!("{self:?} != {other:?}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_rejects_garbage() {
+        assert!(MetricState::decode(&[]).is_err());
+        assert!(
+            MetricState::decode(&[9, 0, 0])
+                .unwrap_err()
+                .to_string()
+                .contains("version 9")
+        );
+        let mut bytes = MetricState::Count(7).encode();
+        bytes.push(0);
+        assert!(
+            MetricState::decode(&bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("trailing")
+        );
+        assert_eq!(
+            MetricState::decode(&MetricState::Count(7).encode()).unwrap(),
+            MetricState::Count(7)
+        );
+    }
+
+    #[test]
+    fn merge_of_different_metrics_fails() {
+        let mut count = MetricState::Count(1);
+        assert!(count.merge(&MetricState::Sum(SumState::default())).is_err());
+    }
+}

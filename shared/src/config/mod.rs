@@ -1,0 +1,347 @@
+//! Configuration (SPEC.md section 3): typed serde, layered defaults -> TOML file -> `BRAID__*`
+//! environment, then validated into resolved [`SourceDef`]s and [`ViewDef`]s.
+//!
+//! `duration`: human durations; `validate`: resolution of sources, views and metric types.
+
+mod duration;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use figment::Figment;
+use figment::providers::{Format as _, Toml};
+use figment::value::{Dict, Map};
+use figment::{Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+pub use duration::{Interval, format_duration, parse_duration};
+
+use crate::error::{Error, Result};
+use crate::view::{SourceDef, ViewDef};
+
+/// Prefix of environment overrides: `BRAID__KAFKA__BROKERS` sets `kafka.brokers`.
+pub const ENV_PREFIX: &str = "BRAID__";
+
+/// librdkafka settings that Braid manages itself and `[kafka.config]` may not override.
+pub const MANAGED_KAFKA_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+];
+
+/// The file as written: every section with its defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
+    #[serde(default)]
+    pub source: Vec<SourceConfig>,
+    #[serde(default)]
+    pub view: Vec<ViewConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`, or `embedded` for the in-process broker.
+    pub brokers: String,
+    pub group_id: String,
+    /// librdkafka settings passed through as they are.
+    pub config: BTreeMap<String, KafkaSetting>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".to_owned(),
+            group_id: "braid".to_owned(),
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn is_embedded(&self) -> bool {
+        self.brokers.trim() == "embedded"
+    }
+}
+
+/// One librdkafka setting value; TOML strings, integers and booleans are all accepted.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum KafkaSetting {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for KafkaSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(text) => f.write_str(text),
+            Self::Int(n) => write!(f, "{n}"),
+            Self::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Archive, batch snapshots, speed checkpoints and rejected events live below it.
+    pub dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./braid-data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Scheduled recompute period, or `off` to run only on demand.
+    pub interval: Interval,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            interval: Interval(Some(std::time::Duration::from_secs(15 * 60))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Empty: no authentication (dev). Otherwise `Authorization: Bearer <key>` is required.
+    pub api_keys: Vec<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+fn socket_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid listen address {text:?} (expected ip:port, e.g. \"127.0.0.1:8080\")"
+        ))
+    })
+}
+
+/// The wire format of a source's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+}
+
+/// A declared field type in `[source.fields]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    String,
+    Int,
+    #[serde(alias = "number")]
+    Float,
+    Bool,
+}
+
+/// Default limit on one message's size.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    pub topic: String,
+    #[serde(default)]
+    pub format: Format,
+    /// Field holding the event time: RFC 3339 string or integer epoch milliseconds.
+    pub event_time: String,
+    /// Optional unique id field, used by lineage and event lookups.
+    #[serde(default)]
+    pub event_id: Option<String>,
+    /// Optional schema. When given, views may only use declared fields, with fitting types.
+    #[serde(default)]
+    pub fields: Option<BTreeMap<String, FieldType>>,
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+}
+
+fn default_max_event_bytes() -> usize {
+    DEFAULT_MAX_EVENT_BYTES
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewConfig {
+    pub name: String,
+    pub source: String,
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Event-time bucket width, `1s` to `1d`, dividing a day evenly.
+    pub granularity: String,
+    /// Metric name -> expression, e.g. `amount = "sum(amount)"`.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, String>,
+}
+
+/// A validated configuration: every section, and sources and views resolved against each other.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub storage: StorageConfig,
+    pub batch: BatchConfig,
+    pub serve: ServeConfig,
+    pub sources: Vec<Arc<SourceDef>>,
+    pub views: Vec<Arc<ViewDef>>,
+}
+
+impl Config {
+    /// Loads `path`, applies `BRAID__*` overrides from the process environment, and validates.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses TOML text with no environment overrides.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        Self::from_toml_with_env(text, std::iter::empty())
+    }
+
+    /// Parses TOML text, applying the `BRAID__SECTION__KEY` variables among `vars`.
+    pub fn from_toml_with_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        Self::parse(text, "the built-in config", vars)
+    }
+
+    fn parse(
+        text: &str,
+        origin: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let figment = Figment::new()
+            .merge(Toml::string(text))
+            .merge(EnvOverrides::from_vars(vars));
+        let file: ConfigFile = figment.extract().map_err(|errors| {
+            let lines: Vec<String> = errors
+                .into_iter()
+                .map(|e| {
+                    let from = match &e.metadata {
+                        Some(m) if m.name.contains(ENV_PREFIX) => format!(" (from {})", m.name),
+                        _ => format!(" (in {origin})"),
+                    };
+                    if e.path.is_empty() {
+                        format!("{}{from}", e.kind)
+                    } else {
+                        format!("{}: {}{from}", e.path.join("."), e.kind)
+                    }
+                })
+                .collect();
+            Error::ConfigSyntax(lines.join("; "))
+        })?;
+        validate::resolve(file)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Arc<SourceDef>> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn view(&self, name: &str) -> Option<&Arc<ViewDef>> {
+        self.views.iter().find(|v| v.name == name)
+    }
+}
+
+/// `BRAID__SECTION__KEY=value` variables as a figment provider. Values parse like TOML scalars
+/// and arrays (`8080`, `true`, `[a, b]`); keys are lowercased.
+struct EnvOverrides {
+    vars: Vec<(String, String)>,
+}
+
+impl EnvOverrides {
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = vars
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let rest = key.strip_prefix(ENV_PREFIX)?;
+                let path = rest
+                    .split("__")
+                    .map(str::to_ascii_lowercase)
+                    .collect::<Vec<_>>();
+                Some((path.join("."), value))
+            })
+            .collect();
+        Self { vars }
+    }
+}
+
+impl Provider for EnvOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("{ENV_PREFIX}* environment variables"))
+    }
+
+    fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (path, value) in &self.vars {
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                return Err(figment::Error::from(format!(
+                    "environment override `{ENV_PREFIX}{}` names no key",
+                    path.to_ascii_uppercase().replace('.', "__")
+                )));
+            }
+            let value: figment::value::Value = value
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+            let nested = figment::util::nest(path, value)
+                .into_dict()
+                .unwrap_or_default();
+            dict = merge_dicts(dict, nested);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn merge_dicts(mut base: Dict, other: Dict) -> Dict {
+    for (key, value) in other {
+        let merged = match (base.remove(&key), value) {
+            (Some(figment::value::Value::Dict(_, a)), figment::value::Value::Dict(tag, b)) => {
+                figment::value::Value::Dict(tag, merge_dicts(a, b))
+            }
+            (_, value) => value,
+        };
+        base.insert(key, merged);
+    }
+    base
+}

@@ -1,0 +1,21 @@
+//! Braid's shared contract, used by every layer: pure data and algorithms, no I/O runtime.
+//!
+//! - `config`: the TOML configuration with `BRAID__*` overrides, validated into definitions.
+//! - `metric`: the metric expression language (`sum(amount)`, `quantile(amount, 0.99)`, ...).
+//! - `event`: decoding message bytes into typed events, or typed rejection reasons.
+//! - `aggregate`: mergeable metric states (monoids) with a versioned binary encoding.
+//! - `view`: resolved source and view definitions, and [`ViewState`], the cells of one view.
+//! - `error`: the crate's error type.
+
+pub mod aggregate;
+pub mod config;
+mod error;
+pub mod event;
+pub mod metric;
+pub mod view;
+
+pub use config::Config;
+pub use error::{ConfigIssue, Error, Result};
+pub use event::{Decoder, Event, RejectReason, Value};
+pub use metric::MetricExpr;
+pub use view::{SourceDef, ViewDef, ViewState};

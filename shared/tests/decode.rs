@@ -1,0 +1,227 @@
+//! Event decoding: typed values, every rejection reason, and no panic on any input.
+
+use braid_shared::{Config, Decoder, RejectReason, Value};
+use proptest::prelude::*;
+
+const CONFIG: &str = r#"
+[[source]]
+name = "payments"
+topic = "payments"
+event_time = "ts"
+event_id = "tx_id"
+max_event_bytes = 512
+[source.fields]
+tx_id = "string"
+card_id = "string"
+amount = "float"
+qty = "int"
+flag = "bool"
+ts = "string"
+
+[[source]]
+name = "loose"
+topic = "loose"
+event_time = "t"
+
+[[view]]
+name = "by_key"
+source = "loose"
+group_by = ["key"]
+granularity = "1s"
+[view.metrics]
+total = "sum(n)"
+"#;
+
+fn decoders() -> (Decoder, Decoder, braid_shared::Config) {
+    let config = Config::from_toml(CONFIG).unwrap();
+    let strict = Decoder::new(config.source("payments").unwrap());
+    let loose = Decoder::new(config.source("loose").unwrap());
+    (strict, loose, config)
+}
+
+fn value<'a>(
+    config: &Config,
+    event: &'a braid_shared::Event,
+    source: &str,
+    field: &str,
+) -> &'a Value {
+    &event.values[config.source(source).unwrap().slot(field).unwrap()]
+}
+
+#[test]
+fn decodes_typed_fields_and_both_time_forms() {
+    let (strict, loose, config) = decoders();
+    let event = strict
+        .decode(br#"{"tx_id":"t1","card_id":"c\u00e9","amount":12,"qty":3,"flag":true,"ts":"2026-11-21T10:00:00.250+01:00","extra":{"deep":[1,2,{"x":null}]}}"#)
+        .unwrap();
+    assert_eq!(event.time_ms, 1_795_251_600_250);
+    assert_eq!(
+        value(&config, &event, "payments", "card_id"),
+        &Value::Str("cé".into())
+    );
+    // Declared float widens integers.
+    assert_eq!(
+        value(&config, &event, "payments", "amount"),
+        &Value::Float(12.0)
+    );
+    assert_eq!(value(&config, &event, "payments", "qty"), &Value::Int(3));
+    assert_eq!(
+        value(&config, &event, "payments", "flag"),
+        &Value::Bool(true)
+    );
+    // The event-time field keeps its raw form as a field too.
+    assert_eq!(
+        value(&config, &event, "payments", "ts"),
+        &Value::Str("2026-11-21T10:00:00.250+01:00".into())
+    );
+
+    let event = loose
+        .decode(br#"{"t": 1700000000123, "key": 7, "n": -2.5}"#)
+        .unwrap();
+    assert_eq!(event.time_ms, 1_700_000_000_123);
+    assert_eq!(value(&config, &event, "loose", "key"), &Value::Int(7));
+    assert_eq!(value(&config, &event, "loose", "n"), &Value::Float(-2.5));
+
+    // Missing and null fields are null, not errors.
+    let event = loose.decode(br#"{"t": 0, "n": null}"#).unwrap();
+    assert_eq!(value(&config, &event, "loose", "key"), &Value::Null);
+    assert_eq!(value(&config, &event, "loose", "n"), &Value::Null);
+}
+
+#[test]
+fn every_failure_has_its_reason() {
+    let (strict, loose, _) = decoders();
+    let code = |decoder: &Decoder, bytes: &[u8]| decoder.decode(bytes).unwrap_err().code();
+    assert_eq!(code(&strict, &[b' '; 600]), "oversized");
+    assert_eq!(code(&strict, b""), "not_json");
+    assert_eq!(code(&strict, b"{\"ts\": "), "not_json");
+    assert_eq!(code(&strict, b"\xff\xfe{}"), "not_json");
+    assert_eq!(
+        code(
+            &strict,
+            b"{\"ts\":\"2026-01-01T00:00:00Z\",\"card_id\":\"\xff\"}"
+        ),
+        "not_json"
+    );
+    assert_eq!(
+        code(&strict, br#"{"ts":"2026-01-01T00:00:00Z"} trailing"#),
+        "not_json"
+    );
+    assert_eq!(
+        code(&strict, br#"{"ts":"2026-01-01T00:00:00Z"}{"ts":1}"#),
+        "not_json"
+    );
+    assert_eq!(code(&strict, b"{\"a\": NaN}"), "not_json");
+    assert_eq!(code(&strict, b"{\"amount\": 1e999}"), "not_json");
+    assert_eq!(code(&strict, b"[1, 2]"), "not_an_object");
+    assert_eq!(code(&strict, b"\"text\""), "not_an_object");
+    assert_eq!(code(&strict, b"null"), "not_an_object");
+    assert_eq!(code(&strict, br#"{"amount": 1}"#), "missing_event_time");
+    assert_eq!(code(&strict, br#"{"ts": null}"#), "missing_event_time");
+    assert_eq!(
+        code(&strict, br#"{"ts": "yesterday"}"#),
+        "invalid_event_time"
+    );
+    assert_eq!(
+        code(&strict, br#"{"ts": "2026-13-45T99:00:00Z"}"#),
+        "invalid_event_time"
+    );
+    assert_eq!(
+        code(&strict, br#"{"ts": "1969-12-31T23:59:59Z"}"#),
+        "invalid_event_time"
+    );
+    assert_eq!(code(&strict, br#"{"ts": 1.5}"#), "invalid_event_time");
+    assert_eq!(code(&strict, br#"{"ts": -1}"#), "invalid_event_time");
+    assert_eq!(
+        code(&strict, br#"{"ts": 99999999999999999}"#),
+        "invalid_event_time"
+    );
+    assert_eq!(
+        code(&strict, br#"{"ts": {"$date": 1}}"#),
+        "invalid_event_time"
+    );
+    let ok_ts = r#""ts":"2026-01-01T00:00:00Z""#;
+    for (field, bad) in [
+        ("amount", "\"12.50\""),
+        ("amount", "true"),
+        ("qty", "1.5"),
+        ("card_id", "42"),
+        ("flag", "\"yes\""),
+        ("card_id", "{\"a\":1}"),
+        ("amount", "[1]"),
+    ] {
+        let bytes = format!("{{{ok_ts},\"{field}\":{bad}}}");
+        match strict.decode(bytes.as_bytes()) {
+            Err(RejectReason::WrongType { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{bytes}: expected wrong_type, got {other:?}"),
+        }
+    }
+    // Undeclared numeric fields must be numbers; group keys may be any scalar but not objects.
+    assert_eq!(code(&loose, br#"{"t": 1, "n": "3"}"#), "wrong_type");
+    assert_eq!(code(&loose, br#"{"t": 1, "key": [1]}"#), "wrong_type");
+    assert_eq!(
+        code(
+            &strict,
+            format!("{{{ok_ts},\"amount\":1,\"amount\":2}}").as_bytes()
+        ),
+        "duplicate_field"
+    );
+    assert_eq!(code(&strict, br#"{"ts": 1, "ts": 2}"#), "duplicate_field");
+}
+
+#[test]
+fn reasons_explain_themselves() {
+    let (strict, _, _) = decoders();
+    let reason = strict
+        .decode(br#"{"ts":"2026-01-01T00:00:00Z","amount":"12.50"}"#)
+        .unwrap_err();
+    assert_eq!(
+        reason.to_string(),
+        "field `amount` is string \"12.50\" but a number is required"
+    );
+    let reason = strict.decode(br#"{"ts":"noon"}"#).unwrap_err();
+    assert!(
+        reason.to_string().contains("`ts`") && reason.to_string().contains("\"noon\""),
+        "{reason}"
+    );
+    let long = format!(r#"{{"ts":"{}"}}"#, "9".repeat(300));
+    let reason = strict.decode(long.as_bytes()).unwrap_err().to_string();
+    assert!(reason.len() < 300, "reason quotes too much: {reason}");
+    // Reasons serialize with a stable tag, for the rejected-events store.
+    let json = serde_json::to_value(RejectReason::NotAnObject {
+        found: "array".into(),
+    })
+    .unwrap();
+    assert_eq!(json["reason"], "not_an_object");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+        let (strict, loose, _) = decoders();
+        let _ = strict.decode(&bytes);
+        let _ = loose.decode(&bytes);
+    }
+
+    #[test]
+    fn never_panics_on_json_shaped_text(
+        keys in proptest::collection::vec(prop_oneof![
+            Just("ts".to_owned()), Just("t".to_owned()), Just("amount".to_owned()),
+            Just("key".to_owned()), Just("n".to_owned()), Just("card_id".to_owned()), "[a-z\\\\\"]{0,4}"], 0..6),
+        values in proptest::collection::vec(prop_oneof![
+            Just("null".to_owned()), Just("true".to_owned()), Just("[]".to_owned()), Just("{}".to_owned()),
+            any::<i64>().prop_map(|i| i.to_string()), any::<f64>().prop_map(|f| f.to_string()),
+            Just("\"2026-01-01T00:00:00Z\"".to_owned()), "\"[ -~]{0,12}\"", "[-0-9eE.+]{1,8}"], 0..6),
+    ) {
+        let (strict, loose, _) = decoders();
+        let body: Vec<String> = keys.iter().zip(values.iter()).map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        let text = format!("{{{}}}", body.join(","));
+        for decoder in [&strict, &loose] {
+            if let Ok(event) = decoder.decode(text.as_bytes()) {
+                prop_assert!(event.time_ms >= 0);
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `braid check`: print a validated config the way Braid resolved it.
+
+use std::fmt::Write as _;
+
+use braid_shared::Config;
+use braid_shared::config::format_duration;
+use braid_shared::view::FieldKind;
+
+/// Describes the resolved configuration for humans.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let kafka = &config.kafka;
+    let _ = writeln!(
+        out,
+        "kafka: brokers={} group_id={}",
+        kafka.brokers, kafka.group_id
+    );
+    for (key, value) in &kafka.config {
+        let _ = writeln!(out, "  {key} = {value}");
+    }
+    let _ = writeln!(out, "storage: dir={}", config.storage.dir.display());
+    let _ = writeln!(out, "batch: interval={}", config.batch.interval);
+    let auth = if config.serve.api_keys.is_empty() {
+        "no auth".to_owned()
+    } else {
+        format!("{} api key(s)", config.serve.api_keys.len())
+    };
+    let _ = writeln!(out, "serve: listen={} ({auth})", config.serve.listen);
+
+    let _ = writeln!(out, "\nsources ({}):", config.sources.len());
+    for source in &config.sources {
+        let _ = writeln!(
+            out,
+            "  {} <- topic {:?}, event time {:?}{}, schema {}",
+            source.name,
+            source.topic,
+            source.event_time,
+            source
+                .event_id
+                .as_ref()
+                .map(|id| format!(", event id {id:?}"))
+                .unwrap_or_default(),
+            if source.schema_declared {
+                "declared"
+            } else {
+                "inferred from views"
+            },
+        );
+        for field in &source.fields {
+            let kind = match field.kind {
+                FieldKind::Scalar => "any scalar".to_owned(),
+                kind => format!("{kind:?}").to_lowercase(),
+            };
+            let _ = writeln!(out, "    {}: {kind}", field.name);
+        }
+    }
+
+    let _ = writeln!(out, "\nviews ({}):", config.views.len());
+    for view in &config.views {
+        let group: Vec<&str> = view.group_by.iter().map(|f| f.name.as_str()).collect();
+        let granularity = std::time::Duration::from_millis(view.granularity_ms.unsigned_abs());
+        let _ = writeln!(
+            out,
+            "  {} <- {} by [{}] every {}",
+            view.name,
+            view.source,
+            group.join(", "),
+            format_duration(granularity)
+        );
+        for metric in &view.metrics {
+            let note = if metric.expr.is_approximate() {
+                "  (approximate)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "    {} = {}{note}", metric.name, metric.expr);
+        }
+    }
+    out
+}

@@ -1,0 +1,156 @@
+//! `braid check` as a user runs it: exit 0 and the resolved views for good configs, exit 2 and a
+//! message naming the problem for broken ones.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn braid(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_braid"));
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("braid runs")
+}
+
+fn check_file(dir: &Path, name: &str, toml: &str) -> Output {
+    let path = dir.join(name);
+    std::fs::write(&path, toml).unwrap();
+    braid(&["check", "--config", path.to_str().unwrap()], &[])
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn example_config_passes_and_lists_its_views() {
+    let output = braid(&["check", "--config", "deploy/config/example.toml"], &[]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    for fragment in [
+        "card_spend",
+        "merchant_stats",
+        "country_totals",
+        "quantile(amount, 0.99)",
+        "top_k(merchant_id, 5)",
+        "config OK",
+    ] {
+        assert!(
+            stdout.contains(fragment),
+            "missing {fragment:?} in\n{stdout}"
+        );
+    }
+    // Without --config, the built-in example is checked.
+    let builtin = braid(&["check"], &[]);
+    assert_eq!(builtin.status.code(), Some(0));
+    assert_eq!(text(&builtin.stdout), stdout);
+}
+
+#[test]
+fn environment_overrides_reach_the_check() {
+    let output = braid(
+        &["check", "--config", "deploy/config/example.toml"],
+        &[
+            ("BRAID__KAFKA__GROUP_ID", "audit"),
+            ("BRAID__SERVE__LISTEN", "0.0.0.0:9000"),
+        ],
+    );
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stdout.contains("group_id=audit") && stdout.contains("listen=0.0.0.0:9000"),
+        "{stdout}"
+    );
+
+    let output = braid(&["check"], &[("BRAID__BATCH__INTERVAL", "sometimes")]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("batch.interval"));
+}
+
+#[test]
+fn broken_configs_exit_2_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = include_str!("../deploy/config/example.toml");
+    let cases = [
+        (
+            "typo.toml",
+            example.replace("group_id = ", "groupid = "),
+            vec!["kafka.groupid", "unknown field"],
+        ),
+        (
+            "source.toml",
+            example.replace(
+                "source = \"payments\"\ngroup_by = [\"merchant_id\"]",
+                "source = \"paymnts\"\ngroup_by = [\"merchant_id\"]",
+            ),
+            vec!["view[merchant_stats].source", "\"paymnts\""],
+        ),
+        (
+            "metric.toml",
+            example.replace(
+                "p99_amount = \"quantile(amount, 0.99)\"",
+                "p99_amount = \"quantile(amount, 99)\"",
+            ),
+            vec!["p99_amount", "between 0 and 1"],
+        ),
+        (
+            "field.toml",
+            example.replace("sum(amount)", "sum(amonut)"),
+            vec!["\"amonut\"", "does not declare"],
+        ),
+        (
+            "type.toml",
+            example.replace("max(amount)", "max(country)"),
+            vec!["max(country)", "numeric"],
+        ),
+        (
+            "granularity.toml",
+            example.replace("granularity = \"1m\"", "granularity = \"7s\""),
+            vec!["view[card_spend].granularity", "\"7s\""],
+        ),
+        (
+            "syntax.toml",
+            "[kafka\n".to_owned(),
+            vec!["TOML parse error", "syntax.toml"],
+        ),
+    ];
+    for (name, toml, fragments) in cases {
+        let output = check_file(dir.path(), name, &toml);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}: stderr {stderr}");
+        assert!(
+            output.stdout.is_empty(),
+            "{name}: printed a report for a broken config"
+        );
+        for fragment in fragments {
+            assert!(
+                stderr.contains(fragment),
+                "{name}: {fragment:?} missing in\n{stderr}"
+            );
+        }
+    }
+    let missing = braid(&["check", "--config", "/nonexistent/braid.toml"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("/nonexistent/braid.toml"));
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_lists_only_working_commands() {
+    assert_eq!(braid(&["chek"], &[]).status.code(), Some(2));
+    assert_eq!(braid(&["check", "--bogus"], &[]).status.code(), Some(2));
+    let help = text(&braid(&["--help"], &[]).stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["check", "help"]);
+}
