@@ -36,6 +36,18 @@ pub enum Error {
     #[error("cannot decode {what}: {reason}")]
     Codec { what: &'static str, reason: String },
 
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("unknown view {0:?}")]
+    UnknownView(String),
+
+    #[error("coverage: {0}")]
+    Coverage(String),
+
     #[error("cannot merge {what}: {reason}")]
     Mismatch { what: &'static str, reason: String },
 }

@@ -5,16 +5,21 @@
 //! - `event`: decoding message bytes into typed events, or typed rejection reasons.
 //! - `aggregate`: mergeable metric states (monoids) with a versioned binary encoding.
 //! - `view`: resolved source and view definitions, and [`ViewState`], the cells of one view.
+//! - `coverage`: per-partition offset coverage, the snapshot pointer, the speed read trait.
+//! - `storage`: the storage directory's layout and durable (atomic) file writes.
 //! - `error`: the crate's error type.
 
 pub mod aggregate;
 pub mod config;
+pub mod coverage;
 mod error;
 pub mod event;
 pub mod metric;
+pub mod storage;
 pub mod view;
 
 pub use config::Config;
+pub use coverage::{CellQuery, Coverage, SpeedReader, TopicPartition};
 pub use error::{ConfigIssue, Error, Result};
 pub use event::{Decoder, Event, RejectReason, Value};
 pub use metric::MetricExpr;

@@ -285,6 +285,68 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn view_state_encoding_round_trips(events in events(300)) {
+        let (view, ints, _) = views();
+        for view in [view, ints] {
+            let state = state_of(&view, &events);
+            let decoded = ViewState::decode(view.clone(), &state.encode()).unwrap();
+            prop_assert_eq!(decoded, state);
+        }
+    }
+
+    #[test]
+    fn merge_matching_selects_exactly_the_range_and_filter(
+        events in events(300),
+        from in 0i64..4 * 3_600_000,
+        width in 0i64..3 * 3_600_000,
+        country in prop_oneof![Just(None), Just(Some("US")), Just(Some("DE"))],
+    ) {
+        let (view, _, _) = views();
+        let from_ms = 1_700_000_000_000 + from;
+        let to_ms = from_ms + width;
+        let filters = country.map(|c| vec![(1usize, Value::Str(c.to_owned()))]).unwrap_or_default();
+        let query = braid_shared::CellQuery { from_ms, to_ms, filters: filters.clone() };
+        let mut selected = ViewState::new(view.clone());
+        selected.merge_matching(&state_of(&view, &events), &query).unwrap();
+        let country_slot = view.group_by[1].slot;
+        let kept: Vec<Event> = events
+            .iter()
+            .filter(|e| {
+                let bucket = view.bucket_of(e.time_ms);
+                bucket >= from_ms && bucket < to_ms && filters.iter().all(|(_, v)| &e.values[country_slot] == v)
+            })
+            .cloned()
+            .collect();
+        prop_assert_eq!(selected, ViewState::recompute(view.clone(), &kept));
+    }
+}
+
+#[test]
+fn decoding_a_state_checks_view_and_bytes() {
+    let (view, ints, _) = views();
+    let encoded = ViewState::new(view.clone()).encode();
+    assert!(
+        ViewState::decode(ints, &encoded)
+            .unwrap_err()
+            .to_string()
+            .contains("another definition")
+    );
+    assert!(ViewState::decode(view.clone(), &[]).is_err());
+    assert!(
+        ViewState::decode(view.clone(), &[2, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("version 2")
+    );
+    for cut in 0..encoded.len() {
+        let _ = ViewState::decode(view.clone(), &encoded[..cut]);
+    }
+}
+
 #[test]
 fn merging_states_of_different_views_fails() {
     let (view, ints, _) = views();

@@ -175,11 +175,12 @@ impl MetricState {
         if !rest.is_empty() {
             return Err(codec(format!("{} trailing bytes", rest.len())));
         }
-        state.validate().map_err(codec)?;
+        state.check().map_err(codec)?;
         Ok(state)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    /// Checks the invariants of a state that came from outside (a file, the network).
+    pub fn check(&self) -> std::result::Result<(), String> {
         match self {
             Self::Sum(sum) if !(sum.float.is_finite() && sum.compensation.is_finite()) => {
                 Err("sum is not finite".to_owned())

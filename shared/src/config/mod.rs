@@ -47,6 +47,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub serve: ServeConfig,
     #[serde(default)]
+    pub speed: SpeedConfig,
+    #[serde(default)]
     pub source: Vec<SourceConfig>,
     #[serde(default)]
     pub view: Vec<ViewConfig>,
@@ -154,6 +156,49 @@ fn socket_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Sock
     })
 }
 
+/// Speed-layer tuning. `segment_size` is also the grain of batch coverage: a batch snapshot
+/// covers whole segments of every partition, so the speed layer can drop exactly what it covers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeedConfig {
+    /// Offsets per segment of a partition.
+    pub segment_size: u64,
+    /// Checkpoint at least this often while events arrive.
+    pub checkpoint_interval: Period,
+    /// Checkpoint after this many events, whichever comes first.
+    pub checkpoint_events: u64,
+    /// Most messages handled in one poll batch.
+    pub max_batch: usize,
+}
+
+impl Default for SpeedConfig {
+    fn default() -> Self {
+        Self {
+            segment_size: 10_000,
+            checkpoint_interval: Period(std::time::Duration::from_secs(5)),
+            checkpoint_events: 100_000,
+            max_batch: 5_000,
+        }
+    }
+}
+
+/// A positive duration (`500ms`, `5s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period(pub std::time::Duration);
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let duration = parse_duration(&text).map_err(serde::de::Error::custom)?;
+        if duration.is_zero() {
+            return Err(serde::de::Error::custom(format!(
+                "duration {text:?} must be positive"
+            )));
+        }
+        Ok(Self(duration))
+    }
+}
+
 /// The wire format of a source's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,6 +265,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub batch: BatchConfig,
     pub serve: ServeConfig,
+    pub speed: SpeedConfig,
     pub sources: Vec<Arc<SourceDef>>,
     pub views: Vec<Arc<ViewDef>>,
 }
@@ -281,6 +327,17 @@ impl Config {
 
     pub fn view(&self, name: &str) -> Option<&Arc<ViewDef>> {
         self.views.iter().find(|v| v.name == name)
+    }
+
+    /// The distinct topics of all sources, in source order.
+    pub fn topics(&self) -> Vec<&str> {
+        let mut topics: Vec<&str> = Vec::new();
+        for source in &self.sources {
+            if !topics.contains(&source.topic.as_str()) {
+                topics.push(&source.topic);
+            }
+        }
+        topics
     }
 }
 

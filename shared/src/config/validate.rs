@@ -87,6 +87,7 @@ pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
         storage: file.storage,
         batch: file.batch,
         serve: file.serve,
+        speed: file.speed,
         sources,
         views,
     })
@@ -153,6 +154,18 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
         } else if key.trim().is_empty() {
             issues.push("kafka.config", "has an empty key");
         }
+    }
+    if file.speed.segment_size == 0 {
+        issues.push("speed.segment_size", "must be at least 1");
+    }
+    if file.speed.checkpoint_events == 0 {
+        issues.push("speed.checkpoint_events", "must be at least 1");
+    }
+    if file.speed.max_batch == 0 || file.speed.max_batch > 1_000_000 {
+        issues.push(
+            "speed.max_batch",
+            format!("{} is outside 1..=1000000", file.speed.max_batch),
+        );
     }
     if file.storage.dir.as_os_str().is_empty() {
         issues.push("storage.dir", "is empty");

@@ -1,22 +1,74 @@
-//! The cells of one view: (event-time bucket, group key) -> one state per metric.
+//! The cells of one view: (event-time bucket, group key) -> one state per metric. Cells are
+//! grouped by bucket so time ranges are read without scanning the whole view.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-use serde::Serialize;
+use hashbrown::{Equivalent, HashMap};
+use rustc_hash::FxBuildHasher;
+use serde::{Deserialize, Serialize};
 
-use super::ViewDef;
+use super::{FieldRef, ViewDef};
 use crate::aggregate::MetricState;
+use crate::coverage::CellQuery;
 use crate::error::{Error, Result};
 use crate::event::{Event, Value};
 
+/// Version byte that starts an encoded view state.
+pub const VIEW_STATE_FORMAT_VERSION: u8 = 1;
+
 /// The group-by values of a cell, in the view's `group_by` order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GroupKey(pub Box<[Value]>);
 
+impl Hash for GroupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for value in &self.0 {
+            value.hash(state);
+        }
+    }
+}
+
+/// A group key seen through an event's values, hashed and compared like the owned key.
+struct EventKey<'a> {
+    fields: &'a [FieldRef],
+    values: &'a [Value],
+}
+
+impl EventKey<'_> {
+    fn value(&self, i: usize) -> &Value {
+        self.values.get(self.fields[i].slot).unwrap_or(&Value::Null)
+    }
+}
+
+impl Hash for EventKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for i in 0..self.fields.len() {
+            self.value(i).hash(state);
+        }
+    }
+}
+
+impl From<&EventKey<'_>> for GroupKey {
+    fn from(probe: &EventKey<'_>) -> Self {
+        GroupKey(
+            (0..probe.fields.len())
+                .map(|i| probe.value(i).clone())
+                .collect(),
+        )
+    }
+}
+
+impl Equivalent<GroupKey> for EventKey<'_> {
+    fn equivalent(&self, key: &GroupKey) -> bool {
+        key.0.len() == self.fields.len()
+            && key.0.iter().enumerate().all(|(i, v)| self.value(i) == v)
+    }
+}
+
 /// Identifies a cell: bucket start (epoch ms) and group key. Ordered by bucket, then key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CellKey {
     pub bucket_ms: i64,
     pub group: GroupKey,
@@ -30,25 +82,35 @@ pub struct Row {
     pub metrics: Vec<(String, serde_json::Value)>,
 }
 
+type Cells = HashMap<GroupKey, Box<[MetricState]>, FxBuildHasher>;
+
 /// The state of one view: mergeable cells. Built by `apply` in both layers and compared in
 /// tests against `recompute`.
 #[derive(Debug, Clone)]
 pub struct ViewState {
     view: Arc<ViewDef>,
-    cells: FxHashMap<CellKey, Box<[MetricState]>>,
+    buckets: BTreeMap<i64, Cells>,
+    len: usize,
 }
 
 impl PartialEq for ViewState {
     fn eq(&self, other: &Self) -> bool {
-        self.view.fingerprint() == other.view.fingerprint() && self.cells == other.cells
+        self.view.fingerprint() == other.view.fingerprint() && self.buckets == other.buckets
     }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Encoded {
+    fingerprint: u64,
+    cells: Vec<(CellKey, Vec<MetricState>)>,
 }
 
 impl ViewState {
     pub fn new(view: Arc<ViewDef>) -> Self {
         Self {
             view,
-            cells: FxHashMap::default(),
+            buckets: BTreeMap::new(),
+            len: 0,
         }
     }
 
@@ -81,13 +143,11 @@ impl ViewState {
                 state.update(value, &mut scratch);
             }
         }
-        Self {
-            view,
-            cells: cells
-                .into_iter()
-                .map(|(k, v)| (k, v.into_boxed_slice()))
-                .collect(),
+        let mut state = Self::new(view);
+        for (key, states) in cells {
+            state.insert_new(key, states.into_boxed_slice());
         }
+        state
     }
 
     pub fn view(&self) -> &Arc<ViewDef> {
@@ -96,42 +156,69 @@ impl ViewState {
 
     /// Number of cells.
     pub fn len(&self) -> usize {
-        self.cells.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.len == 0
     }
 
-    pub fn cells(&self) -> impl Iterator<Item = (&CellKey, &[MetricState])> {
-        self.cells.iter().map(|(k, v)| (k, &**v))
+    /// Every cell, ordered by bucket (keys within a bucket in no particular order).
+    pub fn cells(&self) -> impl Iterator<Item = (CellKey, &[MetricState])> {
+        self.buckets.iter().flat_map(|(&bucket_ms, cells)| {
+            cells.iter().map(move |(group, states)| {
+                (
+                    CellKey {
+                        bucket_ms,
+                        group: group.clone(),
+                    },
+                    &**states,
+                )
+            })
+        })
     }
 
     pub fn cell(&self, key: &CellKey) -> Option<&[MetricState]> {
-        self.cells.get(key).map(|v| &**v)
+        self.buckets
+            .get(&key.bucket_ms)?
+            .get(&key.group)
+            .map(|v| &**v)
     }
 
-    /// The cell an event belongs to.
-    pub fn key_of(&self, event: &Event) -> CellKey {
-        let group = self
-            .view
-            .group_by
+    fn empty_states(&self) -> Box<[MetricState]> {
+        self.view
+            .metrics
             .iter()
-            .map(|f| event.values.get(f.slot).cloned().unwrap_or(Value::Null))
-            .collect();
-        CellKey {
-            bucket_ms: self.view.bucket_of(event.time_ms),
-            group: GroupKey(group),
+            .map(|m| MetricState::empty(&m.expr))
+            .collect()
+    }
+
+    fn insert_new(&mut self, key: CellKey, states: Box<[MetricState]>) {
+        if self
+            .buckets
+            .entry(key.bucket_ms)
+            .or_default()
+            .insert(key.group, states)
+            .is_none()
+        {
+            self.len += 1;
         }
     }
 
     /// Applies a batch of decoded events of the view's source.
     pub fn apply(&mut self, events: &[Event]) {
         let mut scratch = String::new();
+        let view = Arc::clone(&self.view);
         for event in events {
-            let key = self.key_of(event);
-            let view = &self.view;
-            let states = self.cells.entry(key).or_insert_with(|| {
+            let bucket_ms = view.bucket_of(event.time_ms);
+            let cells = self.buckets.entry(bucket_ms).or_default();
+            let probe = EventKey {
+                fields: &view.group_by,
+                values: &event.values,
+            };
+            let len = &mut self.len;
+            let states = cells.entry_ref(&probe).or_insert_with(|| {
+                *len += 1;
                 view.metrics
                     .iter()
                     .map(|m| MetricState::empty(&m.expr))
@@ -161,90 +248,165 @@ impl ViewState {
                 ),
             });
         }
-        match self.cells.get_mut(&key) {
-            Some(mine) => {
-                for (m, theirs) in mine.iter_mut().zip(states) {
-                    m.merge(theirs)?;
-                }
+        if let Some(mine) = self
+            .buckets
+            .get_mut(&key.bucket_ms)
+            .and_then(|c| c.get_mut(&key.group))
+        {
+            for (m, theirs) in mine.iter_mut().zip(states) {
+                m.merge(theirs)?;
             }
-            None => {
-                // Validate the kinds against the view before adopting the states.
-                let mut fresh: Box<[MetricState]> = self
-                    .view
-                    .metrics
-                    .iter()
-                    .map(|m| MetricState::empty(&m.expr))
-                    .collect();
-                for (m, theirs) in fresh.iter_mut().zip(states) {
-                    m.merge(theirs)?;
-                }
-                self.cells.insert(key, fresh);
-            }
+            return Ok(());
         }
+        // Merge into identities so the kinds are checked against the view before adopting them.
+        let mut fresh = self.empty_states();
+        for (m, theirs) in fresh.iter_mut().zip(states) {
+            m.merge(theirs)?;
+        }
+        self.insert_new(key, fresh);
         Ok(())
+    }
+
+    fn check_same_view(&self, other: &ViewState) -> Result<()> {
+        if self.view.fingerprint() == other.view.fingerprint() {
+            return Ok(());
+        }
+        Err(Error::Mismatch {
+            what: "view states",
+            reason: format!(
+                "view {} and view {} have different definitions",
+                self.view.name, other.view.name
+            ),
+        })
     }
 
     /// Folds another state of the same view definition into this one.
     pub fn merge(&mut self, other: &ViewState) -> Result<()> {
-        if self.view.fingerprint() != other.view.fingerprint() {
-            return Err(Error::Mismatch {
-                what: "view states",
-                reason: format!(
-                    "view {} and view {} have different definitions",
-                    self.view.name, other.view.name
-                ),
-            });
+        self.merge_matching(other, &CellQuery::all())
+    }
+
+    /// Folds the cells of `other` that `query` selects into this state.
+    pub fn merge_matching(&mut self, other: &ViewState, query: &CellQuery) -> Result<()> {
+        self.check_same_view(other)?;
+        if query.from_ms >= query.to_ms {
+            return Ok(());
         }
-        for (key, states) in &other.cells {
-            self.merge_cell(key.clone(), states)?;
+        for (&bucket_ms, cells) in other.buckets.range(query.from_ms..query.to_ms) {
+            for (group, states) in cells {
+                let selected = query
+                    .filters
+                    .iter()
+                    .all(|(i, wanted)| group.0.get(*i).is_some_and(|v| v == wanted));
+                if selected {
+                    self.merge_cell(
+                        CellKey {
+                            bucket_ms,
+                            group: group.clone(),
+                        },
+                        states,
+                    )?;
+                }
+            }
         }
         Ok(())
     }
 
     /// Every cell finalized, ordered by bucket then group key.
     pub fn rows(&self) -> Vec<Row> {
-        let mut keys: Vec<&CellKey> = self.cells.keys().collect();
-        keys.sort_unstable();
-        keys.into_iter()
-            .map(|key| {
-                let states = &self.cells[key];
-                Row {
-                    bucket_ms: key.bucket_ms,
-                    group: self
-                        .view
-                        .group_by
-                        .iter()
-                        .zip(key.group.0.iter())
-                        .map(|(f, v)| (f.name.clone(), v.clone()))
-                        .collect(),
-                    metrics: self
-                        .view
-                        .metrics
-                        .iter()
-                        .zip(states.iter())
-                        .map(|(m, s)| (m.name.clone(), s.finalize(&m.expr)))
-                        .collect(),
-                }
+        let mut cells: Vec<(CellKey, &[MetricState])> = self.cells().collect();
+        cells.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        cells
+            .into_iter()
+            .map(|(key, states)| Row {
+                bucket_ms: key.bucket_ms,
+                group: self
+                    .view
+                    .group_by
+                    .iter()
+                    .zip(key.group.0.iter())
+                    .map(|(f, v)| (f.name.clone(), v.clone()))
+                    .collect(),
+                metrics: self
+                    .view
+                    .metrics
+                    .iter()
+                    .zip(states.iter())
+                    .map(|(m, s)| (m.name.clone(), s.finalize(&m.expr)))
+                    .collect(),
             })
             .collect()
+    }
+
+    /// Encodes the state: a version byte, then the view fingerprint and every cell (postcard).
+    pub fn encode(&self) -> Vec<u8> {
+        let encoded = Encoded {
+            fingerprint: self.view.fingerprint(),
+            cells: self.cells().map(|(k, s)| (k, s.to_vec())).collect(),
+        };
+        let mut out = vec![VIEW_STATE_FORMAT_VERSION];
+        if let Ok(bytes) = postcard::to_stdvec(&encoded) {
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// Decodes a state encoded for `view`, checking the version, the view's fingerprint and
+    /// every cell against the view's metrics.
+    pub fn decode(view: Arc<ViewDef>, bytes: &[u8]) -> Result<Self> {
+        let codec = |reason: String| Error::Codec {
+            what: "view state",
+            reason,
+        };
+        let (&version, payload) = bytes
+            .split_first()
+            .ok_or_else(|| codec("empty input".to_owned()))?;
+        if version != VIEW_STATE_FORMAT_VERSION {
+            return Err(codec(format!("unknown format version {version}")));
+        }
+        let (encoded, rest): (Encoded, &[u8]) =
+            postcard::take_from_bytes(payload).map_err(|e| codec(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(codec(format!("{} trailing bytes", rest.len())));
+        }
+        if encoded.fingerprint != view.fingerprint() {
+            return Err(codec(format!(
+                "encoded for another definition of view {}",
+                view.name
+            )));
+        }
+        let mut state = Self::new(view);
+        for (key, states) in encoded.cells {
+            for s in &states {
+                s.check().map_err(|e| codec(format!("cell {key:?}: {e}")))?;
+            }
+            if state.cell(&key).is_some() {
+                return Err(codec(format!("cell {key:?} appears twice")));
+            }
+            state.merge_cell(key, &states)?;
+        }
+        Ok(state)
     }
 
     /// Compares with another state cell by cell (see [`MetricState::approx_eq`]), describing
     /// the first difference.
     pub fn approx_eq(&self, other: &ViewState, relative: f64) -> std::result::Result<(), String> {
-        if self.cells.len() != other.cells.len() {
-            let missing = self.cells.keys().find(|k| !other.cells.contains_key(*k));
-            let extra = other.cells.keys().find(|k| !self.cells.contains_key(*k));
+        if self.len != other.len {
+            let missing = self
+                .cells()
+                .find(|(k, _)| other.cell(k).is_none())
+                .map(|c| c.0);
+            let extra = other
+                .cells()
+                .find(|(k, _)| self.cell(k).is_none())
+                .map(|c| c.0);
             return Err(format!(
                 "{} cells != {} cells (first only here: {missing:?}; first only there: {extra:?})",
-                self.cells.len(),
-                other.cells.len()
+                self.len, other.len
             ));
         }
-        for (key, mine) in &self.cells {
+        for (key, mine) in self.cells() {
             let theirs = other
-                .cells
-                .get(key)
+                .cell(&key)
                 .ok_or_else(|| format!("cell {key:?} is missing"))?;
             for ((a, b), metric) in mine.iter().zip(theirs.iter()).zip(&self.view.metrics) {
                 a.approx_eq(b, relative)

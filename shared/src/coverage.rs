@@ -1,0 +1,143 @@
+//! Offset coverage: what a batch snapshot includes, per Kafka partition, and how the speed layer
+//! is asked for exactly the rest.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::Value;
+use crate::view::ViewState;
+
+/// A Kafka topic partition, written `topic/partition` in files and answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+impl std::str::FromStr for TopicPartition {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let (topic, partition) = text
+            .rsplit_once('/')
+            .ok_or_else(|| format!("{text:?} is not topic/partition"))?;
+        let partition = partition
+            .parse()
+            .map_err(|_| format!("{text:?} has no partition number"))?;
+        Ok(Self::new(topic, partition))
+    }
+}
+
+impl Serialize for TopicPartition {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TopicPartition {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Per partition, the offset below which every event is included. A partition not listed is
+/// covered below offset 0, i.e. not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Coverage(pub BTreeMap<TopicPartition, i64>);
+
+impl Coverage {
+    /// The covered offset of a partition (0 when not listed).
+    pub fn of(&self, tp: &TopicPartition) -> i64 {
+        self.0.get(tp).copied().unwrap_or(0)
+    }
+
+    /// Checks that every offset falls on a segment boundary.
+    pub fn check_aligned(&self, segment_size: u64) -> Result<()> {
+        let size = i64::try_from(segment_size).unwrap_or(i64::MAX);
+        match self
+            .0
+            .iter()
+            .find(|(_, offset)| **offset < 0 || **offset % size != 0)
+        {
+            None => Ok(()),
+            Some((tp, offset)) => Err(Error::Coverage(format!(
+                "coverage of {tp} at offset {offset} is not a multiple of the segment size {segment_size}"
+            ))),
+        }
+    }
+}
+
+/// The published batch snapshot, as the batch layer announces it in
+/// [`crate::storage::snapshot_pointer_path`]. Readers use nothing the pointer does not name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPointer {
+    pub run_id: String,
+    pub coverage: Coverage,
+    /// RFC 3339 time the snapshot was published.
+    pub finished_at: String,
+    /// Path of the snapshot's manifest, relative to the storage dir.
+    pub manifest: String,
+}
+
+/// Which cells of a view a reader wants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CellQuery {
+    /// Bucket starts from this time (inclusive, epoch ms) ...
+    pub from_ms: i64,
+    /// ... to this time (exclusive).
+    pub to_ms: i64,
+    /// Required values, by index into the view's `group_by`.
+    pub filters: Vec<(usize, Value)>,
+}
+
+impl CellQuery {
+    /// Every cell.
+    pub fn all() -> Self {
+        Self {
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            filters: Vec::new(),
+        }
+    }
+}
+
+/// The speed layer's part of an answer: cells above a coverage, and how far it has read.
+#[derive(Debug, Clone)]
+pub struct SpeedCells {
+    pub state: ViewState,
+    /// Per partition held, the next offset to be applied (everything below it is in `state`).
+    pub positions: BTreeMap<TopicPartition, i64>,
+}
+
+/// How the serving layer reads the speed layer.
+pub trait SpeedReader: Send + Sync {
+    /// The cells of `view` matching `query`, from events at or above `coverage` only. Fails with
+    /// [`Error::Coverage`] when the speed layer has already dropped events the coverage needs
+    /// (a newer snapshot was published): re-read the snapshot pointer and ask again.
+    fn read(&self, view: &str, query: &CellQuery, coverage: &Coverage) -> Result<SpeedCells>;
+}
