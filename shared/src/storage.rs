@@ -11,7 +11,61 @@ use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::coverage::SnapshotPointer;
+use crate::event::RejectReason;
+
+/// How much of a rejected message is kept.
+pub const REJECTED_RAW_LIMIT: usize = 4096;
+
+/// A message a layer could not read, kept with where it came from and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    pub source: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: RejectReason,
+    /// The message, as UTF-8 with invalid bytes replaced, cut at [`REJECTED_RAW_LIMIT`] bytes.
+    pub raw: String,
+    pub raw_bytes: usize,
+    /// When it was rejected, epoch milliseconds.
+    pub rejected_at_ms: i64,
+}
+
+impl RejectedRecord {
+    /// Keeps a bounded, printable copy of `raw`.
+    pub fn bounded_raw(raw: &[u8]) -> String {
+        let cut = &raw[..raw.len().min(REJECTED_RAW_LIMIT)];
+        String::from_utf8_lossy(cut).into_owned()
+    }
+}
+
+/// Reads the rejected records of one topic's partitions as written by the speed layer, oldest
+/// first per partition. Lines that do not parse (a torn last line) are skipped.
+pub fn read_rejected(dir: &Path, topic: &str) -> io::Result<Vec<RejectedRecord>> {
+    let topic_dir = speed_rejected_dir(dir).join(topic);
+    let mut files: Vec<PathBuf> = match fs::read_dir(&topic_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    let mut records = Vec::new();
+    for file in files {
+        let text = fs::read(&file)?;
+        records.extend(
+            text.split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .filter_map(|line| serde_json::from_slice::<RejectedRecord>(line).ok()),
+        );
+    }
+    Ok(records)
+}
 
 pub fn snapshot_pointer_path(dir: &Path) -> PathBuf {
     dir.join("batch").join("CURRENT.json")

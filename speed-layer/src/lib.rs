@@ -1,3 +1,21 @@
-//! Braid's speed layer: Kafka consumption into incremental views above the batch coverage.
+//! Braid's speed layer: consumes the source topics with one Kafka consumer group and keeps every
+//! view incrementally, per partition and offset segment, above the published batch coverage.
 //!
-//! Nothing is built here yet; ARCHITECTURE.md describes its role.
+//! - `consumer`: the poll loop and partition hand-over (restore on assign, checkpoint on revoke).
+//! - `state`: per-partition segmented view state and the [`SpeedHandle`] reader.
+//! - `checkpoint`: durable, checksummed partition checkpoints.
+//! - `rejected`: the per-partition log of events that could not be read.
+//! - `plan`: which sources and views each topic feeds.
+//! - `metrics`, `error`.
+
+mod checkpoint;
+mod consumer;
+mod error;
+mod metrics;
+mod plan;
+mod rejected;
+mod state;
+
+pub use consumer::SpeedLayer;
+pub use error::{Error, Result};
+pub use state::SpeedHandle;

@@ -1,0 +1,291 @@
+//! The speed layer against librdkafka's mock cluster: exact state with late, out-of-order and
+//! malformed events; coverage drops; broker faults; two consumers in one group; recreated topics.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_shared::coverage::SnapshotPointer;
+use braid_shared::storage::{read_rejected, snapshot_pointer_path, write_atomic};
+use braid_shared::{CellQuery, Coverage, SpeedReader, TopicPartition};
+use braid_speed::SpeedLayer;
+use common::*;
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 3;
+
+#[test]
+fn late_out_of_order_and_malformed_events_give_the_reference_state() {
+    let cluster = cluster(1);
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = config(
+        &cluster.bootstrap_servers(),
+        &topic,
+        &unique("group"),
+        dir.path(),
+        "",
+    );
+    let messages = payments(1, 3000, PARTITIONS);
+    produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
+
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let handle = layer.handle();
+    let partitions = by_partition(&messages, PARTITIONS);
+    let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
+    wait_caught_up(&handle, &topic, &counts, Duration::from_secs(60));
+
+    for view in ["card_minute", "country_hour"] {
+        assert_same(
+            &read_all(&handle, view),
+            &reference(&config, view, &partitions, &[]),
+        );
+    }
+
+    // Every malformed message is in the rejected store, once, with its reason.
+    let rejected = |dir: &std::path::Path| {
+        let mut records = read_rejected(dir, &topic).unwrap();
+        records.sort_by_key(|r| (r.partition, r.offset));
+        records
+    };
+    wait_for(
+        "rejected events to be durable",
+        Duration::from_secs(10),
+        || rejected(dir.path()).len() == expected_rejections(&config, &partitions).len(),
+    );
+    let records = rejected(dir.path());
+    let expected = expected_rejections(&config, &partitions);
+    let got: Vec<(i32, i64, &str)> = records
+        .iter()
+        .map(|r| (r.partition, r.offset, r.reason.code()))
+        .collect();
+    assert_eq!(
+        got,
+        expected
+            .iter()
+            .map(|(p, o, c)| (*p, *o, c.as_str()))
+            .collect::<Vec<_>>()
+    );
+    assert!(records.iter().any(|r| r.raw == "this is not json"));
+
+    // A filtered, ranged read equals the reference restricted the same way.
+    let view = config.view("country_hour").unwrap();
+    let all = reference(&config, "country_hour", &partitions, &[]);
+    let query = CellQuery {
+        from_ms: 1_790_000_000_000 - 7_200_000,
+        to_ms: 1_790_000_000_000,
+        filters: vec![(0, braid_shared::Value::Str("DE".into()))],
+    };
+    let mut expected_cells = braid_shared::ViewState::new(Arc::clone(view));
+    expected_cells.merge_matching(&all, &query).unwrap();
+    let got = handle
+        .read("country_hour", &query, &Coverage::default())
+        .unwrap();
+    assert_same(&got.state, &expected_cells);
+    assert!(!got.state.is_empty());
+    assert!(handle.read("nope", &query, &Coverage::default()).is_err());
+
+    cancel.cancel();
+    layer.join().unwrap();
+}
+
+fn expected_rejections(
+    config: &braid_shared::Config,
+    partitions: &[Vec<Vec<u8>>],
+) -> Vec<(i32, i64, String)> {
+    let decoder = braid_shared::Decoder::new(config.source("payments").unwrap());
+    let mut out = Vec::new();
+    for (p, messages) in partitions.iter().enumerate() {
+        for (offset, bytes) in messages.iter().enumerate() {
+            if let Err(reason) = decoder.decode(bytes) {
+                out.push((p as i32, offset as i64, reason.code().to_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn published_coverage_drops_exactly_the_covered_segments() {
+    let cluster = cluster(1);
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = config(
+        &cluster.bootstrap_servers(),
+        &topic,
+        &unique("group"),
+        dir.path(),
+        "",
+    );
+    let messages = payments(2, 2000, PARTITIONS);
+    produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
+    let partitions = by_partition(&messages, PARTITIONS);
+    let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
+
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let handle = layer.handle();
+    wait_caught_up(&handle, &topic, &counts, Duration::from_secs(60));
+
+    // The batch layer publishes coverage at segment boundaries (segment_size = 100).
+    let covered = [300i64, 0, 500];
+    let coverage = Coverage(
+        covered
+            .iter()
+            .enumerate()
+            .map(|(p, &o)| (TopicPartition::new(&topic, p as i32), o))
+            .collect(),
+    );
+    // Reads at a coverage the speed layer still holds answer exactly above it, before any drop.
+    let above = handle
+        .read("card_minute", &CellQuery::all(), &coverage)
+        .unwrap();
+    assert_same(
+        &above.state,
+        &reference(&config, "card_minute", &partitions, &covered),
+    );
+
+    let pointer = SnapshotPointer {
+        run_id: "run-1".into(),
+        coverage: coverage.clone(),
+        finished_at: "2026-11-21T00:00:00Z".into(),
+        manifest: "batch/run-1/manifest.json".into(),
+    };
+    write_atomic(
+        &snapshot_pointer_path(dir.path()),
+        &serde_json::to_vec(&pointer).unwrap(),
+    )
+    .unwrap();
+    wait_for(
+        "the coverage to be followed",
+        Duration::from_secs(10),
+        || handle.coverage() == coverage,
+    );
+
+    for view in ["card_minute", "country_hour"] {
+        let read = handle.read(view, &CellQuery::all(), &coverage).unwrap();
+        assert_same(
+            &read.state,
+            &reference(&config, view, &partitions, &covered),
+        );
+    }
+    // The dropped events can no longer be asked for: the answer would have a gap.
+    let err = handle
+        .read("card_minute", &CellQuery::all(), &Coverage::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("dropped"), "{err}");
+    // A coverage off the segment grid is refused.
+    let odd = Coverage(
+        [(TopicPartition::new(&topic, 0), 350)]
+            .into_iter()
+            .collect(),
+    );
+    assert!(
+        handle
+            .read("card_minute", &CellQuery::all(), &odd)
+            .unwrap_err()
+            .to_string()
+            .contains("segment size")
+    );
+
+    // A restart restores the dropped state, not the old one.
+    cancel.cancel();
+    layer.join().unwrap();
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let handle = layer.handle();
+    wait_caught_up(&handle, &topic, &counts, Duration::from_secs(60));
+    let read = handle
+        .read("country_hour", &CellQuery::all(), &coverage)
+        .unwrap();
+    assert_same(
+        &read.state,
+        &reference(&config, "country_hour", &partitions, &covered),
+    );
+    cancel.cancel();
+    layer.join().unwrap();
+}
+
+#[test]
+fn restart_resumes_exactly_from_the_checkpoint() {
+    let cluster = cluster(1);
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = config(
+        &cluster.bootstrap_servers(),
+        &topic,
+        &unique("group"),
+        dir.path(),
+        "",
+    );
+    let producer = producer(&cluster.bootstrap_servers());
+    let first = payments(3, 1500, PARTITIONS);
+    produce(&producer, &topic, &first);
+
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let counts: Vec<usize> = by_partition(&first, PARTITIONS)
+        .iter()
+        .map(Vec::len)
+        .collect();
+    wait_caught_up(&layer.handle(), &topic, &counts, Duration::from_secs(60));
+    cancel.cancel();
+    layer.join().unwrap();
+
+    let second = payments(4, 1500, PARTITIONS);
+    produce(&producer, &topic, &second);
+    let all: Vec<Produced> = first.iter().chain(&second).cloned().collect();
+    let partitions = by_partition(&all, PARTITIONS);
+    let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
+
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    wait_caught_up(&layer.handle(), &topic, &counts, Duration::from_secs(60));
+    for view in ["card_minute", "country_hour"] {
+        assert_same(
+            &read_all(&layer.handle(), view),
+            &reference(&config, view, &partitions, &[]),
+        );
+    }
+    cancel.cancel();
+    layer.join().unwrap();
+}
+
+#[test]
+fn a_recreated_topic_behind_the_checkpoint_stops_the_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("payments");
+    let group = unique("group");
+    {
+        let cluster = cluster(1);
+        cluster.create_topic(&topic, 1, 1).unwrap();
+        let (_, config) = config(&cluster.bootstrap_servers(), &topic, &group, dir.path(), "");
+        let messages = payments(5, 500, 1);
+        produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
+        let cancel = CancellationToken::new();
+        let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+        wait_caught_up(&layer.handle(), &topic, &[500], Duration::from_secs(60));
+        cancel.cancel();
+        layer.join().unwrap();
+    }
+    // Same topic name, fresh broker: offsets restart at 0, far behind the checkpoint.
+    let cluster = cluster(1);
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    produce(
+        &producer(&cluster.bootstrap_servers()),
+        &topic,
+        &payments(6, 20, 1),
+    );
+    let (_, config) = config(&cluster.bootstrap_servers(), &topic, &group, dir.path(), "");
+    let layer = SpeedLayer::start(&config, CancellationToken::new()).unwrap();
+    let error = layer.join().unwrap_err().to_string();
+    assert!(
+        error.contains("recreated") && error.contains("checkpoint continues from 500"),
+        "{error}"
+    );
+}
