@@ -30,4 +30,26 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Measure a layer's throughput, latency and memory on this machine.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// The speed layer: decode + apply in-process (alone and with readers), end to end from the
+    /// embedded broker, and memory per live cell.
+    Speed {
+        /// Config whose first source and views are measured; default: the built-in example.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Events for the in-process runs.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Events for the end-to-end run through the embedded broker.
+        #[arg(long, default_value_t = 300_000)]
+        end_to_end_events: usize,
+    },
 }

@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use braid_shared::Config;
 use clap::Parser as _;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{BenchTarget, Cli, Command, LogFormat};
+
+/// Many small, long-lived allocations (cells, keys, sketches): mimalloc keeps them compact.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The built-in example config, used when no `--config` is given.
 pub const EXAMPLE_CONFIG: &str = include_str!("../deploy/config/example.toml");
@@ -23,24 +27,52 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
-        Command::Check { config } => {
-            let loaded = match config.as_deref() {
-                Some(path) if path.as_os_str() != "-" => Config::load(path),
-                _ => Config::from_toml_with_env(EXAMPLE_CONFIG, std::env::vars()),
+        Command::Check { config } => match load(config.as_deref()) {
+            Ok(config) => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = write!(stdout, "{}", check::describe(&config));
+                let _ = writeln!(stdout, "\nconfig OK");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Bench {
+            target:
+                BenchTarget::Speed {
+                    config,
+                    events,
+                    end_to_end_events,
+                },
+        } => {
+            let config = match load(config.as_deref()) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
             };
-            match loaded {
-                Ok(config) => {
-                    let mut stdout = std::io::stdout().lock();
-                    let _ = write!(stdout, "{}", check::describe(&config));
-                    let _ = writeln!(stdout, "\nconfig OK");
+            match braid_speed::bench::run(&config, events.max(1), end_to_end_events.max(1)) {
+                Ok(report) => {
+                    println!("{report}");
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
                     eprintln!("error: {error}");
-                    ExitCode::from(EXIT_CONFIG)
+                    ExitCode::FAILURE
                 }
             }
         }
+    }
+}
+
+/// Loads the config at `path`, or the built-in example (with `BRAID__*` overrides) without one.
+fn load(path: Option<&std::path::Path>) -> braid_shared::Result<Config> {
+    match path {
+        Some(path) if path.as_os_str() != "-" => Config::load(path),
+        _ => Config::from_toml_with_env(EXAMPLE_CONFIG, std::env::vars()),
     }
 }
 

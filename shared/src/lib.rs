@@ -3,6 +3,7 @@
 //! - `config`: the TOML configuration with `BRAID__*` overrides, validated into definitions.
 //! - `metric`: the metric expression language (`sum(amount)`, `quantile(amount, 0.99)`, ...).
 //! - `event`: decoding message bytes into typed events, or typed rejection reasons.
+//! - `generator`: a deterministic synthetic payments stream.
 //! - `aggregate`: mergeable metric states (monoids) with a versioned binary encoding.
 //! - `view`: resolved source and view definitions, and [`ViewState`], the cells of one view.
 //! - `coverage`: per-partition offset coverage, the snapshot pointer, the speed read trait.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod coverage;
 mod error;
 pub mod event;
+pub mod generator;
 pub mod metric;
 pub mod storage;
 pub mod view;

@@ -81,16 +81,16 @@ fn events(max: usize) -> impl Strategy<Value = Vec<Event>> {
                     if card == 5 {
                         Value::Null
                     } else {
-                        Value::Str(format!("card-{card}"))
+                        Value::Str(format!("card-{card}").into())
                     },
                 );
-                set("country", Value::Str(country.to_owned()));
+                set("country", Value::Str(country.into()));
                 set(
                     "merchant",
                     if merchant % 7 == 0 {
                         Value::Int(i64::from(merchant))
                     } else {
-                        Value::Str(format!("m{merchant}"))
+                        Value::Str(format!("m{merchant}").into())
                     },
                 );
                 set("amount", amount);
@@ -308,7 +308,7 @@ proptest! {
         let (view, _, _) = views();
         let from_ms = 1_700_000_000_000 + from;
         let to_ms = from_ms + width;
-        let filters = country.map(|c| vec![(1usize, Value::Str(c.to_owned()))]).unwrap_or_default();
+        let filters = country.map(|c| vec![(1usize, Value::Str(c.into()))]).unwrap_or_default();
         let query = braid_shared::CellQuery { from_ms, to_ms, filters: filters.clone() };
         let mut selected = ViewState::new(view.clone());
         selected.merge_matching(&state_of(&view, &events), &query).unwrap();

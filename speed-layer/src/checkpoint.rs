@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::plan::TopicPlan;
-use crate::state::PartitionState;
+use crate::state::{PartitionState, Progress, Segment};
 
 const MAGIC: &[u8; 8] = b"BRAIDCKP";
 const FORMAT_VERSION: u8 = 1;
@@ -26,37 +26,46 @@ struct Payload {
     segment_size: i64,
     rejected_len: u64,
     views: Vec<(String, u64)>,
-    segments: Vec<(i64, Vec<Vec<u8>>)>,
+    /// (segment index, next offset within it, encoded state of each view)
+    segments: Vec<(i64, i64, Vec<Vec<u8>>)>,
 }
 
 /// What a checkpoint restores.
 pub(crate) struct Restored {
-    pub next_offset: i64,
-    pub floor: i64,
+    pub progress: Progress,
     pub rejected_len: u64,
-    pub segments: BTreeMap<i64, Vec<ViewState>>,
+    pub segments: BTreeMap<i64, Segment>,
 }
 
-/// Encodes a partition's state.
+/// Encodes a partition's state. Each segment is read under its lock, with its own offset.
 pub(crate) fn encode(
     plan: &TopicPlan,
     state: &PartitionState,
     segment_size: i64,
     rejected_len: u64,
 ) -> Vec<u8> {
+    let progress = state.progress();
+    let segments = state
+        .segments_from(i64::MIN, 1)
+        .into_iter()
+        .filter_map(|(index, segment)| {
+            let segment = segment.read().ok()?;
+            Some((
+                index,
+                segment.next_offset,
+                segment.views.iter().map(ViewState::encode).collect(),
+            ))
+        })
+        .collect();
     let payload = Payload {
         topic: state.tp.topic.clone(),
         partition: state.tp.partition,
-        next_offset: state.next_offset,
-        floor: state.floor,
+        next_offset: progress.next_offset,
+        floor: progress.floor,
         segment_size,
         rejected_len,
         views: plan.view_ids(),
-        segments: state
-            .segments
-            .iter()
-            .map(|(&segment, views)| (segment, views.iter().map(ViewState::encode).collect()))
-            .collect(),
+        segments,
     };
     let body = postcard::to_stdvec(&payload).unwrap_or_default();
     let mut out = Vec::with_capacity(body.len() + 17);
@@ -118,7 +127,7 @@ pub(crate) fn decode(
         )));
     }
     let mut segments = BTreeMap::new();
-    for (segment, views) in payload.segments {
+    for (index, next_offset, views) in payload.segments {
         if views.len() != plan.views.len() {
             return Err(corrupt("segment with the wrong number of views"));
         }
@@ -128,11 +137,19 @@ pub(crate) fn decode(
             .map(|(bytes, view)| ViewState::decode(Arc::clone(view), bytes))
             .collect::<braid_shared::Result<Vec<_>>>()
             .map_err(|e| Unusable::Corrupt(e.to_string()))?;
-        segments.insert(segment, states);
+        segments.insert(
+            index,
+            Segment {
+                views: states,
+                next_offset,
+            },
+        );
     }
     Ok(Restored {
-        next_offset: payload.next_offset,
-        floor: payload.floor,
+        progress: Progress {
+            next_offset: payload.next_offset,
+            floor: payload.floor,
+        },
         rejected_len: payload.rejected_len,
         segments,
     })
@@ -143,14 +160,19 @@ pub(crate) fn decode(
 pub(crate) fn write(
     dir: &Path,
     plan: &TopicPlan,
-    state: &mut PartitionState,
+    state: &PartitionState,
     segment_size: i64,
 ) -> Result<usize> {
-    let rejected_len = state.rejected.sync()?;
+    // The writer lock keeps the consumer out while the checkpoint is taken.
+    let mut writer = state.writer.lock().map_err(|_| Error::Checkpoint {
+        path: dir.to_owned(),
+        reason: format!("state of {} is unusable after a panic", state.tp),
+    })?;
+    let rejected_len = writer.rejected.sync()?;
     let bytes = encode(plan, state, segment_size, rejected_len);
     let path =
         braid_shared::storage::speed_checkpoint_path(dir, &state.tp.topic, state.tp.partition);
     braid_shared::storage::write_atomic(&path, &bytes).map_err(Error::io(&path))?;
-    state.pending = 0;
+    writer.pending = 0;
     Ok(bytes.len())
 }

@@ -6,8 +6,10 @@
 //! - `checkpoint`: durable, checksummed partition checkpoints.
 //! - `rejected`: the per-partition log of events that could not be read.
 //! - `plan`: which sources and views each topic feeds.
+//! - `bench`: the `braid bench speed` measurements.
 //! - `metrics`, `error`.
 
+pub mod bench;
 mod checkpoint;
 mod consumer;
 mod error;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use braid_shared::coverage::SpeedCells;
 use braid_shared::storage::RejectedRecord;
@@ -19,50 +19,114 @@ pub(crate) struct Message<'a> {
     pub payload: &'a [u8],
 }
 
-/// The state of one assigned partition.
-pub(crate) struct PartitionState {
-    pub tp: TopicPartition,
+/// Events applied under one hold of a segment's write lock: bounds how long a reader waits.
+const APPLY_CHUNK: usize = 512;
+
+/// The views' state over one range of `segment_size` offsets.
+pub(crate) struct Segment {
+    pub views: Vec<ViewState>,
+    /// Every offset of the segment below this is applied.
+    pub next_offset: i64,
+}
+
+/// Where a partition stands.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Progress {
     /// Every offset below this has been applied (or lies below `floor`).
     pub next_offset: i64,
     /// Batch coverage: events below it are in a snapshot and never held here.
     pub floor: i64,
-    /// Segment index -> state of each of the topic's views.
-    pub segments: BTreeMap<i64, Vec<ViewState>>,
+}
+
+/// What only the consumer thread touches.
+pub(crate) struct Writer {
     pub rejected: RejectedLog,
     /// Events applied since the last checkpoint.
     pub pending: u64,
 }
 
+/// The state of one assigned partition. Readers lock the segment map and a segment only briefly;
+/// the consumer decodes outside every lock and applies in small chunks, so neither side stalls
+/// the other for long.
+pub(crate) struct PartitionState {
+    pub tp: TopicPartition,
+    pub progress: RwLock<Progress>,
+    /// Segment index -> segment. Only the newest segment changes.
+    pub segments: RwLock<BTreeMap<i64, Arc<RwLock<Segment>>>>,
+    pub writer: Mutex<Writer>,
+}
+
 impl PartitionState {
+    pub fn new(
+        tp: TopicPartition,
+        progress: Progress,
+        segments: BTreeMap<i64, Segment>,
+        rejected: RejectedLog,
+    ) -> Self {
+        Self {
+            tp,
+            progress: RwLock::new(progress),
+            segments: RwLock::new(
+                segments
+                    .into_iter()
+                    .map(|(k, s)| (k, Arc::new(RwLock::new(s))))
+                    .collect(),
+            ),
+            writer: Mutex::new(Writer {
+                rejected,
+                pending: 0,
+            }),
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.read().map(|p| *p).unwrap_or(Progress {
+            next_offset: 0,
+            floor: 0,
+        })
+    }
+
+    pub fn pending(&self) -> u64 {
+        self.writer.lock().map(|w| w.pending).unwrap_or(0)
+    }
+
     /// Applies consecutive messages of this partition. Messages below `next_offset` (redelivered)
     /// or below `floor` (covered by the batch layer) are skipped. Returns events applied.
     pub fn apply(
-        &mut self,
+        &self,
         plan: &TopicPlan,
         messages: &[Message<'_>],
         segment_size: i64,
         now_ms: i64,
     ) -> crate::Result<u64> {
+        let Progress { next_offset, floor } = self.progress();
         let fresh: Vec<&Message<'_>> = messages
             .iter()
-            .filter(|m| m.offset >= self.next_offset && m.offset >= self.floor)
+            .filter(|m| m.offset >= next_offset && m.offset >= floor)
             .collect();
         let Some(last) = fresh.last() else {
             return Ok(0);
         };
+        let mut writer = self.writer.lock().map_err(|_| poisoned(&self.tp))?;
         let mut applied = 0;
         let mut events: Vec<Event> = Vec::with_capacity(fresh.len());
+        let mut offsets: Vec<i64> = Vec::with_capacity(fresh.len());
         for run in fresh.chunk_by(|a, b| a.offset / segment_size == b.offset / segment_size) {
-            let segment = run[0].offset / segment_size;
+            let segment = self.segment(run[0].offset / segment_size, plan)?;
+            let run_end = run[run.len() - 1].offset + 1;
             for source in &plan.sources {
                 events.clear();
+                offsets.clear();
                 for message in run {
                     match source.decoder.decode(message.payload) {
-                        Ok(event) => events.push(event),
+                        Ok(event) => {
+                            events.push(event);
+                            offsets.push(message.offset);
+                        }
                         Err(reason) => {
                             metrics::rejected(&source.name, reason.code());
                             tracing::debug!(topic = %self.tp.topic, partition = self.tp.partition, offset = message.offset, %reason, "rejected event");
-                            self.rejected.append(&RejectedRecord {
+                            writer.rejected.append(&RejectedRecord {
                                 source: source.name.clone(),
                                 topic: self.tp.topic.clone(),
                                 partition: self.tp.partition,
@@ -78,45 +142,108 @@ impl PartitionState {
                 metrics::consumed(&source.name, run.len() as u64);
                 metrics::applied(&source.name, events.len() as u64);
                 applied += events.len() as u64;
-                if events.is_empty() {
-                    continue;
-                }
-                let views = self.segments.entry(segment).or_insert_with(|| {
-                    plan.views
-                        .iter()
-                        .map(|v| ViewState::new(Arc::clone(v)))
-                        .collect()
-                });
-                for &i in &source.views {
-                    views[i].apply(&events);
+                for (chunk, chunk_offsets) in
+                    events.chunks(APPLY_CHUNK).zip(offsets.chunks(APPLY_CHUNK))
+                {
+                    let mut segment = segment.write().map_err(|_| poisoned(&self.tp))?;
+                    for &i in &source.views {
+                        segment.views[i].apply(chunk);
+                    }
+                    if let Some(&offset) = chunk_offsets.last() {
+                        segment.next_offset = segment.next_offset.max(offset + 1);
+                    }
                 }
             }
+            if let Ok(mut segment) = segment.write() {
+                segment.next_offset = segment.next_offset.max(run_end);
+            }
         }
-        self.next_offset = last.offset + 1;
-        self.pending += fresh.len() as u64;
+        if let Ok(mut progress) = self.progress.write() {
+            progress.next_offset = last.offset + 1;
+        }
+        writer.pending += fresh.len() as u64;
         Ok(applied)
     }
 
-    /// Drops the segments a batch coverage includes. `coverage` must be segment-aligned.
-    pub fn drop_below(&mut self, coverage: i64, segment_size: i64) {
-        if coverage <= self.floor {
-            return;
+    /// The segment of index `index`, created empty if new.
+    fn segment(&self, index: i64, plan: &TopicPlan) -> crate::Result<Arc<RwLock<Segment>>> {
+        if let Some(segment) = self
+            .segments
+            .read()
+            .map_err(|_| poisoned(&self.tp))?
+            .get(&index)
+        {
+            return Ok(Arc::clone(segment));
         }
+        let mut map = self.segments.write().map_err(|_| poisoned(&self.tp))?;
+        let segment = map.entry(index).or_insert_with(|| {
+            Arc::new(RwLock::new(Segment {
+                views: plan
+                    .views
+                    .iter()
+                    .map(|v| ViewState::new(Arc::clone(v)))
+                    .collect(),
+                next_offset: 0,
+            }))
+        });
+        Ok(Arc::clone(segment))
+    }
+
+    /// Drops the segments a batch coverage includes. `coverage` must be segment-aligned.
+    /// Returns how many were dropped.
+    pub fn drop_below(&self, coverage: i64, segment_size: i64) -> usize {
+        let Ok(mut progress) = self.progress.write() else {
+            return 0;
+        };
+        if coverage <= progress.floor {
+            return 0;
+        }
+        progress.floor = coverage;
+        progress.next_offset = progress.next_offset.max(coverage);
+        let Ok(mut segments) = self.segments.write() else {
+            return 0;
+        };
+        let before = segments.len();
+        segments.retain(|&segment, _| segment * segment_size >= coverage);
+        before - segments.len()
+    }
+
+    /// The segments at or above a coverage offset.
+    pub fn segments_from(
+        &self,
+        covered: i64,
+        segment_size: i64,
+    ) -> Vec<(i64, Arc<RwLock<Segment>>)> {
         self.segments
-            .retain(|&segment, _| segment * segment_size >= coverage);
-        self.floor = coverage;
-        self.next_offset = self.next_offset.max(coverage);
+            .read()
+            .map(|map| {
+                map.iter()
+                    .filter(|&(&segment, _)| segment * segment_size >= covered)
+                    .map(|(&k, s)| (k, Arc::clone(s)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Number of live cells per view.
     pub fn cells_per_view(&self, views: usize) -> Vec<usize> {
         let mut cells = vec![0; views];
-        for states in self.segments.values() {
-            for (n, state) in cells.iter_mut().zip(states) {
+        for (_, segment) in self.segments_from(i64::MIN, 1) {
+            let Ok(segment) = segment.read() else {
+                continue;
+            };
+            for (n, state) in cells.iter_mut().zip(&segment.views) {
                 *n += state.len();
             }
         }
         cells
+    }
+}
+
+fn poisoned(tp: &TopicPartition) -> crate::Error {
+    crate::Error::Checkpoint {
+        path: Default::default(),
+        reason: format!("state of {tp} is unusable after a panic"),
     }
 }
 
@@ -125,17 +252,17 @@ pub(crate) struct Shared {
     pub plan: Plan,
     pub storage_dir: PathBuf,
     pub segment_size: i64,
-    pub partitions: RwLock<BTreeMap<TopicPartition, Arc<RwLock<PartitionState>>>>,
+    pub partitions: RwLock<BTreeMap<TopicPartition, Arc<PartitionState>>>,
     /// The newest batch coverage the speed layer has acted on.
     pub coverage: RwLock<Coverage>,
 }
 
 impl Shared {
-    pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<RwLock<PartitionState>>> {
+    pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<PartitionState>> {
         self.partitions.read().ok()?.get(tp).cloned()
     }
 
-    pub fn assigned(&self) -> Vec<(TopicPartition, Arc<RwLock<PartitionState>>)> {
+    pub fn assigned(&self) -> Vec<(TopicPartition, Arc<PartitionState>)> {
         self.partitions
             .read()
             .map(|map| {
@@ -163,7 +290,7 @@ impl SpeedHandle {
         self.shared
             .assigned()
             .into_iter()
-            .filter_map(|(tp, state)| state.read().ok().map(|s| (tp, s.next_offset)))
+            .map(|(tp, state)| (tp, state.progress().next_offset))
             .collect()
     }
 
@@ -193,27 +320,29 @@ impl SpeedReader for SpeedHandle {
         coverage.check_aligned(size)?;
         let mut state = ViewState::new(Arc::clone(&topic.views[index]));
         let mut positions = BTreeMap::new();
-        for (tp, partition) in shared
+        let partitions = shared
             .assigned()
             .into_iter()
-            .filter(|(tp, _)| tp.topic == topic.topic)
-        {
-            let Ok(partition) = partition.read() else {
-                continue;
-            };
+            .filter(|(tp, _)| tp.topic == topic.topic);
+        for (tp, partition) in partitions {
             let covered = coverage.of(&tp);
-            if covered < partition.floor {
+            let progress = partition.progress();
+            if covered < progress.floor {
                 return Err(braid_shared::Error::Coverage(format!(
                     "{tp}: events below offset {} were dropped for a newer snapshot; asked from {covered}",
-                    partition.floor
+                    progress.floor
                 )));
             }
-            for (&segment, views) in &partition.segments {
-                if segment * shared.segment_size >= covered {
-                    state.merge_matching(&views[index], query)?;
-                }
+            // The position reported is what the merged segments hold, read under their locks.
+            let mut position = progress.next_offset;
+            for (_, segment) in partition.segments_from(covered, shared.segment_size) {
+                let Ok(segment) = segment.read() else {
+                    continue;
+                };
+                state.merge_matching(&segment.views[index], query)?;
+                position = position.max(segment.next_offset);
             }
-            positions.insert(tp, partition.next_offset);
+            positions.insert(tp, position);
         }
         Ok(SpeedCells { state, positions })
     }

@@ -5,8 +5,6 @@
 //! The number of bins grows with log(max / min), not with the data: about 2,300 bins span twenty
 //! orders of magnitude.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::event::Value;
@@ -15,19 +13,81 @@ use crate::event::Value;
 pub const RELATIVE_ACCURACY: f64 = 0.01;
 /// Magnitudes below this count as zero.
 const MIN_INDEXABLE: f64 = 1e-12;
+/// 1 / ln(gamma) for gamma = 1.01 / 0.99.
+const INV_LN_GAMMA: f64 = 49.998_333_288_886_78;
 
-fn gamma_ln() -> f64 {
-    let gamma = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
-    gamma.ln()
+/// Non-empty bins as `(index, count)`, sorted by index, counts positive: one representation per
+/// content, so equal stores compare equal. Sparse, because a cell often holds few values spread
+/// over a wide range.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bins(pub Vec<(i32, u64)>);
+
+impl Bins {
+    fn add(&mut self, index: i32, n: u64) {
+        match self.0.binary_search_by_key(&index, |&(i, _)| i) {
+            Ok(at) => self.0[at].1 += n,
+            Err(at) => self.0.insert(at, (index, n)),
+        }
+    }
+
+    fn merge(&mut self, other: &Bins) {
+        if other.0.is_empty() {
+            return;
+        }
+        if self.0.is_empty() {
+            self.0.clone_from(&other.0);
+            return;
+        }
+        let mut merged = Vec::with_capacity(self.0.len() + other.0.len());
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&(i, n)), Some(&&(j, m))) if i == j => {
+                    a.next();
+                    b.next();
+                    (i, n + m)
+                }
+                (Some(&&x), Some(&&y)) if x.0 < y.0 => {
+                    a.next();
+                    x
+                }
+                (_, Some(&&y)) => {
+                    b.next();
+                    y
+                }
+                (Some(&&x), None) => {
+                    a.next();
+                    x
+                }
+                (None, None) => break,
+            };
+            merged.push(next);
+        }
+        self.0 = merged;
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (i32, u64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.0
+            .iter()
+            .try_fold(0u64, |acc, &(_, n)| acc.checked_add(n))
+    }
+
+    fn is_canonical(&self) -> bool {
+        self.0.iter().all(|&(_, n)| n > 0) && self.0.windows(2).all(|w| w[0].0 < w[1].0)
+    }
 }
 
 /// The quantile sketch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DdSketch {
     /// Bins of positive values by index.
-    pub positive: BTreeMap<i32, u64>,
+    pub positive: Bins,
     /// Bins of negative values by the index of their magnitude.
-    pub negative: BTreeMap<i32, u64>,
+    pub negative: Bins,
     pub zero: u64,
     pub count: u64,
     pub min: f64,
@@ -37,12 +97,12 @@ pub struct DdSketch {
 impl DdSketch {
     fn index(magnitude: f64) -> i32 {
         // ceil(log_gamma(x)); magnitudes are in [1e-12, 1.8e308] so the index fits in i32.
-        (magnitude.ln() / gamma_ln()).ceil() as i32
+        (magnitude.ln() * INV_LN_GAMMA).ceil() as i32
     }
 
     fn representative(index: i32) -> f64 {
-        let gamma = gamma_ln().exp();
-        2.0 * (f64::from(index) * gamma_ln()).exp() / (1.0 + gamma)
+        let gamma = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
+        2.0 * (f64::from(index) / INV_LN_GAMMA).exp() / (1.0 + gamma)
     }
 
     pub fn add(&mut self, value: &Value) {
@@ -56,9 +116,9 @@ impl DdSketch {
             return;
         }
         if x > MIN_INDEXABLE {
-            *self.positive.entry(Self::index(x)).or_default() += 1;
+            self.positive.add(Self::index(x), 1);
         } else if x < -MIN_INDEXABLE {
-            *self.negative.entry(Self::index(-x)).or_default() += 1;
+            self.negative.add(Self::index(-x), 1);
         } else {
             self.zero += 1;
         }
@@ -76,12 +136,8 @@ impl DdSketch {
         if other.count == 0 {
             return;
         }
-        for (&i, &n) in &other.positive {
-            *self.positive.entry(i).or_default() += n;
-        }
-        for (&i, &n) in &other.negative {
-            *self.negative.entry(i).or_default() += n;
-        }
+        self.positive.merge(&other.positive);
+        self.negative.merge(&other.negative);
         self.zero += other.zero;
         if self.count == 0 {
             self.min = other.min;
@@ -101,42 +157,38 @@ impl DdSketch {
         }
         let rank = (q.clamp(0.0, 1.0) * (self.count - 1) as f64).floor() as u64;
         let mut seen = 0u64;
-        let mut answer = None;
-        for (&i, &n) in self.negative.iter().rev() {
-            seen += n;
-            if seen > rank {
-                answer = Some(-Self::representative(i));
-                break;
-            }
-        }
-        if answer.is_none() {
-            seen += self.zero;
-            if seen > rank {
-                answer = Some(0.0);
-            }
-        }
-        if answer.is_none() {
-            for (&i, &n) in &self.positive {
+        let answer = 'found: {
+            for (i, n) in self.negative.iter().rev() {
                 seen += n;
                 if seen > rank {
-                    answer = Some(Self::representative(i));
-                    break;
+                    break 'found -Self::representative(i);
                 }
             }
-        }
-        answer.map(|x| x.clamp(self.min, self.max))
+            seen += self.zero;
+            if seen > rank {
+                break 'found 0.0;
+            }
+            for (i, n) in self.positive.iter() {
+                seen += n;
+                if seen > rank {
+                    break 'found Self::representative(i);
+                }
+            }
+            self.max
+        };
+        Some(answer.clamp(self.min, self.max))
     }
 
     /// Checks the invariants of a decoded sketch.
     pub fn validate(&self) -> Result<(), String> {
+        if !self.positive.is_canonical() || !self.negative.is_canonical() {
+            return Err("bins are not sorted, distinct and positive".to_owned());
+        }
         let binned = self
             .positive
-            .values()
-            .chain(self.negative.values())
-            .try_fold(
-                self.zero,
-                |acc, &n| if n == 0 { None } else { acc.checked_add(n) },
-            );
+            .total()
+            .zip(self.negative.total())
+            .and_then(|(p, n)| p.checked_add(n)?.checked_add(self.zero));
         match binned {
             Some(total) if total == self.count => {}
             Some(total) => {
@@ -145,7 +197,7 @@ impl DdSketch {
                     self.count
                 ));
             }
-            None => return Err("a bin is empty or the counts overflow".to_owned()),
+            None => return Err("the counts overflow".to_owned()),
         }
         if self.count > 0 && !(self.min.is_finite() && self.max.is_finite() && self.min <= self.max)
         {
@@ -161,6 +213,12 @@ mod tests {
 
     fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
         sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
+    }
+
+    #[test]
+    fn the_constant_is_one_over_ln_gamma() {
+        let gamma: f64 = 1.01 / 0.99;
+        assert!((INV_LN_GAMMA - 1.0 / gamma.ln()).abs() < 1e-9);
     }
 
     #[test]
@@ -203,15 +261,33 @@ mod tests {
         b.iter().for_each(|&x| right.add_f64(x));
         right.merge(&left);
         assert_eq!(right, whole);
+        let mut other_way = left.clone();
+        other_way.merge(&{
+            let mut r = DdSketch::default();
+            b.iter().for_each(|&x| r.add_f64(x));
+            r
+        });
+        assert_eq!(other_way, whole);
     }
 
     #[test]
-    fn empty_sketch_has_no_quantile() {
+    fn broken_sketches_are_refused() {
         assert_eq!(DdSketch::default().quantile(0.5), None);
         let broken = DdSketch {
             count: 3,
             ..DdSketch::default()
         };
         assert!(broken.validate().is_err());
+        let unsorted = DdSketch {
+            positive: Bins(vec![(3, 1), (1, 1)]),
+            count: 2,
+            ..DdSketch::default()
+        };
+        assert!(unsorted.validate().is_err());
+        let empty_bin = DdSketch {
+            positive: Bins(vec![(1, 0)]),
+            ..DdSketch::default()
+        };
+        assert!(empty_bin.validate().is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! Exact states: sums (integers exact in `i128`, floats compensated), minima/maxima, averages.
+//! Exact states: sums (integers exact, floats compensated), minima/maxima, averages.
 
 use std::cmp::Ordering;
 
@@ -30,26 +30,29 @@ fn compare_int_float(i: i64, f: f64) -> Ordering {
     }
 }
 
-/// A sum. Integers add exactly; floats add with Neumaier compensation, so any order of
-/// additions and merges agrees to far better than 1e-9 relative.
+/// A sum. Integers add exactly (while the integer part stays within `i64`; beyond, it spills
+/// into the float part); floats add with Neumaier compensation, so any order of additions and
+/// merges agrees to far better than 1e-9 relative. A sum with no float part answers as an integer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SumState {
-    pub int: i128,
+    pub int: i64,
     pub float: f64,
     pub compensation: f64,
-    /// Whether any float was added; then the sum is reported as a float.
-    pub has_float: bool,
 }
 
 impl SumState {
     pub fn add(&mut self, value: &Value) {
         match *value {
-            Value::Int(i) => self.int += i128::from(i),
-            Value::Float(f) => {
-                self.add_float(f);
-                self.has_float = true;
-            }
+            Value::Int(i) => self.add_int(i),
+            Value::Float(f) => self.add_float(f),
             _ => {}
+        }
+    }
+
+    fn add_int(&mut self, i: i64) {
+        match self.int.checked_add(i) {
+            Some(sum) => self.int = sum,
+            None => self.add_float(i as f64),
         }
     }
 
@@ -64,10 +67,14 @@ impl SumState {
     }
 
     pub fn merge(&mut self, other: &Self) {
-        self.int += other.int;
+        self.add_int(other.int);
         self.add_float(other.float);
         self.compensation += other.compensation;
-        self.has_float |= other.has_float;
+    }
+
+    /// Whether the sum has a non-integer part (then it answers as a float).
+    pub fn has_float(&self) -> bool {
+        self.float != 0.0 || self.compensation != 0.0
     }
 
     /// The sum as a float.
@@ -75,11 +82,12 @@ impl SumState {
         self.int as f64 + (self.float + self.compensation)
     }
 
-    /// The sum as JSON: an integer when only integers were added and it fits in `i64`.
+    /// The sum as JSON: an integer when it has no float part.
     pub fn to_json(&self) -> serde_json::Value {
-        match i64::try_from(self.int) {
-            Ok(i) if !self.has_float => serde_json::Value::from(i),
-            _ => serde_json::Value::from(self.as_f64()),
+        if self.has_float() {
+            serde_json::Value::from(self.as_f64())
+        } else {
+            serde_json::Value::from(self.int)
         }
     }
 }
@@ -146,13 +154,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn integer_sums_are_exact_beyond_f64() {
+    fn integer_sums_are_exact_beyond_f64_precision() {
         let mut sum = SumState::default();
-        for _ in 0..4 {
-            sum.add(&Value::Int(i64::MAX));
-        }
-        assert_eq!(sum.int, 4 * i128::from(i64::MAX));
-        assert!(!sum.has_float);
+        sum.add(&Value::Int(i64::MAX - 10));
+        sum.add(&Value::Int(7));
+        assert_eq!(sum.int, i64::MAX - 3);
+        assert!(!sum.has_float());
+        assert_eq!(sum.to_json(), serde_json::json!(i64::MAX - 3));
+        // Past i64, the overflowing addend spills into the float part.
+        sum.add(&Value::Int(i64::MAX));
+        assert!(sum.has_float());
+        assert!((sum.as_f64() - 2.0 * i64::MAX as f64).abs() < 1e4);
     }
 
     #[test]

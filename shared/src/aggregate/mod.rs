@@ -32,10 +32,10 @@ pub enum MetricState {
     Sum(SumState),
     Min(Extreme),
     Max(Extreme),
-    Avg(AvgState),
-    Distinct(Hll),
-    Quantile(DdSketch),
-    TopK(TopK),
+    Avg(Box<AvgState>),
+    Distinct(Box<Hll>),
+    Quantile(Box<DdSketch>),
+    TopK(Box<TopK>),
 }
 
 impl MetricState {
@@ -46,10 +46,10 @@ impl MetricState {
             MetricExpr::Sum { .. } => Self::Sum(SumState::default()),
             MetricExpr::Min { .. } => Self::Min(Extreme::default()),
             MetricExpr::Max { .. } => Self::Max(Extreme::default()),
-            MetricExpr::Avg { .. } => Self::Avg(AvgState::default()),
-            MetricExpr::ApproxDistinct { .. } => Self::Distinct(Hll::default()),
-            MetricExpr::Quantile { .. } => Self::Quantile(DdSketch::default()),
-            MetricExpr::TopK { k, .. } => Self::TopK(TopK::new(*k)),
+            MetricExpr::Avg { .. } => Self::Avg(Box::default()),
+            MetricExpr::ApproxDistinct { .. } => Self::Distinct(Box::default()),
+            MetricExpr::Quantile { .. } => Self::Quantile(Box::default()),
+            MetricExpr::TopK { k, .. } => Self::TopK(Box::new(TopK::new(*k))),
         }
     }
 
@@ -62,21 +62,25 @@ impl MetricState {
             Self::Min(min) => min.offer(value, Ordering::Less),
             Self::Max(max) => max.offer(value, Ordering::Greater),
             Self::Avg(avg) => avg.add(value),
-            Self::Distinct(hll) => {
-                if !value.is_null() {
+            Self::Distinct(hll) => match value {
+                Value::Null => {}
+                Value::Str(s) => hll.insert(s.as_bytes()),
+                other => {
                     key.clear();
-                    value.write_key(key);
+                    other.write_key(key);
                     hll.insert(key.as_bytes());
                 }
-            }
+            },
             Self::Quantile(sketch) => sketch.add(value),
-            Self::TopK(top) => {
-                if !value.is_null() {
+            Self::TopK(top) => match value {
+                Value::Null => {}
+                Value::Str(s) => top.insert(s),
+                other => {
                     key.clear();
-                    value.write_key(key);
+                    other.write_key(key);
                     top.insert(key);
                 }
-            }
+            },
         }
     }
 
@@ -206,9 +210,7 @@ impl MetricState {
     pub fn approx_eq(&self, other: &Self, relative: f64) -> std::result::Result<(), String> {
         let close = |a: &SumState, b: &SumState| {
             let scale = a.as_f64().abs().max(b.as_f64().abs()).max(1.0);
-            a.int == b.int
-                && a.has_float == b.has_float
-                && (a.as_f64() - b.as_f64()).abs() <= relative * scale
+            a.int == b.int && (a.as_f64() - b.as_f64()).abs() <= relative * scale
         };
         let same = match (self, other) {
             (Self::Sum(a), Self::Sum(b)) => close(a, b),
@@ -257,6 +259,17 @@ mod tests {
         assert_eq!(
             MetricState::decode(&MetricState::Count(7).encode()).unwrap(),
             MetricState::Count(7)
+        );
+    }
+
+    #[test]
+    fn states_stay_small() {
+        // Cells hold one state per metric; these sizes are what a live cell costs.
+        assert_eq!(std::mem::size_of::<Value>(), 24);
+        assert!(
+            std::mem::size_of::<MetricState>() <= 32,
+            "{}",
+            std::mem::size_of::<MetricState>()
         );
     }
 

@@ -174,7 +174,7 @@ pub struct SpeedConfig {
 impl Default for SpeedConfig {
     fn default() -> Self {
         Self {
-            segment_size: 10_000,
+            segment_size: 100_000,
             checkpoint_interval: Period(std::time::Duration::from_secs(5)),
             checkpoint_events: 100_000,
             max_batch: 5_000,

@@ -15,19 +15,12 @@ const MAX_TIME_MS: i64 = 253_402_300_799_999;
 /// How much of an offending value a rejection reason quotes.
 const QUOTE_LIMIT: usize = 64;
 
-#[derive(Clone, Copy)]
-enum Slot {
-    Time,
-    Field(usize),
-}
-
 /// Decodes one source's messages. Build once per source and reuse.
 #[derive(Debug, Clone)]
 pub struct Decoder {
     event_time: String,
     fields: Vec<(String, FieldKind)>,
     slots: FxHashMap<String, usize>,
-    time_slot: Option<usize>,
     max_bytes: usize,
 }
 
@@ -46,10 +39,19 @@ impl Decoder {
                 .iter()
                 .map(|f| (f.name.clone(), f.kind))
                 .collect(),
-            time_slot: source.slot(&source.event_time),
             slots,
             max_bytes: source.max_event_bytes,
         }
+    }
+
+    /// The slot of a field name: a linear scan (sources have few fields), unless there are many.
+    fn slot(&self, key: &str) -> Option<usize> {
+        if self.fields.len() > 16 {
+            return self.slots.get(key).copied();
+        }
+        self.fields
+            .iter()
+            .position(|(name, _)| name.len() == key.len() && name == key)
     }
 
     /// Decodes one message. Never panics; every failure is a [`RejectReason`].
@@ -62,8 +64,9 @@ impl Decoder {
         }
         let mut raw = Raw {
             time: None,
-            values: vec![None; self.fields.len()],
-            duplicate: None,
+            values: vec![Value::Null; self.fields.len()],
+            seen: vec![false; self.fields.len()],
+            problem: None,
         };
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         let outcome = ObjectSeed {
@@ -81,58 +84,54 @@ impl Decoder {
                 });
             }
         }
-        if let Some(field) = raw.duplicate {
-            return Err(RejectReason::DuplicateField { field });
+        if let Some(problem) = raw.problem {
+            return Err(problem);
         }
-        let time_ms = self.event_time(raw.time.as_ref())?;
-        let mut values = Vec::with_capacity(self.fields.len());
-        for ((name, kind), raw_value) in self.fields.iter().zip(raw.values) {
-            values.push(check_kind(
-                name,
-                *kind,
-                raw_value.unwrap_or(RawValue::Null),
-            )?);
-        }
-        if let Some(slot) = self.time_slot {
-            // The event-time field is also a declared field: keep its raw form there.
-            if values[slot].is_null() {
-                values[slot] = raw.time.map_or(Value::Null, RawValue::into_value_lossy);
+        let time_ms = match raw.time {
+            Some(Ok(ms)) => ms,
+            Some(Err(reason)) => return Err(reason),
+            None => {
+                return Err(RejectReason::MissingEventTime {
+                    field: self.event_time.clone(),
+                });
             }
-        }
-        Ok(Event { time_ms, values })
+        };
+        Ok(Event {
+            time_ms,
+            values: raw.values,
+        })
     }
 
-    fn event_time(&self, raw: Option<&RawValue>) -> Result<i64, RejectReason> {
-        let field = &self.event_time;
-        let invalid = |value: String, problem: &str| RejectReason::InvalidEventTime {
-            field: field.clone(),
+    fn invalid_time(&self, value: String, problem: &str) -> RejectReason {
+        RejectReason::InvalidEventTime {
+            field: self.event_time.clone(),
             value,
             problem: problem.to_owned(),
-        };
-        match raw {
-            None | Some(RawValue::Null) => Err(RejectReason::MissingEventTime {
-                field: field.clone(),
-            }),
-            Some(RawValue::Int(ms)) if (0..=MAX_TIME_MS).contains(ms) => Ok(*ms),
-            Some(RawValue::Int(ms)) => Err(invalid(
+        }
+    }
+
+    fn time_from_ms(&self, ms: i64) -> Result<i64, RejectReason> {
+        if (0..=MAX_TIME_MS).contains(&ms) {
+            Ok(ms)
+        } else {
+            Err(self.invalid_time(
                 ms.to_string(),
                 "epoch milliseconds must be between 0 and 253402300799999",
-            )),
-            Some(RawValue::Str(text)) => match chrono::DateTime::parse_from_rfc3339(text) {
-                Ok(time) => {
-                    let ms = time.timestamp_millis();
-                    if (0..=MAX_TIME_MS).contains(&ms) {
-                        Ok(ms)
-                    } else {
-                        Err(invalid(quote(text), "time is before 1970"))
-                    }
+            ))
+        }
+    }
+
+    fn time_from_text(&self, text: &str) -> Result<i64, RejectReason> {
+        match chrono::DateTime::parse_from_rfc3339(text) {
+            Ok(time) => {
+                let ms = time.timestamp_millis();
+                if (0..=MAX_TIME_MS).contains(&ms) {
+                    Ok(ms)
+                } else {
+                    Err(self.invalid_time(quote(text), "time is before 1970"))
                 }
-                Err(e) => Err(invalid(quote(text), &format!("not RFC 3339 ({e})"))),
-            },
-            Some(other) => Err(invalid(
-                other.describe(),
-                "expected an RFC 3339 string or integer epoch milliseconds",
-            )),
+            }
+            Err(e) => Err(self.invalid_time(quote(text), &format!("not RFC 3339 ({e})"))),
         }
     }
 }
@@ -167,45 +166,18 @@ fn quote(text: &str) -> String {
     format!("{:?}...", &text[..end])
 }
 
-fn check_kind(name: &str, kind: FieldKind, raw: RawValue) -> Result<Value, RejectReason> {
-    let value = match (kind, raw) {
-        (_, RawValue::Null) => Value::Null,
-        (FieldKind::String | FieldKind::Scalar, RawValue::Str(s)) => Value::Str(s),
-        (FieldKind::Int | FieldKind::Number | FieldKind::Scalar, RawValue::Int(i)) => Value::Int(i),
-        (FieldKind::Float, RawValue::Int(i)) => Value::Float(i as f64),
-        (FieldKind::Float | FieldKind::Number | FieldKind::Scalar, RawValue::Float(f)) => {
-            Value::Float(f)
-        }
-        (FieldKind::Bool | FieldKind::Scalar, RawValue::Bool(b)) => Value::Bool(b),
-        (kind, raw) => {
-            return Err(RejectReason::WrongType {
-                field: name.to_owned(),
-                expected: kind.describe().to_owned(),
-                found: raw.describe(),
-            });
-        }
-    };
-    Ok(value)
-}
-
-struct Raw {
-    time: Option<RawValue>,
-    values: Vec<Option<RawValue>>,
-    duplicate: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-enum RawValue {
+/// A JSON value as found, before it is checked against a field's kind.
+enum Found<'de> {
     Null,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    Str(Cow<'de, str>),
     Object,
     Array,
 }
 
-impl RawValue {
+impl Found<'_> {
     fn describe(&self) -> String {
         match self {
             Self::Null => "null".to_owned(),
@@ -218,69 +190,95 @@ impl RawValue {
         }
     }
 
-    fn into_value_lossy(self) -> Value {
-        match self {
-            Self::Bool(b) => Value::Bool(b),
-            Self::Int(i) => Value::Int(i),
-            Self::Float(f) => Value::Float(f),
-            Self::Str(s) => Value::Str(s),
-            Self::Null | Self::Object | Self::Array => Value::Null,
-        }
+    /// The value a field of `kind` holds, or why it cannot hold this.
+    fn into_value(self, name: &str, kind: FieldKind) -> Result<Value, RejectReason> {
+        let value = match (kind, self) {
+            (_, Found::Null) => Value::Null,
+            (FieldKind::String | FieldKind::Scalar, Found::Str(s)) => Value::Str(s.into()),
+            (FieldKind::Int | FieldKind::Number | FieldKind::Scalar, Found::Int(i)) => {
+                Value::Int(i)
+            }
+            (FieldKind::Float, Found::Int(i)) => Value::Float(i as f64),
+            (FieldKind::Float | FieldKind::Number | FieldKind::Scalar, Found::Float(f)) => {
+                Value::Float(f)
+            }
+            (FieldKind::Bool | FieldKind::Scalar, Found::Bool(b)) => Value::Bool(b),
+            (kind, found) => {
+                return Err(RejectReason::WrongType {
+                    field: name.to_owned(),
+                    expected: kind.describe().to_owned(),
+                    found: found.describe(),
+                });
+            }
+        };
+        Ok(value)
     }
 }
 
-impl<'de> de::Deserialize<'de> for RawValue {
+struct Raw {
+    time: Option<Result<i64, RejectReason>>,
+    values: Vec<Value>,
+    seen: Vec<bool>,
+    /// The first problem found; parsing goes on so that broken JSON is still reported as such.
+    problem: Option<RejectReason>,
+}
+
+impl<'de> de::Deserialize<'de> for Found<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(RawValueVisitor)
+        deserializer.deserialize_any(FoundVisitor)
     }
 }
 
-struct RawValueVisitor;
+struct FoundVisitor;
 
-impl<'de> Visitor<'de> for RawValueVisitor {
-    type Value = RawValue;
+impl<'de> Visitor<'de> for FoundVisitor {
+    type Value = Found<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E>(self) -> Result<RawValue, E> {
-        Ok(RawValue::Null)
+    fn visit_unit<E>(self) -> Result<Found<'de>, E> {
+        Ok(Found::Null)
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<RawValue, E> {
-        Ok(RawValue::Bool(v))
+    fn visit_bool<E>(self, v: bool) -> Result<Found<'de>, E> {
+        Ok(Found::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<RawValue, E> {
-        Ok(RawValue::Int(v))
+    fn visit_i64<E>(self, v: i64) -> Result<Found<'de>, E> {
+        Ok(Found::Int(v))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<RawValue, E> {
-        Ok(i64::try_from(v).map_or(RawValue::Float(v as f64), RawValue::Int))
+    fn visit_u64<E>(self, v: u64) -> Result<Found<'de>, E> {
+        Ok(i64::try_from(v).map_or(Found::Float(v as f64), Found::Int))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<RawValue, E> {
+    fn visit_f64<E>(self, v: f64) -> Result<Found<'de>, E> {
         // JSON has no NaN or infinity; normalise -0.0 so equal numbers are equal keys.
-        Ok(RawValue::Float(if v == 0.0 { 0.0 } else { v }))
+        Ok(Found::Float(if v == 0.0 { 0.0 } else { v }))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<RawValue, E> {
-        Ok(RawValue::Str(v.to_owned()))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Found<'de>, E> {
+        Ok(Found::Str(Cow::Borrowed(v)))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<RawValue, E> {
-        Ok(RawValue::Str(v))
+    fn visit_str<E>(self, v: &str) -> Result<Found<'de>, E> {
+        Ok(Found::Str(Cow::Owned(v.to_owned())))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawValue, A::Error> {
+    fn visit_string<E>(self, v: String) -> Result<Found<'de>, E> {
+        Ok(Found::Str(Cow::Owned(v)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found<'de>, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(RawValue::Object)
+        Ok(Found::Object)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawValue, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found<'de>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(RawValue::Array)
+        Ok(Found::Array)
     }
 }
 
@@ -331,25 +329,59 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let decoder = self.decoder;
+        let raw = self.raw;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let slot = if *key == *decoder.event_time {
-                Some(Slot::Time)
-            } else {
-                decoder.slots.get(key.as_ref()).map(|&i| Slot::Field(i))
-            };
-            let target = match slot {
-                None => {
-                    map.next_value::<IgnoredAny>()?;
+            let is_time = *key == *decoder.event_time;
+            let slot = decoder.slot(&key);
+            if !is_time && slot.is_none() {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let found = map.next_value::<Found<'de>>()?;
+            if raw.problem.is_some() {
+                continue;
+            }
+            if is_time {
+                if raw.time.is_some() {
+                    raw.problem = Some(RejectReason::DuplicateField {
+                        field: key.into_owned(),
+                    });
                     continue;
                 }
-                Some(Slot::Time) => &mut self.raw.time,
-                Some(Slot::Field(i)) => &mut self.raw.values[i],
-            };
-            let value = map.next_value::<RawValue>()?;
-            if target.is_some() && self.raw.duplicate.is_none() {
-                self.raw.duplicate = Some(key.into_owned());
+                raw.time = match &found {
+                    Found::Null => None,
+                    Found::Int(ms) => Some(decoder.time_from_ms(*ms)),
+                    Found::Str(text) => Some(decoder.time_from_text(text)),
+                    other => Some(Err(decoder.invalid_time(
+                        other.describe(),
+                        "expected an RFC 3339 string or integer epoch milliseconds",
+                    ))),
+                };
+                if slot.is_none() {
+                    continue;
+                }
             }
-            *target = Some(value);
+            if let Some(i) = slot {
+                if std::mem::replace(&mut raw.seen[i], true) {
+                    raw.problem = Some(RejectReason::DuplicateField {
+                        field: key.into_owned(),
+                    });
+                    continue;
+                }
+                let (name, kind) = &decoder.fields[i];
+                if is_time {
+                    // The event-time field, when also a decoded field, keeps its raw form; a bad
+                    // time is reported as such.
+                    raw.values[i] = found
+                        .into_value(name, FieldKind::Scalar)
+                        .unwrap_or(Value::Null);
+                    continue;
+                }
+                match found.into_value(name, *kind) {
+                    Ok(value) => raw.values[i] = value,
+                    Err(reason) => raw.problem = Some(reason),
+                }
+            }
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ pub enum Value {
     Int(i64),
     /// Always finite; `-0.0` is stored as `0.0`.
     Float(f64),
-    Str(String),
+    Str(Box<str>),
 }
 
 impl Value {
@@ -73,7 +73,7 @@ impl Value {
             Self::Bool(b) => serde_json::Value::Bool(*b),
             Self::Int(i) => serde_json::Value::from(*i),
             Self::Float(f) => serde_json::Value::from(*f),
-            Self::Str(s) => serde_json::Value::String(s.clone()),
+            Self::Str(s) => serde_json::Value::String(s.to_string()),
         }
     }
 }

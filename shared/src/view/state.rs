@@ -291,7 +291,21 @@ impl ViewState {
         if query.from_ms >= query.to_ms {
             return Ok(());
         }
+        // Filters on every group-by field name one key: look it up instead of scanning.
+        let point = self.point_key(query);
         for (&bucket_ms, cells) in other.buckets.range(query.from_ms..query.to_ms) {
+            if let Some(key) = &point {
+                if let Some(states) = cells.get(key) {
+                    self.merge_cell(
+                        CellKey {
+                            bucket_ms,
+                            group: key.clone(),
+                        },
+                        states,
+                    )?;
+                }
+                continue;
+            }
             for (group, states) in cells {
                 let selected = query
                     .filters
@@ -309,6 +323,24 @@ impl ViewState {
             }
         }
         Ok(())
+    }
+
+    /// The one group key a query's filters select, when they fix every group-by field.
+    fn point_key(&self, query: &CellQuery) -> Option<GroupKey> {
+        let fields = self.view.group_by.len();
+        if fields == 0 || query.filters.len() != fields {
+            return None;
+        }
+        let mut key = vec![None; fields];
+        for (i, value) in &query.filters {
+            match key.get_mut(*i) {
+                Some(slot @ None) => *slot = Some(value.clone()),
+                _ => return None,
+            }
+        }
+        key.into_iter()
+            .collect::<Option<Box<[Value]>>>()
+            .map(GroupKey)
     }
 
     /// Every cell finalized, ordered by bucket then group key.

@@ -144,11 +144,7 @@ fn run(
         if let Err(error) = poll_batch(&consumer, &shared, settings.max_batch) {
             break Err(error);
         }
-        let pending: u64 = shared
-            .assigned()
-            .iter()
-            .filter_map(|(_, s)| s.read().ok().map(|s| s.pending))
-            .sum();
+        let pending: u64 = shared.assigned().iter().map(|(_, s)| s.pending()).sum();
         if pending >= settings.checkpoint_events
             || (pending > 0 && last_checkpoint.elapsed() >= settings.checkpoint_interval)
         {
@@ -220,9 +216,6 @@ fn poll_batch(
         else {
             continue;
         };
-        let Ok(mut state) = state.write() else {
-            continue;
-        };
         state.apply(plan, &messages, shared.segment_size, now_ms)?;
     }
     Ok(())
@@ -233,16 +226,17 @@ fn poll_batch(
 fn checkpoint_all(consumer: &BaseConsumer<SpeedContext>, shared: &Shared) -> Result<()> {
     let mut offsets = TopicPartitionList::new();
     for (tp, state) in shared.assigned() {
-        let (Some(plan), Ok(mut state)) = (shared.plan.topic(&tp.topic), state.write()) else {
+        let Some(plan) = shared.plan.topic(&tp.topic) else {
             continue;
         };
-        if state.pending == 0 {
+        if state.pending() == 0 {
             continue;
         }
         let started = Instant::now();
-        let bytes = checkpoint::write(shared.storage_dir(), plan, &mut state, shared.segment_size)?;
+        let bytes = checkpoint::write(shared.storage_dir(), plan, &state, shared.segment_size)?;
         metrics::checkpoint(started.elapsed().as_secs_f64(), bytes);
-        offsets.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(state.next_offset))?;
+        let next_offset = state.progress().next_offset;
+        offsets.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next_offset))?;
     }
     if offsets.count() > 0
         && let Err(error) = consumer.commit(&offsets, CommitMode::Async)
@@ -262,14 +256,13 @@ fn maintain(consumer: &BaseConsumer<SpeedContext>, shared: &Shared) -> Result<()
         .unwrap_or(false);
     if changed {
         for (tp, state) in shared.assigned() {
-            let Ok(mut state) = state.write() else {
-                continue;
-            };
-            let before = state.segments.len();
-            state.drop_below(coverage.of(&tp), shared.segment_size);
-            if state.segments.len() != before {
-                state.pending += 1;
-                tracing::info!(partition = %tp, floor = state.floor, dropped = before - state.segments.len(), "dropped segments covered by the batch layer");
+            let dropped = state.drop_below(coverage.of(&tp), shared.segment_size);
+            if dropped > 0 {
+                if let Ok(mut writer) = state.writer.lock() {
+                    writer.pending += 1;
+                }
+                let floor = state.progress().floor;
+                tracing::info!(partition = %tp, floor, dropped, "dropped segments covered by the batch layer");
             }
         }
         if let Ok(mut current) = shared.coverage.write() {
@@ -278,23 +271,20 @@ fn maintain(consumer: &BaseConsumer<SpeedContext>, shared: &Shared) -> Result<()
     }
     for topic in &shared.plan.topics {
         let mut cells = vec![0; topic.views.len()];
-        for (tp, state) in shared
+        let partitions = shared
             .assigned()
             .into_iter()
-            .filter(|(tp, _)| tp.topic == topic.topic)
-        {
-            let Ok(state) = state.read() else { continue };
+            .filter(|(tp, _)| tp.topic == topic.topic);
+        for (tp, state) in partitions {
             for (total, n) in cells
                 .iter_mut()
                 .zip(state.cells_per_view(topic.views.len()))
             {
                 *total += n;
             }
-            let next = state.next_offset;
-            drop(state);
-            if let Ok((_, high)) =
-                consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_millis(200))
-            {
+            let next = state.progress().next_offset;
+            let timeout = Duration::from_millis(200);
+            if let Ok((_, high)) = consumer.fetch_watermarks(&tp.topic, tp.partition, timeout) {
                 metrics::lag(&tp.topic, tp.partition, (high - next).max(0));
             }
         }

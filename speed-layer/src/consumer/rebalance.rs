@@ -3,7 +3,7 @@
 //! revocation the state is checkpointed before the partition is released, so the next owner
 //! continues exactly where this one stopped.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use braid_shared::TopicPartition;
@@ -15,7 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::checkpoint::{self, Unusable};
 use crate::error::{Error, Result};
 use crate::rejected::{Keep, RejectedLog};
-use crate::state::{PartitionState, Shared};
+use crate::state::{PartitionState, Progress, Shared};
 
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -88,11 +88,14 @@ impl SpeedContext {
             .collect();
         for tp in wanted {
             let state = self.take_up(consumer, &tp)?;
-            let start = state.next_offset;
-            tracing::info!(partition = %tp, start, floor = state.floor, segments = state.segments.len(), "partition assigned");
+            let Progress {
+                next_offset: start,
+                floor,
+            } = state.progress();
+            tracing::info!(partition = %tp, start, floor, "partition assigned");
             tpl.set_partition_offset(&tp.topic, tp.partition, Offset::Offset(start))?;
             if let Ok(mut map) = self.shared.partitions.write() {
-                map.insert(tp, Arc::new(RwLock::new(state)));
+                map.insert(tp, Arc::new(state));
             }
         }
         Ok(())
@@ -134,38 +137,30 @@ impl SpeedContext {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&path)(e)),
         };
-        let mut state = match restored {
+        let state = match restored {
             Some(restored) => {
                 let (_, high) =
                     consumer.fetch_watermarks(&tp.topic, tp.partition, WATERMARK_TIMEOUT)?;
-                if high < restored.next_offset {
+                if high < restored.progress.next_offset {
                     return Err(Error::OffsetsBehindCheckpoint {
                         tp: tp.clone(),
                         high_watermark: high,
-                        checkpoint: restored.next_offset,
+                        checkpoint: restored.progress.next_offset,
                         path,
                     });
                 }
-                PartitionState {
-                    tp: tp.clone(),
-                    next_offset: restored.next_offset,
-                    floor: restored.floor,
-                    segments: restored.segments,
-                    rejected: RejectedLog::open(
-                        &rejected_path,
-                        Keep::Bytes(restored.rejected_len),
-                    )?,
-                    pending: 0,
-                }
+                let rejected =
+                    RejectedLog::open(&rejected_path, Keep::Bytes(restored.rejected_len))?;
+                PartitionState::new(tp.clone(), restored.progress, restored.segments, rejected)
             }
-            None => PartitionState {
-                tp: tp.clone(),
-                next_offset: coverage,
-                floor: coverage,
-                segments: Default::default(),
-                rejected: RejectedLog::open(&rejected_path, Keep::BelowOffset(coverage))?,
-                pending: 0,
-            },
+            None => {
+                let rejected = RejectedLog::open(&rejected_path, Keep::BelowOffset(coverage))?;
+                let start = Progress {
+                    next_offset: coverage,
+                    floor: coverage,
+                };
+                PartitionState::new(tp.clone(), start, Default::default(), rejected)
+            }
         };
         state.drop_below(coverage, shared.segment_size);
         Ok(state)
@@ -193,17 +188,15 @@ impl SpeedContext {
             let (Some(state), Some(plan)) = (removed, self.shared.plan.topic(&tp.topic)) else {
                 continue;
             };
-            let Ok(mut state) = state.write() else {
-                continue;
-            };
             match checkpoint::write(
                 self.shared.storage_dir(),
                 plan,
-                &mut state,
+                &state,
                 self.shared.segment_size,
             ) {
                 Ok(_) => {
-                    tracing::info!(partition = %tp, next_offset = state.next_offset, "partition released")
+                    let next_offset = state.progress().next_offset;
+                    tracing::info!(partition = %tp, next_offset, "partition released");
                 }
                 Err(error) => result = result.and(Err(error)),
             }

@@ -1,0 +1,383 @@
+//! `braid bench speed`: throughput of the speed layer's real apply path in-process (alone and with
+//! concurrent readers), end to end from the embedded broker, and memory per live cell.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use braid_shared::generator::{Payments, PaymentsShape};
+use braid_shared::{CellQuery, Config, Coverage, SpeedReader, TopicPartition, Value};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::SpeedLayer;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::rejected::{Keep, RejectedLog};
+use crate::state::{Message, PartitionState, Progress, Shared, SpeedHandle};
+
+/// What the benchmark measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub events: usize,
+    pub mean_event_bytes: f64,
+    /// `serde_json::Value` parsing of the same bytes, events/s.
+    pub raw_json_events_per_sec: f64,
+    /// Decode + apply to every view of the config, one core, events/s.
+    pub apply_events_per_sec: f64,
+    /// The same while a reader thread queries continuously.
+    pub apply_with_reads_events_per_sec: f64,
+    /// Point-read latency (one key, one hour) during ingest: p50 and p99, microseconds.
+    pub read_p50_us: f64,
+    pub read_p99_us: f64,
+    pub reads: usize,
+    /// End to end from the embedded broker: consumed, decoded, applied, checkpointed; events/s.
+    pub end_to_end_events_per_sec: f64,
+    pub end_to_end_events: usize,
+    /// Resident memory per live cell of a view of `count` and `sum`, bytes.
+    pub bytes_per_count_sum_cell: f64,
+    /// Resident memory per live cell across the config's views after the in-process run, bytes.
+    pub bytes_per_cell_all_views: f64,
+    pub live_cells: usize,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = |x: f64| x / 1e6;
+        writeln!(
+            f,
+            "events: {}, mean {:.0} bytes",
+            self.events, self.mean_event_bytes
+        )?;
+        writeln!(
+            f,
+            "raw serde_json::Value parse:        {:>6.2} M events/s",
+            m(self.raw_json_events_per_sec)
+        )?;
+        writeln!(
+            f,
+            "decode + apply, one core:           {:>6.2} M events/s ({:.0} MB/s)",
+            m(self.apply_events_per_sec),
+            self.apply_events_per_sec * self.mean_event_bytes / 1e6
+        )?;
+        writeln!(
+            f,
+            "  with a concurrent reader:         {:>6.2} M events/s",
+            m(self.apply_with_reads_events_per_sec)
+        )?;
+        writeln!(
+            f,
+            "  reads during ingest:              {} reads, p50 {:.1} us, p99 {:.1} us",
+            self.reads, self.read_p50_us, self.read_p99_us
+        )?;
+        writeln!(
+            f,
+            "end to end from embedded broker:    {:>6.2} M events/s ({} events)",
+            m(self.end_to_end_events_per_sec),
+            self.end_to_end_events
+        )?;
+        writeln!(
+            f,
+            "memory per live count+sum cell:     {:>6.0} bytes",
+            self.bytes_per_count_sum_cell
+        )?;
+        write!(
+            f,
+            "memory per live cell, all views:    {:>6.0} bytes ({} cells)",
+            self.bytes_per_cell_all_views, self.live_cells
+        )
+    }
+}
+
+/// Runs the benchmark for `config`'s first source (it must produce the payments fields).
+pub fn run(config: &Config, events: usize, end_to_end_events: usize) -> Result<Report> {
+    let messages = payments(events);
+    let bytes: usize = messages.iter().map(Vec::len).sum();
+
+    let started = Instant::now();
+    for m in &messages {
+        std::hint::black_box(serde_json::from_slice::<serde_json::Value>(m).ok());
+    }
+    let raw_json = events as f64 / started.elapsed().as_secs_f64();
+
+    let rss_before = resident_bytes();
+    let alone = apply_all(config, &messages, false)?;
+    let views = alone
+        .shared
+        .plan
+        .topics
+        .first()
+        .map_or(0, |t| t.views.len());
+    let live_cells: usize = alone.state.cells_per_view(views).iter().sum();
+    let per_cell_all =
+        resident_bytes().saturating_sub(rss_before) as f64 / live_cells.max(1) as f64;
+    let apply = alone.rate;
+    drop(alone);
+
+    let with_reads = apply_all(config, &messages, true)?;
+    let apply_with_reads = with_reads.rate;
+    let (p50, p99, reads) = percentiles(with_reads.read_latencies_us);
+
+    Ok(Report {
+        events,
+        mean_event_bytes: bytes as f64 / events as f64,
+        raw_json_events_per_sec: raw_json,
+        apply_events_per_sec: apply,
+        apply_with_reads_events_per_sec: apply_with_reads,
+        read_p50_us: p50,
+        read_p99_us: p99,
+        reads,
+        end_to_end_events_per_sec: end_to_end(config, end_to_end_events)?,
+        end_to_end_events,
+        bytes_per_count_sum_cell: count_sum_cell_bytes(),
+        bytes_per_cell_all_views: per_cell_all,
+        live_cells,
+    })
+}
+
+fn payments(n: usize) -> Vec<Vec<u8>> {
+    let mut generator = Payments::new(42, 1_790_000_000_000, PaymentsShape::default());
+    (0..n).map(|_| generator.next_event()).collect()
+}
+
+fn shared_for(config: &Config, dir: &std::path::Path) -> Arc<Shared> {
+    Arc::new(Shared {
+        plan: Plan::new(config),
+        storage_dir: dir.to_owned(),
+        segment_size: i64::try_from(config.speed.segment_size).unwrap_or(i64::MAX),
+        partitions: RwLock::new(BTreeMap::new()),
+        coverage: RwLock::new(Coverage::default()),
+    })
+}
+
+/// Median and 99th percentile of latency samples, and their number.
+fn percentiles(mut samples: Vec<f64>) -> (f64, f64, usize) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (at(0.5), at(0.99), samples.len())
+}
+
+/// One in-process run: the apply rate, the state built, and read latencies (us) if reading.
+struct Run {
+    rate: f64,
+    state: Arc<PartitionState>,
+    shared: Arc<Shared>,
+    read_latencies_us: Vec<f64>,
+}
+
+/// Decodes and applies `messages` as one partition's stream through `PartitionState::apply`.
+/// With `reads`, a second thread reads point queries the whole time.
+fn apply_all(config: &Config, messages: &[Vec<u8>], reads: bool) -> Result<Run> {
+    let temp = tempdir()?;
+    let dir = temp.path().to_owned();
+    let shared = shared_for(config, &dir);
+    let plan_topic = shared
+        .plan
+        .topics
+        .first()
+        .ok_or_else(|| Error::Checkpoint {
+            path: Default::default(),
+            reason: "the config has no source".to_owned(),
+        })?;
+    let tp = TopicPartition::new(plan_topic.topic.clone(), 0);
+    let rejected = RejectedLog::open(
+        &braid_shared::storage::speed_rejected_path(&dir, &tp.topic, 0),
+        Keep::BelowOffset(0),
+    )?;
+    let start = Progress {
+        next_offset: 0,
+        floor: 0,
+    };
+    let state = Arc::new(PartitionState::new(
+        tp.clone(),
+        start,
+        BTreeMap::new(),
+        rejected,
+    ));
+    if let Ok(mut map) = shared.partitions.write() {
+        map.insert(tp, Arc::clone(&state));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = reads.then(|| {
+        let (handle, stop, latencies) = (
+            SpeedHandle {
+                shared: Arc::clone(&shared),
+            },
+            Arc::clone(&stop),
+            Arc::clone(&latencies),
+        );
+        let view = config
+            .views
+            .first()
+            .map(|v| v.name.clone())
+            .unwrap_or_default();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let query = CellQuery {
+                    from_ms: 1_790_000_000_000,
+                    to_ms: 1_790_000_000_000 + 3_600_000,
+                    filters: vec![(0, Value::Str(format!("card-{:06}", i % 500).into()))],
+                };
+                let started = Instant::now();
+                let _ = std::hint::black_box(handle.read(&view, &query, &Coverage::default()));
+                if let Ok(mut l) = latencies.lock() {
+                    l.push(started.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        })
+    });
+    let batch = config.speed.max_batch.max(1);
+    let segment_size = shared.segment_size;
+    let topic_plan = &shared.plan.topics[0];
+    let started = Instant::now();
+    for (n, chunk) in messages.chunks(batch).enumerate() {
+        let base = (n * batch) as i64;
+        let batch: Vec<Message<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message {
+                offset: base + i as i64,
+                payload: m,
+            })
+            .collect();
+        state.apply(topic_plan, &batch, segment_size, 0)?;
+    }
+    let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(reader) = reader {
+        let _ = reader.join();
+    }
+    drop(temp);
+    let read_latencies_us = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    Ok(Run {
+        rate,
+        state,
+        shared,
+        read_latencies_us,
+    })
+}
+
+fn tempdir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("braid-bench-")
+        .tempdir()
+        .map_err(Error::io(std::env::temp_dir()))
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+fn resident_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Memory of one million live cells of a `count` + `sum` view keyed by a string id.
+fn count_sum_cell_bytes() -> f64 {
+    const CELLS: usize = 1_000_000;
+    let Ok(config) = Config::from_toml(
+        r#"
+[[source]]
+name = "s"
+topic = "t"
+event_time = "ts"
+[[view]]
+name = "v"
+source = "s"
+group_by = ["k"]
+granularity = "1m"
+[view.metrics]
+n = "count"
+total = "sum(x)"
+"#,
+    ) else {
+        return 0.0;
+    };
+    let view = Arc::clone(&config.views[0]);
+    let source = &config.sources[0];
+    let (k, x) = (source.slot("k").unwrap_or(0), source.slot("x").unwrap_or(0));
+    let before = resident_bytes();
+    let mut state = braid_shared::ViewState::new(view);
+    let mut events = Vec::with_capacity(10_000);
+    for start in (0..CELLS).step_by(10_000) {
+        events.clear();
+        for i in start..start + 10_000 {
+            let mut values = vec![Value::Null; source.fields.len()];
+            values[k] = Value::Str(format!("key-{i:07}").into());
+            values[x] = Value::Int(i as i64);
+            events.push(braid_shared::Event { time_ms: 0, values });
+        }
+        state.apply(&events);
+    }
+    drop(events);
+    let bytes = resident_bytes().saturating_sub(before) as f64 / state.len() as f64;
+    std::hint::black_box(&state);
+    bytes
+}
+
+/// Produces `n` events to the embedded broker, then measures the speed layer from its first
+/// partition assignment until it has applied and checkpointed them all.
+fn end_to_end(config: &Config, n: usize) -> Result<f64> {
+    let cluster = MockCluster::new(1)?;
+    let topic = "bench-payments";
+    cluster.create_topic(topic, 1, 1)?;
+    let temp = tempdir()?;
+    let dir = temp.path().to_owned();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .create()?;
+    for payload in payments(n) {
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(5));
+                    record = back;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+
+    let mut config = config.clone();
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.group_id = "braid-bench".to_owned();
+    config.storage.dir = dir.clone();
+    let mut sources: Vec<braid_shared::SourceDef> =
+        config.sources.iter().map(|s| (**s).clone()).collect();
+    if let Some(first) = sources.first_mut() {
+        first.topic = topic.to_owned();
+    }
+    config.sources = sources.into_iter().map(Arc::new).collect();
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone())?;
+    let handle = layer.handle();
+    let tp = TopicPartition::new(topic, 0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while handle.positions().get(&tp).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let started = Instant::now();
+    while handle.positions().get(&tp).copied().unwrap_or(0) < n as i64 && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    cancel.cancel();
+    layer.join()?;
+    drop(temp);
+    Ok(rate)
+}

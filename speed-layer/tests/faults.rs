@@ -1,0 +1,220 @@
+//! Broker faults and group membership: request errors and a broker outage (no panic, no busy
+//! loop, progress resumes, state exact); two consumers in one group hold exactly the union.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use braid_shared::{CellQuery, Coverage, SpeedReader, ViewState};
+use braid_speed::{SpeedHandle, SpeedLayer};
+use common::*;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use tokio_util::sync::CancellationToken;
+
+/// CPU time (user + system) this process has used, from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn request_errors_and_a_broker_outage_leave_the_state_exact() {
+    const PARTITIONS: i32 = 2;
+    let cluster = cluster(1);
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = config(
+        &cluster.bootstrap_servers(),
+        &topic,
+        &unique("group"),
+        dir.path(),
+        "",
+    );
+    let producer = producer(&cluster.bootstrap_servers());
+    let messages = payments(11, 3000, PARTITIONS);
+    let counts_after = |n: usize| {
+        by_partition(&messages[..n], PARTITIONS)
+            .iter()
+            .map(Vec::len)
+            .collect::<Vec<_>>()
+    };
+
+    produce(&producer, &topic, &messages[..1000]);
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let handle = layer.handle();
+    wait_caught_up(
+        &handle,
+        &topic,
+        &counts_after(1000),
+        Duration::from_secs(60),
+    );
+
+    // Fetches fail for a while with retriable errors.
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    produce(&producer, &topic, &messages[1000..2000]);
+    wait_caught_up(
+        &handle,
+        &topic,
+        &counts_after(2000),
+        Duration::from_secs(60),
+    );
+
+    // The broker goes away for three seconds while more events are produced.
+    cluster.broker_down(1).unwrap();
+    let producing = {
+        let (bootstrap, topic, batch) = (
+            cluster.bootstrap_servers(),
+            topic.clone(),
+            messages[2000..].to_vec(),
+        );
+        std::thread::spawn(move || produce(&producer_for(&bootstrap), &topic, &batch))
+    };
+    let (cpu_before, wall_before) = (cpu_time(), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu_used = cpu_time() - cpu_before;
+    let wall = wall_before.elapsed();
+    assert!(
+        cpu_used < wall / 2,
+        "busy loop during the outage: {cpu_used:?} of CPU in {wall:?}"
+    );
+    cluster.broker_up(1).unwrap();
+    producing.join().unwrap();
+
+    wait_caught_up(
+        &handle,
+        &topic,
+        &counts_after(3000),
+        Duration::from_secs(90),
+    );
+    let partitions = by_partition(&messages, PARTITIONS);
+    for view in ["card_minute", "country_hour"] {
+        assert_same(
+            &read_all(&handle, view),
+            &reference(&config, view, &partitions, &[]),
+        );
+    }
+    cancel.cancel();
+    layer.join().unwrap();
+}
+
+fn producer_for(bootstrap: &str) -> rdkafka::producer::BaseProducer {
+    producer(bootstrap)
+}
+
+fn union(handles: &[&SpeedHandle], view: &str) -> ViewState {
+    let mut total: Option<ViewState> = None;
+    for handle in handles {
+        let part = handle
+            .read(view, &CellQuery::all(), &Coverage::default())
+            .unwrap()
+            .state;
+        match &mut total {
+            None => total = Some(part),
+            Some(total) => total.merge(&part).unwrap(),
+        }
+    }
+    total.unwrap()
+}
+
+fn positions(handles: &[&SpeedHandle]) -> BTreeMap<braid_shared::TopicPartition, i64> {
+    handles.iter().flat_map(|h| h.positions()).collect()
+}
+
+#[test]
+fn two_consumers_in_one_group_hold_exactly_the_union() {
+    const PARTITIONS: i32 = 4;
+    let cluster = cluster(1);
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = config(
+        &cluster.bootstrap_servers(),
+        &topic,
+        &unique("group"),
+        dir.path(),
+        "",
+    );
+    let producer = producer(&cluster.bootstrap_servers());
+    let messages = payments(12, 4000, PARTITIONS);
+    produce(&producer, &topic, &messages[..2000]);
+
+    let (cancel_a, cancel_b) = (CancellationToken::new(), CancellationToken::new());
+    let a = SpeedLayer::start(&config, cancel_a.clone()).unwrap();
+    let b = SpeedLayer::start(&config, cancel_b.clone()).unwrap();
+    let (ha, hb) = (a.handle(), b.handle());
+    let first = by_partition(&messages[..2000], PARTITIONS);
+    wait_for(
+        "both consumers to hold partitions and catch up",
+        Duration::from_secs(60),
+        || {
+            let all = positions(&[&ha, &hb]);
+            !ha.positions().is_empty()
+                && !hb.positions().is_empty()
+                && (0..PARTITIONS).all(|p| {
+                    all.get(&braid_shared::TopicPartition::new(&topic, p))
+                        .copied()
+                        .unwrap_or(-1)
+                        >= first[p as usize].len() as i64
+                })
+        },
+    );
+    for view in ["card_minute", "country_hour"] {
+        assert_same(
+            &union(&[&ha, &hb], view),
+            &reference(&config, view, &first, &[]),
+        );
+    }
+
+    // More events arrive while consumer A stops: B takes over A's partitions from A's checkpoints.
+    let producing = {
+        let (bootstrap, topic, batch) = (
+            cluster.bootstrap_servers(),
+            topic.clone(),
+            messages[2000..].to_vec(),
+        );
+        std::thread::spawn(move || produce(&producer_for(&bootstrap), &topic, &batch))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    cancel_a.cancel();
+    a.join().unwrap();
+    assert!(
+        ha.positions().is_empty(),
+        "a stopped consumer still holds partitions"
+    );
+    producing.join().unwrap();
+
+    let partitions = by_partition(&messages, PARTITIONS);
+    let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
+    wait_caught_up(&hb, &topic, &counts, Duration::from_secs(60));
+    for view in ["card_minute", "country_hour"] {
+        assert_same(
+            &union(&[&ha, &hb], view),
+            &reference(&config, view, &partitions, &[]),
+        );
+        assert_same(
+            &read_all(&hb, view),
+            &reference(&config, view, &partitions, &[]),
+        );
+    }
+    cancel_b.cancel();
+    b.join().unwrap();
+}
