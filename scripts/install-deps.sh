@@ -4,7 +4,10 @@
 set -euo pipefail
 
 # command that must exist -> Debian package that provides it
+# (librdkafka, built from source by rdkafka-sys, needs a C toolchain and make; so does mimalloc)
 declare -A NEEDED=(
+  [cc]=gcc
+  [make]=make
 )
 
 missing=()

@@ -66,6 +66,19 @@ fn bench(c: &mut Criterion) {
         group.finish();
     }
 
+    // Apply alone, per view, into a state that persists across iterations (cells mostly exist).
+    let mut group = c.benchmark_group("apply_events");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    let events: Vec<_> = messages
+        .iter()
+        .map(|m| decoder.decode(m).unwrap())
+        .collect();
+    for view in &config.views {
+        let mut state = ViewState::new(view.clone());
+        group.bench_function(view.name.as_str(), |b| b.iter(|| state.apply(&events)));
+    }
+    group.finish();
+
     let mut group = c.benchmark_group("decode_apply_events");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("example_views", |b| {

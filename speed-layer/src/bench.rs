@@ -93,6 +93,8 @@ impl std::fmt::Display for Report {
 
 /// Runs the benchmark for `config`'s first source (it must produce the payments fields).
 pub fn run(config: &Config, events: usize, end_to_end_events: usize) -> Result<Report> {
+    // Memory first, while the heap is fresh: freed memory reused later would hide growth.
+    let bytes_per_count_sum_cell = count_sum_cell_bytes();
     let messages = payments(events);
     let bytes: usize = messages.iter().map(Vec::len).sum();
 
@@ -131,7 +133,7 @@ pub fn run(config: &Config, events: usize, end_to_end_events: usize) -> Result<R
         reads,
         end_to_end_events_per_sec: end_to_end(config, end_to_end_events)?,
         end_to_end_events,
-        bytes_per_count_sum_cell: count_sum_cell_bytes(),
+        bytes_per_count_sum_cell,
         bytes_per_cell_all_views: per_cell_all,
         live_cells,
     })
@@ -149,6 +151,7 @@ fn shared_for(config: &Config, dir: &std::path::Path) -> Arc<Shared> {
         segment_size: i64::try_from(config.speed.segment_size).unwrap_or(i64::MAX),
         partitions: RwLock::new(BTreeMap::new()),
         coverage: RwLock::new(Coverage::default()),
+        lag: RwLock::new(BTreeMap::new()),
     })
 }
 
@@ -326,20 +329,25 @@ total = "sum(x)"
 }
 
 /// Produces `n` events to the embedded broker, then measures the speed layer from its first
-/// partition assignment until it has applied and checkpointed them all.
+/// partition assignment until it has applied them all.
 fn end_to_end(config: &Config, n: usize) -> Result<f64> {
     let cluster = MockCluster::new(1)?;
+    // The embedded broker keeps a bounded log per partition (a few MB): spread the run over
+    // enough partitions that nothing is truncated before it is consumed.
     let topic = "bench-payments";
-    cluster.create_topic(topic, 1, 1)?;
+    let partitions = i32::try_from(n / 20_000 + 1).unwrap_or(i32::MAX);
+    cluster.create_topic(topic, partitions, 1)?;
     let temp = tempdir()?;
     let dir = temp.path().to_owned();
     let producer: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())
         .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
         .create()?;
-    for payload in payments(n) {
-        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&payload);
+    for (i, payload) in payments(n).into_iter().enumerate() {
+        let partition = i32::try_from(i % partitions as usize).unwrap_or(0);
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
+            .partition(partition)
+            .payload(&payload);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -365,14 +373,39 @@ fn end_to_end(config: &Config, n: usize) -> Result<f64> {
     let cancel = CancellationToken::new();
     let layer = SpeedLayer::start(&config, cancel.clone())?;
     let handle = layer.handle();
-    let tp = TopicPartition::new(topic, 0);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while handle.positions().get(&tp).is_none() && Instant::now() < deadline {
+    let stalled = |what: String| Error::Checkpoint {
+        path: dir.clone(),
+        reason: what,
+    };
+    let assigned_by = Instant::now() + Duration::from_secs(120);
+    while handle.positions().len() < partitions as usize {
+        if Instant::now() > assigned_by {
+            cancel.cancel();
+            let _ = layer.join();
+            return Err(stalled(
+                "the embedded broker never assigned every partition".to_owned(),
+            ));
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     let started = Instant::now();
-    while handle.positions().get(&tp).copied().unwrap_or(0) < n as i64 && Instant::now() < deadline
-    {
+    let (mut last_total, mut last_progress) = (0, Instant::now());
+    loop {
+        let total: i64 = handle.positions().values().sum();
+        if total >= n as i64 {
+            break;
+        }
+        if total > last_total {
+            (last_total, last_progress) = (total, Instant::now());
+        }
+        if last_progress.elapsed() > Duration::from_secs(30) {
+            cancel.cancel();
+            let positions = handle.positions();
+            let _ = layer.join();
+            return Err(stalled(format!(
+                "end-to-end run stalled at {positions:?} of {n} events"
+            )));
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();

@@ -255,6 +255,8 @@ pub(crate) struct Shared {
     pub partitions: RwLock<BTreeMap<TopicPartition, Arc<PartitionState>>>,
     /// The newest batch coverage the speed layer has acted on.
     pub coverage: RwLock<Coverage>,
+    /// Messages behind the broker's high watermark, per partition, from librdkafka statistics.
+    pub lag: RwLock<BTreeMap<TopicPartition, i64>>,
 }
 
 impl Shared {
@@ -292,6 +294,21 @@ impl SpeedHandle {
             .into_iter()
             .map(|(tp, state)| (tp, state.progress().next_offset))
             .collect()
+    }
+
+    /// Messages not yet applied per assigned partition, as of the last broker statistics.
+    pub fn lag(&self) -> BTreeMap<TopicPartition, i64> {
+        let assigned = self.positions();
+        self.shared
+            .lag
+            .read()
+            .map(|lag| {
+                lag.iter()
+                    .filter(|(tp, _)| assigned.contains_key(*tp))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The batch coverage the speed layer last acted on.

@@ -6,7 +6,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use hashbrown::{Equivalent, HashMap};
-use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 
 use super::{FieldRef, ViewDef};
@@ -82,7 +81,7 @@ pub struct Row {
     pub metrics: Vec<(String, serde_json::Value)>,
 }
 
-type Cells = HashMap<GroupKey, Box<[MetricState]>, FxBuildHasher>;
+type Cells = HashMap<GroupKey, Box<[MetricState]>>;
 
 /// The state of one view: mergeable cells. Built by `apply` in both layers and compared in
 /// tests against `recompute`.

@@ -49,6 +49,7 @@ impl SpeedLayer {
             segment_size,
             partitions: RwLock::new(BTreeMap::new()),
             coverage: RwLock::new(coverage),
+            lag: RwLock::new(BTreeMap::new()),
         });
         let context = SpeedContext {
             shared: Arc::clone(&shared),
@@ -100,8 +101,13 @@ fn client_config(config: &Config) -> ClientConfig {
         .set("group.id", &config.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
-    if !config.kafka.config.contains_key("auto.offset.reset") {
-        client.set("auto.offset.reset", "earliest");
+    for (key, value) in [
+        ("auto.offset.reset", "earliest"),
+        ("statistics.interval.ms", "1000"),
+    ] {
+        if !config.kafka.config.contains_key(key) {
+            client.set(key, value);
+        }
     }
     client
 }
@@ -154,7 +160,7 @@ fn run(
             last_checkpoint = Instant::now();
         }
         if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
-            if let Err(error) = maintain(&consumer, &shared) {
+            if let Err(error) = maintain(&shared) {
                 break Err(error);
             }
             last_maintenance = Instant::now();
@@ -246,8 +252,9 @@ fn checkpoint_all(consumer: &BaseConsumer<SpeedContext>, shared: &Shared) -> Res
     Ok(())
 }
 
-/// Follows published batch coverage (dropping covered segments), and refreshes lag and cell gauges.
-fn maintain(consumer: &BaseConsumer<SpeedContext>, shared: &Shared) -> Result<()> {
+/// Follows published batch coverage (dropping covered segments) and refreshes the cell gauges.
+/// Lag comes from librdkafka's statistics callback, never from a blocking request here.
+fn maintain(shared: &Shared) -> Result<()> {
     let coverage = read_coverage(shared.storage_dir(), shared.segment_size)?;
     let changed = shared
         .coverage
@@ -275,17 +282,12 @@ fn maintain(consumer: &BaseConsumer<SpeedContext>, shared: &Shared) -> Result<()
             .assigned()
             .into_iter()
             .filter(|(tp, _)| tp.topic == topic.topic);
-        for (tp, state) in partitions {
+        for (_, state) in partitions {
             for (total, n) in cells
                 .iter_mut()
                 .zip(state.cells_per_view(topic.views.len()))
             {
                 *total += n;
-            }
-            let next = state.progress().next_offset;
-            let timeout = Duration::from_millis(200);
-            if let Ok((_, high)) = consumer.fetch_watermarks(&tp.topic, tp.partition, timeout) {
-                metrics::lag(&tp.topic, tp.partition, (high - next).max(0));
             }
         }
         for (view, n) in topic.views.iter().zip(cells) {

@@ -25,7 +25,27 @@ pub(crate) struct SpeedContext {
     pub fatal: Mutex<Option<Error>>,
 }
 
-impl ClientContext for SpeedContext {}
+impl ClientContext for SpeedContext {
+    /// librdkafka's periodic statistics: the source of per-partition lag, at no request cost.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (&partition, p) in &stats.partitions {
+                if partition < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                let tp = TopicPartition::new(topic.clone(), partition);
+                let Some(state) = self.shared.partition(&tp) else {
+                    continue;
+                };
+                let lag = (p.hi_offset - state.progress().next_offset).max(0);
+                crate::metrics::lag(topic, partition, lag);
+                if let Ok(mut lags) = self.shared.lag.write() {
+                    lags.insert(tp, lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SpeedContext {
     fn rebalance(

@@ -1,0 +1,113 @@
+//! The speed layer's metrics: consumed, applied and rejected counts per source and reason, and
+//! live cells per view. A recorder is process-wide, so this file holds one test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use braid_speed::SpeedLayer;
+use common::*;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use tokio_util::sync::CancellationToken;
+
+#[test]
+fn counts_and_gauges_match_what_was_consumed() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let cluster = cluster(1);
+    let topic = unique("payments");
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = config(
+        &cluster.bootstrap_servers(),
+        &topic,
+        &unique("group"),
+        dir.path(),
+        "",
+    );
+    let messages = payments(21, 1500, 2);
+    produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
+    let partitions = by_partition(&messages, 2);
+    let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
+
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    wait_caught_up(&layer.handle(), &topic, &counts, Duration::from_secs(60));
+    let decoder = braid_shared::Decoder::new(config.source("payments").unwrap());
+    let mut rejected_by_reason = std::collections::BTreeMap::<String, u64>::new();
+    for bytes in partitions.iter().flatten() {
+        if let Err(reason) = decoder.decode(bytes) {
+            *rejected_by_reason
+                .entry(reason.code().to_owned())
+                .or_default() += 1;
+        }
+    }
+    let rejected: u64 = rejected_by_reason.values().sum();
+    // Cells are stored per partition and offset segment (100 offsets in the test config).
+    let view = std::sync::Arc::clone(config.view("card_minute").unwrap());
+    let expected_cells: usize = partitions
+        .iter()
+        .flat_map(|messages| messages.chunks(100))
+        .map(|segment| {
+            let events: Vec<_> = segment
+                .iter()
+                .filter_map(|b| decoder.decode(b).ok())
+                .collect();
+            braid_shared::ViewState::recompute(std::sync::Arc::clone(&view), &events).len()
+        })
+        .sum();
+
+    // Snapshots drain the recorder: accumulate counters and histogram samples, keep the last
+    // value each gauge was set to.
+    let mut seen: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    let mut refresh = |seen: &mut BTreeMap<String, (f64, usize)>| {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let entry = seen
+                .entry(format!("{}{{{}}}", key.name(), labels.join(",")))
+                .or_default();
+            match value {
+                DebugValue::Counter(n) => entry.0 += n as f64,
+                DebugValue::Gauge(g) if g.into_inner() != 0.0 => entry.0 = g.into_inner(),
+                DebugValue::Gauge(_) => {}
+                DebugValue::Histogram(samples) => entry.1 += samples.len(),
+            }
+        }
+    };
+    let live_cells = "braid_speed_live_cells{view=card_minute}";
+    wait_for("the live-cells gauge", Duration::from_secs(10), || {
+        refresh(&mut seen);
+        seen.get(live_cells)
+            .is_some_and(|(v, _)| *v as usize == expected_cells)
+    });
+    refresh(&mut seen);
+    let value = |key: &str| seen.get(key).map_or(0.0, |(v, _)| *v) as u64;
+    assert_eq!(
+        value("braid_speed_events_consumed_total{source=payments}"),
+        messages.len() as u64
+    );
+    assert_eq!(
+        value("braid_speed_events_applied_total{source=payments}"),
+        messages.len() as u64 - rejected
+    );
+    assert!(rejected > 0);
+    for (reason, n) in &rejected_by_reason {
+        let key = format!("braid_speed_events_rejected_total{{reason={reason},source=payments}}");
+        assert_eq!(value(&key), *n, "{key} in {seen:?}");
+    }
+    assert!(
+        seen.get("braid_speed_checkpoint_duration_seconds{}")
+            .is_some_and(|(_, n)| *n > 0),
+        "{seen:?}"
+    );
+    cancel.cancel();
+    layer.join().unwrap();
+}
