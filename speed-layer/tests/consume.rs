@@ -17,17 +17,8 @@ const PARTITIONS: i32 = 3;
 
 #[test]
 fn late_out_of_order_and_malformed_events_give_the_reference_state() {
-    let cluster = cluster(1);
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, config) = config(
-        &cluster.bootstrap_servers(),
-        &topic,
-        &unique("group"),
-        dir.path(),
-        "",
-    );
+    let world = fixture(PARTITIONS, "");
+    let (cluster, config, topic) = (&world.cluster, world.config.clone(), world.topic.clone());
     let messages = payments(1, 3000, PARTITIONS);
     produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
 
@@ -54,9 +45,9 @@ fn late_out_of_order_and_malformed_events_give_the_reference_state() {
     wait_for(
         "rejected events to be durable",
         Duration::from_secs(10),
-        || rejected(dir.path()).len() == expected_rejections(&config, &partitions).len(),
+        || rejected(world.dir.path()).len() == expected_rejections(&config, &partitions).len(),
     );
-    let records = rejected(dir.path());
+    let records = rejected(world.dir.path());
     let expected = expected_rejections(&config, &partitions);
     let got: Vec<(i32, i64, &str)> = records
         .iter()
@@ -110,17 +101,8 @@ fn expected_rejections(
 
 #[test]
 fn published_coverage_drops_exactly_the_covered_segments() {
-    let cluster = cluster(1);
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, config) = config(
-        &cluster.bootstrap_servers(),
-        &topic,
-        &unique("group"),
-        dir.path(),
-        "",
-    );
+    let world = fixture(PARTITIONS, "");
+    let (cluster, config, topic) = (&world.cluster, world.config.clone(), world.topic.clone());
     let messages = payments(2, 2000, PARTITIONS);
     produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
     let partitions = by_partition(&messages, PARTITIONS);
@@ -156,7 +138,7 @@ fn published_coverage_drops_exactly_the_covered_segments() {
         manifest: "batch/run-1/manifest.json".into(),
     };
     write_atomic(
-        &snapshot_pointer_path(dir.path()),
+        &snapshot_pointer_path(world.dir.path()),
         &serde_json::to_vec(&pointer).unwrap(),
     )
     .unwrap();
@@ -212,17 +194,8 @@ fn published_coverage_drops_exactly_the_covered_segments() {
 
 #[test]
 fn restart_resumes_exactly_from_the_checkpoint() {
-    let cluster = cluster(1);
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, config) = config(
-        &cluster.bootstrap_servers(),
-        &topic,
-        &unique("group"),
-        dir.path(),
-        "",
-    );
+    let world = fixture(PARTITIONS, "");
+    let (cluster, config, topic) = (&world.cluster, world.config.clone(), world.topic.clone());
     let producer = producer(&cluster.bootstrap_servers());
     let first = payments(3, 1500, PARTITIONS);
     produce(&producer, &topic, &first);

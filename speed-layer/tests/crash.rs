@@ -54,17 +54,9 @@ fn newest_checkpoint(dir: &std::path::Path, topic: &str) -> Option<SystemTime> {
 
 #[test]
 fn kill_9_at_random_points_loses_and_duplicates_nothing() {
-    let cluster = cluster(1);
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (path, config) = config(
-        &cluster.bootstrap_servers(),
-        &topic,
-        &unique("group"),
-        dir.path(),
-        "",
-    );
+    let world = fixture(PARTITIONS, "");
+    let (cluster, config, topic) = (&world.cluster, world.config.clone(), world.topic.clone());
+    let path = world.path.clone();
     let messages = payments(7, 60_000, PARTITIONS);
 
     // Produce in the background the whole time, so kills land mid-stream.
@@ -96,7 +88,7 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
         wait_for(
             &format!("round {round}: the child to checkpoint"),
             Duration::from_secs(60),
-            || newest_checkpoint(dir.path(), &topic).is_some_and(|t| t > started),
+            || newest_checkpoint(world.dir.path(), &topic).is_some_and(|t| t > started),
         );
         std::thread::sleep(Duration::from_millis(rng.random_range(0..250)));
         child.kill().unwrap(); // SIGKILL
@@ -129,7 +121,7 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
             &reference(&config, view, &partitions, &[]),
         );
     }
-    let rejected = braid_shared::storage::read_rejected(dir.path(), &topic).unwrap();
+    let rejected = braid_shared::storage::read_rejected(world.dir.path(), &topic).unwrap();
     let mut offsets: Vec<(i32, i64)> = rejected.iter().map(|r| (r.partition, r.offset)).collect();
     let total = offsets.len();
     offsets.dedup();

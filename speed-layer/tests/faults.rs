@@ -28,17 +28,8 @@ fn cpu_time() -> Duration {
 #[test]
 fn request_errors_and_a_broker_outage_leave_the_state_exact() {
     const PARTITIONS: i32 = 2;
-    let cluster = cluster(1);
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, config) = config(
-        &cluster.bootstrap_servers(),
-        &topic,
-        &unique("group"),
-        dir.path(),
-        "",
-    );
+    let world = fixture(PARTITIONS, "");
+    let (cluster, config, topic) = (&world.cluster, world.config.clone(), world.topic.clone());
     let producer = producer(&cluster.bootstrap_servers());
     let messages = payments(11, 3000, PARTITIONS);
     let counts_after = |n: usize| {
@@ -142,17 +133,8 @@ fn positions(handles: &[&SpeedHandle]) -> BTreeMap<braid_shared::TopicPartition,
 #[test]
 fn two_consumers_in_one_group_hold_exactly_the_union() {
     const PARTITIONS: i32 = 4;
-    let cluster = cluster(1);
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, config) = config(
-        &cluster.bootstrap_servers(),
-        &topic,
-        &unique("group"),
-        dir.path(),
-        "",
-    );
+    let world = fixture(PARTITIONS, "");
+    let (cluster, config, topic) = (&world.cluster, world.config.clone(), world.topic.clone());
     let producer = producer(&cluster.bootstrap_servers());
     let messages = payments(12, 4000, PARTITIONS);
     produce(&producer, &topic, &messages[..2000]);

@@ -17,17 +17,8 @@ fn counts_and_gauges_match_what_was_consumed() {
     let snapshotter = recorder.snapshotter();
     recorder.install().unwrap();
 
-    let cluster = cluster(1);
-    let topic = unique("payments");
-    cluster.create_topic(&topic, 2, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_, config) = config(
-        &cluster.bootstrap_servers(),
-        &topic,
-        &unique("group"),
-        dir.path(),
-        "",
-    );
+    let world = fixture(2, "");
+    let (cluster, config, topic) = (&world.cluster, world.config.clone(), world.topic.clone());
     let messages = payments(21, 1500, 2);
     produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
     let partitions = by_partition(&messages, 2);
@@ -63,7 +54,7 @@ fn counts_and_gauges_match_what_was_consumed() {
     // Snapshots drain the recorder: accumulate counters and histogram samples, keep the last
     // value each gauge was set to.
     let mut seen: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-    let mut refresh = |seen: &mut BTreeMap<String, (f64, usize)>| {
+    let refresh = |seen: &mut BTreeMap<String, (f64, usize)>| {
         for (key, _, _, value) in snapshotter.snapshot().into_vec() {
             let key = key.key();
             let mut labels: Vec<String> = key

@@ -252,7 +252,7 @@ mod tests {
                 .validate()
                 .is_err()
         );
-        assert!(Hll::Sparse(vec![(5 << 8) | 0]).validate().is_err());
+        assert!(Hll::Sparse(vec![5 << 8]).validate().is_err());
         assert!(sketch(0..100_000).validate().is_ok());
     }
 }

@@ -154,6 +154,47 @@ top = "top_k(merchant_id, 3)"
     (path, Config::from_toml(&text).unwrap())
 }
 
+/// One test's world: a mock cluster with a fresh topic, a storage dir and a config for both.
+pub struct Fixture {
+    pub cluster: Cluster,
+    pub topic: String,
+    pub dir: tempfile::TempDir,
+    /// The config file, for child processes.
+    pub path: PathBuf,
+    pub config: Config,
+}
+
+pub fn fixture(partitions: i32, extra_kafka: &str) -> Fixture {
+    let cluster = cluster(1);
+    let topic = unique("payments");
+    cluster.create_topic(&topic, partitions, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) = config(
+        &cluster.bootstrap_servers(),
+        &topic,
+        &unique("group"),
+        dir.path(),
+        extra_kafka,
+    );
+    Fixture {
+        cluster,
+        topic,
+        dir,
+        path,
+        config,
+    }
+}
+
+impl Fixture {
+    pub fn produce(&self, messages: &[Produced]) {
+        produce(
+            &producer(&self.cluster.bootstrap_servers()),
+            &self.topic,
+            messages,
+        );
+    }
+}
+
 /// The messages each partition holds, in offset order.
 pub fn by_partition(messages: &[Produced], partitions: i32) -> Vec<Vec<Vec<u8>>> {
     let mut out = vec![Vec::new(); partitions as usize];
