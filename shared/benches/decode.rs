@@ -5,34 +5,17 @@
 
 use std::hint::black_box;
 
+use braid_shared::generator::{Payments, PaymentsShape};
 use braid_shared::{Config, Decoder, ViewState};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const EXAMPLE: &str = include_str!("../../deploy/config/example.toml");
 const EVENTS: usize = 10_000;
 
-/// Realistic payments: skewed cards and merchants, a few countries, cents amounts, RFC 3339 times.
+/// Realistic payments from the shared generator (skewed keys, late events, RFC 3339 times).
 fn payments() -> Vec<Vec<u8>> {
-    let countries = ["US", "DE", "FR", "BR", "IN", "JP", "GB", "NG"];
-    (0..EVENTS as u64)
-        .map(|i| {
-            let x = i.wrapping_mul(6_364_136_223_846_793_005).rotate_left(17);
-            let card = (x % 997) * (x % 7) / 3;
-            let merchant = (x >> 12) % 211;
-            let cents = (x >> 24) % 50_000 + 50;
-            let second = 1_790_000_000 + i as i64 - (x % 600) as i64;
-            let ts = chrono::DateTime::from_timestamp(second, ((x % 1000) * 1_000_000) as u32)
-                .unwrap()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            format!(
-                r#"{{"tx_id":"tx-{i:08}","card_id":"card-{card:05}","merchant_id":"m-{merchant:04}","country":"{}","amount":{}.{:02},"currency":"USD","ts":"{ts}"}}"#,
-                countries[(x % 8) as usize],
-                cents / 100,
-                cents % 100
-            )
-            .into_bytes()
-        })
-        .collect()
+    let mut generator = Payments::new(7, 1_790_000_000_000, PaymentsShape::default());
+    (0..EVENTS).map(|_| generator.next_event()).collect()
 }
 
 fn bench(c: &mut Criterion) {
