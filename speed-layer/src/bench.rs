@@ -185,10 +185,7 @@ fn apply_all(config: &Config, messages: &[Vec<u8>], reads: bool) -> Result<Run> 
         .plan
         .topics
         .first()
-        .ok_or_else(|| Error::Checkpoint {
-            path: Default::default(),
-            reason: "the config has no source".to_owned(),
-        })?;
+        .ok_or_else(|| Error::Bench("the config has no source".to_owned()))?;
     let tp = TopicPartition::new(plan_topic.topic.clone(), 0);
     let rejected = RejectedLog::open(
         &braid_shared::storage::speed_rejected_path(&dir, &tp.topic, 0),
@@ -373,10 +370,7 @@ fn end_to_end(config: &Config, n: usize) -> Result<f64> {
     let cancel = CancellationToken::new();
     let layer = SpeedLayer::start(&config, cancel.clone())?;
     let handle = layer.handle();
-    let stalled = |what: String| Error::Checkpoint {
-        path: dir.clone(),
-        reason: what,
-    };
+    let stalled = Error::Bench;
     let assigned_by = Instant::now() + Duration::from_secs(120);
     while handle.positions().len() < partitions as usize {
         if Instant::now() > assigned_by {

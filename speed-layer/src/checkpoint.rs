@@ -164,10 +164,10 @@ pub(crate) fn write(
     segment_size: i64,
 ) -> Result<usize> {
     // The writer lock keeps the consumer out while the checkpoint is taken.
-    let mut writer = state.writer.lock().map_err(|_| Error::Checkpoint {
-        path: dir.to_owned(),
-        reason: format!("state of {} is unusable after a panic", state.tp),
-    })?;
+    let mut writer = state
+        .writer
+        .lock()
+        .map_err(|_| Error::Internal(format!("state of {} is unusable after a panic", state.tp)))?;
     let rejected_len = writer.rejected.sync()?;
     let bytes = encode(plan, state, segment_size, rejected_len);
     let path =

@@ -31,6 +31,13 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A bug or an earlier panic left the layer unable to go on.
+    #[error("internal: {0}")]
+    Internal(String),
+
+    #[error("benchmark: {0}")]
+    Bench(String),
+
     #[error(transparent)]
     Shared(#[from] braid_shared::Error),
 }

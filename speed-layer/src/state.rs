@@ -241,10 +241,7 @@ impl PartitionState {
 }
 
 fn poisoned(tp: &TopicPartition) -> crate::Error {
-    crate::Error::Checkpoint {
-        path: Default::default(),
-        reason: format!("state of {tp} is unusable after a panic"),
-    }
+    crate::Error::Internal(format!("state of {tp} is unusable after a panic"))
 }
 
 /// The state the consumer thread writes and readers read.

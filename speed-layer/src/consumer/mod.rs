@@ -81,12 +81,9 @@ impl SpeedLayer {
 
     /// Waits for the consumer thread to stop (after cancellation or a fatal error).
     pub fn join(self) -> Result<()> {
-        self.thread.join().unwrap_or_else(|_| {
-            Err(Error::Checkpoint {
-                path: Default::default(),
-                reason: "the speed thread panicked".to_owned(),
-            })
-        })
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("the speed thread panicked".to_owned())))
     }
 }
 

@@ -131,10 +131,7 @@ impl SpeedContext {
         let plan = shared
             .plan
             .topic(&tp.topic)
-            .ok_or_else(|| Error::Checkpoint {
-                path: Default::default(),
-                reason: format!("assigned {tp}, a topic no source reads"),
-            })?;
+            .ok_or_else(|| Error::Internal(format!("assigned {tp}, a topic no source reads")))?;
         let coverage = shared.coverage.read().map(|c| c.of(tp)).unwrap_or(0);
         let path = speed_checkpoint_path(shared.storage_dir(), &tp.topic, tp.partition);
         let rejected_path = braid_shared::storage::speed_rejected_path(
