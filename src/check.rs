@@ -26,6 +26,15 @@ pub fn describe(config: &Config) -> String {
         format!("{} api key(s)", config.serve.api_keys.len())
     };
     let _ = writeln!(out, "serve: listen={} ({auth})", config.serve.listen);
+    let speed = &config.speed;
+    let _ = writeln!(
+        out,
+        "speed: segment_size={} checkpoint every {} or {} events, max_batch={}",
+        speed.segment_size,
+        format_duration(speed.checkpoint_interval.0),
+        speed.checkpoint_events,
+        speed.max_batch
+    );
 
     let _ = writeln!(out, "\nsources ({}):", config.sources.len());
     for source in &config.sources {
