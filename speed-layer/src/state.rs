@@ -111,6 +111,7 @@ impl PartitionState {
         let mut applied = 0;
         let mut events: Vec<Event> = Vec::with_capacity(fresh.len());
         let mut offsets: Vec<i64> = Vec::with_capacity(fresh.len());
+        let single_source = plan.sources.len() == 1;
         for run in fresh.chunk_by(|a, b| a.offset / segment_size == b.offset / segment_size) {
             let segment = self.segment(run[0].offset / segment_size, plan)?;
             let run_end = run[run.len() - 1].offset + 1;
@@ -149,7 +150,9 @@ impl PartitionState {
                     for &i in &source.views {
                         segment.views[i].apply(chunk);
                     }
-                    if let Some(&offset) = chunk_offsets.last() {
+                    // A segment's offset promises that all its views hold everything below it:
+                    // with several sources on the topic, that is true only once all have applied.
+                    if let (true, Some(&offset)) = (single_source, chunk_offsets.last()) {
                         segment.next_offset = segment.next_offset.max(offset + 1);
                     }
                 }

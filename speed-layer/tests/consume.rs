@@ -262,3 +262,79 @@ fn a_recreated_topic_behind_the_checkpoint_stops_the_layer() {
         "{error}"
     );
 }
+
+#[test]
+fn two_sources_on_one_topic_each_see_their_own_events() {
+    let world = fixture(2, "");
+    // Add a second, strictly typed source on the same topic: `amount` must be an integer there,
+    // so the decimal amounts of the payments stream are its rejections.
+    let text = std::fs::read_to_string(&world.path).unwrap()
+        + &format!(
+            r#"
+[[source]]
+name = "cents"
+topic = "{}"
+event_time = "ts"
+[source.fields]
+amount = "int"
+card_id = "string"
+ts = "string"
+
+[[view]]
+name = "cents_by_card"
+source = "cents"
+group_by = ["card_id"]
+granularity = "1h"
+[view.metrics]
+n = "count"
+total = "sum(amount)"
+"#,
+            world.topic
+        );
+    let config = braid_shared::Config::from_toml(&text).unwrap();
+    let mut messages = payments(31, 1500, 2);
+    for (i, m) in messages.iter_mut().enumerate().filter(|(i, _)| i % 3 == 0) {
+        m.payload = format!(
+            r#"{{"card_id":"card-{}","amount":{},"ts":"2026-11-21T10:00:00Z"}}"#,
+            i % 7,
+            i
+        )
+        .into_bytes();
+    }
+    world.produce(&messages);
+    let partitions = by_partition(&messages, 2);
+    let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
+
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    wait_caught_up(
+        &layer.handle(),
+        &world.topic,
+        &counts,
+        Duration::from_secs(60),
+    );
+    for view in ["card_minute", "country_hour", "cents_by_card"] {
+        assert_same(
+            &read_all(&layer.handle(), view),
+            &reference(&config, view, &partitions, &[]),
+        );
+    }
+    assert!(!read_all(&layer.handle(), "cents_by_card").is_empty());
+    cancel.cancel();
+    layer.join().unwrap();
+    // Each source's rejections are its own.
+    let rejected = read_rejected(world.dir.path(), &world.topic).unwrap();
+    for source in ["payments", "cents"] {
+        let decoder = braid_shared::Decoder::new(config.source(source).unwrap());
+        let expected = partitions
+            .iter()
+            .flatten()
+            .filter(|b| decoder.decode(b).is_err())
+            .count();
+        assert_eq!(
+            rejected.iter().filter(|r| r.source == source).count(),
+            expected,
+            "{source}"
+        );
+    }
+}
