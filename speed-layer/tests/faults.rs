@@ -30,7 +30,7 @@ fn request_errors_and_a_broker_outage_leave_the_state_exact() {
     const PARTITIONS: i32 = 2;
     let world = fixture(PARTITIONS, "");
     let (cluster, config, topic) = (&world.cluster, world.config.clone(), world.topic.clone());
-    let producer = producer(&cluster.bootstrap_servers());
+    let sender = producer(&cluster.bootstrap_servers());
     let messages = payments(11, 3000, PARTITIONS);
     let counts_after = |n: usize| {
         by_partition(&messages[..n], PARTITIONS)
@@ -39,7 +39,7 @@ fn request_errors_and_a_broker_outage_leave_the_state_exact() {
             .collect::<Vec<_>>()
     };
 
-    produce(&producer, &topic, &messages[..1000]);
+    produce(&sender, &topic, &messages[..1000]);
     let cancel = CancellationToken::new();
     let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
     let handle = layer.handle();
@@ -61,7 +61,7 @@ fn request_errors_and_a_broker_outage_leave_the_state_exact() {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
         ],
     );
-    produce(&producer, &topic, &messages[1000..2000]);
+    produce(&sender, &topic, &messages[1000..2000]);
     wait_caught_up(
         &handle,
         &topic,
@@ -77,7 +77,7 @@ fn request_errors_and_a_broker_outage_leave_the_state_exact() {
             topic.clone(),
             messages[2000..].to_vec(),
         );
-        std::thread::spawn(move || produce(&producer_for(&bootstrap), &topic, &batch))
+        std::thread::spawn(move || produce(&producer(&bootstrap), &topic, &batch))
     };
     let (cpu_before, wall_before) = (cpu_time(), Instant::now());
     std::thread::sleep(Duration::from_secs(3));
@@ -107,10 +107,6 @@ fn request_errors_and_a_broker_outage_leave_the_state_exact() {
     layer.join().unwrap();
 }
 
-fn producer_for(bootstrap: &str) -> rdkafka::producer::BaseProducer {
-    producer(bootstrap)
-}
-
 fn union(handles: &[&SpeedHandle], view: &str) -> ViewState {
     let mut total: Option<ViewState> = None;
     for handle in handles {
@@ -135,9 +131,9 @@ fn two_consumers_in_one_group_hold_exactly_the_union() {
     const PARTITIONS: i32 = 4;
     let world = fixture(PARTITIONS, "");
     let (cluster, config, topic) = (&world.cluster, world.config.clone(), world.topic.clone());
-    let producer = producer(&cluster.bootstrap_servers());
+    let sender = producer(&cluster.bootstrap_servers());
     let messages = payments(12, 4000, PARTITIONS);
-    produce(&producer, &topic, &messages[..2000]);
+    produce(&sender, &topic, &messages[..2000]);
 
     let (cancel_a, cancel_b) = (CancellationToken::new(), CancellationToken::new());
     let a = SpeedLayer::start(&config, cancel_a.clone()).unwrap();
@@ -173,7 +169,7 @@ fn two_consumers_in_one_group_hold_exactly_the_union() {
             topic.clone(),
             messages[2000..].to_vec(),
         );
-        std::thread::spawn(move || produce(&producer_for(&bootstrap), &topic, &batch))
+        std::thread::spawn(move || produce(&producer(&bootstrap), &topic, &batch))
     };
     std::thread::sleep(Duration::from_millis(100));
     cancel_a.cancel();
