@@ -19,7 +19,17 @@ pub fn describe(config: &Config) -> String {
         let _ = writeln!(out, "  {key} = {value}");
     }
     let _ = writeln!(out, "storage: dir={}", config.storage.dir.display());
-    let _ = writeln!(out, "batch: interval={}", config.batch.interval);
+    let batch = &config.batch;
+    let _ = writeln!(
+        out,
+        "batch: interval={}, keep {} snapshots, full recompute after {} layers; archive flushes every {} or {} rows, compacts {} files",
+        batch.interval,
+        batch.keep_snapshots,
+        batch.max_layers,
+        format_duration(batch.flush_interval.0),
+        batch.flush_rows,
+        batch.compact_files
+    );
     let auth = if config.serve.api_keys.is_empty() {
         "no auth".to_owned()
     } else {

@@ -30,6 +30,22 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run the chosen layers against the configured brokers until SIGINT or SIGTERM.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Layers to run, comma separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Layer::Batch, Layer::Speed])]
+        layers: Vec<Layer>,
+    },
+    /// Run one batch recompute, publish it, and exit (for cron and Kubernetes CronJobs).
+    Batch {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Recompute every view from the whole archive instead of incrementally.
+        #[arg(long)]
+        full: bool,
+    },
     /// Measure a layer's throughput, latency and memory on this machine.
     Bench {
         #[command(subcommand)]
@@ -37,8 +53,33 @@ pub enum Command {
     },
 }
 
+/// A layer `braid run` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layer {
+    /// The archiver and the scheduled recomputes.
+    Batch,
+    /// The speed layer's consumer.
+    Speed,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
+    /// The batch layer: full and incremental recompute of generated events, side by side with
+    /// DuckDB (the `duckdb` Python package) computing the same exact aggregates.
+    Batch {
+        /// Config whose first source and its views are measured; default: the built-in example.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Events archived for the full run.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
+        /// New events for the incremental run, in percent of `--events`.
+        #[arg(long, default_value_t = 1.0)]
+        increment_percent: f64,
+        /// Where to write the archive and snapshots (default: a fresh temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The speed layer: decode + apply in-process (alone and with readers), end to end from the
     /// embedded broker, and memory per live cell.
     Speed {

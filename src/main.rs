@@ -1,9 +1,11 @@
 //! The `braid` binary: parses the command line, loads the config, wires the layers.
 //!
-//! - `cli`: commands and options; `check`: the `braid check` report.
+//! - `cli`: commands and options; `check`: the `braid check` report; `run`: `braid run` and
+//!   `braid batch`.
 
 mod check;
 mod cli;
+mod run;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -13,6 +15,12 @@ use clap::Parser as _;
 
 use cli::{BenchTarget, Cli, Command, LogFormat};
 
+/// Prints `error` and maps it to the config exit code.
+fn config_error(error: &braid_shared::Error) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
 /// Many small, long-lived allocations (cells, keys, sketches): mimalloc keeps them compact.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,7 +29,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub const EXAMPLE_CONFIG: &str = include_str!("../deploy/config/example.toml");
 
 /// Exit code for bad usage or config (clap uses the same for usage errors).
-const EXIT_CONFIG: u8 = 2;
+pub const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,36 +42,56 @@ fn main() -> ExitCode {
                 let _ = writeln!(stdout, "\nconfig OK");
                 ExitCode::SUCCESS
             }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::from(EXIT_CONFIG)
-            }
+            Err(error) => config_error(&error),
         },
-        Command::Bench {
-            target:
-                BenchTarget::Speed {
-                    config,
-                    events,
-                    end_to_end_events,
-                },
-        } => {
-            let config = match load(config.as_deref()) {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            match braid_speed::bench::run(&config, events.max(1), end_to_end_events.max(1)) {
-                Ok(report) => {
-                    println!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Run { config, layers } => match Config::load(&config) {
+            Ok(config) => run::run(&config, &layers),
+            Err(error) => config_error(&error),
+        },
+        Command::Batch { config, full } => match Config::load(&config) {
+            Ok(config) => run::batch(&config, full),
+            Err(error) => config_error(&error),
+        },
+        Command::Bench { target } => bench(target),
+    }
+}
+
+fn bench(target: BenchTarget) -> ExitCode {
+    let report = match target {
+        BenchTarget::Speed {
+            config,
+            events,
+            end_to_end_events,
+        } => match load(config.as_deref()) {
+            Ok(config) => braid_speed::bench::run(&config, events.max(1), end_to_end_events.max(1))
+                .map(|report| report.to_string())
+                .map_err(|e| e.to_string()),
+            Err(error) => return config_error(&error),
+        },
+        BenchTarget::Batch {
+            config,
+            events,
+            increment_percent,
+            dir,
+        } => match load(config.as_deref()) {
+            Ok(config) => braid_batch::bench::run(
+                &config,
+                events.max(1),
+                increment_percent.clamp(0.0, 100.0),
+                dir.as_deref(),
+            )
+            .map_err(|e| e.to_string()),
+            Err(error) => return config_error(&error),
+        },
+    };
+    match report {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
         }
     }
 }

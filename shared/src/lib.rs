@@ -7,6 +7,7 @@
 //! - `aggregate`: mergeable metric states (monoids) with a versioned binary encoding.
 //! - `view`: resolved source and view definitions, and [`ViewState`], the cells of one view.
 //! - `coverage`: per-partition offset coverage, the snapshot pointer, the speed read trait.
+//! - `manifest`: the archive's per-partition manifests and the snapshot manifests.
 //! - `storage`: the storage directory's layout and durable (atomic) file writes.
 //! - `error`: the crate's error type.
 
@@ -16,6 +17,7 @@ pub mod coverage;
 mod error;
 pub mod event;
 pub mod generator;
+pub mod manifest;
 pub mod metric;
 pub mod storage;
 pub mod view;

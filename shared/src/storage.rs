@@ -2,7 +2,13 @@
 //!
 //! ```text
 //! <storage.dir>/
+//!   archive/source=<s>/date=<d>/*.parquet   the master dataset (Hive layout), per source and date
+//!   archive/rejected/source=<s>/*.parquet  messages the archiver could not read
+//!   archive/_manifest/<topic>/<p>.json     contiguous offset ranges of a partition and their files
 //!   batch/CURRENT.json                 SnapshotPointer of the published snapshot
+//!   batch/snapshots/<run>/             a snapshot's manifest.json and cell files (<view>.parquet)
+//!   batch/history/<run>.json           one batch run's record
+//!   batch/LOCK                         held by the process running a recompute
 //!   speed/checkpoints/<topic>/<p>.ckpt speed state and next offset of one partition
 //!   speed/rejected/<topic>/<p>.jsonl   events the speed layer could not read
 //! ```
@@ -65,6 +71,28 @@ pub fn read_rejected(dir: &Path, topic: &str) -> io::Result<Vec<RejectedRecord>>
         );
     }
     Ok(records)
+}
+
+pub fn archive_dir(dir: &Path) -> PathBuf {
+    dir.join("archive")
+}
+
+pub fn archive_manifest_dir(dir: &Path) -> PathBuf {
+    archive_dir(dir).join("_manifest")
+}
+
+pub fn archive_manifest_path(dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    archive_manifest_dir(dir)
+        .join(topic)
+        .join(format!("{partition}.json"))
+}
+
+pub fn snapshot_dir(dir: &Path, run_id: &str) -> PathBuf {
+    dir.join("batch").join("snapshots").join(run_id)
+}
+
+pub fn batch_history_dir(dir: &Path) -> PathBuf {
+    dir.join("batch").join("history")
 }
 
 pub fn snapshot_pointer_path(dir: &Path) -> PathBuf {

@@ -84,6 +84,18 @@ impl MetricState {
         }
     }
 
+    /// Adds one event whose metric field holds the string `s`, without building a [`Value`]:
+    /// the same as `update(&Value::Str(s.into()), ..)`.
+    pub fn update_str(&mut self, s: &str) {
+        match self {
+            Self::Count(n) => *n += 1,
+            Self::Distinct(hll) => hll.insert(s.as_bytes()),
+            Self::TopK(top) => top.insert(s),
+            // Numeric metrics ignore strings, as `update` does.
+            Self::Sum(_) | Self::Min(_) | Self::Max(_) | Self::Avg(_) | Self::Quantile(_) => {}
+        }
+    }
+
     /// Folds `other` into `self`. Fails only when the two are states of different metrics.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         match (self, other) {
@@ -103,6 +115,21 @@ impl MetricState {
             }
         }
         Ok(())
+    }
+
+    /// Whether this is a state of the metric `expr` (its kind, and a top-k's capacity).
+    pub fn fits(&self, expr: &MetricExpr) -> bool {
+        match (self, expr) {
+            (Self::Count(_), MetricExpr::Count)
+            | (Self::Sum(_), MetricExpr::Sum { .. })
+            | (Self::Min(_), MetricExpr::Min { .. })
+            | (Self::Max(_), MetricExpr::Max { .. })
+            | (Self::Avg(_), MetricExpr::Avg { .. })
+            | (Self::Distinct(_), MetricExpr::ApproxDistinct { .. })
+            | (Self::Quantile(_), MetricExpr::Quantile { .. }) => true,
+            (Self::TopK(top), MetricExpr::TopK { k, .. }) => top.capacity == TopK::capacity_for(*k),
+            _ => false,
+        }
     }
 
     pub fn kind_name(&self) -> &'static str {

@@ -30,9 +30,14 @@ pub struct HeavyHitter {
 }
 
 impl TopK {
+    /// The counters kept for a `top_k(_, k)` metric.
+    pub fn capacity_for(k: u32) -> u32 {
+        k.saturating_mul(10).max(64)
+    }
+
     pub fn new(k: u32) -> Self {
         Self {
-            capacity: k.saturating_mul(10).max(64),
+            capacity: Self::capacity_for(k),
             total: 0,
             counters: FxHashMap::default(),
         }

@@ -119,12 +119,27 @@ impl Default for StorageConfig {
 pub struct BatchConfig {
     /// Scheduled recompute period, or `off` to run only on demand.
     pub interval: Interval,
+    /// Published snapshots kept on disk (the newest included); older ones are removed.
+    pub keep_snapshots: usize,
+    /// Incremental layers a view's snapshot may stack before a run recomputes it in full.
+    pub max_layers: usize,
+    /// The archiver writes a partition's buffered events at least this often ...
+    pub flush_interval: Period,
+    /// ... or once this many are buffered, whichever comes first.
+    pub flush_rows: usize,
+    /// Consecutive small archive files of a partition merged into one by compaction.
+    pub compact_files: usize,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             interval: Interval(Some(std::time::Duration::from_secs(15 * 60))),
+            keep_snapshots: 3,
+            max_layers: 16,
+            flush_interval: Period(std::time::Duration::from_secs(30)),
+            flush_rows: 500_000,
+            compact_files: 8,
         }
     }
 }

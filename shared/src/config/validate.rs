@@ -155,6 +155,24 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
             issues.push("kafka.config", "has an empty key");
         }
     }
+    if file.batch.keep_snapshots == 0 {
+        issues.push("batch.keep_snapshots", "must be at least 1");
+    }
+    if file.batch.max_layers == 0 {
+        issues.push("batch.max_layers", "must be at least 1");
+    }
+    if file.batch.flush_rows == 0 || file.batch.flush_rows > 10_000_000 {
+        issues.push(
+            "batch.flush_rows",
+            format!("{} is outside 1..=10000000", file.batch.flush_rows),
+        );
+    }
+    if file.batch.compact_files < 2 {
+        issues.push(
+            "batch.compact_files",
+            format!("{} must be at least 2", file.batch.compact_files),
+        );
+    }
     if file.speed.segment_size == 0 {
         issues.push("speed.segment_size", "must be at least 1");
     }

@@ -234,6 +234,26 @@ impl ViewState {
     }
 
     /// Merges one cell's states into this view's cell.
+    /// Merges a cell whose states are owned: adopted as they are when the cell is new (after
+    /// checking they fit the view), merged otherwise.
+    pub fn absorb_cell(&mut self, key: CellKey, states: Box<[MetricState]>) -> Result<()> {
+        let fits = states.len() == self.view.metrics.len()
+            && key.group.0.len() == self.view.group_by.len()
+            && states
+                .iter()
+                .zip(&self.view.metrics)
+                .all(|(s, m)| s.fits(&m.expr));
+        let exists = self
+            .buckets
+            .get(&key.bucket_ms)
+            .is_some_and(|c| c.contains_key(&key.group));
+        if !fits || exists {
+            return self.merge_cell(key, &states);
+        }
+        self.insert_new(key, states);
+        Ok(())
+    }
+
     pub fn merge_cell(&mut self, key: CellKey, states: &[MetricState]) -> Result<()> {
         if states.len() != self.view.metrics.len() || key.group.0.len() != self.view.group_by.len()
         {

@@ -79,6 +79,11 @@ impl SpeedLayer {
         self.handle.clone()
     }
 
+    /// Whether the thread has stopped (after cancellation or a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
     /// Waits for the consumer thread to stop (after cancellation or a fatal error).
     pub fn join(self) -> Result<()> {
         self.thread

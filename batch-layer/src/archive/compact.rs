@@ -1,0 +1,174 @@
+//! Compaction: a run of small consecutive ranges of a partition becomes one range with one file
+//! per source and date, so recomputes never read thousands of tiny files. The replaced files are
+//! retired in the manifest and removed after a grace period, as a run may still be reading them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use braid_shared::manifest::{ArchiveEntry, ArchiveFile, PartitionManifest, RetiredFile};
+use polars::prelude::*;
+
+use super::partition::{file_name, save_manifest};
+use crate::error::{Error, Result};
+use crate::files::{now_ms, read_parquet, sync_dirs, write_parquet};
+
+/// Most ranges merged at once.
+const MAX_MERGE: usize = 64;
+
+fn entry_rows(entry: &ArchiveEntry) -> u64 {
+    entry.files.iter().map(|f| f.rows).sum()
+}
+
+/// Merges the first run of at least `min_entries` consecutive ranges that each hold fewer than
+/// `small_rows` rows. Returns whether it merged anything.
+pub(crate) fn compact(
+    dir: &Path,
+    manifest: &mut PartitionManifest,
+    min_entries: usize,
+    small_rows: usize,
+) -> Result<bool> {
+    let small = |e: &ArchiveEntry| entry_rows(e) < small_rows as u64;
+    let mut start = 0;
+    let window = loop {
+        let Some(first) = manifest.entries[start..].iter().position(small) else {
+            return Ok(false);
+        };
+        let first = start + first;
+        let len = manifest.entries[first..]
+            .iter()
+            .take(MAX_MERGE)
+            .take_while(|e| small(e))
+            .count();
+        if len >= min_entries {
+            break first..first + len;
+        }
+        start = first + len;
+    };
+    let merged = &manifest.entries[window.clone()];
+    let (from, to) = (merged[0].from, merged[merged.len() - 1].to);
+    let tp = manifest.topic_partition();
+    let name = file_name(&tp, from, to);
+    // Files of one kind, source and directory (the date) become one file.
+    let mut groups: BTreeMap<(String, String, String), Vec<&ArchiveFile>> = BTreeMap::new();
+    for file in merged.iter().flat_map(|e| &e.files) {
+        let parent = Path::new(&file.path)
+            .parent()
+            .and_then(|p| p.to_str())
+            .unwrap_or("")
+            .to_owned();
+        let kind = format!("{:?}", file.kind);
+        groups
+            .entry((kind, file.source.clone(), parent))
+            .or_default()
+            .push(file);
+    }
+    let mut files = Vec::new();
+    let mut written: Vec<PathBuf> = Vec::new();
+    for ((_, source, parent), parts) in groups {
+        let mut frame: Option<DataFrame> = None;
+        for part in &parts {
+            let df = read_parquet(&dir.join(&part.path))?;
+            match &mut frame {
+                None => frame = Some(df),
+                Some(all) => {
+                    if let Err(error) = all.vstack_mut(&df) {
+                        // A schema change between ranges: leave them as they are.
+                        tracing::warn!(%error, partition = %tp, "ranges not compacted: their files differ in schema");
+                        remove_all(&written);
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        let Some(mut frame) = frame else { continue };
+        frame.rechunk_mut();
+        let rel = format!("{parent}/{name}");
+        let path = dir.join(&rel);
+        let bytes = match write_parquet(&path, &mut frame) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                remove_all(&written);
+                return Err(error);
+            }
+        };
+        let ranges = parts.iter().filter_map(|p| p.time_range_ms);
+        let time_range_ms = ranges
+            .clone()
+            .map(|r| r.0)
+            .min()
+            .zip(ranges.map(|r| r.1).max());
+        files.push(ArchiveFile {
+            source,
+            kind: parts[0].kind,
+            path: rel,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            bytes,
+            time_range_ms,
+        });
+        written.push(path);
+    }
+    sync_dirs(written.iter().map(PathBuf::as_path))?;
+    let now = now_ms();
+    let retired: Vec<RetiredFile> = merged
+        .iter()
+        .flat_map(|e| &e.files)
+        .map(|f| RetiredFile {
+            path: f.path.clone(),
+            retired_at_ms: now,
+        })
+        .collect();
+    let count = retired.len();
+    let previous = manifest.clone();
+    manifest.entries.splice(
+        window,
+        [ArchiveEntry {
+            from,
+            to,
+            files,
+            written_at_ms: now,
+        }],
+    );
+    manifest.retired.extend(retired);
+    if let Err(error) = save_manifest(dir, manifest) {
+        *manifest = previous;
+        remove_all(&written);
+        return Err(error);
+    }
+    tracing::info!(partition = %tp, from, to, files = count, "compacted archive ranges");
+    crate::metrics::compacted(count as u64);
+    Ok(true)
+}
+
+/// Deletes retired files older than `grace`.
+pub(crate) fn remove_retired(
+    dir: &Path,
+    manifest: &mut PartitionManifest,
+    grace: Duration,
+) -> Result<()> {
+    let cutoff = now_ms() - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let (expired, kept): (Vec<RetiredFile>, Vec<RetiredFile>) = manifest
+        .retired
+        .drain(..)
+        .partition(|r| r.retired_at_ms <= cutoff);
+    manifest.retired = kept;
+    if expired.is_empty() {
+        return Ok(());
+    }
+    save_manifest(dir, manifest)?;
+    for file in expired {
+        let path = dir.join(&file.path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path)(e)),
+        }
+    }
+    Ok(())
+}
+
+fn remove_all(paths: &[PathBuf]) {
+    for path in paths {
+        let _ = std::fs::remove_file(path);
+    }
+}

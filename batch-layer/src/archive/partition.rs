@@ -1,0 +1,290 @@
+//! One partition's buffer of read messages, and its flush: Parquet files per source and event
+//! date, then a new manifest entry. The manifest write is the commit point: files not in the
+//! manifest are orphans, removed when the partition is next taken up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use braid_shared::manifest::{ArchiveEntry, ArchiveFile, FileKind, PartitionManifest};
+use braid_shared::storage::{RejectedRecord, archive_manifest_path, write_atomic};
+use braid_shared::{Event, RejectReason, TopicPartition};
+use polars::prelude::*;
+
+use super::plan::TopicPlan;
+use crate::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
+use crate::error::{Error, Result};
+use crate::files::{now_ms, sync_dirs, write_parquet};
+use crate::metrics;
+
+pub(crate) struct Archived {
+    pub offset: i64,
+    pub ingest_ms: i64,
+    pub event: Event,
+}
+
+pub(crate) struct Rejected {
+    pub offset: i64,
+    pub ingest_ms: i64,
+    pub reason: RejectReason,
+    pub raw: String,
+    pub raw_bytes: usize,
+}
+
+/// Buffered rows of one source.
+#[derive(Default)]
+pub(crate) struct SourceRows {
+    pub events: Vec<Archived>,
+    pub rejected: Vec<Rejected>,
+}
+
+pub(crate) struct PartitionBuffer {
+    pub tp: TopicPartition,
+    pub manifest: PartitionManifest,
+    /// Next offset expected; everything below it is archived or buffered. `None` until the
+    /// first message of an empty archive arrives.
+    pub next: Option<i64>,
+    /// Per source of the topic (same order as the plan).
+    pub sources: Vec<SourceRows>,
+    pub messages: usize,
+    pub since: Option<Instant>,
+    /// The first offset read, while the archive of the partition is still empty.
+    first: Option<i64>,
+}
+
+impl PartitionBuffer {
+    pub fn new(manifest: PartitionManifest, sources: usize) -> Self {
+        Self {
+            tp: manifest.topic_partition(),
+            next: manifest.end(),
+            manifest,
+            sources: (0..sources).map(|_| SourceRows::default()).collect(),
+            messages: 0,
+            since: None,
+            first: None,
+        }
+    }
+
+    /// First buffered offset: where the archive ends.
+    fn from(&self) -> Option<i64> {
+        self.manifest.end()
+    }
+
+    /// Takes one message: decoded by every source of the topic. Messages below the next
+    /// expected offset (re-delivered after a seek) are ignored.
+    pub fn push(&mut self, plan: &TopicPlan, offset: i64, payload: &[u8], ingest_ms: i64) {
+        if self.next.is_some_and(|next| offset < next) {
+            return;
+        }
+        for (source, rows) in plan.sources.iter().zip(&mut self.sources) {
+            match source.decoder.decode(payload) {
+                Ok(event) => rows.events.push(Archived {
+                    offset,
+                    ingest_ms,
+                    event,
+                }),
+                Err(reason) => rows.rejected.push(Rejected {
+                    offset,
+                    ingest_ms,
+                    reason,
+                    raw: RejectedRecord::bounded_raw(payload),
+                    raw_bytes: payload.len(),
+                }),
+            }
+        }
+        if self.messages == 0 {
+            self.since = Some(Instant::now());
+            if self.manifest.entries.is_empty() {
+                tracing::info!(partition = %self.tp, offset, "archive of this partition starts");
+                self.first = Some(offset);
+            }
+        }
+        self.messages += 1;
+        self.next = Some(offset + 1);
+    }
+
+    /// Writes the buffered range and publishes it in the manifest.
+    pub fn flush(&mut self, dir: &Path, plan: &TopicPlan) -> Result<()> {
+        if self.messages == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let (Some(from), Some(to)) = (self.from().or(self.first), self.next) else {
+            return Ok(());
+        };
+        let name = file_name(&self.tp, from, to);
+        let mut files = Vec::new();
+        let mut written: Vec<PathBuf> = Vec::new();
+        for (source, rows) in plan.sources.iter().zip(&self.sources) {
+            let mut by_date: BTreeMap<String, Vec<&Archived>> = BTreeMap::new();
+            for row in &rows.events {
+                by_date
+                    .entry(date_of(row.event.time_ms))
+                    .or_default()
+                    .push(row);
+            }
+            let mut source_files = 0;
+            for (date, events) in by_date {
+                let rel = format!("archive/source={}/date={date}/{name}", source.def.name);
+                let path = dir.join(&rel);
+                let mut df = events_frame(source, self.tp.partition, &events)?;
+                let bytes = write_parquet(&path, &mut df)?;
+                let times = events.iter().map(|e| e.event.time_ms);
+                let range = (times.clone().min().unwrap_or(0), times.max().unwrap_or(0));
+                files.push(ArchiveFile {
+                    source: source.def.name.clone(),
+                    kind: FileKind::Events,
+                    path: rel,
+                    rows: events.len() as u64,
+                    bytes,
+                    time_range_ms: Some(range),
+                });
+                written.push(path);
+                source_files += 1;
+            }
+            if !rows.rejected.is_empty() {
+                let rel = format!("archive/rejected/source={}/{name}", source.def.name);
+                let path = dir.join(&rel);
+                let mut df = rejected_frame(&self.tp, &rows.rejected)?;
+                let bytes = write_parquet(&path, &mut df)?;
+                files.push(ArchiveFile {
+                    source: source.def.name.clone(),
+                    kind: FileKind::Rejected,
+                    path: rel,
+                    rows: rows.rejected.len() as u64,
+                    bytes,
+                    time_range_ms: None,
+                });
+                written.push(path);
+                source_files += 1;
+            }
+            metrics::archived(
+                &source.def.name,
+                source_files,
+                rows.events.len() as u64,
+                rows.rejected.len() as u64,
+            );
+        }
+        sync_dirs(written.iter().map(PathBuf::as_path))?;
+        let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+        self.manifest.entries.push(ArchiveEntry {
+            from,
+            to,
+            files,
+            written_at_ms: now_ms(),
+        });
+        if let Err(error) = save_manifest(dir, &self.manifest) {
+            self.manifest.entries.pop();
+            return Err(error);
+        }
+        tracing::debug!(partition = %self.tp, from, to, messages = self.messages, "archived");
+        for rows in &mut self.sources {
+            rows.events.clear();
+            rows.rejected.clear();
+        }
+        self.messages = 0;
+        self.since = None;
+        self.first = None;
+        metrics::flushed(started.elapsed().as_secs_f64(), bytes);
+        Ok(())
+    }
+}
+
+/// Writes a partition's manifest atomically.
+pub(crate) fn save_manifest(dir: &Path, manifest: &PartitionManifest) -> Result<()> {
+    let path = archive_manifest_path(dir, &manifest.topic, manifest.partition);
+    let json = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| Error::Internal(format!("encoding the archive manifest: {e}")))?;
+    write_atomic(&path, &json).map_err(Error::io(&path))
+}
+
+/// The name of the files holding offsets `[from, to)` of a partition. `~` cannot appear in a
+/// topic name, so the partition's files are told apart from every other topic's.
+pub(crate) fn file_name(tp: &TopicPartition, from: i64, to: i64) -> String {
+    format!("{}~{}~{from:020}~{to:020}.parquet", tp.topic, tp.partition)
+}
+
+/// Whether an archive file name belongs to a partition.
+pub(crate) fn belongs_to(name: &str, tp: &TopicPartition) -> bool {
+    let bare = name.strip_prefix('.').unwrap_or(name);
+    bare.starts_with(&format!("{}~{}~", tp.topic, tp.partition))
+}
+
+/// The UTC date of an event time, as the archive's `date=` directory names it.
+pub(crate) fn date_of(time_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(time_ms).map_or_else(
+        || "invalid".to_owned(),
+        |t| t.format("%Y-%m-%d").to_string(),
+    )
+}
+
+fn events_frame(
+    source: &super::plan::SourcePlan,
+    partition: i32,
+    events: &[&Archived],
+) -> Result<DataFrame> {
+    let mut columns: Vec<Column> = source
+        .def
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(slot, field)| {
+            ColumnType::of(field.kind).column(
+                &field.name,
+                events.iter().map(|e| {
+                    e.event
+                        .values
+                        .get(slot)
+                        .unwrap_or(&braid_shared::Value::Null)
+                }),
+            )
+        })
+        .collect();
+    let time: Vec<i64> = events.iter().map(|e| e.event.time_ms).collect();
+    let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
+    let ingest: Vec<i64> = events.iter().map(|e| e.ingest_ms).collect();
+    columns.push(Column::new(EVENT_TIME.into(), time));
+    columns.push(Column::new_scalar(
+        PARTITION.into(),
+        Scalar::new(DataType::Int32, AnyValue::Int32(partition)),
+        events.len(),
+    ));
+    columns.push(Column::new(OFFSET.into(), offsets));
+    columns.push(Column::new(INGEST_TIME.into(), ingest));
+    Ok(DataFrame::new(events.len(), columns)?)
+}
+
+fn rejected_frame(tp: &TopicPartition, rows: &[Rejected]) -> Result<DataFrame> {
+    let height = rows.len();
+    let columns = vec![
+        Column::new("topic".into(), vec![tp.topic.as_str(); height]),
+        Column::new(PARTITION.into(), vec![tp.partition; height]),
+        Column::new(
+            OFFSET.into(),
+            rows.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            INGEST_TIME.into(),
+            rows.iter().map(|r| r.ingest_ms).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "reason".into(),
+            rows.iter().map(|r| r.reason.code()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "detail".into(),
+            rows.iter()
+                .map(|r| serde_json::to_string(&r.reason).unwrap_or_default())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "raw".into(),
+            rows.iter().map(|r| r.raw.as_str()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "raw_bytes".into(),
+            rows.iter().map(|r| r.raw_bytes as u64).collect::<Vec<_>>(),
+        ),
+    ];
+    Ok(DataFrame::new(height, columns)?)
+}

@@ -1,0 +1,311 @@
+//! `braid bench batch`: full and incremental recompute of generated events into a config's
+//! views, side by side with DuckDB computing the same exact aggregates from the same Parquet
+//! files (the `duckdb` Python package is the peer; it is skipped, saying so, when missing).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use braid_shared::generator::{Payments, PaymentsShape};
+use braid_shared::manifest::PartitionManifest;
+use braid_shared::{Config, MetricExpr};
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::{PartitionBuffer, TopicPlan, archive_plan};
+use crate::error::{Error, Result};
+use crate::history::{RunRecord, Trigger};
+use crate::run::BatchRunner;
+
+const PARTITIONS: i32 = 4;
+const START_MS: i64 = 1_790_000_000_000;
+
+/// Measures recomputes of `events` generated payments (plus `increment_percent`% more for the
+/// incremental run) in `dir` (a temp dir when `None`).
+pub fn run(
+    config: &Config,
+    events: usize,
+    increment_percent: f64,
+    dir: Option<&Path>,
+) -> Result<String> {
+    let temp;
+    let dir: PathBuf = match dir {
+        Some(dir) => dir.to_owned(),
+        None => {
+            temp = tempfile_dir()?;
+            temp.clone()
+        }
+    };
+    let mut config = config.clone();
+    config.storage.dir = dir.clone();
+    config.speed.segment_size = 1000;
+    config.batch.keep_snapshots = 2;
+    let source = config
+        .sources
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::Bench("the config has no source".into()))?;
+    config.views.retain(|v| v.source == source.name);
+    config.sources = vec![Arc::clone(&source)];
+    let plan = archive_plan(&config)?;
+    let topic = plan
+        .topics
+        .first()
+        .ok_or_else(|| Error::Bench("the config has no topic".into()))?;
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "braid bench batch: {events} generated events into {} views of source {:?}, {PARTITIONS} partitions",
+        config.views.len(),
+        source.name
+    );
+    let _ = writeln!(out, "  storage: {}", dir.display());
+
+    let mut generator = Payments::new(42, START_MS, PaymentsShape::default());
+    let mut buffers: Vec<PartitionBuffer> = (0..PARTITIONS)
+        .map(|p| PartitionBuffer::new(PartitionManifest::new(&topic.topic, p), topic.sources.len()))
+        .collect();
+    let started = Instant::now();
+    archive(
+        &dir,
+        topic,
+        &mut buffers,
+        &mut generator,
+        events,
+        config.batch.flush_rows,
+    )?;
+    let archive_seconds = started.elapsed().as_secs_f64();
+    let bytes = dir_size(&dir.join("archive"));
+    let _ = writeln!(
+        out,
+        "  archive: {:.1} s to generate, decode and write ({:.2} M events/s), {:.1} MiB of Parquet",
+        archive_seconds,
+        events as f64 / archive_seconds / 1e6,
+        bytes as f64 / (1 << 20) as f64
+    );
+
+    let runner = BatchRunner::new(&config)?;
+    let cancel = CancellationToken::new();
+    let full = runner.run(Trigger::Command, true, &cancel)?;
+    let full_seconds = seconds(&full)?;
+    let _ = writeln!(
+        out,
+        "  braid full recompute (all metrics, sketches included): {full_seconds:.2} s, {:.2} M rows/s",
+        full.rows_read as f64 / full_seconds / 1e6
+    );
+    for (view, run) in &full.views {
+        let _ = writeln!(
+            out,
+            "    {view}: {} ms, {} cells",
+            run.duration_ms, run.cells_written
+        );
+    }
+
+    let files = archive_files(&dir, &source.name);
+    match duckdb(&config, &files) {
+        Ok((exact, sketches)) => {
+            let _ = writeln!(
+                out,
+                "  duckdb, same exact aggregates (count/sum/min/max/avg) from the same files: {exact:.2} s -> braid/duckdb = {:.2}x",
+                full_seconds / exact
+            );
+            let _ = writeln!(
+                out,
+                "  duckdb with its own sketches too (approx_count_distinct, approx_quantile, approx_top_k): {sketches:.2} s -> braid/duckdb = {:.2}x",
+                full_seconds / sketches
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(out, "  duckdb peer skipped: {why}");
+        }
+    }
+
+    let more = ((events as f64) * increment_percent / 100.0).round() as usize;
+    archive(
+        &dir,
+        topic,
+        &mut buffers,
+        &mut generator,
+        more,
+        config.batch.flush_rows,
+    )?;
+    let incremental = runner.run(Trigger::Command, false, &cancel)?;
+    let incremental_seconds = seconds(&incremental)?;
+    let _ = writeln!(
+        out,
+        "  braid incremental recompute of {more} new events ({increment_percent}%): {incremental_seconds:.3} s = {:.1}% of the full run",
+        incremental_seconds / full_seconds * 100.0
+    );
+    for (view, run) in &incremental.views {
+        let _ = writeln!(
+            out,
+            "    {view}: {} ({} rows read, {} ms, {} layers)",
+            run.mode, run.rows_read, run.duration_ms, run.layers
+        );
+    }
+    Ok(out)
+}
+
+fn seconds(record: &RunRecord) -> Result<f64> {
+    match (&record.error, record.duration_ms) {
+        (Some(error), _) => Err(Error::Bench(format!("run {} failed: {error}", record.id))),
+        (None, Some(ms)) => Ok((ms as f64 / 1000.0).max(1e-3)),
+        (None, None) => Err(Error::Bench("run without duration".into())),
+    }
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("braid-bench-batch-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(Error::io(&dir))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    Ok(dir)
+}
+
+/// Generates `count` events round-robin over the partitions and archives them as the archiver
+/// does (decode, buffer, flush every `flush_rows`).
+fn archive(
+    dir: &Path,
+    topic: &TopicPlan,
+    buffers: &mut [PartitionBuffer],
+    generator: &mut Payments,
+    count: usize,
+    flush_rows: usize,
+) -> Result<()> {
+    let ingest_ms = crate::files::now_ms();
+    for i in 0..count {
+        let buffer = &mut buffers[i % buffers.len()];
+        let offset = buffer.next.unwrap_or(0);
+        let payload = generator.next_event();
+        buffer.push(topic, offset, &payload, ingest_ms);
+        if buffer.messages >= flush_rows {
+            buffer.flush(dir, topic)?;
+        }
+    }
+    for buffer in buffers {
+        buffer.flush(dir, topic)?;
+    }
+    Ok(())
+}
+
+fn archive_files(dir: &Path, source: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.join("archive").join(format!("source={source}"))];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet")
+                && !entry.file_name().to_string_lossy().starts_with('.')
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// The SQL DuckDB runs per view: the exact metrics (and, for the second timing, sketches).
+fn view_sql(view: &braid_shared::ViewDef, sketches: bool) -> String {
+    let mut select: Vec<String> = view
+        .group_by
+        .iter()
+        .map(|f| format!("\"{}\"", f.name))
+        .collect();
+    select.push(format!(
+        "(_event_time // {g}) * {g} AS bucket",
+        g = view.granularity_ms
+    ));
+    for metric in &view.metrics {
+        let expr = match &metric.expr {
+            MetricExpr::Count => Some("count(*)".to_owned()),
+            MetricExpr::Sum { field } => Some(format!("sum(\"{field}\")")),
+            MetricExpr::Min { field } => Some(format!("min(\"{field}\")")),
+            MetricExpr::Max { field } => Some(format!("max(\"{field}\")")),
+            MetricExpr::Avg { field } => Some(format!("avg(\"{field}\")")),
+            MetricExpr::ApproxDistinct { field } if sketches => {
+                Some(format!("approx_count_distinct(\"{field}\")"))
+            }
+            MetricExpr::Quantile { field, q } if sketches => {
+                Some(format!("approx_quantile(\"{field}\", {q})"))
+            }
+            MetricExpr::TopK { field, k } if sketches => {
+                Some(format!("approx_top_k(\"{field}\", {k})"))
+            }
+            _ => None,
+        };
+        if let Some(expr) = expr {
+            select.push(format!("{expr} AS \"{}\"", metric.name));
+        }
+    }
+    format!("SELECT {} FROM events GROUP BY ALL", select.join(", "))
+}
+
+/// Times DuckDB over the same files: exact aggregates only, then with sketches. Seconds.
+fn duckdb(config: &Config, files: &[PathBuf]) -> std::result::Result<(f64, f64), String> {
+    let list: Vec<String> = files.iter().map(|f| format!("'{}'", f.display())).collect();
+    let exact: Vec<String> = config.views.iter().map(|v| view_sql(v, false)).collect();
+    let sketch: Vec<String> = config.views.iter().map(|v| view_sql(v, true)).collect();
+    let script = format!(
+        r#"
+import sys, time
+try:
+    import duckdb
+except ImportError:
+    print("the duckdb Python package is not installed (pip install duckdb)")
+    sys.exit(3)
+con = duckdb.connect()
+con.execute("CREATE VIEW events AS SELECT * FROM read_parquet([{files}])")
+def timed(queries):
+    start = time.perf_counter()
+    for i, q in enumerate(queries):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE out_{{i}} AS {{q}}")
+    return time.perf_counter() - start
+exact = {exact:?}
+sketch = {sketch:?}
+timed(exact)
+print(timed(exact), timed(sketch))
+"#,
+        files = list.join(", "),
+    );
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .map_err(|e| format!("python3 did not start: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "{}{}",
+            stdout.trim(),
+            stderr.lines().last().unwrap_or("")
+        ));
+    }
+    let mut numbers = stdout
+        .split_whitespace()
+        .filter_map(|s| s.parse::<f64>().ok());
+    match (numbers.next(), numbers.next()) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(format!("unexpected output {stdout:?}")),
+    }
+}

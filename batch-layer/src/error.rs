@@ -1,0 +1,77 @@
+//! The batch layer's error type.
+
+use std::path::PathBuf;
+
+use braid_shared::TopicPartition;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("polars: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+
+    /// A file the archive manifest lists is gone or damaged.
+    #[error("archive file {}: {reason}", path.display())]
+    ArchiveFile { path: PathBuf, reason: String },
+
+    /// A snapshot's cell file does not hold what its manifest says.
+    #[error("snapshot file {}: {reason}", path.display())]
+    SnapshotFile { path: PathBuf, reason: String },
+
+    #[error(
+        "{tp}: the broker's offsets end at {high_watermark} but the archive continues from {archived}; \
+         the topic was deleted and recreated or truncated. Archiving it again would mix two logs: move \
+         the archive of this partition away (manifest {}) to start over",
+        path.display()
+    )]
+    OffsetsBehindArchive {
+        tp: TopicPartition,
+        high_watermark: i64,
+        archived: i64,
+        path: PathBuf,
+    },
+
+    #[error(
+        "{tp}: the archive ends at offset {archived}, behind the published snapshot's coverage {covered}; \
+         the archive was moved or truncated. Run with the archive restored, or remove batch/CURRENT.json \
+         and the speed checkpoints to rebuild every layer"
+    )]
+    ArchiveBehindSnapshot {
+        tp: TopicPartition,
+        archived: i64,
+        covered: i64,
+    },
+
+    #[error("another batch run holds {} (one run at a time)", path.display())]
+    Busy { path: PathBuf },
+
+    #[error("no batch run {0:?}")]
+    UnknownRun(String),
+
+    /// A bug or an earlier panic left the layer unable to go on.
+    #[error("internal: {0}")]
+    Internal(String),
+
+    #[error("benchmark: {0}")]
+    Bench(String),
+
+    #[error(transparent)]
+    Shared(#[from] braid_shared::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,88 @@
+//! Durable Parquet writes (temp + fsync + rename; the caller syncs the directories) and checked
+//! reads of files a manifest lists.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Suffix of files being written; a crash leaves them behind and the next start removes them.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Writes `df` to `path` through a temp file and an fsync, then renames it into place. Returns
+/// the file's size. The rename is durable once the caller syncs `path`'s directory.
+pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<u64> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let temp = dir.join(format!(".{name}{TEMP_SUFFIX}"));
+    let mut file = File::create(&temp).map_err(Error::io(&temp))?;
+    ParquetWriter::new(&mut file)
+        .with_compression(ParquetCompression::Snappy)
+        .finish(df)?;
+    file.sync_all().map_err(Error::io(&temp))?;
+    let bytes = file.metadata().map_err(Error::io(&temp))?.len();
+    drop(file);
+    fs::rename(&temp, path).map_err(Error::io(path))?;
+    Ok(bytes)
+}
+
+/// Syncs every distinct directory of `paths`.
+pub fn sync_dirs<'a>(paths: impl Iterator<Item = &'a Path>) -> Result<()> {
+    let mut dirs: Vec<PathBuf> = paths
+        .filter_map(|p| p.parent().map(Path::to_owned))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        braid_shared::storage::sync_dir(&dir).map_err(Error::io(&dir))?;
+    }
+    Ok(())
+}
+
+/// Checks that a listed file is there, has the listed size and ends like a Parquet file, so a
+/// run fails up front, naming the file, instead of deep inside a scan.
+pub fn check_listed(path: &Path, bytes: u64) -> Result<()> {
+    let damaged = |reason: String| Error::ArchiveFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta =
+        fs::metadata(path).map_err(|e| damaged(format!("listed in the manifest but {e}")))?;
+    if meta.len() != bytes {
+        return Err(damaged(format!(
+            "is {} bytes, the manifest lists {bytes}: the file was truncated or replaced",
+            meta.len()
+        )));
+    }
+    let mut tail = [0u8; 4];
+    {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut file = File::open(path).map_err(|e| damaged(e.to_string()))?;
+        file.seek(SeekFrom::End(-4))
+            .and_then(|_| file.read_exact(&mut tail))
+            .map_err(|e| damaged(format!("unreadable: {e}")))?;
+    }
+    if &tail != b"PAR1" {
+        return Err(damaged("is not a Parquet file (no PAR1 footer)".to_owned()));
+    }
+    Ok(())
+}
+
+/// Reads a whole Parquet file.
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let file = File::open(path).map_err(Error::io(path))?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(|e| Error::ArchiveFile {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,234 @@
+//! The persisted run history: one JSON record per run under `batch/history/`, written
+//! atomically at every state change, newest listed first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use braid_shared::Coverage;
+use braid_shared::storage::{batch_history_dir, write_atomic};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Records kept; older ones are removed.
+const KEEP_RECORDS: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// `braid batch`.
+    Command,
+    /// `[batch] interval`.
+    Schedule,
+    /// `POST /v1/batch/runs`.
+    Api,
+}
+
+/// How a run produced one view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewRun {
+    /// `full`, `incremental`, or `unchanged` (no new archive data for it).
+    pub mode: String,
+    /// Why a full recompute, when it was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub rows_read: u64,
+    /// Cells in the layer this run wrote.
+    pub cells_written: u64,
+    pub layers: usize,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub state: RunState,
+    pub trigger: Trigger,
+    /// A full recompute was asked for (`--full`).
+    pub full: bool,
+    pub requested_at: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// The coverage the run published.
+    #[serde(default)]
+    pub coverage: Option<Coverage>,
+    pub rows_read: u64,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub rows_per_second: Option<f64>,
+    #[serde(default)]
+    pub views: BTreeMap<String, ViewRun>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The process that queued or ran it.
+    pub pid: u32,
+}
+
+impl RunRecord {
+    pub fn queued(id: String, trigger: Trigger, full: bool) -> Self {
+        Self {
+            id,
+            state: RunState::Queued,
+            trigger,
+            full,
+            requested_at: now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            coverage: None,
+            rows_read: 0,
+            duration_ms: None,
+            rows_per_second: None,
+            views: BTreeMap::new(),
+            error: None,
+            pid: std::process::id(),
+        }
+    }
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The run records of a storage dir.
+#[derive(Debug, Clone)]
+pub struct History {
+    dir: PathBuf,
+}
+
+impl History {
+    pub fn new(storage_dir: &Path) -> Self {
+        Self {
+            dir: batch_history_dir(storage_dir),
+        }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// A new run id, sortable by time: `run-YYYYMMDD-HHMMSS-mmm[-n]`.
+    pub fn new_id(&self) -> String {
+        let base = chrono::Utc::now()
+            .format("run-%Y%m%d-%H%M%S-%3f")
+            .to_string();
+        let mut id = base.clone();
+        let mut n = 1;
+        while self.path(&id).exists() {
+            id = format!("{base}-{n}");
+            n += 1;
+        }
+        id
+    }
+
+    pub fn save(&self, record: &RunRecord) -> Result<()> {
+        let path = self.path(&record.id);
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|e| Error::Internal(format!("encoding run record: {e}")))?;
+        write_atomic(&path, &json).map_err(Error::io(&path))
+    }
+
+    pub fn get(&self, id: &str) -> Result<RunRecord> {
+        let valid = !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(Error::UnknownRun(id.to_owned()));
+        }
+        let path = self.path(id);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::UnknownRun(id.to_owned()))
+            }
+            Err(e) => Err(Error::io(path)(e)),
+        }
+    }
+
+    /// Run ids, newest first.
+    fn ids(&self) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.dir)(e)),
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                (!name.starts_with('.'))
+                    .then(|| name.strip_suffix(".json").map(str::to_owned))
+                    .flatten()
+            })
+            .collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        Ok(ids)
+    }
+
+    /// The newest `limit` records, newest first. Unreadable records are skipped.
+    pub fn list(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .ids()?
+            .into_iter()
+            .take(limit)
+            .filter_map(|id| self.get(&id).ok())
+            .collect())
+    }
+
+    /// Marks runs left `running` (their process held the run lock, which is now free) or
+    /// `queued` by a process that is gone as failed.
+    pub(crate) fn mark_interrupted(&self, current: &str) -> Result<()> {
+        for id in self.ids()?.into_iter().take(KEEP_RECORDS) {
+            if id == current {
+                continue;
+            }
+            let Ok(mut record) = self.get(&id) else {
+                continue;
+            };
+            let stale = match record.state {
+                RunState::Running => true,
+                RunState::Queued => record.pid != std::process::id() && !process_alive(record.pid),
+                _ => false,
+            };
+            if stale {
+                record.state = RunState::Failed;
+                record.finished_at = Some(now_rfc3339());
+                record.error =
+                    Some("interrupted: the process running it stopped before it finished".into());
+                self.save(&record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest records beyond the kept number.
+    pub(crate) fn prune(&self) -> Result<()> {
+        for id in self.ids()?.into_iter().skip(KEEP_RECORDS) {
+            let path = self.path(&id);
+            std::fs::remove_file(&path).map_err(Error::io(path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a process is alive (Linux's /proc; elsewhere assumed alive).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.exists() || proc.join(pid.to_string()).exists()
+}

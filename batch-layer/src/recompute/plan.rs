@@ -1,0 +1,122 @@
+//! How each metric of a view is aggregated per group.
+
+use std::sync::Arc;
+
+use braid_shared::{MetricExpr, SourceDef, ViewDef};
+use polars::prelude::*;
+
+use crate::columns::ColumnType;
+
+pub(crate) const BUCKET: &str = "_bucket";
+
+/// The aggregation of one metric.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Agg {
+    /// Group size.
+    Count,
+    /// Polars' sum of a typed numeric column.
+    Sum(ColumnType),
+    Min(ColumnType),
+    Max(ColumnType),
+    /// Polars' sum and non-null count.
+    Avg(ColumnType),
+    /// The group's values as a list, folded into the shared state.
+    Fold(ColumnType),
+}
+
+pub(crate) struct ViewPlan {
+    pub view: Arc<ViewDef>,
+    /// Per group-by field: its column's type.
+    pub key_types: Vec<ColumnType>,
+    /// Per metric.
+    pub aggs: Vec<Agg>,
+    fields: Vec<Option<String>>,
+}
+
+impl ViewPlan {
+    pub fn new(view: &Arc<ViewDef>, source: &SourceDef) -> Self {
+        let type_of = |slot: usize| {
+            source
+                .fields
+                .get(slot)
+                .map_or(ColumnType::Literal, |f| ColumnType::of(f.kind))
+        };
+        let key_types = view.group_by.iter().map(|f| type_of(f.slot)).collect();
+        let mut fields = Vec::new();
+        let aggs = view
+            .metrics
+            .iter()
+            .map(|m| {
+                fields.push(
+                    m.slot
+                        .and_then(|s| source.fields.get(s))
+                        .map(|f| f.name.clone()),
+                );
+                let Some(slot) = m.slot else {
+                    return Agg::Count;
+                };
+                let ty = type_of(slot);
+                match (&m.expr, ty.is_native_number()) {
+                    (MetricExpr::Count, _) => Agg::Count,
+                    (MetricExpr::Sum { .. }, true) => Agg::Sum(ty),
+                    (MetricExpr::Min { .. }, true) => Agg::Min(ty),
+                    (MetricExpr::Max { .. }, true) => Agg::Max(ty),
+                    (MetricExpr::Avg { .. }, true) => Agg::Avg(ty),
+                    _ => Agg::Fold(ty),
+                }
+            })
+            .collect();
+        Self {
+            view: Arc::clone(view),
+            key_types,
+            aggs,
+            fields,
+        }
+    }
+
+    /// Group keys: the view's fields, then the bucket.
+    pub fn keys(&self) -> Vec<Expr> {
+        let mut keys: Vec<Expr> = self
+            .view
+            .group_by
+            .iter()
+            .map(|f| col(f.name.as_str()))
+            .collect();
+        keys.push(super::bucket_expr(self.view.granularity_ms).alias(BUCKET));
+        keys
+    }
+
+    /// Output column names of metric `i`.
+    pub fn column(i: usize) -> String {
+        format!("_m{i}")
+    }
+
+    pub fn count_column(i: usize) -> String {
+        format!("_m{i}_n")
+    }
+
+    pub fn aggregations(&self) -> Vec<Expr> {
+        let mut out = vec![len().cast(DataType::UInt64).alias("_rows")];
+        for (i, (agg, field)) in self.aggs.iter().zip(&self.fields).enumerate() {
+            let name = Self::column(i);
+            let input = || col(field.as_deref().unwrap_or_default());
+            match agg {
+                Agg::Count => out.push(len().cast(DataType::UInt64).alias(name)),
+                Agg::Sum(_) => out.push(input().sum().alias(name)),
+                Agg::Min(_) => out.push(input().min().alias(name)),
+                Agg::Max(_) => out.push(input().max().alias(name)),
+                Agg::Avg(_) => {
+                    out.push(input().sum().alias(name));
+                    out.push(
+                        input()
+                            .count()
+                            .cast(DataType::UInt64)
+                            .alias(Self::count_column(i)),
+                    );
+                }
+                Agg::Fold(_) => out.push(input().alias(name)),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,343 @@
+//! One batch run: read the archive manifests, choose the coverage (each partition's archived
+//! end, rounded down to a segment boundary), compute every view (incrementally on top of the
+//! previous snapshot when that is possible), write the snapshot and publish it atomically.
+//! Nothing is published unless every view succeeded; the previous snapshot stays in service.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use braid_shared::coverage::SnapshotPointer;
+use braid_shared::manifest::{
+    PartitionManifest, SNAPSHOT_MANIFEST_VERSION, SnapshotLayer, SnapshotManifest, ViewSnapshot,
+    fingerprint_hex, read_archive_manifests,
+};
+use braid_shared::storage::{
+    read_snapshot_pointer, snapshot_dir, snapshot_pointer_path, write_atomic,
+};
+use braid_shared::{Config, Coverage, TopicPartition};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::history::{History, RunRecord, RunState, Trigger, ViewRun, now_rfc3339};
+use crate::recompute::{self, files_between};
+use crate::{metrics, snapshot};
+
+/// Runs recomputes for one configuration.
+#[derive(Clone)]
+pub struct BatchRunner {
+    config: Arc<Config>,
+    history: History,
+}
+
+impl BatchRunner {
+    pub fn new(config: &Config) -> Result<Self> {
+        for source in &config.sources {
+            crate::archive::check_field_names(source)?;
+        }
+        Ok(Self {
+            config: Arc::new(config.clone()),
+            history: History::new(&config.storage.dir),
+        })
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    fn dir(&self) -> &Path {
+        &self.config.storage.dir
+    }
+
+    /// Runs one recompute now and returns its record (also when it failed: the record says
+    /// why). Fails without a record only when another run holds the lock.
+    pub fn run(
+        &self,
+        trigger: Trigger,
+        full: bool,
+        cancel: &CancellationToken,
+    ) -> Result<RunRecord> {
+        let record = RunRecord::queued(self.history.new_id(), trigger, full);
+        self.history.save(&record)?;
+        self.run_queued(record, cancel)
+    }
+
+    /// Runs a recompute recorded as queued.
+    pub fn run_queued(
+        &self,
+        mut record: RunRecord,
+        cancel: &CancellationToken,
+    ) -> Result<RunRecord> {
+        let lock_path = self.dir().join("batch").join("LOCK");
+        let _lock = match acquire(&lock_path) {
+            Ok(lock) => lock,
+            Err(error) => {
+                record.state = RunState::Failed;
+                record.finished_at = Some(now_rfc3339());
+                record.error = Some(error.to_string());
+                self.history.save(&record)?;
+                return Err(error);
+            }
+        };
+        self.history.mark_interrupted(&record.id)?;
+        record.state = RunState::Running;
+        record.started_at = Some(now_rfc3339());
+        self.history.save(&record)?;
+        let started = Instant::now();
+        tracing::info!(run = %record.id, full = record.full, "batch run started");
+        let outcome = self.execute(&mut record, cancel);
+        let seconds = started.elapsed().as_secs_f64();
+        record.finished_at = Some(now_rfc3339());
+        record.duration_ms = Some((seconds * 1000.0) as u64);
+        record.rows_per_second = (seconds > 0.0).then(|| record.rows_read as f64 / seconds);
+        match outcome {
+            Ok(()) => {
+                record.state = RunState::Succeeded;
+                metrics::run_finished("succeeded", seconds, record.rows_read);
+                tracing::info!(run = %record.id, rows = record.rows_read, seconds, "batch run published");
+                if let Err(error) = self.remove_old_snapshots(&record.id) {
+                    tracing::warn!(%error, "removing old snapshots failed");
+                }
+            }
+            Err(error) => {
+                record.state = RunState::Failed;
+                record.error = Some(error.to_string());
+                metrics::run_finished("failed", seconds, record.rows_read);
+                tracing::error!(run = %record.id, %error, "batch run failed; the previous snapshot stays published");
+                let partial = snapshot_dir(self.dir(), &record.id);
+                if partial.exists() {
+                    let _ = std::fs::remove_dir_all(&partial);
+                }
+            }
+        }
+        self.history.save(&record)?;
+        self.history.prune()?;
+        Ok(record)
+    }
+
+    fn execute(&self, record: &mut RunRecord, cancel: &CancellationToken) -> Result<()> {
+        let dir = self.dir().to_owned();
+        let previous = self.previous_snapshot();
+        let mut manifests: Vec<PartitionManifest> = Vec::new();
+        for topic in self.config.topics() {
+            manifests.extend(read_archive_manifests(&dir, topic)?);
+        }
+        let coverage = target_coverage(&manifests, self.config.speed.segment_size);
+        if let Some((_, before)) = &previous {
+            for (tp, &covered) in &before.coverage.0 {
+                let archived = coverage.of(tp);
+                if archived < covered {
+                    return Err(Error::ArchiveBehindSnapshot {
+                        tp: tp.clone(),
+                        archived,
+                        covered,
+                    });
+                }
+            }
+        }
+        record.coverage = Some(coverage.clone());
+        let run_dir = snapshot_dir(&dir, &record.id);
+        let mut views = BTreeMap::new();
+        for view in &self.config.views {
+            if cancel.is_cancelled() {
+                return Err(Error::Internal(
+                    "cancelled before every view was computed".into(),
+                ));
+            }
+            let started = Instant::now();
+            let source = self
+                .config
+                .source(&view.source)
+                .ok_or_else(|| Error::Internal(format!("view {} without source", view.name)))?;
+            let fingerprint = fingerprint_hex(view.fingerprint());
+            let base = match &previous {
+                _ if record.full => Err("--full was asked for".to_owned()),
+                None => Err("no previous snapshot".to_owned()),
+                Some((_, before)) => match before.views.get(&view.name) {
+                    None => Err("the view is new".to_owned()),
+                    Some(v) if v.fingerprint != fingerprint => {
+                        Err("the view's definition changed".to_owned())
+                    }
+                    Some(v) if v.layers.len() >= self.config.batch.max_layers => Err(format!(
+                        "{} layers reached batch.max_layers",
+                        v.layers.len()
+                    )),
+                    Some(v) => Ok((before.coverage.clone(), v.layers.clone())),
+                },
+            };
+            let (from, mut layers, reason) = match base {
+                Ok((from, layers)) => (from, layers, None),
+                Err(reason) => (Coverage::default(), Vec::new(), Some(reason)),
+            };
+            let files = files_between(&dir, source, &manifests, &from, &coverage);
+            let mut run = ViewRun {
+                mode: if reason.is_some() {
+                    "full"
+                } else {
+                    "incremental"
+                }
+                .to_owned(),
+                reason,
+                rows_read: 0,
+                cells_written: 0,
+                layers: 0,
+                duration_ms: 0,
+            };
+            if run.mode == "incremental" && files.is_empty() {
+                run.mode = "unchanged".to_owned();
+            } else {
+                let computed = recompute::compute(view, source, &files)?;
+                run.rows_read = computed.rows;
+                record.rows_read += computed.rows;
+                if !computed.state.is_empty() {
+                    let rel = format!("batch/snapshots/{}/{}.parquet", record.id, view.name);
+                    let bytes = snapshot::write_cells(&dir.join(&rel), &computed.state, source)?;
+                    run.cells_written = computed.state.len() as u64;
+                    layers.push(SnapshotLayer {
+                        run_id: record.id.clone(),
+                        path: rel,
+                        from: from.clone(),
+                        to: coverage.clone(),
+                        cells: computed.state.len() as u64,
+                        rows: computed.rows,
+                        bytes,
+                    });
+                }
+            }
+            run.layers = layers.len();
+            run.duration_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(view = %view.name, mode = %run.mode, rows = run.rows_read, cells = run.cells_written, ms = run.duration_ms, "view computed");
+            metrics::snapshot_cells(&view.name, layers.iter().map(|l| l.cells).sum());
+            record.views.insert(view.name.clone(), run);
+            views.insert(
+                view.name.clone(),
+                ViewSnapshot {
+                    fingerprint,
+                    layers,
+                },
+            );
+        }
+        let manifest = SnapshotManifest {
+            version: SNAPSHOT_MANIFEST_VERSION,
+            run_id: record.id.clone(),
+            created_at: now_rfc3339(),
+            coverage: coverage.clone(),
+            views,
+        };
+        let manifest_path = run_dir.join("manifest.json");
+        let json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::Internal(format!("encoding the snapshot manifest: {e}")))?;
+        // The manifest's write syncs the run directory, and with it the cell files' renames.
+        write_atomic(&manifest_path, &json).map_err(Error::io(&manifest_path))?;
+        if cancel.is_cancelled() {
+            return Err(Error::Internal("cancelled before publishing".into()));
+        }
+        let pointer = SnapshotPointer {
+            run_id: record.id.clone(),
+            coverage,
+            finished_at: now_rfc3339(),
+            manifest: format!("batch/snapshots/{}/manifest.json", record.id),
+        };
+        let pointer_path = snapshot_pointer_path(&dir);
+        let json = serde_json::to_vec_pretty(&pointer)
+            .map_err(|e| Error::Internal(format!("encoding the snapshot pointer: {e}")))?;
+        write_atomic(&pointer_path, &json).map_err(Error::io(&pointer_path))
+    }
+
+    /// The published snapshot, if it can be read; an unreadable one means a full recompute.
+    fn previous_snapshot(&self) -> Option<(SnapshotPointer, SnapshotManifest)> {
+        let pointer = match read_snapshot_pointer(self.dir()) {
+            Ok(pointer) => pointer?,
+            Err(error) => {
+                tracing::warn!(%error, "the published snapshot pointer is unreadable; recomputing in full");
+                return None;
+            }
+        };
+        match SnapshotManifest::read(&self.dir().join(&pointer.manifest)) {
+            Ok(manifest) => Some((pointer, manifest)),
+            Err(error) => {
+                tracing::warn!(%error, "the published snapshot is unreadable; recomputing in full");
+                None
+            }
+        }
+    }
+
+    /// Keeps the newest `keep_snapshots` snapshots and every run directory their layers use.
+    fn remove_old_snapshots(&self, current: &str) -> Result<()> {
+        let root = self.dir().join("batch").join("snapshots");
+        let mut runs: Vec<String> = std::fs::read_dir(&root)
+            .map_err(Error::io(&root))?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        runs.sort_by(|a, b| b.cmp(a));
+        let published: Vec<&String> = runs
+            .iter()
+            .filter(|r| *r == current || root.join(r).join("manifest.json").exists())
+            .filter(|r| r.as_str() <= current)
+            .take(self.config.batch.keep_snapshots)
+            .collect();
+        let mut keep: HashSet<String> = HashSet::new();
+        for run in &published {
+            keep.insert((*run).clone());
+            if let Ok(manifest) = SnapshotManifest::read(&root.join(run).join("manifest.json")) {
+                for view in manifest.views.values() {
+                    keep.extend(view.layers.iter().map(|l| l.run_id.clone()));
+                }
+            }
+        }
+        for run in runs.iter().filter(|r| !keep.contains(*r)) {
+            // Newer directories belong to no one yet (we hold the run lock, so none is being
+            // written); older ones are past retention.
+            if run.as_str() > current {
+                continue;
+            }
+            let path: PathBuf = root.join(run);
+            std::fs::remove_dir_all(&path).map_err(Error::io(&path))?;
+            tracing::info!(run = %run, "removed an old snapshot");
+        }
+        Ok(())
+    }
+}
+
+/// Per partition, the archived end rounded down to a segment boundary (partitions with no whole
+/// segment archived are left out: covered below 0).
+pub fn target_coverage(manifests: &[PartitionManifest], segment_size: u64) -> Coverage {
+    let segment = i64::try_from(segment_size).unwrap_or(i64::MAX).max(1);
+    let mut coverage = BTreeMap::new();
+    for manifest in manifests {
+        if let Some(end) = manifest.end() {
+            let aligned = end - end.rem_euclid(segment);
+            if aligned > 0 {
+                coverage.insert(
+                    TopicPartition::new(manifest.topic.clone(), manifest.partition),
+                    aligned,
+                );
+            }
+        }
+    }
+    Coverage(coverage)
+}
+
+/// Takes the run lock, or fails naming it when another process holds it.
+fn acquire(path: &Path) -> Result<File> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(Error::io(path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy {
+            path: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path)(e)),
+    }
+}

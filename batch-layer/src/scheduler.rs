@@ -1,0 +1,116 @@
+//! Runs recomputes inside a long-running process: every `[batch] interval`, and whenever one is
+//! requested (the HTTP API). One dedicated thread runs them one at a time, so Polars never runs
+//! on the async runtime.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use braid_shared::Config;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::history::{History, RunRecord, Trigger};
+use crate::run::BatchRunner;
+
+/// Requested runs waiting at most; more are refused until one finishes.
+const QUEUE: usize = 4;
+const TICK: Duration = Duration::from_millis(200);
+
+/// Asks the scheduler for runs and reads the history.
+#[derive(Clone)]
+pub struct BatchHandle {
+    sender: SyncSender<RunRecord>,
+    history: History,
+}
+
+impl BatchHandle {
+    /// Queues a run and returns its id at once.
+    pub fn request(&self, full: bool) -> Result<String> {
+        let record = RunRecord::queued(self.history.new_id(), Trigger::Api, full);
+        let id = record.id.clone();
+        self.history.save(&record)?;
+        match self.sender.try_send(record) {
+            Ok(()) => Ok(id),
+            Err(TrySendError::Full(mut record) | TrySendError::Disconnected(mut record)) => {
+                record.state = crate::history::RunState::Failed;
+                record.error = Some("not started: too many runs are already queued".into());
+                self.history.save(&record)?;
+                Err(Error::Busy {
+                    path: "the batch run queue".into(),
+                })
+            }
+        }
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+}
+
+/// The scheduler thread.
+pub struct BatchScheduler {
+    handle: BatchHandle,
+    thread: JoinHandle<()>,
+}
+
+impl BatchScheduler {
+    pub fn start(config: &Config, cancel: CancellationToken) -> Result<Self> {
+        let runner = BatchRunner::new(config)?;
+        let history = runner.history().clone();
+        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let interval = config.batch.interval.0;
+        let thread = std::thread::Builder::new()
+            .name("braid-batch".to_owned())
+            .spawn(move || schedule(runner, receiver, interval, cancel))
+            .map_err(Error::io("spawning the batch thread"))?;
+        Ok(Self {
+            handle: BatchHandle { sender, history },
+            thread,
+        })
+    }
+
+    pub fn handle(&self) -> BatchHandle {
+        self.handle.clone()
+    }
+
+    /// Waits for the thread to stop (after cancellation; a run in progress finishes first).
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("the batch thread panicked");
+        }
+    }
+}
+
+fn schedule(
+    runner: BatchRunner,
+    requests: Receiver<RunRecord>,
+    interval: Option<Duration>,
+    cancel: CancellationToken,
+) {
+    let mut next = interval.map(|i| Instant::now() + i);
+    while !cancel.is_cancelled() {
+        let record = match requests.recv_timeout(TICK) {
+            Ok(record) => Some(record),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let due = next.is_some_and(|n| Instant::now() >= n);
+        let record = match (record, due) {
+            (Some(record), _) => record,
+            (None, true) => RunRecord::queued(runner.history().new_id(), Trigger::Schedule, false),
+            (None, false) => continue,
+        };
+        if due {
+            next = interval.map(|i| Instant::now() + i);
+        }
+        if let Err(error) = runner
+            .history()
+            .save(&record)
+            .and_then(|()| runner.run_queued(record, &cancel))
+        {
+            tracing::error!(%error, "batch run did not start");
+        }
+    }
+    tracing::info!("batch scheduler stopped");
+}

@@ -1,0 +1,145 @@
+//! Snapshot cell files: one Parquet row per cell, with the bucket, the group-by fields (typed as
+//! in the archive) and one binary column per metric holding the state's versioned encoding, so
+//! any reader merges them with the speed layer's states exactly.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use braid_shared::aggregate::MetricState;
+use braid_shared::manifest::SnapshotManifest;
+use braid_shared::view::{CellKey, GroupKey};
+use braid_shared::{SourceDef, Value, ViewDef, ViewState};
+use polars::prelude::*;
+
+use crate::columns::{ColumnType, ValueReader};
+use crate::error::{Error, Result};
+use crate::files::write_parquet;
+
+pub const BUCKET_COLUMN: &str = "_bucket";
+
+/// The column holding a metric's encoded states.
+pub fn state_column(metric: &str) -> String {
+    format!("_state.{metric}")
+}
+
+fn key_types(view: &ViewDef, source: &SourceDef) -> Vec<ColumnType> {
+    view.group_by
+        .iter()
+        .map(|f| {
+            source
+                .fields
+                .get(f.slot)
+                .map_or(ColumnType::Literal, |s| ColumnType::of(s.kind))
+        })
+        .collect()
+}
+
+/// Writes a view's cells to `path` (temp + fsync + rename; the caller syncs the directory).
+pub fn write_cells(path: &Path, state: &ViewState, source: &SourceDef) -> Result<u64> {
+    let view = state.view();
+    let cells: Vec<(CellKey, &[MetricState])> = state.cells().collect();
+    let height = cells.len();
+    let mut columns = vec![Column::new(
+        BUCKET_COLUMN.into(),
+        cells.iter().map(|(k, _)| k.bucket_ms).collect::<Vec<_>>(),
+    )];
+    for (i, (field, ty)) in view
+        .group_by
+        .iter()
+        .zip(key_types(view, source))
+        .enumerate()
+    {
+        columns.push(ty.column(&field.name, cells.iter().map(|(k, _)| &k.group.0[i])));
+    }
+    for (i, metric) in view.metrics.iter().enumerate() {
+        let encoded: Vec<Vec<u8>> = cells.iter().map(|(_, s)| s[i].encode()).collect();
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        columns.push(Column::new(state_column(&metric.name).into(), refs));
+    }
+    let mut df = DataFrame::new(height, columns)?;
+    write_parquet(path, &mut df)
+}
+
+/// Reads a cell file written by [`write_cells`], checking every state against the view.
+pub fn read_cells(path: &Path, view: &Arc<ViewDef>, source: &SourceDef) -> Result<ViewState> {
+    let damaged = |reason: String| Error::SnapshotFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| damaged(e.to_string()))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|e| damaged(e.to_string()))?;
+    let column = |name: &str| df.column(name).map_err(|e| damaged(e.to_string()));
+    let buckets = column(BUCKET_COLUMN)?
+        .i64()
+        .map_err(|e| damaged(e.to_string()))?;
+    let mut keys = Vec::new();
+    for (field, ty) in view.group_by.iter().zip(key_types(view, source)) {
+        let values = ValueReader::new(column(&field.name)?, ty)
+            .map_err(|e| damaged(e.to_string()))?
+            .values()
+            .map_err(&damaged)?;
+        keys.push(values);
+    }
+    let mut states = Vec::new();
+    for metric in &view.metrics {
+        let name = state_column(&metric.name);
+        states.push(
+            column(&name)?
+                .binary()
+                .map_err(|e| damaged(e.to_string()))?
+                .clone(),
+        );
+    }
+    let mut state = ViewState::new(Arc::clone(view));
+    for row in 0..df.height() {
+        let bucket_ms = buckets
+            .get(row)
+            .ok_or_else(|| damaged(format!("row {row} has no bucket")))?;
+        let group: Box<[Value]> = keys
+            .iter_mut()
+            .map(|k| std::mem::replace(&mut k[row], Value::Null))
+            .collect();
+        let mut cell = Vec::with_capacity(states.len());
+        for (metric, column) in view.metrics.iter().zip(&states) {
+            let bytes = column
+                .get(row)
+                .ok_or_else(|| damaged(format!("row {row} has no state for {}", metric.name)))?;
+            let decoded = MetricState::decode(bytes)
+                .map_err(|e| damaged(format!("row {row}, metric {}: {e}", metric.name)))?;
+            cell.push(decoded);
+        }
+        state
+            .absorb_cell(
+                CellKey {
+                    bucket_ms,
+                    group: GroupKey(group),
+                },
+                cell.into_boxed_slice(),
+            )
+            .map_err(|e| damaged(e.to_string()))?;
+    }
+    Ok(state)
+}
+
+/// Reads a view of a published snapshot: the merge of its layers.
+pub fn read_view(
+    dir: &Path,
+    manifest: &SnapshotManifest,
+    view: &Arc<ViewDef>,
+    source: &SourceDef,
+) -> Result<Option<ViewState>> {
+    let Some(snapshot) = manifest.views.get(&view.name) else {
+        return Ok(None);
+    };
+    if snapshot.fingerprint != braid_shared::manifest::fingerprint_hex(view.fingerprint()) {
+        return Ok(None);
+    }
+    let mut state = ViewState::new(Arc::clone(view));
+    for layer in &snapshot.layers {
+        let part = read_cells(&dir.join(&layer.path), view, source)?;
+        state.merge(&part)?;
+    }
+    Ok(Some(state))
+}

@@ -1,0 +1,255 @@
+//! Test support shared by every crate's integration tests: librdkafka's mock cluster, a
+//! producer, a payments stream with late and malformed events, a config per test, the reference
+//! state computed independently from the produced bytes, and polling with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use braid_shared::{Config, Decoder, Event, ViewState};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+
+pub type Cluster = MockCluster<'static, DefaultProducerContext>;
+
+pub fn cluster(brokers: i32) -> Cluster {
+    MockCluster::new(brokers).expect("mock cluster")
+}
+
+pub fn producer(bootstrap: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer")
+}
+
+/// One produced message: where it was sent and its bytes.
+#[derive(Clone, Debug)]
+pub struct Produced {
+    pub partition: i32,
+    pub payload: Vec<u8>,
+}
+
+/// Payments with event times up to 2 hours late, in random order, and about 3% malformed.
+pub fn payments(seed: u64, count: usize, partitions: i32) -> Vec<Produced> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let base_ms: i64 = 1_790_000_000_000;
+    (0..count)
+        .map(|i| {
+            let partition = rng.random_range(0..partitions);
+            let late = if rng.random_bool(0.2) { rng.random_range(0..7_200_000) } else { 0 };
+            let ts = base_ms + (i as i64) * 250 - late;
+            let payload = match rng.random_range(0..100) {
+                0 => b"this is not json".to_vec(),
+                1 => format!(r#"{{"tx_id":"t{i}","card_id":"c1","amount":"12.50","ts":{ts}}}"#).into_bytes(),
+                2 => format!(r#"{{"tx_id":"t{i}","card_id":"c1","amount":3}}"#).into_bytes(),
+                _ => {
+                    let card = rng.random_range(0..40);
+                    let merchant = rng.random_range(0..25);
+                    let country = ["US", "DE", "BR", "JP"][rng.random_range(0..4)];
+                    let amount = rng.random_range(1..100_000) as f64 / 100.0;
+                    let time = if rng.random_bool(0.5) {
+                        ts.to_string()
+                    } else {
+                        format!("\"{}\"", chrono::DateTime::from_timestamp_millis(ts).unwrap().to_rfc3339())
+                    };
+                    format!(
+                        r#"{{"tx_id":"t{i}","card_id":"card-{card}","merchant_id":"m{merchant}","country":"{country}","amount":{amount},"ts":{time}}}"#
+                    )
+                    .into_bytes()
+                }
+            };
+            Produced { partition, payload }
+        })
+        .collect()
+}
+
+pub fn produce(producer: &BaseProducer, topic: &str, messages: &[Produced]) {
+    for message in messages {
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
+            .partition(message.partition)
+            .payload(&message.payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = returned;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// A config for one test: its own topic, group and storage dir.
+pub fn config(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    dir: &Path,
+    extra_kafka: &str,
+) -> (PathBuf, Config) {
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "{group}"
+[kafka.config]
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 500
+"topic.metadata.refresh.interval.ms" = 1000
+{extra_kafka}
+
+[storage]
+dir = "{dir}"
+
+[speed]
+segment_size = 100
+checkpoint_interval = "100ms"
+checkpoint_events = 500
+max_batch = 200
+
+[batch]
+interval = "off"
+flush_interval = "200ms"
+flush_rows = 2000
+compact_files = 4
+
+[[source]]
+name = "payments"
+topic = "{topic}"
+event_time = "ts"
+event_id = "tx_id"
+
+[[view]]
+name = "card_minute"
+source = "payments"
+group_by = ["card_id"]
+granularity = "1m"
+[view.metrics]
+tx = "count"
+amount = "sum(amount)"
+high = "max(amount)"
+merchants = "approx_distinct(merchant_id)"
+
+[[view]]
+name = "country_hour"
+source = "payments"
+group_by = ["country"]
+granularity = "1h"
+[view.metrics]
+tx = "count"
+avg = "avg(amount)"
+p90 = "quantile(amount, 0.9)"
+top = "top_k(merchant_id, 3)"
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join("braid.toml");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    (path, Config::from_toml(&text).unwrap())
+}
+
+/// One test's world: a mock cluster with a fresh topic, a storage dir and a config for both.
+pub struct Fixture {
+    pub cluster: Cluster,
+    pub topic: String,
+    pub dir: tempfile::TempDir,
+    /// The config file, for child processes.
+    pub path: PathBuf,
+    pub config: Config,
+}
+
+pub fn fixture(partitions: i32, extra_kafka: &str) -> Fixture {
+    let cluster = cluster(1);
+    let topic = unique("payments");
+    cluster.create_topic(&topic, partitions, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) = config(
+        &cluster.bootstrap_servers(),
+        &topic,
+        &unique("group"),
+        dir.path(),
+        extra_kafka,
+    );
+    Fixture {
+        cluster,
+        topic,
+        dir,
+        path,
+        config,
+    }
+}
+
+impl Fixture {
+    pub fn produce(&self, messages: &[Produced]) {
+        produce(
+            &producer(&self.cluster.bootstrap_servers()),
+            &self.topic,
+            messages,
+        );
+    }
+}
+
+/// The messages each partition holds, in offset order.
+pub fn by_partition(messages: &[Produced], partitions: i32) -> Vec<Vec<Vec<u8>>> {
+    let mut out = vec![Vec::new(); partitions as usize];
+    for m in messages {
+        out[m.partition as usize].push(m.payload.clone());
+    }
+    out
+}
+
+/// The reference: every valid event from offset `from[p]` of each partition, folded by
+/// `ViewState::recompute`.
+pub fn reference(
+    config: &Config,
+    view: &str,
+    partitions: &[Vec<Vec<u8>>],
+    from: &[i64],
+) -> ViewState {
+    let view = Arc::clone(config.view(view).unwrap());
+    let decoder = Decoder::new(config.source(&view.source).unwrap());
+    let events: Vec<Event> = partitions
+        .iter()
+        .enumerate()
+        .flat_map(|(p, messages)| {
+            messages
+                .iter()
+                .skip(from.get(p).copied().unwrap_or(0) as usize)
+        })
+        .filter_map(|bytes| decoder.decode(bytes).ok())
+        .collect();
+    ViewState::recompute(view, &events)
+}
+
+/// Polls `condition` until it holds or the deadline passes.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}-{}", std::process::id(), rand::random::<u32>())
+}
+
+/// Fails with the first difference when `got` is not `expected` (floats to 1e-9 relative).
+pub fn assert_same(got: &ViewState, expected: &ViewState) {
+    if let Err(difference) = got.approx_eq(expected, 1e-9) {
+        panic!("state differs from the reference: {difference}");
+    }
+}

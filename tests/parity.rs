@@ -1,0 +1,174 @@
+//! The golden parity suite: fixture events in (tests/fixtures/parity), expected view rows out,
+//! through the batch path (archiver + Polars recompute + snapshot), the speed path and the
+//! shared reference, all equal to the golden rows. Late, out-of-order, malformed, null-keyed
+//! and pre-1970 events are in the fixture. `BRAID_UPDATE_GOLDEN=1` rewrites the golden file
+//! from the reference (review the diff before committing it).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_batch::{Archiver, BatchRunner, RunState, Trigger};
+use braid_shared::manifest::SnapshotManifest;
+use braid_shared::storage::read_snapshot_pointer;
+use braid_shared::{CellQuery, Config, Coverage, Decoder, SpeedReader, TopicPartition, ViewState};
+use braid_speed::SpeedLayer;
+use braid_testkit::{Produced, cluster, produce, producer, unique, wait_for};
+use serde_json::Value as Json;
+use tokio_util::sync::CancellationToken;
+
+const FIXTURE: &str = "tests/fixtures/parity";
+const PARTITIONS: i32 = 2;
+
+/// Rows as JSON, ordered by bucket and group.
+fn rows(state: &ViewState) -> Json {
+    serde_json::to_value(state.rows()).unwrap()
+}
+
+/// Equal, numbers to 1e-9 relative.
+fn close(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i == j,
+            _ => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+            }
+        },
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| close(a, b))
+        }
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn assert_rows(path: &str, view: &str, got: &Json, golden: &Json) {
+    assert!(
+        close(got, golden),
+        "{path} rows of {view} differ from the golden rows:\n got: {}\nwant: {}",
+        serde_json::to_string_pretty(got).unwrap(),
+        serde_json::to_string_pretty(golden).unwrap()
+    );
+}
+
+#[test]
+fn batch_speed_and_reference_equal_the_golden_rows() {
+    let cluster = cluster(1);
+    let topic = unique("parity");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::fs::read_to_string(Path::new(FIXTURE).join("braid.toml")).unwrap();
+    let text = format!(
+        "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[kafka.config]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n\n[storage]\ndir = \"{}\"\n\n{}",
+        cluster.bootstrap_servers(),
+        unique("group"),
+        dir.path().display(),
+        fixture.replace("topic = \"parity\"", &format!("topic = \"{topic}\""))
+    );
+    let config = Config::from_toml(&text).unwrap();
+
+    let lines = std::fs::read_to_string(Path::new(FIXTURE).join("events.jsonl")).unwrap();
+    let messages: Vec<Produced> = lines
+        .lines()
+        .enumerate()
+        .map(|(i, line)| Produced {
+            partition: i as i32 % PARTITIONS,
+            payload: line.as_bytes().to_vec(),
+        })
+        .collect();
+    produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
+    let counts: Vec<i64> = (0..PARTITIONS)
+        .map(|p| messages.iter().filter(|m| m.partition == p).count() as i64)
+        .collect();
+    let caught_up = |positions: &std::collections::BTreeMap<TopicPartition, i64>| {
+        counts.iter().enumerate().all(|(p, &n)| {
+            positions
+                .get(&TopicPartition::new(topic.clone(), p as i32))
+                .copied()
+                .unwrap_or(-1)
+                >= n
+        })
+    };
+
+    let cancel = CancellationToken::new();
+    let speed = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let archiver = Archiver::start(&config, cancel.clone()).unwrap();
+    wait_for(
+        "speed and archive to catch up",
+        Duration::from_secs(60),
+        || caught_up(&speed.handle().positions()) && caught_up(&archiver.handle().archived()),
+    );
+    // Read the speed layer before publishing a snapshot: it drops what a snapshot covers.
+    let speed_rows: Vec<Json> = config
+        .views
+        .iter()
+        .map(|view| {
+            rows(
+                &speed
+                    .handle()
+                    .read(&view.name, &CellQuery::all(), &Coverage::default())
+                    .unwrap()
+                    .state,
+            )
+        })
+        .collect();
+    let record = BatchRunner::new(&config)
+        .unwrap()
+        .run(Trigger::Command, true, &CancellationToken::new())
+        .unwrap();
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
+    let pointer = read_snapshot_pointer(dir.path()).unwrap().unwrap();
+    assert!(
+        caught_up(&pointer.coverage.0),
+        "the snapshot covers every event: {:?}",
+        pointer.coverage
+    );
+    let manifest = SnapshotManifest::read(&dir.path().join(&pointer.manifest)).unwrap();
+
+    let decoder = Decoder::new(&config.sources[0]);
+    let events: Vec<_> = messages
+        .iter()
+        .filter_map(|m| decoder.decode(&m.payload).ok())
+        .collect();
+    let golden_path = Path::new(FIXTURE).join("expected.json");
+    let mut golden: serde_json::Map<String, Json> =
+        if std::env::var_os("BRAID_UPDATE_GOLDEN").is_some() {
+            serde_json::Map::new()
+        } else {
+            serde_json::from_str(&std::fs::read_to_string(&golden_path).unwrap()).unwrap()
+        };
+    let update = golden.is_empty();
+    for (view, speed_rows) in config.views.iter().zip(&speed_rows) {
+        let reference = rows(&ViewState::recompute(Arc::clone(view), &events));
+        if update {
+            golden.insert(view.name.clone(), reference.clone());
+        }
+        let want = &golden[&view.name];
+        assert!(
+            want.as_array().is_some_and(|r| r.len() > 1),
+            "{} has golden rows",
+            view.name
+        );
+        assert_rows("reference", &view.name, &reference, want);
+
+        let source = config.source(&view.source).unwrap();
+        let batch = braid_batch::snapshot::read_view(dir.path(), &manifest, view, source)
+            .unwrap()
+            .unwrap();
+        assert_rows("batch", &view.name, &rows(&batch), want);
+        assert_rows("speed", &view.name, speed_rows, want);
+    }
+    if update {
+        std::fs::write(
+            &golden_path,
+            serde_json::to_string_pretty(&golden).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    cancel.cancel();
+    speed.join().unwrap();
+    archiver.join().unwrap();
+}
