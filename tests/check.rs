@@ -152,5 +152,5 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
         .take_while(|l| l.starts_with("  "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["check", "bench", "help"]);
+    assert_eq!(commands, ["check", "run", "batch", "bench", "help"]);
 }

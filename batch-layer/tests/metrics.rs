@@ -1,0 +1,97 @@
+//! The batch layer's metrics: files, rows and rejections archived per source, archive lag per
+//! partition, run duration and rows per second. A recorder is process-wide: one test here.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use braid_batch::{Archiver, BatchRunner, RunState, Trigger};
+use common::*;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use tokio_util::sync::CancellationToken;
+
+#[test]
+fn archive_and_run_metrics_match_what_happened() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let world = fixture(2, "");
+    let (config, topic) = (world.config.clone(), world.topic.clone());
+    let messages = payments(51, 2_000, 2);
+    world.produce(&messages);
+    let partitions = by_partition(&messages, 2);
+    let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
+    let decoder = braid_shared::Decoder::new(config.source("payments").unwrap());
+    let rejected = messages
+        .iter()
+        .filter(|m| decoder.decode(&m.payload).is_err())
+        .count() as u64;
+    assert!(rejected > 0);
+
+    // Snapshots drain the recorder: sum counters and histogram samples, keep the last gauges.
+    let mut seen: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    let refresh = |seen: &mut BTreeMap<String, (f64, usize)>| {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let entry = seen
+                .entry(format!("{}{{{}}}", key.name(), labels.join(",")))
+                .or_default();
+            match value {
+                DebugValue::Counter(n) => entry.0 += n as f64,
+                DebugValue::Gauge(g) => {
+                    entry.0 = g.into_inner();
+                    entry.1 += 1;
+                }
+                DebugValue::Histogram(samples) => entry.1 += samples.len(),
+            }
+        }
+    };
+
+    let cancel = CancellationToken::new();
+    let archiver = Archiver::start(&config, cancel.clone()).unwrap();
+    wait_archived(&archiver.handle(), &topic, &counts, Duration::from_secs(60));
+    // Lag comes from librdkafka's statistics, once a second.
+    let lag = |p: i32| format!("braid_batch_archive_lag_messages{{partition={p},topic={topic}}}");
+    wait_for("archive lag gauges at zero", Duration::from_secs(10), || {
+        refresh(&mut seen);
+        (0..2).all(|p| seen.get(&lag(p)).is_some_and(|(v, n)| *n > 0 && *v == 0.0))
+    });
+    cancel.cancel();
+    archiver.join().unwrap();
+    let record = BatchRunner::new(&config)
+        .unwrap()
+        .run(Trigger::Command, false, &CancellationToken::new())
+        .unwrap();
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
+    refresh(&mut seen);
+
+    let value = |key: &str| seen.get(key).map_or(0.0, |(v, _)| *v);
+    assert_eq!(
+        value("braid_batch_archive_rows_total{source=payments}") as u64,
+        messages.len() as u64 - rejected
+    );
+    assert_eq!(
+        value("braid_batch_archive_rejected_total{source=payments}") as u64,
+        rejected
+    );
+    assert!(value("braid_batch_archive_files_total{source=payments}") >= 2.0);
+    assert_eq!(
+        value("braid_batch_run_rows_read_total{}") as u64,
+        record.rows_read
+    );
+    assert_eq!(value("braid_batch_runs_total{state=succeeded}"), 1.0);
+    assert!(value("braid_batch_run_rows_per_second{}") > 0.0, "{seen:?}");
+    assert!(
+        seen.get("braid_batch_run_duration_seconds{}")
+            .is_some_and(|(_, n)| *n == 1),
+        "{seen:?}"
+    );
+    assert!(value("braid_batch_snapshot_cells{view=card_minute}") > 0.0);
+}
