@@ -17,7 +17,10 @@ fn config(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("braid.toml");
     let toml = std::fs::read_to_string("deploy/config/example.toml")
         .unwrap()
-        .replace("dir = \"./braid-data\"", &format!("dir = \"{}\"", dir.join("data").display()));
+        .replace(
+            "dir = \"./braid-data\"",
+            &format!("dir = \"{}\"", dir.join("data").display()),
+        );
     std::fs::write(&path, toml).unwrap();
     path
 }
@@ -40,7 +43,9 @@ fn batch_on_an_empty_archive_publishes_an_empty_snapshot() {
     // --full again; the history keeps both.
     let output = braid(&["batch", "--config", path.to_str().unwrap(), "--full"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let history = std::fs::read_dir(dir.path().join("data/batch/history")).unwrap().count();
+    let history = std::fs::read_dir(dir.path().join("data/batch/history"))
+        .unwrap()
+        .count();
     assert_eq!(history, 2);
 }
 
@@ -52,8 +57,14 @@ fn bad_config_or_usage_exits_2() {
     let output = braid(&["batch", "--config", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("batch.keep_snapshots: must be at least 1"), "{stderr}");
-    assert!(stderr.contains("batch.flush_rows: 0 is outside"), "{stderr}");
+    assert!(
+        stderr.contains("batch.keep_snapshots: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("batch.flush_rows: 0 is outside"),
+        "{stderr}"
+    );
 
     let output = braid(&["batch"]);
     assert_eq!(output.status.code(), Some(2), "--config is required");
@@ -62,7 +73,17 @@ fn bad_config_or_usage_exits_2() {
     assert!(text(&missing.stderr).contains("/nonexistent/braid.toml"));
 
     let good = config(dir.path());
-    let output = braid(&["run", "--config", good.to_str().unwrap(), "--layers", "batch,nope"]);
+    let output = braid(&[
+        "run",
+        "--config",
+        good.to_str().unwrap(),
+        "--layers",
+        "batch,nope",
+    ]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("nope"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("nope"),
+        "{}",
+        text(&output.stderr)
+    );
 }

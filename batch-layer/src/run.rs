@@ -21,9 +21,10 @@ use braid_shared::{Config, Coverage, TopicPartition};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::files::write_parquet;
 use crate::history::{History, RunRecord, RunState, Trigger, ViewRun, now_rfc3339};
+use crate::metrics;
 use crate::recompute::{self, files_between};
-use crate::{metrics, snapshot};
 
 /// Runs recomputes for one configuration.
 #[derive(Clone)]
@@ -188,22 +189,26 @@ impl BatchRunner {
             if run.mode == "incremental" && files.is_empty() {
                 run.mode = "unchanged".to_owned();
             } else {
-                let computed = recompute::compute(view, source, &files)?;
-                run.rows_read = computed.rows;
-                record.rows_read += computed.rows;
-                if !computed.state.is_empty() {
-                    let rel = format!("batch/snapshots/{}/{}.parquet", record.id, view.name);
-                    let bytes = snapshot::write_cells(&dir.join(&rel), &computed.state, source)?;
-                    run.cells_written = computed.state.len() as u64;
-                    layers.push(SnapshotLayer {
-                        run_id: record.id.clone(),
-                        path: rel,
-                        from: from.clone(),
-                        to: coverage.clone(),
-                        cells: computed.state.len() as u64,
-                        rows: computed.rows,
-                        bytes,
-                    });
+                if let Some(mut computed) = recompute::compute(view, source, &files)? {
+                    run.rows_read = computed.rows;
+                    record.rows_read += computed.rows;
+                    let cells = computed.cells.height() as u64;
+                    if cells > 0 {
+                        let writing = Instant::now();
+                        let rel = format!("batch/snapshots/{}/{}.parquet", record.id, view.name);
+                        let bytes = write_parquet(&dir.join(&rel), &mut computed.cells)?;
+                        tracing::debug!(view = %view.name, ms = writing.elapsed().as_millis(), bytes, "cells written");
+                        run.cells_written = cells;
+                        layers.push(SnapshotLayer {
+                            run_id: record.id.clone(),
+                            path: rel,
+                            from: from.clone(),
+                            to: coverage.clone(),
+                            cells,
+                            rows: computed.rows,
+                            bytes,
+                        });
+                    }
                 }
             }
             run.layers = layers.len();

@@ -1,4 +1,5 @@
-//! Snapshot cell files: one Parquet row per cell, with the bucket, the group-by fields (typed as
+//! Snapshot cell files (written by a run from the recompute's cell frame, see
+//! `recompute::cells`): one Parquet row per cell, with the bucket, the group-by fields (typed as
 //! in the archive) and one binary column per metric holding the state's versioned encoding, so
 //! any reader merges them with the speed layer's states exactly.
 
@@ -13,7 +14,6 @@ use polars::prelude::*;
 
 use crate::columns::{ColumnType, ValueReader};
 use crate::error::{Error, Result};
-use crate::files::write_parquet;
 
 pub const BUCKET_COLUMN: &str = "_bucket";
 
@@ -34,33 +34,7 @@ fn key_types(view: &ViewDef, source: &SourceDef) -> Vec<ColumnType> {
         .collect()
 }
 
-/// Writes a view's cells to `path` (temp + fsync + rename; the caller syncs the directory).
-pub fn write_cells(path: &Path, state: &ViewState, source: &SourceDef) -> Result<u64> {
-    let view = state.view();
-    let cells: Vec<(CellKey, &[MetricState])> = state.cells().collect();
-    let height = cells.len();
-    let mut columns = vec![Column::new(
-        BUCKET_COLUMN.into(),
-        cells.iter().map(|(k, _)| k.bucket_ms).collect::<Vec<_>>(),
-    )];
-    for (i, (field, ty)) in view
-        .group_by
-        .iter()
-        .zip(key_types(view, source))
-        .enumerate()
-    {
-        columns.push(ty.column(&field.name, cells.iter().map(|(k, _)| &k.group.0[i])));
-    }
-    for (i, metric) in view.metrics.iter().enumerate() {
-        let encoded: Vec<Vec<u8>> = cells.iter().map(|(_, s)| s[i].encode()).collect();
-        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        columns.push(Column::new(state_column(&metric.name).into(), refs));
-    }
-    let mut df = DataFrame::new(height, columns)?;
-    write_parquet(path, &mut df)
-}
-
-/// Reads a cell file written by [`write_cells`], checking every state against the view.
+/// Reads a cell file (one layer), checking every state against the view.
 pub fn read_cells(path: &Path, view: &Arc<ViewDef>, source: &SourceDef) -> Result<ViewState> {
     let damaged = |reason: String| Error::SnapshotFile {
         path: path.to_owned(),

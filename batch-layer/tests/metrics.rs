@@ -59,10 +59,14 @@ fn archive_and_run_metrics_match_what_happened() {
     wait_archived(&archiver.handle(), &topic, &counts, Duration::from_secs(60));
     // Lag comes from librdkafka's statistics, once a second.
     let lag = |p: i32| format!("braid_batch_archive_lag_messages{{partition={p},topic={topic}}}");
-    wait_for("archive lag gauges at zero", Duration::from_secs(10), || {
-        refresh(&mut seen);
-        (0..2).all(|p| seen.get(&lag(p)).is_some_and(|(v, n)| *n > 0 && *v == 0.0))
-    });
+    wait_for(
+        "archive lag gauges at zero",
+        Duration::from_secs(10),
+        || {
+            refresh(&mut seen);
+            (0..2).all(|p| seen.get(&lag(p)).is_some_and(|(v, n)| *n > 0 && *v == 0.0))
+        },
+    );
     cancel.cancel();
     archiver.join().unwrap();
     let record = BatchRunner::new(&config)

@@ -1,93 +1,107 @@
-//! The grouped frame, one row per (group key, bucket), becomes the view's cells.
-
-use std::sync::Arc;
+//! The grouped frame, one row per (group key, bucket), becomes the cell frame written as a
+//! snapshot layer: the bucket, the group-by columns as they are, and per metric the encoded state
+//! of each cell. States live only while they are encoded, so no view state is built in memory.
 
 use braid_shared::aggregate::{AvgState, Extreme, MetricState, SumState};
-use braid_shared::view::{CellKey, GroupKey};
-use braid_shared::{Value, ViewDef, ViewState};
+use braid_shared::{MetricExpr, Value, ViewDef};
 use polars::prelude::*;
 
 use super::plan::{Agg, BUCKET, ViewPlan};
 use crate::columns::{ColumnType, ValueReader};
 use crate::error::{Error, Result};
+use crate::snapshot::{BUCKET_COLUMN, state_column};
 
-/// Builds the view state; also returns the number of rows grouped.
-pub(crate) fn build(
-    view: &Arc<ViewDef>,
+/// Builds the cell frame; also returns the number of archive rows grouped.
+pub(crate) fn frame(
+    view: &ViewDef,
     plan: &ViewPlan,
     grouped: &DataFrame,
-) -> Result<(ViewState, u64)> {
+) -> Result<(DataFrame, u64)> {
     let height = grouped.height();
-    let mut keys: Vec<Vec<Value>> = Vec::with_capacity(plan.key_types.len());
-    for (field, &ty) in view.group_by.iter().zip(&plan.key_types) {
-        let column = grouped.column(&field.name)?;
-        let values = ValueReader::new(column, ty)?
-            .values()
-            .map_err(|e| Error::Internal(format!("group-by field {}: {e}", field.name)))?;
-        keys.push(values);
-    }
-    let buckets = grouped.column(BUCKET)?.i64()?;
     let rows: u64 = grouped.column("_rows")?.u64()?.sum().unwrap_or(0);
-    let mut metrics: Vec<Vec<MetricState>> = Vec::with_capacity(plan.aggs.len());
+    let mut columns = vec![
+        grouped
+            .column(BUCKET)?
+            .clone()
+            .with_name(BUCKET_COLUMN.into()),
+    ];
+    // Cast: a field absent from every file scanned comes out as a column of nulls.
+    for (field, ty) in view.group_by.iter().zip(&plan.key_types) {
+        columns.push(grouped.column(&field.name)?.cast(&ty.dtype())?);
+    }
     for (i, (agg, metric)) in plan.aggs.iter().zip(&view.metrics).enumerate() {
         let column = grouped.column(&ViewPlan::column(i))?;
-        let states = match *agg {
-            Agg::Count => column
-                .u64()?
-                .iter()
-                .map(|n| MetricState::Count(n.unwrap_or(0)))
-                .collect(),
-            Agg::Sum(ty) => numbers(column, ty)?
-                .into_iter()
-                .map(|v| MetricState::Sum(sum_of(&v)))
-                .collect(),
-            Agg::Min(ty) => numbers(column, ty)?
-                .into_iter()
-                .map(|v| MetricState::Min(Extreme((!v.is_null()).then_some(v))))
-                .collect(),
-            Agg::Max(ty) => numbers(column, ty)?
-                .into_iter()
-                .map(|v| MetricState::Max(Extreme((!v.is_null()).then_some(v))))
-                .collect(),
+        let mut encoder = Encoder::new(height);
+        match *agg {
+            Agg::Count => {
+                for n in column.u64()?.iter() {
+                    encoder.push(&MetricState::Count(n.unwrap_or(0)));
+                }
+            }
+            Agg::Sum(ty) => {
+                for v in numbers(column, ty)? {
+                    encoder.push(&MetricState::Sum(sum_of(&v)));
+                }
+            }
+            Agg::Min(ty) | Agg::Max(ty) => {
+                let is_min = matches!(agg, Agg::Min(_));
+                for v in numbers(column, ty)? {
+                    let extreme = Extreme((!v.is_null()).then_some(v));
+                    encoder.push(&if is_min {
+                        MetricState::Min(extreme)
+                    } else {
+                        MetricState::Max(extreme)
+                    });
+                }
+            }
             Agg::Avg(ty) => {
                 let counts = grouped.column(&ViewPlan::count_column(i))?.u64()?;
-                numbers(column, ty)?
-                    .into_iter()
-                    .zip(counts.iter())
-                    .map(|(sum, count)| {
-                        MetricState::Avg(Box::new(AvgState {
-                            sum: sum_of(&sum),
-                            count: count.unwrap_or(0),
-                        }))
-                    })
-                    .collect()
+                for (sum, count) in numbers(column, ty)?.iter().zip(counts.iter()) {
+                    encoder.push(&MetricState::Avg(Box::new(AvgState {
+                        sum: sum_of(sum),
+                        count: count.unwrap_or(0),
+                    })));
+                }
             }
-            Agg::Fold(ty) => fold(column, ty, &metric.expr, &metric.name)?,
-        };
-        metrics.push(states);
+            Agg::Fold(ty) => fold(column, ty, &metric.expr, &metric.name, &mut encoder)?,
+        }
+        columns.push(encoder.finish(&state_column(&metric.name)));
     }
-    let mut state = ViewState::new(Arc::clone(view));
-    let mut columns: Vec<std::vec::IntoIter<MetricState>> =
-        metrics.into_iter().map(Vec::into_iter).collect();
-    for row in 0..height {
-        let group: Box<[Value]> = keys
-            .iter_mut()
-            .map(|k| std::mem::replace(&mut k[row], Value::Null))
+    Ok((DataFrame::new(height, columns)?, rows))
+}
+
+/// Encoded states back to back in one buffer, cut by offsets.
+struct Encoder {
+    buffer: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Encoder {
+    fn new(rows: usize) -> Self {
+        Self {
+            buffer: Vec::with_capacity(rows * 8),
+            ends: Vec::with_capacity(rows),
+        }
+    }
+
+    fn push(&mut self, state: &MetricState) {
+        state.encode_into(&mut self.buffer);
+        self.ends.push(self.buffer.len());
+    }
+
+    fn finish(self, name: &str) -> Column {
+        let mut start = 0;
+        let slices: Vec<&[u8]> = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let slice = &self.buffer[start..end];
+                start = end;
+                slice
+            })
             .collect();
-        let states: Box<[MetricState]> = columns
-            .iter_mut()
-            .map(|c| c.next())
-            .collect::<Option<_>>()
-            .ok_or_else(|| Error::Internal("short metric column".to_owned()))?;
-        let key = CellKey {
-            bucket_ms: buckets
-                .get(row)
-                .ok_or_else(|| Error::Internal("null bucket".to_owned()))?,
-            group: GroupKey(group),
-        };
-        state.absorb_cell(key, states)?;
+        Column::new(name.into(), slices)
     }
-    Ok((state, rows))
 }
 
 fn numbers(column: &Column, ty: ColumnType) -> Result<Vec<Value>> {
@@ -102,15 +116,15 @@ fn sum_of(value: &Value) -> SumState {
     sum
 }
 
-/// Folds each group's list of values into a fresh state of the metric.
+/// Folds each group's list of values into a fresh state of the metric and encodes it.
 fn fold(
     column: &Column,
     ty: ColumnType,
-    expr: &braid_shared::MetricExpr,
+    expr: &MetricExpr,
     name: &str,
-) -> Result<Vec<MetricState>> {
+    encoder: &mut Encoder,
+) -> Result<()> {
     let lists = column.list()?;
-    let mut out = Vec::with_capacity(lists.len());
     let mut scratch = String::new();
     for group in lists.amortized_iter() {
         let mut state = MetricState::empty(expr);
@@ -125,7 +139,17 @@ fn fold(
                         }
                     }
                 }
-                _ => {
+                ColumnType::Float64 => {
+                    for x in series.f64()?.iter() {
+                        state.update(&x.map_or(Value::Null, Value::Float), &mut scratch);
+                    }
+                }
+                ColumnType::Int64 => {
+                    for x in series.i64()?.iter() {
+                        state.update(&x.map_or(Value::Null, Value::Int), &mut scratch);
+                    }
+                }
+                ColumnType::Boolean | ColumnType::Literal => {
                     let column = Column::from(series.clone());
                     let values = ValueReader::new(&column, ty)?
                         .values()
@@ -136,7 +160,7 @@ fn fold(
                 }
             }
         }
-        out.push(state);
+        encoder.push(&state);
     }
-    Ok(out)
+    Ok(())
 }

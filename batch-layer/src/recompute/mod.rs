@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use braid_shared::manifest::{FileKind, PartitionManifest};
-use braid_shared::{Coverage, SourceDef, ViewDef, ViewState};
+use braid_shared::{Coverage, SourceDef, ViewDef};
 use polars::prelude::*;
 
 use crate::columns::{EVENT_TIME, OFFSET};
@@ -72,31 +72,36 @@ pub fn files_between(
     files
 }
 
-/// A view's cells over some archive files, and how many rows they came from.
+/// A view's cells over some archive files, as the frame a snapshot layer stores (see
+/// [`crate::snapshot`]), and how many archive rows they came from.
 pub struct Computed {
-    pub state: ViewState,
+    pub cells: DataFrame,
     pub rows: u64,
 }
 
-/// Computes `view`'s cells from `files`.
-pub fn compute(view: &Arc<ViewDef>, source: &SourceDef, files: &[ScanFile]) -> Result<Computed> {
+/// Computes `view`'s cells from `files`; `None` when there is nothing to read.
+pub fn compute(
+    view: &Arc<ViewDef>,
+    source: &SourceDef,
+    files: &[ScanFile],
+) -> Result<Option<Computed>> {
     if files.is_empty() {
-        return Ok(Computed {
-            state: ViewState::new(Arc::clone(view)),
-            rows: 0,
-        });
+        return Ok(None);
     }
     for file in files {
         check_listed(&file.path, file.bytes)?;
     }
     let plan = ViewPlan::new(view, source);
+    let started = std::time::Instant::now();
     let grouped = scan(files)?
         .group_by(plan.keys())
         .agg(plan.aggregations())
         .collect()
         .map_err(|e| scan_error(files, e))?;
-    let (state, rows) = cells::build(view, &plan, &grouped)?;
-    Ok(Computed { state, rows })
+    let grouped_ms = started.elapsed().as_millis();
+    let (cells, rows) = cells::frame(view, &plan, &grouped)?;
+    tracing::debug!(view = %view.name, files = files.len(), cells = cells.height(), grouped_ms, encoded_ms = started.elapsed().as_millis() - grouped_ms, "view recomputed");
+    Ok(Some(Computed { cells, rows }))
 }
 
 /// One lazy frame over every file: the files read whole in one scan, each straddling file in
