@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,8 +14,6 @@ use braid_shared::manifest::read_archive_manifests;
 use common::*;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-
-const CHILD_ENV: &str = "BRAID_ARCHIVE_CHILD_CONFIG";
 
 #[test]
 fn archive_holds_every_message_once_and_compacts_small_files() {
@@ -88,25 +86,13 @@ fn archive_holds_every_message_once_and_compacts_small_files() {
 #[test]
 #[ignore = "runs only as the child process of archive_survives_kill_9_mid_write"]
 fn archiver_child_process() {
-    let path = std::env::var(CHILD_ENV).expect("started by the crash test with its config path");
-    let config = Config::load(std::path::Path::new(&path)).expect("child config");
-    let archiver = Archiver::start(&config, CancellationToken::new()).expect("archiver starts");
+    let archiver =
+        Archiver::start(&child_config(), CancellationToken::new()).expect("archiver starts");
     archiver.join().expect("runs until killed");
 }
 
 fn spawn_child(config: &std::path::Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "archiver_child_process",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("child starts")
+    spawn_child_test("archiver_child_process", config)
 }
 
 /// Archive files being written or not yet published: what a kill leaves behind.

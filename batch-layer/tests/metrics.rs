@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use braid_batch::{Archiver, BatchRunner, RunState, Trigger};
 use common::*;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use tokio_util::sync::CancellationToken;
 
 #[test]
@@ -30,29 +29,7 @@ fn archive_and_run_metrics_match_what_happened() {
         .count() as u64;
     assert!(rejected > 0);
 
-    // Snapshots drain the recorder: sum counters and histogram samples, keep the last gauges.
-    let mut seen: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-    let refresh = |seen: &mut BTreeMap<String, (f64, usize)>| {
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-            let key = key.key();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            labels.sort();
-            let entry = seen
-                .entry(format!("{}{{{}}}", key.name(), labels.join(",")))
-                .or_default();
-            match value {
-                DebugValue::Counter(n) => entry.0 += n as f64,
-                DebugValue::Gauge(g) => {
-                    entry.0 = g.into_inner();
-                    entry.1 += 1;
-                }
-                DebugValue::Histogram(samples) => entry.1 += samples.len(),
-            }
-        }
-    };
+    let mut seen = SeenMetrics::default();
 
     let cancel = CancellationToken::new();
     let archiver = Archiver::start(&config, cancel.clone()).unwrap();
@@ -63,8 +40,8 @@ fn archive_and_run_metrics_match_what_happened() {
         "archive lag gauges at zero",
         Duration::from_secs(10),
         || {
-            refresh(&mut seen);
-            (0..2).all(|p| seen.get(&lag(p)).is_some_and(|(v, n)| *n > 0 && *v == 0.0))
+            seen.refresh(&snapshotter);
+            (0..2).all(|p| seen.samples(&lag(p)) > 0 && seen.value(&lag(p)) == 0.0)
         },
     );
     cancel.cancel();
@@ -74,9 +51,8 @@ fn archive_and_run_metrics_match_what_happened() {
         .run(Trigger::Command, false, &CancellationToken::new())
         .unwrap();
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
-    refresh(&mut seen);
-
-    let value = |key: &str| seen.get(key).map_or(0.0, |(v, _)| *v);
+    seen.refresh(&snapshotter);
+    let value = |key: &str| seen.value(key);
     assert_eq!(
         value("braid_batch_archive_rows_total{source=payments}") as u64,
         messages.len() as u64 - rejected
@@ -92,9 +68,9 @@ fn archive_and_run_metrics_match_what_happened() {
     );
     assert_eq!(value("braid_batch_runs_total{state=succeeded}"), 1.0);
     assert!(value("braid_batch_run_rows_per_second{}") > 0.0, "{seen:?}");
-    assert!(
-        seen.get("braid_batch_run_duration_seconds{}")
-            .is_some_and(|(_, n)| *n == 1),
+    assert_eq!(
+        seen.samples("braid_batch_run_duration_seconds{}"),
+        1,
         "{seen:?}"
     );
     assert!(value("braid_batch_snapshot_cells{view=card_minute}") > 0.0);

@@ -3,44 +3,30 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use braid_shared::Config;
 use braid_speed::SpeedLayer;
 use common::*;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 3;
-const CHILD_ENV: &str = "BRAID_SPEED_CHILD_CONFIG";
 const KILLS: usize = 5;
 
 /// The speed layer as a separate process: started by `kill_9_...` below through this test binary.
 #[test]
 #[ignore = "runs only as the child process of kill_9_at_random_points_loses_and_duplicates_nothing"]
 fn speed_layer_child_process() {
-    let path = std::env::var(CHILD_ENV).expect("started by the crash test with its config path");
-    let config = Config::load(std::path::Path::new(&path)).expect("child config");
-    let layer = SpeedLayer::start(&config, CancellationToken::new()).expect("speed layer starts");
+    let layer =
+        SpeedLayer::start(&child_config(), CancellationToken::new()).expect("speed layer starts");
     layer.join().expect("runs until killed");
 }
 
 fn spawn_child(config: &std::path::Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "speed_layer_child_process",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("child starts")
+    spawn_child_test("speed_layer_child_process", config)
 }
 
 /// Newest modification time among the partition checkpoints.

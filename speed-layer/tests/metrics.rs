@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use braid_speed::SpeedLayer;
 use common::*;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use tokio_util::sync::CancellationToken;
 
 #[test]
@@ -51,36 +50,14 @@ fn counts_and_gauges_match_what_was_consumed() {
         })
         .sum();
 
-    // Snapshots drain the recorder: accumulate counters and histogram samples, keep the last
-    // value each gauge was set to.
-    let mut seen: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-    let refresh = |seen: &mut BTreeMap<String, (f64, usize)>| {
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-            let key = key.key();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            labels.sort();
-            let entry = seen
-                .entry(format!("{}{{{}}}", key.name(), labels.join(",")))
-                .or_default();
-            match value {
-                DebugValue::Counter(n) => entry.0 += n as f64,
-                DebugValue::Gauge(g) if g.into_inner() != 0.0 => entry.0 = g.into_inner(),
-                DebugValue::Gauge(_) => {}
-                DebugValue::Histogram(samples) => entry.1 += samples.len(),
-            }
-        }
-    };
+    let mut seen = SeenMetrics::default();
     let live_cells = "braid_speed_live_cells{view=card_minute}";
     wait_for("the live-cells gauge", Duration::from_secs(10), || {
-        refresh(&mut seen);
-        seen.get(live_cells)
-            .is_some_and(|(v, _)| *v as usize == expected_cells)
+        seen.refresh(&snapshotter);
+        seen.value(live_cells) as usize == expected_cells
     });
-    refresh(&mut seen);
-    let value = |key: &str| seen.get(key).map_or(0.0, |(v, _)| *v) as u64;
+    seen.refresh(&snapshotter);
+    let value = |key: &str| seen.value(key) as u64;
     assert_eq!(
         value("braid_speed_events_consumed_total{source=payments}"),
         messages.len() as u64
@@ -95,8 +72,7 @@ fn counts_and_gauges_match_what_was_consumed() {
         assert_eq!(value(&key), *n, "{key} in {seen:?}");
     }
     assert!(
-        seen.get("braid_speed_checkpoint_duration_seconds{}")
-            .is_some_and(|(_, n)| *n > 0),
+        seen.samples("braid_speed_checkpoint_duration_seconds{}") > 0,
         "{seen:?}"
     );
     cancel.cancel();

@@ -253,3 +253,67 @@ pub fn assert_same(got: &ViewState, expected: &ViewState) {
         panic!("state differs from the reference: {difference}");
     }
 }
+
+/// The environment variable through which a child test process gets its config path.
+pub const CHILD_CONFIG_ENV: &str = "BRAID_CHILD_CONFIG";
+
+/// Runs the ignored test `name` of the current test binary as a separate process (to be killed
+/// with -9), handing it `config` through [`CHILD_CONFIG_ENV`].
+pub fn spawn_child_test(name: &str, config: &Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--ignored", "--nocapture"])
+        .env(CHILD_CONFIG_ENV, config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("child starts")
+}
+
+/// In a child test process: the config its parent handed over.
+pub fn child_config() -> Config {
+    let path =
+        std::env::var(CHILD_CONFIG_ENV).expect("started by a crash test with its config path");
+    Config::load(Path::new(&path)).expect("child config")
+}
+
+/// Metrics seen through a debugging recorder, accumulated over its snapshots (which drain it):
+/// counters summed, the last value of each gauge and how often it was set, histogram samples
+/// counted. Keys read `name{label=value,...}` with labels sorted.
+#[derive(Debug, Default)]
+pub struct SeenMetrics(pub std::collections::BTreeMap<String, (f64, usize)>);
+
+impl SeenMetrics {
+    pub fn refresh(&mut self, snapshotter: &metrics_util::debugging::Snapshotter) {
+        use metrics_util::debugging::DebugValue;
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let entry = self
+                .0
+                .entry(format!("{}{{{}}}", key.name(), labels.join(",")))
+                .or_default();
+            match value {
+                DebugValue::Counter(n) => entry.0 += n as f64,
+                DebugValue::Gauge(g) => {
+                    entry.0 = g.into_inner();
+                    entry.1 += 1;
+                }
+                DebugValue::Histogram(samples) => entry.1 += samples.len(),
+            }
+        }
+    }
+
+    /// A counter's total or a gauge's last value (0 when never seen).
+    pub fn value(&self, key: &str) -> f64 {
+        self.0.get(key).map_or(0.0, |(v, _)| *v)
+    }
+
+    /// Histogram samples or gauge settings seen.
+    pub fn samples(&self, key: &str) -> usize {
+        self.0.get(key).map_or(0, |(_, n)| *n)
+    }
+}

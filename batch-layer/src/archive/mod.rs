@@ -163,21 +163,8 @@ pub fn archive_group(config: &Config) -> String {
 
 fn client_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
-    for (key, value) in &config.kafka.config {
-        client.set(key, value.to_string());
-    }
-    client
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", archive_group(config))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false");
-    for (key, value) in [
-        ("auto.offset.reset", "earliest"),
-        ("statistics.interval.ms", "1000"),
-    ] {
-        if !config.kafka.config.contains_key(key) {
-            client.set(key, value);
-        }
+    for (key, value) in config.kafka.consumer_settings(&archive_group(config)) {
+        client.set(key, value);
     }
     client
 }

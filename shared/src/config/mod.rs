@@ -75,6 +75,34 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The librdkafka settings of a consumer in `group`: the pass-through ones, then Braid's
+    /// (offsets are stored by the layers themselves, never auto-committed), then defaults the
+    /// pass-through ones may override (read from the earliest offset, statistics for lag).
+    pub fn consumer_settings(&self, group: &str) -> Vec<(String, String)> {
+        let mut settings: Vec<(String, String)> = self
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        for (key, value) in [
+            ("bootstrap.servers", self.brokers.as_str()),
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+        ] {
+            settings.push((key.to_owned(), value.to_owned()));
+        }
+        for (key, value) in [
+            ("auto.offset.reset", "earliest"),
+            ("statistics.interval.ms", "1000"),
+        ] {
+            if !self.config.contains_key(key) {
+                settings.push((key.to_owned(), value.to_owned()));
+            }
+        }
+        settings
+    }
+
     pub fn is_embedded(&self) -> bool {
         self.brokers.trim() == "embedded"
     }

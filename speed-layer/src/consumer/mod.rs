@@ -92,24 +92,11 @@ impl SpeedLayer {
     }
 }
 
-/// The librdkafka settings: Braid's, then the configured pass-through ones.
+/// The consumer's librdkafka settings (see `KafkaConfig::consumer_settings`).
 fn client_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
-    for (key, value) in &config.kafka.config {
-        client.set(key, value.to_string());
-    }
-    client
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false");
-    for (key, value) in [
-        ("auto.offset.reset", "earliest"),
-        ("statistics.interval.ms", "1000"),
-    ] {
-        if !config.kafka.config.contains_key(key) {
-            client.set(key, value);
-        }
+    for (key, value) in config.kafka.consumer_settings(&config.kafka.group_id) {
+        client.set(key, value);
     }
     client
 }
