@@ -28,14 +28,19 @@ pub fn run(
     increment_percent: f64,
     dir: Option<&Path>,
 ) -> Result<String> {
-    let temp;
-    let dir: PathBuf = match dir {
-        Some(dir) => dir.to_owned(),
-        None => {
-            temp = tempfile_dir()?;
-            temp.clone()
-        }
+    let (dir, owned): (PathBuf, bool) = match dir {
+        Some(dir) => (dir.to_owned(), false),
+        None => (tempfile_dir()?, true),
     };
+    let report = measure(config, events, increment_percent, &dir);
+    if owned {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    report
+}
+
+fn measure(config: &Config, events: usize, increment_percent: f64, dir: &Path) -> Result<String> {
+    let dir = dir.to_owned();
     let mut config = config.clone();
     config.storage.dir = dir.clone();
     config.speed.segment_size = 1000;
@@ -60,7 +65,11 @@ pub fn run(
         config.views.len(),
         source.name
     );
-    let _ = writeln!(out, "  storage: {}", dir.display());
+    let _ = writeln!(
+        out,
+        "  storage: {} (removed afterwards unless given with --dir)",
+        dir.display()
+    );
 
     let mut generator = Payments::new(42, START_MS, PaymentsShape::default());
     let mut buffers: Vec<PartitionBuffer> = (0..PARTITIONS)

@@ -53,6 +53,9 @@ pub enum Error {
     #[error("another batch run holds {} (one run at a time)", path.display())]
     Busy { path: PathBuf },
 
+    #[error("{0} batch runs are already queued; try again when one has finished")]
+    QueueFull(usize),
+
     #[error("no batch run {0:?}")]
     UnknownRun(String),
 

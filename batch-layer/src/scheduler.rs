@@ -36,9 +36,7 @@ impl BatchHandle {
                 record.state = crate::history::RunState::Failed;
                 record.error = Some("not started: too many runs are already queued".into());
                 self.history.save(&record)?;
-                Err(Error::Busy {
-                    path: "the batch run queue".into(),
-                })
+                Err(Error::QueueFull(QUEUE))
             }
         }
     }

@@ -21,7 +21,7 @@ fn entry_rows(entry: &ArchiveEntry) -> u64 {
 }
 
 /// Merges the first run of at least `min_entries` consecutive ranges that each hold fewer than
-/// `small_rows` rows. Returns whether it merged anything.
+/// `small_rows` rows (at most `2 * small_rows` rows together). Returns whether it merged.
 pub(crate) fn compact(
     dir: &Path,
     manifest: &mut PartitionManifest,
@@ -35,15 +35,20 @@ pub(crate) fn compact(
             return Ok(false);
         };
         let first = start + first;
+        // Merged ranges stay within twice the flush size, so a merge is bounded in memory.
+        let mut rows = 0;
         let len = manifest.entries[first..]
             .iter()
             .take(MAX_MERGE)
-            .take_while(|e| small(e))
+            .take_while(|e| {
+                rows += entry_rows(e);
+                small(e) && rows <= 2 * small_rows as u64
+            })
             .count();
         if len >= min_entries {
             break first..first + len;
         }
-        start = first + len;
+        start = first + len.max(1);
     };
     let merged = &manifest.entries[window.clone()];
     let (from, to) = (merged[0].from, merged[merged.len() - 1].to);
