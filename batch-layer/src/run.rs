@@ -140,14 +140,17 @@ impl BatchRunner {
         }
         record.coverage = Some(coverage.clone());
         let run_dir = snapshot_dir(&dir, &record.id);
-        let mut views = BTreeMap::new();
+        // Plan every view: incremental on top of the previous layers, or full.
+        struct Planned<'a> {
+            view: &'a Arc<braid_shared::ViewDef>,
+            source: &'a Arc<braid_shared::SourceDef>,
+            from: Coverage,
+            layers: Vec<SnapshotLayer>,
+            files: Vec<recompute::ScanFile>,
+            run: ViewRun,
+        }
+        let mut planned = Vec::new();
         for view in &self.config.views {
-            if cancel.is_cancelled() {
-                return Err(Error::Internal(
-                    "cancelled before every view was computed".into(),
-                ));
-            }
-            let started = Instant::now();
             let source = self
                 .config
                 .source(&view.source)
@@ -168,59 +171,96 @@ impl BatchRunner {
                     Some(v) => Ok((before.coverage.clone(), v.layers.clone())),
                 },
             };
-            let (from, mut layers, reason) = match base {
+            let (from, layers, reason) = match base {
                 Ok((from, layers)) => (from, layers, None),
                 Err(reason) => (Coverage::default(), Vec::new(), Some(reason)),
             };
             let files = files_between(&dir, source, &manifests, &from, &coverage);
-            let mut run = ViewRun {
-                mode: if reason.is_some() {
-                    "full"
-                } else {
-                    "incremental"
-                }
-                .to_owned(),
-                reason,
-                rows_read: 0,
-                cells_written: 0,
-                layers: 0,
-                duration_ms: 0,
+            let mode = match (&reason, files.is_empty()) {
+                (Some(_), _) => "full",
+                (None, true) => "unchanged",
+                (None, false) => "incremental",
             };
-            if run.mode == "incremental" && files.is_empty() {
-                run.mode = "unchanged".to_owned();
-            } else {
-                if let Some(mut computed) = recompute::compute(view, source, &files)? {
-                    run.rows_read = computed.rows;
-                    record.rows_read += computed.rows;
-                    let cells = computed.cells.height() as u64;
-                    if cells > 0 {
-                        let writing = Instant::now();
-                        let rel = format!("batch/snapshots/{}/{}.parquet", record.id, view.name);
-                        let bytes = write_parquet(&dir.join(&rel), &mut computed.cells)?;
-                        tracing::debug!(view = %view.name, ms = writing.elapsed().as_millis(), bytes, "cells written");
-                        run.cells_written = cells;
-                        layers.push(SnapshotLayer {
-                            run_id: record.id.clone(),
-                            path: rel,
-                            from: from.clone(),
-                            to: coverage.clone(),
-                            cells,
-                            rows: computed.rows,
-                            bytes,
-                        });
-                    }
-                }
+            planned.push(Planned {
+                view,
+                source,
+                from,
+                layers,
+                files,
+                run: ViewRun {
+                    mode: mode.to_owned(),
+                    reason,
+                    rows_read: 0,
+                    cells_written: 0,
+                    layers: 0,
+                    duration_ms: 0,
+                },
+            });
+        }
+        // Views of one source reading the same offsets are computed together: Polars scans
+        // their files once.
+        let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for (i, p) in planned.iter().enumerate() {
+            if !p.files.is_empty() {
+                let from = serde_json::to_string(&p.from).unwrap_or_default();
+                groups
+                    .entry((p.source.name.clone(), from))
+                    .or_default()
+                    .push(i);
             }
-            run.layers = layers.len();
-            run.duration_ms = started.elapsed().as_millis() as u64;
-            tracing::info!(view = %view.name, mode = %run.mode, rows = run.rows_read, cells = run.cells_written, ms = run.duration_ms, "view computed");
-            metrics::snapshot_cells(&view.name, layers.iter().map(|l| l.cells).sum());
-            record.views.insert(view.name.clone(), run);
+        }
+        for members in groups.values() {
+            if cancel.is_cancelled() {
+                return Err(Error::Internal(
+                    "cancelled before every view was computed".into(),
+                ));
+            }
+            let started = Instant::now();
+            let first = &planned[members[0]];
+            let group_views: Vec<Arc<braid_shared::ViewDef>> = members
+                .iter()
+                .map(|&i| Arc::clone(planned[i].view))
+                .collect();
+            let computed = recompute::compute_all(&group_views, first.source, &first.files)?;
+            let compute_ms = started.elapsed().as_millis() as u64;
+            for (&i, computed) in members.iter().zip(computed) {
+                let p = &mut planned[i];
+                let Some(mut computed) = computed else {
+                    continue;
+                };
+                let writing = Instant::now();
+                p.run.rows_read = computed.rows;
+                record.rows_read += computed.rows;
+                let cells = computed.cells.height() as u64;
+                if cells > 0 {
+                    let rel = format!("batch/snapshots/{}/{}.parquet", record.id, p.view.name);
+                    let bytes = write_parquet(&dir.join(&rel), &mut computed.cells)?;
+                    tracing::debug!(view = %p.view.name, ms = writing.elapsed().as_millis(), bytes, "cells written");
+                    p.run.cells_written = cells;
+                    p.layers.push(SnapshotLayer {
+                        run_id: record.id.clone(),
+                        path: rel,
+                        from: p.from.clone(),
+                        to: coverage.clone(),
+                        cells,
+                        rows: computed.rows,
+                        bytes,
+                    });
+                }
+                p.run.duration_ms = compute_ms + writing.elapsed().as_millis() as u64;
+            }
+        }
+        let mut views = BTreeMap::new();
+        for mut p in planned {
+            p.run.layers = p.layers.len();
+            tracing::info!(view = %p.view.name, mode = %p.run.mode, rows = p.run.rows_read, cells = p.run.cells_written, ms = p.run.duration_ms, "view computed");
+            metrics::snapshot_cells(&p.view.name, p.layers.iter().map(|l| l.cells).sum());
+            record.views.insert(p.view.name.clone(), p.run);
             views.insert(
-                view.name.clone(),
+                p.view.name.clone(),
                 ViewSnapshot {
-                    fingerprint,
-                    layers,
+                    fingerprint: fingerprint_hex(p.view.fingerprint()),
+                    layers: p.layers,
                 },
             );
         }

@@ -1,6 +1,6 @@
-//! Recompute: a view's cells from the archive, with Polars. One lazy scan of the listed files
-//! (filtered by offset where a file straddles the coverage), grouped by the view's keys and
-//! event-time bucket. Exact metrics on typed numeric columns are Polars aggregations; sketches
+//! Recompute: views' cells from the archive, with Polars. One lazy scan of the listed files
+//! (filtered by offset where a file straddles the coverage), shared by the views of a source
+//! that read the same offsets, grouped by each view's keys and event-time bucket. Exact metrics on typed numeric columns are Polars aggregations; sketches
 //! (and metrics on untyped fields) take each group's values as a list column, folded into the
 //! shared states column by column, so every state equals the speed layer's.
 //!
@@ -79,29 +79,43 @@ pub struct Computed {
     pub rows: u64,
 }
 
-/// Computes `view`'s cells from `files`; `None` when there is nothing to read.
-pub fn compute(
-    view: &Arc<ViewDef>,
+/// Computes several views of one source from the same files in one Polars query, so the files
+/// are scanned once. Per view, `None` when there is nothing to read.
+pub fn compute_all(
+    views: &[Arc<ViewDef>],
     source: &SourceDef,
     files: &[ScanFile],
-) -> Result<Option<Computed>> {
+) -> Result<Vec<Option<Computed>>> {
     if files.is_empty() {
-        return Ok(None);
+        return Ok(views.iter().map(|_| None).collect());
     }
     for file in files {
         check_listed(&file.path, file.bytes)?;
     }
-    let plan = ViewPlan::new(view, source);
     let started = std::time::Instant::now();
-    let grouped = scan(files)?
-        .group_by(plan.keys())
-        .agg(plan.aggregations())
-        .collect()
+    let input = scan(files)?;
+    let plans: Vec<ViewPlan> = views.iter().map(|v| ViewPlan::new(v, source)).collect();
+    let queries: Vec<DslPlan> = plans
+        .iter()
+        .map(|plan| {
+            input
+                .clone()
+                .group_by(plan.keys())
+                .agg(plan.aggregations())
+                .logical_plan
+        })
+        .collect();
+    let grouped = LazyFrame::collect_all_with_engine(queries, Engine::Auto, OptFlags::default())
         .map_err(|e| scan_error(files, e))?;
     let grouped_ms = started.elapsed().as_millis();
-    let (cells, rows) = cells::frame(view, &plan, &grouped)?;
-    tracing::debug!(view = %view.name, files = files.len(), cells = cells.height(), grouped_ms, encoded_ms = started.elapsed().as_millis() - grouped_ms, "view recomputed");
-    Ok(Some(Computed { cells, rows }))
+    let mut out = Vec::with_capacity(views.len());
+    for ((view, plan), grouped) in views.iter().zip(&plans).zip(grouped) {
+        let encoding = std::time::Instant::now();
+        let (cells, rows) = cells::frame(view, plan, &grouped)?;
+        tracing::debug!(view = %view.name, files = files.len(), cells = cells.height(), grouped_ms, encoded_ms = encoding.elapsed().as_millis(), "view recomputed");
+        out.push(Some(Computed { cells, rows }));
+    }
+    Ok(out)
 }
 
 /// One lazy frame over every file: the files read whole in one scan, each straddling file in
