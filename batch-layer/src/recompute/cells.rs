@@ -39,7 +39,7 @@ pub(crate) fn frame(
                 }
             }
             Agg::Sum(ty) => {
-                for v in numbers(column, ty)? {
+                for v in checked_sums(grouped, i, column, ty)? {
                     encoder.push(&MetricState::Sum(sum_of(&v)));
                 }
             }
@@ -56,7 +56,10 @@ pub(crate) fn frame(
             }
             Agg::Avg(ty) => {
                 let counts = grouped.column(&ViewPlan::count_column(i))?.u64()?;
-                for (sum, count) in numbers(column, ty)?.iter().zip(counts.iter()) {
+                for (sum, count) in checked_sums(grouped, i, column, ty)?
+                    .iter()
+                    .zip(counts.iter())
+                {
                     encoder.push(&MetricState::Avg(Box::new(AvgState {
                         sum: sum_of(sum),
                         count: count.unwrap_or(0),
@@ -108,6 +111,32 @@ fn numbers(column: &Column, ty: ColumnType) -> Result<Vec<Value>> {
     ValueReader::new(column, ty)?
         .values()
         .map_err(Error::Internal)
+}
+
+/// Integer sums must fit in i64. Polars' i64 sum wraps around (it is right modulo 2^64, so
+/// right whenever the true sum fits); where the float sum beside it says the true sum may not
+/// fit, the float sum is used, as the speed layer spills into its float part there.
+const I64_SAFE: f64 = 9.0e18;
+
+fn checked_sums(
+    grouped: &DataFrame,
+    i: usize,
+    column: &Column,
+    ty: ColumnType,
+) -> Result<Vec<Value>> {
+    let sums = numbers(column, ty)?;
+    if ty != ColumnType::Int64 {
+        return Ok(sums);
+    }
+    let floats = grouped.column(&ViewPlan::float_sum_column(i))?.f64()?;
+    Ok(sums
+        .into_iter()
+        .zip(floats.iter())
+        .map(|(sum, float)| match float {
+            Some(f) if f.abs() >= I64_SAFE => Value::Float(f),
+            _ => sum,
+        })
+        .collect())
 }
 
 fn sum_of(value: &Value) -> SumState {

@@ -95,6 +95,11 @@ impl ViewPlan {
         format!("_m{i}_n")
     }
 
+    /// The float sum kept beside an integer sum: Polars' i64 sum wraps around on overflow.
+    pub fn float_sum_column(i: usize) -> String {
+        format!("_m{i}_f")
+    }
+
     pub fn aggregations(&self) -> Vec<Expr> {
         let mut out = vec![len().cast(DataType::UInt64).alias("_rows")];
         for (i, (agg, field)) in self.aggs.iter().zip(&self.fields).enumerate() {
@@ -102,11 +107,19 @@ impl ViewPlan {
             let input = || col(field.as_deref().unwrap_or_default());
             match agg {
                 Agg::Count => out.push(len().cast(DataType::UInt64).alias(name)),
-                Agg::Sum(_) => out.push(input().sum().alias(name)),
+                Agg::Sum(ty) => {
+                    out.push(input().sum().alias(name));
+                    if *ty == ColumnType::Int64 {
+                        out.push(float_sum(input(), i));
+                    }
+                }
                 Agg::Min(_) => out.push(input().min().alias(name)),
                 Agg::Max(_) => out.push(input().max().alias(name)),
-                Agg::Avg(_) => {
+                Agg::Avg(ty) => {
                     out.push(input().sum().alias(name));
+                    if *ty == ColumnType::Int64 {
+                        out.push(float_sum(input(), i));
+                    }
                     out.push(
                         input()
                             .count()
@@ -119,4 +132,11 @@ impl ViewPlan {
         }
         out
     }
+}
+
+fn float_sum(input: Expr, i: usize) -> Expr {
+    input
+        .cast(DataType::Float64)
+        .sum()
+        .alias(ViewPlan::float_sum_column(i))
 }
