@@ -30,7 +30,10 @@ pub(crate) fn frame(
         columns.push(grouped.column(&field.name)?.cast(&ty.dtype())?);
     }
     for (i, (agg, metric)) in plan.aggs.iter().zip(&view.metrics).enumerate() {
-        let column = grouped.column(&ViewPlan::column(i))?;
+        let column = match agg {
+            Agg::Fold(_) => grouped.column(&plan.list_column(i))?,
+            _ => grouped.column(&ViewPlan::column(i))?,
+        };
         let mut encoder = Encoder::new(height);
         match *agg {
             Agg::Count => {

@@ -31,6 +31,9 @@ pub(crate) struct ViewPlan {
     /// Per metric.
     pub aggs: Vec<Agg>,
     fields: Vec<Option<String>>,
+    /// Per metric folded from a list: the metric whose list column it reads (itself, or an
+    /// earlier one listing the same values).
+    lists: Vec<usize>,
 }
 
 impl ViewPlan {
@@ -43,7 +46,7 @@ impl ViewPlan {
         };
         let key_types = view.group_by.iter().map(|f| type_of(f.slot)).collect();
         let mut fields = Vec::new();
-        let aggs = view
+        let aggs: Vec<Agg> = view
             .metrics
             .iter()
             .map(|m| {
@@ -66,11 +69,30 @@ impl ViewPlan {
                 }
             })
             .collect();
+        // A distinct count needs each value once: its list holds the group's unique values
+        // (the sketch of the unique values is the sketch of all of them). Metrics that list
+        // the same values share one list column.
+        let list_key = |i: usize| {
+            let unique = matches!(view.metrics[i].expr, MetricExpr::ApproxDistinct { .. });
+            (fields[i].clone(), unique)
+        };
+        let lists = (0..aggs.len())
+            .map(|i| {
+                (0..i)
+                    .find(|&j| {
+                        matches!(aggs[j], Agg::Fold(_))
+                            && matches!(aggs[i], Agg::Fold(_))
+                            && list_key(j) == list_key(i)
+                    })
+                    .unwrap_or(i)
+            })
+            .collect();
         Self {
             view: Arc::clone(view),
             key_types,
             aggs,
             fields,
+            lists,
         }
     }
 
@@ -89,6 +111,11 @@ impl ViewPlan {
     /// Output column names of metric `i`.
     pub fn column(i: usize) -> String {
         format!("_m{i}")
+    }
+
+    /// The list column a folded metric `i` reads.
+    pub fn list_column(&self, i: usize) -> String {
+        Self::column(self.lists[i])
     }
 
     pub fn count_column(i: usize) -> String {
@@ -127,7 +154,11 @@ impl ViewPlan {
                             .alias(Self::count_column(i)),
                     );
                 }
-                Agg::Fold(_) => out.push(input().alias(name)),
+                Agg::Fold(_) if self.lists[i] != i => {}
+                Agg::Fold(_) => match self.view.metrics[i].expr {
+                    MetricExpr::ApproxDistinct { .. } => out.push(input().unique().alias(name)),
+                    _ => out.push(input().alias(name)),
+                },
             }
         }
         out
