@@ -177,15 +177,6 @@ impl ViewState {
         })
     }
 
-    /// Every cell by reference: bucket start, group key and states, ordered by bucket.
-    pub fn iter(&self) -> impl Iterator<Item = (i64, &GroupKey, &[MetricState])> {
-        self.buckets.iter().flat_map(|(&bucket_ms, cells)| {
-            cells
-                .iter()
-                .map(move |(group, states)| (bucket_ms, group, &**states))
-        })
-    }
-
     pub fn cell(&self, key: &CellKey) -> Option<&[MetricState]> {
         self.buckets
             .get(&key.bucket_ms)?
