@@ -65,6 +65,28 @@ fn archive_holds_every_message_once_and_compacts_small_files() {
         assert!(ok, "{}", file.path);
     }
 
+    // What a kill -9 mid-write leaves: a temp file, and a file renamed into place whose range
+    // never reached the manifest. The next start removes both, and nothing of other topics.
+    let date_dir = config
+        .storage
+        .dir
+        .join("archive/source=payments/date=2026-01-01");
+    std::fs::create_dir_all(&date_dir).unwrap();
+    let planted = [
+        date_dir.join(format!(
+            ".{topic}~0~00000000000000099999~00000000000000100000.parquet.tmp"
+        )),
+        date_dir.join(format!(
+            "{topic}~1~00000000000000099999~00000000000000100000.parquet"
+        )),
+    ];
+    let foreign = date_dir.join(format!(
+        "{topic}-other~0~00000000000000000000~00000000000000000001.parquet"
+    ));
+    for path in planted.iter().chain([&foreign]) {
+        std::fs::write(path, b"half-written").unwrap();
+    }
+
     // A restart resumes after the manifest: new messages only, nothing twice.
     let more = payments(12, 600, 3);
     world.produce(&more);
@@ -80,6 +102,10 @@ fn archive_holds_every_message_once_and_compacts_small_files() {
         &read_archive(&config, &topic),
         &expected_archive(&config, &partitions),
     );
+    for path in &planted {
+        assert!(!path.exists(), "{} was not cleaned up", path.display());
+    }
+    assert!(foreign.exists(), "another topic's file was removed");
 }
 
 /// The archiver as a separate process, started by the kill -9 test through this test binary.
