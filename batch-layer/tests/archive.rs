@@ -4,8 +4,6 @@
 mod common;
 
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use braid_batch::Archiver;
@@ -169,25 +167,13 @@ fn archive_survives_kill_9_mid_write() {
     let messages = payments(5, 60_000, PARTITIONS);
 
     // Produce in the background the whole time, so kills land during reads and writes.
-    let done = Arc::new(AtomicBool::new(false));
-    let produced = Arc::new(Mutex::new(0usize));
-    let background = {
-        let (messages, done, produced) =
-            (messages.clone(), Arc::clone(&done), Arc::clone(&produced));
-        let bootstrap = world.cluster.bootstrap_servers();
-        let topic = topic.clone();
-        std::thread::spawn(move || {
-            let producer = producer(&bootstrap);
-            for chunk in messages.chunks(100) {
-                if done.load(Ordering::Relaxed) {
-                    break;
-                }
-                produce(&producer, &topic, chunk);
-                *produced.lock().unwrap() += chunk.len();
-                std::thread::sleep(Duration::from_millis(80));
-            }
-        })
-    };
+    let background = Trickle::start(
+        &world.cluster.bootstrap_servers(),
+        &topic,
+        &messages,
+        100,
+        Duration::from_millis(80),
+    );
 
     let mut rng = rand::rng();
     let mut kills = 0;
@@ -207,9 +193,7 @@ fn archive_survives_kill_9_mid_write() {
         kills += 1;
         left_behind += unpublished_files(&config, &topic).len();
     }
-    background.join().unwrap();
-    done.store(true, Ordering::Relaxed);
-    assert_eq!(*produced.lock().unwrap(), messages.len());
+    assert_eq!(background.finish(), messages.len());
 
     // A last, clean run takes everything up: unpublished files are removed, the rest archived.
     let partitions = by_partition(&messages, PARTITIONS);

@@ -4,8 +4,6 @@
 mod common;
 
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use braid_speed::SpeedLayer;
@@ -46,25 +44,13 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let messages = payments(7, 60_000, PARTITIONS);
 
     // Produce in the background the whole time, so kills land mid-stream.
-    let produced = Arc::new(Mutex::new(0usize));
-    let done = Arc::new(AtomicBool::new(false));
-    let background = {
-        let (messages, produced, done) =
-            (messages.clone(), Arc::clone(&produced), Arc::clone(&done));
-        let bootstrap = cluster.bootstrap_servers();
-        let topic = topic.clone();
-        std::thread::spawn(move || {
-            let producer = producer(&bootstrap);
-            for chunk in messages.chunks(100) {
-                if done.load(Ordering::Relaxed) {
-                    break;
-                }
-                produce(&producer, &topic, chunk);
-                *produced.lock().unwrap() += chunk.len();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let background = Trickle::start(
+        &cluster.bootstrap_servers(),
+        &topic,
+        &messages,
+        100,
+        Duration::from_millis(50),
+    );
 
     let mut rng = rand::rng();
     let mut checkpoints_seen = Vec::new();
@@ -83,17 +69,15 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
             "round {round}: killed after {:?}",
             started.elapsed().unwrap_or_default()
         );
-        checkpoints_seen.push(*produced.lock().unwrap());
+        checkpoints_seen.push(background.produced());
     }
-    done.store(true, Ordering::Relaxed);
-    background.join().unwrap();
+    let produced = background.stop();
     assert!(
         checkpoints_seen.first() < checkpoints_seen.last(),
         "kills did not land while producing: {checkpoints_seen:?}"
     );
 
     // A last, uninterrupted run from the children's checkpoints must land exactly on the reference.
-    let produced = *produced.lock().unwrap();
     let partitions = by_partition(&messages[..produced], PARTITIONS);
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
     let cancel = CancellationToken::new();

@@ -216,19 +216,93 @@ pub fn reference(
     partitions: &[Vec<Vec<u8>>],
     from: &[i64],
 ) -> ViewState {
+    reference_of(config, view, partitions, |p, len| {
+        from.get(p).copied().unwrap_or(0) as usize..len
+    })
+}
+
+/// The reference over the offsets `offsets(partition, messages in it)` of each partition.
+pub fn reference_of(
+    config: &Config,
+    view: &str,
+    partitions: &[Vec<Vec<u8>>],
+    offsets: impl Fn(usize, usize) -> std::ops::Range<usize>,
+) -> ViewState {
     let view = Arc::clone(config.view(view).unwrap());
     let decoder = Decoder::new(config.source(&view.source).unwrap());
     let events: Vec<Event> = partitions
         .iter()
         .enumerate()
         .flat_map(|(p, messages)| {
-            messages
-                .iter()
-                .skip(from.get(p).copied().unwrap_or(0) as usize)
+            let range = offsets(p, messages.len());
+            messages[range.start.min(messages.len())..range.end.min(messages.len())].iter()
         })
         .filter_map(|bytes| decoder.decode(bytes).ok())
         .collect();
     ViewState::recompute(view, &events)
+}
+
+/// Produces messages in the background, a chunk at a time with a pause between chunks, so
+/// crash tests kill their children mid-stream.
+pub struct Trickle {
+    produced: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Trickle {
+    pub fn start(
+        bootstrap: &str,
+        topic: &str,
+        messages: &[Produced],
+        chunk: usize,
+        pause: Duration,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let produced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (messages, bootstrap, topic) =
+            (messages.to_vec(), bootstrap.to_owned(), topic.to_owned());
+        let thread = {
+            let (produced, stop) = (Arc::clone(&produced), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let producer = producer(&bootstrap);
+                for chunk in messages.chunks(chunk) {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    produce(&producer, &topic, chunk);
+                    produced.fetch_add(chunk.len(), Ordering::Relaxed);
+                    std::thread::sleep(pause);
+                }
+            })
+        };
+        Self {
+            produced,
+            stop,
+            thread,
+        }
+    }
+
+    /// Messages produced so far (all flushed to the broker).
+    pub fn produced(&self) -> usize {
+        self.produced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops after the chunk in flight; returns how many were produced.
+    pub fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.finish()
+    }
+
+    /// Waits until every message is produced; returns how many were.
+    pub fn finish(self) -> usize {
+        let Self {
+            produced, thread, ..
+        } = self;
+        thread.join().expect("the producer thread");
+        produced.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Polls `condition` until it holds or the deadline passes.

@@ -154,18 +154,9 @@ pub fn reference_below(
     topic: &str,
     coverage: &Coverage,
 ) -> ViewState {
-    let view = Arc::clone(config.view(view).unwrap());
-    let decoder = Decoder::new(config.source(&view.source).unwrap());
-    let events: Vec<Event> = partitions
-        .iter()
-        .enumerate()
-        .flat_map(|(p, messages)| {
-            let covered = coverage.of(&TopicPartition::new(topic, p as i32)) as usize;
-            messages.iter().take(covered)
-        })
-        .filter_map(|bytes| decoder.decode(bytes).ok())
-        .collect();
-    ViewState::recompute(view, &events)
+    reference_of(config, view, partitions, |p, _| {
+        0..coverage.of(&TopicPartition::new(topic, p as i32)) as usize
+    })
 }
 
 /// The published pointer and manifest.
