@@ -155,7 +155,7 @@ fn batch_speed_and_reference_equal_the_golden_rows() {
         assert_rows("reference", &view.name, &reference, want);
 
         let source = config.source(&view.source).unwrap();
-        let batch = braid_batch::snapshot::read_view(dir.path(), &manifest, view, source)
+        let batch = braid_store::snapshot::read_view(dir.path(), &manifest, view, source)
             .unwrap()
             .unwrap();
         assert_rows("batch", &view.name, &rows(&batch), want);

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::{PartitionBuffer, TopicPlan, archive_plan};
 use crate::error::{Error, Result};
-use crate::history::{RunRecord, Trigger};
 use crate::run::BatchRunner;
+use braid_store::{RunRecord, Trigger};
 
 const PARTITIONS: i32 = 4;
 const START_MS: i64 = 1_790_000_000_000;

@@ -22,10 +22,6 @@ pub enum Error {
     #[error("archive file {}: {reason}", path.display())]
     ArchiveFile { path: PathBuf, reason: String },
 
-    /// A snapshot's cell file does not hold what its manifest says.
-    #[error("snapshot file {}: {reason}", path.display())]
-    SnapshotFile { path: PathBuf, reason: String },
-
     #[error(
         "{tp}: the broker's offsets end at {high_watermark} but the archive continues from {archived}; \
          the topic was deleted and recreated or truncated. Archiving it again would mix two logs: move \
@@ -53,12 +49,6 @@ pub enum Error {
     #[error("another batch run holds {} (one run at a time)", path.display())]
     Busy { path: PathBuf },
 
-    #[error("{0} batch runs are already queued; try again when one has finished")]
-    QueueFull(usize),
-
-    #[error("no batch run {0:?}")]
-    UnknownRun(String),
-
     /// A bug or an earlier panic left the layer unable to go on.
     #[error("internal: {0}")]
     Internal(String),
@@ -68,6 +58,9 @@ pub enum Error {
 
     #[error(transparent)]
     Shared(#[from] braid_shared::Error),
+
+    #[error(transparent)]
+    Store(#[from] braid_store::Error),
 }
 
 impl Error {

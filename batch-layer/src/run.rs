@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::files::write_parquet;
-use crate::history::{History, RunRecord, RunState, Trigger, ViewRun, now_rfc3339};
 use crate::metrics;
 use crate::recompute::{self, files_between};
+use braid_store::{History, RunRecord, RunState, Trigger, ViewRun, now_rfc3339};
 
 /// Runs recomputes for one configuration.
 #[derive(Clone)]

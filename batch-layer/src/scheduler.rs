@@ -10,8 +10,8 @@ use braid_shared::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::history::{History, RunRecord, Trigger};
 use crate::run::BatchRunner;
+use braid_store::{BatchControl, History, RunRecord, Trigger};
 
 /// Requested runs waiting at most; more are refused until one finishes.
 const QUEUE: usize = 4;
@@ -25,24 +25,25 @@ pub struct BatchHandle {
 }
 
 impl BatchHandle {
-    /// Queues a run and returns its id at once.
-    pub fn request(&self, full: bool) -> Result<String> {
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+}
+
+impl BatchControl for BatchHandle {
+    fn request(&self, full: bool) -> braid_store::Result<String> {
         let record = RunRecord::queued(self.history.new_id(), Trigger::Api, full);
         let id = record.id.clone();
         self.history.save(&record)?;
         match self.sender.try_send(record) {
             Ok(()) => Ok(id),
             Err(TrySendError::Full(mut record) | TrySendError::Disconnected(mut record)) => {
-                record.state = crate::history::RunState::Failed;
+                record.state = braid_store::RunState::Failed;
                 record.error = Some("not started: too many runs are already queued".into());
                 self.history.save(&record)?;
-                Err(Error::QueueFull(QUEUE))
+                Err(braid_store::Error::QueueFull(QUEUE))
             }
         }
-    }
-
-    pub fn history(&self) -> &History {
-        &self.history
     }
 }
 
@@ -105,6 +106,7 @@ fn schedule(
         if let Err(error) = runner
             .history()
             .save(&record)
+            .map_err(Error::from)
             .and_then(|()| runner.run_queued(record, &cancel))
         {
             tracing::error!(%error, "batch run did not start");

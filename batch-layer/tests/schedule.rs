@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use braid_batch::{BatchScheduler, RunState, Trigger};
+use braid_store::BatchControl;
 use common::*;
 use tokio_util::sync::CancellationToken;
 
@@ -45,11 +46,11 @@ fn scheduled_and_requested_runs_are_recorded() {
 
     assert!(matches!(
         handle.history().get("../../etc/passwd"),
-        Err(braid_batch::Error::UnknownRun(_))
+        Err(braid_store::Error::UnknownRun(_))
     ));
     assert!(matches!(
         handle.history().get("run-never"),
-        Err(braid_batch::Error::UnknownRun(_))
+        Err(braid_store::Error::UnknownRun(_))
     ));
     cancel.cancel();
     scheduler.join();

@@ -12,10 +12,10 @@ use braid_shared::{Event, RejectReason, TopicPartition};
 use polars::prelude::*;
 
 use super::plan::TopicPlan;
-use crate::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
 use crate::error::{Error, Result};
 use crate::files::{now_ms, sync_dirs, write_parquet};
 use crate::metrics;
+use braid_store::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
 
 pub(crate) struct Archived {
     pub offset: i64,

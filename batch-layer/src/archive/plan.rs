@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use braid_shared::{Config, Decoder, SourceDef};
 
-use crate::columns::{EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
 use crate::error::{Error, Result};
+use braid_store::columns::{EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
 
 pub(crate) struct SourcePlan {
     pub def: Arc<SourceDef>,

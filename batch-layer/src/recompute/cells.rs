@@ -7,9 +7,9 @@ use braid_shared::{MetricExpr, Value, ViewDef};
 use polars::prelude::*;
 
 use super::plan::{Agg, BUCKET, ViewPlan};
-use crate::columns::{ColumnType, ValueReader};
 use crate::error::{Error, Result};
-use crate::snapshot::{BUCKET_COLUMN, state_column};
+use braid_store::columns::{ColumnType, ValueReader};
+use braid_store::snapshot::{BUCKET_COLUMN, state_column};
 
 /// Builds the cell frame; also returns the number of archive rows grouped.
 pub(crate) fn frame(

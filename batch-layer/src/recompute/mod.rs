@@ -17,9 +17,9 @@ use braid_shared::manifest::{FileKind, PartitionManifest};
 use braid_shared::{Coverage, SourceDef, ViewDef};
 use polars::prelude::*;
 
-use crate::columns::{EVENT_TIME, OFFSET};
 use crate::error::{Error, Result};
 use crate::files::check_listed;
+use braid_store::columns::{EVENT_TIME, OFFSET};
 
 pub(crate) use plan::ViewPlan;
 

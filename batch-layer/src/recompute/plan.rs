@@ -5,7 +5,7 @@ use std::sync::Arc;
 use braid_shared::{MetricExpr, SourceDef, ViewDef};
 use polars::prelude::*;
 
-use crate::columns::ColumnType;
+use braid_store::columns::ColumnType;
 
 pub(crate) const BUCKET: &str = "_bucket";
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braid_batch::ArchiveHandle;
-use braid_batch::columns::{ColumnType, EVENT_TIME, OFFSET, PARTITION, ValueReader};
 use braid_shared::coverage::SnapshotPointer;
 use braid_shared::manifest::{FileKind, SnapshotManifest, read_archive_manifests};
 use braid_shared::storage::read_snapshot_pointer;
 use braid_shared::{Config, Coverage, Decoder, Event, TopicPartition, Value, ViewState};
+use braid_store::columns::{ColumnType, EVENT_TIME, OFFSET, PARTITION, ValueReader};
 pub use braid_testkit::*;
 use polars::prelude::*;
 
@@ -171,7 +171,7 @@ pub fn published_view(config: &Config, view: &str) -> ViewState {
     let (_, manifest) = published(&config.storage.dir).expect("a published snapshot");
     let view = Arc::clone(config.view(view).unwrap());
     let source = config.source(&view.source).unwrap();
-    braid_batch::snapshot::read_view(&config.storage.dir, &manifest, &view, source)
+    braid_store::snapshot::read_view(&config.storage.dir, &manifest, &view, source)
         .unwrap()
         .expect("the view is in the snapshot")
 }

@@ -98,8 +98,14 @@ impl RunRecord {
     }
 }
 
-pub(crate) fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// How a process that runs batch recomputes takes requests for one (`POST /v1/batch/runs`).
+pub trait BatchControl: Send + Sync {
+    /// Queues a run (a full recompute when `full`) and returns its id at once.
+    fn request(&self, full: bool) -> Result<String>;
 }
 
 /// The run records of a storage dir.
@@ -135,8 +141,10 @@ impl History {
 
     pub fn save(&self, record: &RunRecord) -> Result<()> {
         let path = self.path(&record.id);
-        let json = serde_json::to_vec_pretty(record)
-            .map_err(|e| Error::Internal(format!("encoding run record: {e}")))?;
+        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Encode {
+            what: "run record",
+            reason: e.to_string(),
+        })?;
         write_atomic(&path, &json).map_err(Error::io(&path))
     }
 
@@ -193,7 +201,7 @@ impl History {
 
     /// Marks runs left `running` (their process held the run lock, which is now free) or
     /// `queued` by a process that is gone as failed.
-    pub(crate) fn mark_interrupted(&self, current: &str) -> Result<()> {
+    pub fn mark_interrupted(&self, current: &str) -> Result<()> {
         for id in self.ids()?.into_iter().take(KEEP_RECORDS) {
             if id == current {
                 continue;
@@ -218,7 +226,7 @@ impl History {
     }
 
     /// Removes the oldest records beyond the kept number.
-    pub(crate) fn prune(&self) -> Result<()> {
+    pub fn prune(&self) -> Result<()> {
         for id in self.ids()?.into_iter().skip(KEEP_RECORDS) {
             let path = self.path(&id);
             std::fs::remove_file(&path).map_err(Error::io(path))?;
