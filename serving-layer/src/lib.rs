@@ -1,3 +1,37 @@
-//! Braid's serving layer: the HTTP API that merges batch snapshots and speed views.
+//! Braid's serving layer: the HTTP API that answers every view as the exact merge of the
+//! published batch snapshot and the speed layer above its coverage.
 //!
-//! Nothing is built here yet; ARCHITECTURE.md describes its role.
+//! - `server`: the listener (header-read timeout, graceful shutdown) and snapshot watcher.
+//! - `routes`: the endpoints, the always-on limits, JSON errors, the OpenAPI document.
+//! - `snapshot`: the published snapshot held in memory and swapped atomically.
+//! - `query`: `GET /v1/views/{view}` parameters, checked. `merge`: batch ⊕ speed, regrouped.
+//! - `auth`: optional bearer keys. `state`, `metrics`, `error`.
+
+mod auth;
+mod error;
+mod merge;
+mod metrics;
+mod query;
+mod routes;
+mod server;
+mod snapshot;
+mod state;
+
+pub use error::{ApiError, Error, Result};
+pub use routes::{ApiDoc, router};
+pub use server::Server;
+pub use state::{AppState, Backends};
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle for `/metrics`.
+pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|error| tracing::warn!(%error, "no Prometheus recorder"))
+                .ok()
+        })
+        .clone()
+}

@@ -134,8 +134,22 @@ pub struct SpeedCells {
     pub positions: BTreeMap<TopicPartition, i64>,
 }
 
+/// One partition as the speed layer holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionStatus {
+    /// The next offset to apply: everything below it is held (or covered by the batch layer).
+    pub position: i64,
+    /// Messages on the broker not yet applied, as of the last broker statistics.
+    pub lag_messages: Option<i64>,
+    /// Kafka timestamp (epoch ms) of the newest message applied.
+    pub last_message_ms: Option<i64>,
+}
+
 /// How the serving layer reads the speed layer.
 pub trait SpeedReader: Send + Sync {
+    /// Every partition the speed layer holds now.
+    fn status(&self) -> BTreeMap<TopicPartition, PartitionStatus>;
+
     /// The cells of `view` matching `query`, from events at or above `coverage` only. Fails with
     /// [`Error::Coverage`] when the speed layer has already dropped events the coverage needs
     /// (a newer snapshot was published): re-read the snapshot pointer and ask again.

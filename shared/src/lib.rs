@@ -23,7 +23,7 @@ pub mod storage;
 pub mod view;
 
 pub use config::Config;
-pub use coverage::{CellQuery, Coverage, SpeedReader, TopicPartition};
+pub use coverage::{CellQuery, Coverage, PartitionStatus, SpeedReader, TopicPartition};
 pub use error::{ConfigIssue, Error, Result};
 pub use event::{Decoder, Event, RejectReason, Value};
 pub use metric::MetricExpr;

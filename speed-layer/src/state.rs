@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use braid_shared::coverage::SpeedCells;
 use braid_shared::storage::RejectedRecord;
-use braid_shared::{CellQuery, Coverage, Event, SpeedReader, TopicPartition, ViewState};
+use braid_shared::{
+    CellQuery, Coverage, Event, PartitionStatus, SpeedReader, TopicPartition, ViewState,
+};
 
 use crate::metrics;
 use crate::plan::{Plan, TopicPlan};
@@ -54,6 +57,8 @@ pub(crate) struct PartitionState {
     /// Segment index -> segment. Only the newest segment changes.
     pub segments: RwLock<BTreeMap<i64, Arc<RwLock<Segment>>>>,
     pub writer: Mutex<Writer>,
+    /// Kafka timestamp of the newest message applied (0: none yet).
+    pub last_message_ms: AtomicI64,
 }
 
 impl PartitionState {
@@ -76,6 +81,7 @@ impl PartitionState {
                 rejected,
                 pending: 0,
             }),
+            last_message_ms: AtomicI64::new(0),
         }
     }
 
@@ -322,6 +328,23 @@ impl SpeedHandle {
 }
 
 impl SpeedReader for SpeedHandle {
+    fn status(&self) -> BTreeMap<TopicPartition, PartitionStatus> {
+        let lag = self.lag();
+        self.shared
+            .assigned()
+            .into_iter()
+            .map(|(tp, state)| {
+                let last = state.last_message_ms.load(Ordering::Relaxed);
+                let status = PartitionStatus {
+                    position: state.progress().next_offset,
+                    lag_messages: lag.get(&tp).copied(),
+                    last_message_ms: (last > 0).then_some(last),
+                };
+                (tp, status)
+            })
+            .collect()
+    }
+
     fn read(
         &self,
         view: &str,

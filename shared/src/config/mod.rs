@@ -179,6 +179,16 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Empty: no authentication (dev). Otherwise `Authorization: Bearer <key>` is required.
     pub api_keys: Vec<String>,
+    /// Most rows one answer may hold; a larger result is refused (400) unless `limit` cuts it.
+    pub max_rows: usize,
+    /// Longest time a request may take, body read included (503 after it).
+    pub request_timeout: Period,
+    /// Longest time a client may take to send a request's headers (the connection is closed).
+    pub header_timeout: Period,
+    /// Largest request body accepted (413 above it).
+    pub max_body_bytes: usize,
+    /// Requests served at once; more are refused at once with 503.
+    pub max_concurrency: usize,
 }
 
 impl Default for ServeConfig {
@@ -186,6 +196,11 @@ impl Default for ServeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_keys: Vec::new(),
+            max_rows: 10_000,
+            request_timeout: Period(std::time::Duration::from_secs(10)),
+            header_timeout: Period(std::time::Duration::from_secs(5)),
+            max_body_bytes: 64 * 1024,
+            max_concurrency: 512,
         }
     }
 }

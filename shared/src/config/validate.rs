@@ -188,6 +188,25 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
     if file.storage.dir.as_os_str().is_empty() {
         issues.push("storage.dir", "is empty");
     }
+    let serve = &file.serve;
+    if serve.max_rows == 0 || serve.max_rows > 10_000_000 {
+        issues.push(
+            "serve.max_rows",
+            format!("{} is outside 1..=10000000", serve.max_rows),
+        );
+    }
+    if serve.max_body_bytes == 0 || serve.max_body_bytes > 64 * 1024 * 1024 {
+        issues.push(
+            "serve.max_body_bytes",
+            format!("{} is outside 1..=67108864", serve.max_body_bytes),
+        );
+    }
+    if serve.max_concurrency == 0 || serve.max_concurrency > 100_000 {
+        issues.push(
+            "serve.max_concurrency",
+            format!("{} is outside 1..=100000", serve.max_concurrency),
+        );
+    }
     for (i, key) in file.serve.api_keys.iter().enumerate() {
         if key.is_empty() || key.chars().any(char::is_whitespace) {
             issues.push(

@@ -193,14 +193,17 @@ fn poll_batch(
             }
         }
     }
+    let mut newest: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for message in &held {
-        batches
-            .entry((message.topic().to_owned(), message.partition()))
-            .or_default()
-            .push(Message {
-                offset: message.offset(),
-                payload: message.payload().unwrap_or_default(),
-            });
+        let key = (message.topic().to_owned(), message.partition());
+        if let Some(ms) = message.timestamp().to_millis() {
+            let slot = newest.entry(key.clone()).or_insert(ms);
+            *slot = (*slot).max(ms);
+        }
+        batches.entry(key).or_default().push(Message {
+            offset: message.offset(),
+            payload: message.payload().unwrap_or_default(),
+        });
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
     for ((topic, partition), messages) in batches {
@@ -212,6 +215,11 @@ fn poll_batch(
             continue;
         };
         state.apply(plan, &messages, shared.segment_size, now_ms)?;
+        if let Some(&ms) = newest.get(&(tp.topic.clone(), tp.partition)) {
+            state
+                .last_message_ms
+                .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     Ok(())
 }

@@ -1,0 +1,21 @@
+//! The serving layer's metrics (`braid_serve_*`). Labels are bounded: the route template, never
+//! a path with user values.
+
+use std::time::Duration;
+
+pub fn request(route: &str, status: u16, elapsed: Duration) {
+    let status = status.to_string();
+    metrics::counter!("braid_serve_requests_total", "route" => route.to_owned(), "status" => status)
+        .increment(1);
+    metrics::histogram!("braid_serve_request_duration_seconds", "route" => route.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn snapshot_loaded(elapsed: Duration) {
+    metrics::counter!("braid_serve_snapshot_swaps_total").increment(1);
+    metrics::histogram!("braid_serve_snapshot_load_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+pub fn merge_retry() {
+    metrics::counter!("braid_serve_merge_retries_total").increment(1);
+}

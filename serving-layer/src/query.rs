@@ -1,0 +1,425 @@
+//! The parameters of `GET /v1/views/{view}`, checked against the view: every mistake is a 400
+//! that names the parameter.
+
+use std::collections::BTreeSet;
+
+use braid_shared::config::{format_duration, parse_duration};
+use braid_shared::view::FieldKind;
+use braid_shared::{SourceDef, Value, ViewDef};
+
+use crate::error::ApiError;
+
+/// Parameters with a meaning of their own; every other one filters a group-by field.
+pub const RESERVED: [&str; 6] = ["from", "to", "step", "group_by", "order_by", "limit"];
+
+/// A checked view query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewQuery {
+    /// Buckets starting in `[from_ms, to_ms)` are answered.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Re-bucketing width (a multiple of the granularity); `None`: one row per group.
+    pub step_ms: Option<i64>,
+    /// Required values, by index into the view's `group_by`.
+    pub filters: Vec<(usize, Value)>,
+    /// Group-by fields kept in the answer, by index; the others are merged away.
+    pub group_by: Vec<usize>,
+    pub order_by: Option<OrderBy>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderBy {
+    /// Index into the view's metrics.
+    pub metric: usize,
+    pub descending: bool,
+}
+
+/// Parses the query string's pairs for `view`. `now_ms` resolves `now[-duration]`.
+pub fn parse(
+    view: &ViewDef,
+    source: &SourceDef,
+    params: &[(String, String)],
+    now_ms: i64,
+    max_rows: usize,
+) -> Result<ViewQuery, ApiError> {
+    let mut seen = BTreeSet::new();
+    for (name, _) in params {
+        if !seen.insert(name.as_str()) {
+            return Err(ApiError::parameter(name, "is given more than once"));
+        }
+    }
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let from_ms = parse_time("from", get("from"), now_ms)?;
+    let to_ms = parse_time("to", get("to"), now_ms)?;
+    if from_ms >= to_ms {
+        return Err(ApiError::parameter(
+            "from",
+            format!(
+                "{} must be before to ({}); the range is [from, to)",
+                format_time(from_ms),
+                format_time(to_ms)
+            ),
+        ));
+    }
+    let step_ms = match get("step") {
+        None => None,
+        Some(text) => Some(parse_step(text, view.granularity_ms)?),
+    };
+    let group_by = match get("group_by") {
+        None => (0..view.group_by.len()).collect(),
+        Some(list) => parse_group_by(view, list)?,
+    };
+    let mut filters = Vec::new();
+    for (name, text) in params {
+        if RESERVED.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(index) = view.group_by.iter().position(|f| &f.name == name) else {
+            let fields: Vec<&str> = view.group_by.iter().map(|f| f.name.as_str()).collect();
+            return Err(ApiError::parameter(
+                name,
+                format!(
+                    "is not a parameter of this endpoint nor a group-by field of view {:?} (filters apply to: {})",
+                    view.name,
+                    if fields.is_empty() { "none".to_owned() } else { fields.join(", ") }
+                ),
+            ));
+        };
+        let kind = source
+            .fields
+            .get(view.group_by[index].slot)
+            .map_or(FieldKind::Scalar, |f| f.kind);
+        filters.push((index, parse_value(name, text, kind)?));
+    }
+    let order_by = match get("order_by") {
+        None => None,
+        Some(text) => Some(parse_order_by(view, text)?),
+    };
+    let limit = match get("limit") {
+        None => None,
+        Some(text) => Some(parse_limit(text, max_rows)?),
+    };
+    Ok(ViewQuery {
+        from_ms,
+        to_ms,
+        step_ms,
+        filters,
+        group_by,
+        order_by,
+        limit,
+    })
+}
+
+/// RFC 3339, epoch milliseconds, `now`, or `now-<duration>` / `now+<duration>`.
+pub fn parse_time(name: &str, text: Option<&str>, now_ms: i64) -> Result<i64, ApiError> {
+    let text = text.ok_or_else(|| {
+        ApiError::parameter(
+            name,
+            "is required (RFC 3339, epoch milliseconds, or now[-duration] such as now-1h)",
+        )
+    })?;
+    let bad = || {
+        ApiError::parameter(
+            name,
+            format!(
+                "{text:?} is not a time (RFC 3339 such as 2026-01-31T12:00:00Z, epoch milliseconds, or now[-duration] such as now-1h)"
+            ),
+        )
+    };
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix("now") {
+        if rest.is_empty() {
+            return Ok(now_ms);
+        }
+        let (sign, duration) = match rest.split_at(1) {
+            ("-", d) => (-1, d),
+            ("+", d) => (1, d),
+            _ => return Err(bad()),
+        };
+        let ms = parse_duration(duration)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
+            .ok_or_else(bad)?;
+        return now_ms.checked_add(sign * ms).ok_or_else(bad);
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return text.parse::<i64>().map_err(|_| bad());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| bad())
+}
+
+/// An RFC 3339 rendering of epoch milliseconds (the number itself when out of range).
+pub fn format_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+fn parse_step(text: &str, granularity_ms: i64) -> Result<i64, ApiError> {
+    let step = parse_duration(text)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| {
+            ApiError::parameter("step", format!("{text:?} is not a duration such as 5m or 1h"))
+        })?;
+    if step % granularity_ms != 0 {
+        let granularity = std::time::Duration::from_millis(granularity_ms.unsigned_abs());
+        return Err(ApiError::parameter(
+            "step",
+            format!(
+                "{text} is not a multiple of the view's granularity {}",
+                format_duration(granularity)
+            ),
+        ));
+    }
+    Ok(step)
+}
+
+fn parse_group_by(view: &ViewDef, list: &str) -> Result<Vec<usize>, ApiError> {
+    let mut kept = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let index = view
+            .group_by
+            .iter()
+            .position(|f| f.name == name)
+            .ok_or_else(|| {
+                let fields: Vec<&str> = view.group_by.iter().map(|f| f.name.as_str()).collect();
+                ApiError::parameter(
+                    "group_by",
+                    format!(
+                        "{name:?} is not a group-by field of view {:?} (fields: {})",
+                        view.name,
+                        fields.join(", ")
+                    ),
+                )
+            })?;
+        if kept.contains(&index) {
+            return Err(ApiError::parameter(
+                "group_by",
+                format!("{name:?} is listed twice"),
+            ));
+        }
+        kept.push(index);
+    }
+    kept.sort_unstable();
+    Ok(kept)
+}
+
+/// A filter value, read as the field's type.
+fn parse_value(name: &str, text: &str, kind: FieldKind) -> Result<Value, ApiError> {
+    let wrong = |what: &str| ApiError::parameter(name, format!("{text:?} is not {what}"));
+    match kind {
+        FieldKind::String => Ok(Value::Str(text.into())),
+        FieldKind::Int => text
+            .trim()
+            .parse::<i64>()
+            .map(Value::Int)
+            .map_err(|_| wrong("an integer")),
+        FieldKind::Float => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            // -0.0 is stored as 0.0.
+            .map(|f| Value::Float(f + 0.0))
+            .ok_or_else(|| wrong("a finite number")),
+        FieldKind::Bool => match text.trim() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(wrong("true or false")),
+        },
+        // Undeclared fields hold whatever JSON scalar the events had: a JSON literal is read
+        // as such (`42`, `4.5`, `true`, `"42"`), anything else as a string.
+        FieldKind::Number | FieldKind::Scalar => {
+            Ok(match braid_store::columns::parse_literal(text) {
+                Some(Value::Null) | None => Value::Str(text.into()),
+                Some(Value::Float(f)) => Value::Float(f + 0.0),
+                Some(value) => value,
+            })
+        }
+    }
+}
+
+fn parse_order_by(view: &ViewDef, text: &str) -> Result<OrderBy, ApiError> {
+    let (name, descending) = match text.rsplit_once(':') {
+        Some((name, "desc")) => (name, true),
+        Some((name, "asc")) => (name, false),
+        Some((_, other)) => {
+            return Err(ApiError::parameter(
+                "order_by",
+                format!("direction {other:?} is neither asc nor desc"),
+            ));
+        }
+        None => (text, true),
+    };
+    let metric = view
+        .metrics
+        .iter()
+        .position(|m| m.name == name)
+        .ok_or_else(|| {
+            let metrics: Vec<&str> = view.metrics.iter().map(|m| m.name.as_str()).collect();
+            ApiError::parameter(
+                "order_by",
+                format!(
+                    "{name:?} is not a metric of view {:?} (metrics: {})",
+                    view.name,
+                    metrics.join(", ")
+                ),
+            )
+        })?;
+    if matches!(
+        view.metrics[metric].expr,
+        braid_shared::MetricExpr::TopK { .. }
+    ) {
+        return Err(ApiError::parameter(
+            "order_by",
+            format!("{name:?} is a top-k list, not a number"),
+        ));
+    }
+    Ok(OrderBy { metric, descending })
+}
+
+fn parse_limit(text: &str, max_rows: usize) -> Result<usize, ApiError> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 && n <= max_rows => Ok(n),
+        _ => Err(ApiError::parameter(
+            "limit",
+            format!("{text:?} is not a whole number from 1 to {max_rows}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid_shared::Config;
+
+    const CONFIG: &str = r#"
+[[source]]
+name = "payments"
+topic = "payments"
+event_time = "ts"
+[source.fields]
+card_id = "string"
+country = "string"
+amount = "float"
+ts = "string"
+qty = "int"
+
+[[view]]
+name = "spend"
+source = "payments"
+group_by = ["card_id", "country"]
+granularity = "1m"
+[view.metrics]
+tx = "count"
+amount = "sum(amount)"
+top = "top_k(card_id, 3)"
+"#;
+
+    fn run(query: &str) -> Result<ViewQuery, ApiError> {
+        let config = Config::from_toml(CONFIG).unwrap();
+        let view = config.view("spend").unwrap();
+        let source = config.source("payments").unwrap();
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+        parse(view, source, &params, 1_800_000_000_000, 1000)
+    }
+
+    fn message(query: &str) -> String {
+        let error = run(query).unwrap_err();
+        assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{query}");
+        error.message
+    }
+
+    #[test]
+    fn parses_every_parameter() {
+        let q = run("from=2026-01-01T00:00:00Z&to=1767229200000&step=5m&country=DE&group_by=country&order_by=amount:asc&limit=10").unwrap();
+        assert_eq!(q.from_ms, 1_767_225_600_000);
+        assert_eq!(q.to_ms, 1_767_229_200_000);
+        assert_eq!(q.step_ms, Some(300_000));
+        assert_eq!(q.filters, vec![(1, Value::Str("DE".into()))]);
+        assert_eq!(q.group_by, vec![1]);
+        assert_eq!(
+            q.order_by,
+            Some(OrderBy {
+                metric: 1,
+                descending: false
+            })
+        );
+        assert_eq!(q.limit, Some(10));
+        let q = run("from=now-1h&to=now&group_by=").unwrap();
+        assert_eq!(q.to_ms - q.from_ms, 3_600_000);
+        assert!(q.group_by.is_empty());
+        assert_eq!(run("from=now-1h&to=now").unwrap().group_by, vec![0, 1]);
+    }
+
+    #[test]
+    fn every_mistake_names_its_parameter() {
+        let cases = [
+            ("to=now", "from: is required"),
+            ("from=yesterday&to=now", "from: \"yesterday\" is not a time"),
+            ("from=now&to=now-1h", "from: "),
+            ("from=now&to=now", "must be before to"),
+            ("from=now-1h&to=now&step=90s", "step: 90s is not a multiple"),
+            ("from=now-1h&to=now&step=0s", "step: "),
+            ("from=now-1h&to=now&step=fast", "step: \"fast\""),
+            ("from=now-1h&to=now&merchant=m1", "merchant: is not a parameter"),
+            ("from=now-1h&to=now&group_by=merchant", "group_by: \"merchant\""),
+            ("from=now-1h&to=now&group_by=country,country", "listed twice"),
+            ("from=now-1h&to=now&order_by=nope", "order_by: \"nope\" is not a metric"),
+            ("from=now-1h&to=now&order_by=top", "top-k list"),
+            ("from=now-1h&to=now&order_by=tx:up", "direction \"up\""),
+            ("from=now-1h&to=now&limit=0", "limit: \"0\""),
+            ("from=now-1h&to=now&limit=1001", "limit: \"1001\""),
+            ("from=now-1h&to=now&limit=-3", "limit: "),
+            ("from=now-1h&to=now&from=now", "from: is given more than once"),
+            ("from=now-1h&to=now-99999999999999999999y", "to: "),
+            ("from=now~1h&to=now", "from: "),
+        ];
+        for (query, expected) in cases {
+            let got = message(query);
+            assert!(got.contains(expected), "{query}: {got:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn filter_values_take_the_field_type() {
+        let config = Config::from_toml(CONFIG).unwrap();
+        let source = config.source("payments").unwrap();
+        let qty = source.fields[source.slot("qty").unwrap()].kind;
+        assert_eq!(parse_value("qty", "7", qty).unwrap(), Value::Int(7));
+        assert!(
+            parse_value("qty", "7.5", qty)
+                .unwrap_err()
+                .message
+                .contains("qty: \"7.5\" is not an integer")
+        );
+        assert_eq!(
+            parse_value("x", "42", FieldKind::Scalar).unwrap(),
+            Value::Int(42)
+        );
+        assert_eq!(
+            parse_value("x", "\"42\"", FieldKind::Scalar).unwrap(),
+            Value::Str("42".into())
+        );
+        assert_eq!(
+            parse_value("x", "abc", FieldKind::Scalar).unwrap(),
+            Value::Str("abc".into())
+        );
+        assert_eq!(
+            parse_value("x", "-0", FieldKind::Float).unwrap(),
+            Value::Float(0.0)
+        );
+        assert!(parse_value("x", "NaN", FieldKind::Float).is_err());
+    }
+}

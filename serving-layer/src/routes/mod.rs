@@ -1,0 +1,124 @@
+//! The router: every endpoint, the limits that are always on, auth, metrics, and JSON errors for
+//! whatever a middleware refuses.
+//!
+//! `views`: definitions and merged rows. `batch`: runs. `status`: status and rejected events.
+//! `ops`: metrics, health, readiness, the OpenAPI document, the dashboard.
+
+mod batch;
+mod ops;
+mod status;
+mod views;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Braid", description = "Exact merged answers of batch and speed views over Kafka"),
+    paths(
+        views::list_views,
+        views::get_view,
+        batch::start_run,
+        batch::list_runs,
+        batch::get_run,
+        status::status,
+        status::rejected,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// Declares the optional bearer key.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "api_key",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The whole API with its limits: body size, request time, concurrency (refused with 503 when
+/// full), optional keys.
+pub fn router(state: AppState) -> Router {
+    let serve = &state.0.config.serve;
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE)
+        }))
+        .load_shed()
+        .concurrency_limit(serve.max_concurrency)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serve.request_timeout.0,
+        ))
+        .layer(DefaultBodyLimit::max(serve.max_body_bytes));
+    Router::new()
+        .route("/v1/views", get(views::list_views))
+        .route("/v1/views/{view}", get(views::get_view))
+        .route(
+            "/v1/batch/runs",
+            get(batch::list_runs).post(batch::start_run),
+        )
+        .route("/v1/batch/runs/{id}", get(batch::get_run))
+        .route("/v1/status", get(status::status))
+        .route("/v1/rejected/{source}", get(status::rejected))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/", get(ops::dashboard))
+        .layer(limits)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_key,
+        ))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Records the request's metrics, and turns an error answer without a JSON body (a refused
+/// body, a timeout, no such route) into the JSON error every client expects.
+async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    crate::metrics::request(&route, status.as_u16(), started.elapsed());
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        return ApiError::for_status(status).into_response();
+    }
+    response
+}

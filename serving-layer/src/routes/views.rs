@@ -1,0 +1,218 @@
+//! `GET /v1/views` and `GET /v1/views/{view}`: definitions with freshness, and merged rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use braid_shared::config::format_duration;
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::merge::{self, Provenance};
+use crate::query::{self, format_time};
+use crate::state::{AppState, now_ms};
+
+/// Attempts at a merge when a snapshot swap races it.
+const MERGE_ATTEMPTS: usize = 4;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewList {
+    pub views: Vec<ViewInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewInfo {
+    pub name: String,
+    pub source: String,
+    pub topic: String,
+    pub group_by: Vec<String>,
+    pub granularity: String,
+    /// Metric name -> expression, e.g. `"amount": "sum(amount)"`.
+    pub metrics: BTreeMap<String, String>,
+    pub freshness: Freshness,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Freshness {
+    /// The batch snapshot answering this view; `null` before the first one.
+    pub batch: Option<BatchFreshness>,
+    /// Per `topic/partition` the speed layer holds: its position and lag.
+    #[schema(value_type = Object)]
+    pub speed: Option<BTreeMap<String, braid_shared::PartitionStatus>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchFreshness {
+    pub run_id: String,
+    pub coverage: BTreeMap<String, i64>,
+    pub finished_at: String,
+    /// Milliseconds since the snapshot was published.
+    pub age_ms: Option<i64>,
+}
+
+/// The fixed parameters; any other parameter named like a group-by field filters on it
+/// (`card_id=card-000042`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ViewParams {
+    /// Start (inclusive): RFC 3339, epoch ms, or `now[-duration]`.
+    from: String,
+    /// End (exclusive), as `from`.
+    to: String,
+    /// Re-bucketing width, a multiple of the view's granularity (`5m`, `1h`). Without it each
+    /// group gets one row for the whole range.
+    step: Option<String>,
+    /// Comma-separated group-by fields to keep; the others are merged away. Empty: totals.
+    group_by: Option<String>,
+    /// A metric to sort by, descending; `metric:asc` for ascending.
+    order_by: Option<String>,
+    /// Rows kept after sorting, 1 to `serve.max_rows`.
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewAnswer {
+    pub view: String,
+    pub from: String,
+    pub to: String,
+    pub step: Option<String>,
+    /// `{"bucket": ..., <group fields>, <metrics>}` per row.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Rows before `limit` cut them.
+    pub total_rows: usize,
+    pub provenance: Provenance,
+}
+
+/// Every view: its definition and how fresh its answers are.
+#[utoipa::path(get, path = "/v1/views", tag = "views",
+    responses((status = 200, body = ViewList)))]
+pub async fn list_views(State(state): State<AppState>) -> Json<ViewList> {
+    let inner = &state.0;
+    let snapshot = inner.snapshot.current();
+    let status = inner.backends.speed.as_ref().map(|s| s.status());
+    let now = now_ms();
+    let views = inner
+        .config
+        .views
+        .iter()
+        .map(|view| {
+            let topic = topic_of(&inner.config, &view.source);
+            let batch = snapshot.pointer.as_ref().map(|p| BatchFreshness {
+                run_id: p.run_id.clone(),
+                coverage: p
+                    .coverage
+                    .0
+                    .iter()
+                    .filter(|(tp, _)| tp.topic == topic)
+                    .map(|(tp, o)| (tp.to_string(), *o))
+                    .collect(),
+                finished_at: p.finished_at.clone(),
+                age_ms: chrono::DateTime::parse_from_rfc3339(&p.finished_at)
+                    .ok()
+                    .map(|t| now - t.timestamp_millis()),
+            });
+            let speed = status.as_ref().map(|status| {
+                status
+                    .iter()
+                    .filter(|(tp, _)| tp.topic == topic)
+                    .map(|(tp, s)| (tp.to_string(), *s))
+                    .collect()
+            });
+            ViewInfo {
+                name: view.name.clone(),
+                source: view.source.clone(),
+                topic,
+                group_by: view.group_by.iter().map(|f| f.name.clone()).collect(),
+                granularity: format_duration(std::time::Duration::from_millis(
+                    view.granularity_ms.unsigned_abs(),
+                )),
+                metrics: view
+                    .metrics
+                    .iter()
+                    .map(|m| (m.name.clone(), m.expr.to_string()))
+                    .collect(),
+                freshness: Freshness { batch, speed },
+            }
+        })
+        .collect();
+    Json(ViewList { views })
+}
+
+fn topic_of(config: &braid_shared::Config, source: &str) -> String {
+    config
+        .source(source)
+        .map(|s| s.topic.clone())
+        .unwrap_or_default()
+}
+
+/// Merged rows of one view: the batch snapshot plus the speed layer above its coverage.
+#[utoipa::path(get, path = "/v1/views/{view}", tag = "views",
+    params(("view" = String, Path, description = "the view's name"), ViewParams),
+    responses(
+        (status = 200, body = ViewAnswer),
+        (status = 400, body = ErrorBody, description = "a bad parameter, or more rows than serve.max_rows"),
+        (status = 404, body = ErrorBody, description = "no such view"),
+        (status = 503, body = ErrorBody, description = "the view is not in the published snapshot yet"),
+    ))]
+pub async fn get_view(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<ViewAnswer>, ApiError> {
+    let inner = &state.0;
+    let config = &inner.config;
+    let view = config
+        .view(&name)
+        .ok_or_else(|| ApiError::not_found("unknown_view", format!("no view {name:?}")))?;
+    let source = config
+        .source(&view.source)
+        .ok_or_else(|| ApiError::internal(format!("view {name:?} has no source")))?;
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("the query string cannot be read: {e}"),
+            )
+        })?;
+    let now = now_ms();
+    let query = query::parse(view, source, &params, now, config.serve.max_rows)?;
+    let speed = inner.backends.speed.as_deref();
+    let mut attempt = 0;
+    let merged = loop {
+        // One snapshot per attempt: its cells and its coverage go together.
+        let snapshot = inner.snapshot.current();
+        match merge::merge(
+            view,
+            &source.topic,
+            &snapshot,
+            speed,
+            &query,
+            config.serve.max_rows,
+            now,
+        ) {
+            Err(error) if error.code == "snapshot_changing" && attempt + 1 < MERGE_ATTEMPTS => {
+                // The speed layer moved to a newer snapshot than the one in hand: load it.
+                crate::metrics::merge_retry();
+                attempt += 1;
+                inner.snapshot.refresh().await;
+            }
+            other => break other?,
+        }
+    };
+    Ok(Json(ViewAnswer {
+        view: Arc::clone(view).name.clone(),
+        from: format_time(query.from_ms),
+        to: format_time(query.to_ms),
+        step: query
+            .step_ms
+            .map(|ms| format_duration(std::time::Duration::from_millis(ms.unsigned_abs()))),
+        rows: merged.rows,
+        total_rows: merged.total_rows,
+        provenance: merged.provenance,
+    }))
+}

@@ -1,0 +1,200 @@
+//! The published batch snapshot, held in memory: every view's cells, loaded once per swap from
+//! the snapshot's Parquet cell files, so a query merges in memory instead of reading files.
+//!
+//! A query takes the current [`Snapshot`] once and uses its views and its coverage together: two
+//! snapshots or two coverages are never mixed, whatever is swapped in meanwhile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use braid_shared::coverage::SnapshotPointer;
+use braid_shared::manifest::SnapshotManifest;
+use braid_shared::storage::read_snapshot_pointer;
+use braid_shared::{Config, Coverage, ViewState};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics;
+
+/// How often the snapshot pointer is checked for a new snapshot.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One published snapshot (or none yet), with every view's cells.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub pointer: Option<SnapshotPointer>,
+    views: HashMap<String, Arc<ViewState>>,
+    /// Views the snapshot lacks (new or changed definitions), with why.
+    missing: BTreeMap<String, String>,
+}
+
+impl Snapshot {
+    /// The coverage of the snapshot; empty (nothing covered) before the first one.
+    pub fn coverage(&self) -> Coverage {
+        self.pointer
+            .as_ref()
+            .map(|p| p.coverage.clone())
+            .unwrap_or_default()
+    }
+
+    /// A view's batch cells: `Ok(None)` before any snapshot, `Err` with why when the published
+    /// snapshot does not hold the view.
+    pub fn view(&self, name: &str) -> Result<Option<&Arc<ViewState>>, String> {
+        if let Some(state) = self.views.get(name) {
+            return Ok(Some(state));
+        }
+        match (&self.pointer, self.missing.get(name)) {
+            (None, _) => Ok(None),
+            (Some(_), Some(reason)) => Err(reason.clone()),
+            (Some(pointer), None) => Err(format!(
+                "batch snapshot {} does not hold view {name:?}",
+                pointer.run_id
+            )),
+        }
+    }
+}
+
+/// The snapshot in use and how to swap in the next one.
+pub struct SnapshotCache {
+    config: Arc<Config>,
+    current: RwLock<Arc<Snapshot>>,
+    /// One load at a time.
+    loading: tokio::sync::Mutex<()>,
+    /// Why the newest published snapshot could not be loaded, if it could not.
+    last_error: RwLock<Option<String>>,
+    loaded_once: std::sync::atomic::AtomicBool,
+}
+
+impl SnapshotCache {
+    pub fn new(config: Arc<Config>) -> Self {
+        Self {
+            config,
+            current: RwLock::new(Arc::new(Snapshot::default())),
+            loading: tokio::sync::Mutex::new(()),
+            last_error: RwLock::new(None),
+            loaded_once: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .map(|s| Arc::clone(&s))
+            .unwrap_or_default()
+    }
+
+    /// Whether the published snapshot (or its absence) has been read at least once.
+    pub fn is_ready(&self) -> bool {
+        self.loaded_once.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().ok().and_then(|e| e.clone())
+    }
+
+    /// Loads the published snapshot if it is not the one in use. Returns whether it swapped.
+    pub async fn refresh(&self) -> bool {
+        let _guard = self.loading.lock().await;
+        let dir = self.config.storage.dir.clone();
+        let pointer = match tokio::task::spawn_blocking(move || read_snapshot_pointer(&dir)).await
+        {
+            Ok(Ok(pointer)) => pointer,
+            Ok(Err(error)) => {
+                self.set_error(Some(error.to_string()));
+                return false;
+            }
+            Err(error) => {
+                self.set_error(Some(format!("reading the snapshot pointer: {error}")));
+                return false;
+            }
+        };
+        let same = self.current().pointer == pointer;
+        if same || pointer.is_none() {
+            self.loaded_once
+                .store(true, std::sync::atomic::Ordering::Release);
+            return false;
+        }
+        let config = Arc::clone(&self.config);
+        let started = Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || load(&config, pointer)).await;
+        match loaded {
+            Ok(Ok(snapshot)) => {
+                let run_id = snapshot.pointer.as_ref().map(|p| p.run_id.clone());
+                if let Ok(mut current) = self.current.write() {
+                    *current = Arc::new(snapshot);
+                }
+                self.set_error(None);
+                self.loaded_once
+                    .store(true, std::sync::atomic::Ordering::Release);
+                metrics::snapshot_loaded(started.elapsed());
+                tracing::info!(run_id = ?run_id, ms = started.elapsed().as_millis(), "batch snapshot swapped in");
+                true
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot load the published batch snapshot; answering from the previous one");
+                self.set_error(Some(error));
+                false
+            }
+            Err(error) => {
+                self.set_error(Some(format!("loading the snapshot: {error}")));
+                false
+            }
+        }
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        if let Ok(mut slot) = self.last_error.write() {
+            *slot = error;
+        }
+    }
+
+    /// Checks for a new snapshot every 100 ms until cancelled.
+    pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            self.refresh().await;
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+/// Reads every configured view of the snapshot `pointer` names.
+fn load(config: &Config, pointer: Option<SnapshotPointer>) -> Result<Snapshot, String> {
+    let Some(pointer) = pointer else {
+        return Ok(Snapshot::default());
+    };
+    let dir: PathBuf = config.storage.dir.clone();
+    let manifest_path = dir.join(&pointer.manifest);
+    let manifest = SnapshotManifest::read(&manifest_path)
+        .map_err(|e| format!("snapshot {}: {e}", pointer.run_id))?;
+    let mut views = HashMap::new();
+    let mut missing = BTreeMap::new();
+    for view in &config.views {
+        let Some(source) = config.source(&view.source) else {
+            continue;
+        };
+        match braid_store::snapshot::read_view(&dir, &manifest, view, source) {
+            Ok(Some(state)) => {
+                views.insert(view.name.clone(), Arc::new(state));
+            }
+            Ok(None) => {
+                missing.insert(
+                    view.name.clone(),
+                    format!(
+                        "view {:?} is new or changed since batch snapshot {}; it is answered after the next batch run",
+                        view.name, pointer.run_id
+                    ),
+                );
+            }
+            Err(error) => return Err(format!("snapshot {}: {error}", pointer.run_id)),
+        }
+    }
+    Ok(Snapshot {
+        pointer: Some(pointer),
+        views,
+        missing,
+    })
+}

@@ -1,0 +1,53 @@
+//! What every handler shares: the config, the snapshot in use, and the layers running in this
+//! process (each optional: `braid run --layers serve` answers from storage alone).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use braid_shared::{Config, SpeedReader};
+use braid_store::{BatchControl, History};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::snapshot::SnapshotCache;
+
+/// The other layers, as far as they run in this process.
+#[derive(Clone, Default)]
+pub struct Backends {
+    /// The speed layer's views; without it answers hold the batch snapshot only.
+    pub speed: Option<Arc<dyn SpeedReader>>,
+    /// Takes `POST /v1/batch/runs`; without it that endpoint answers 503.
+    pub batch: Option<Arc<dyn BatchControl>>,
+    /// Renders `GET /metrics`; without it that endpoint answers 503.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub config: Arc<Config>,
+    pub snapshot: Arc<SnapshotCache>,
+    pub history: History,
+    pub backends: Backends,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, backends: Backends) -> Self {
+        Self(Arc::new(Inner {
+            snapshot: Arc::new(SnapshotCache::new(Arc::clone(&config))),
+            history: History::new(&config.storage.dir),
+            config,
+            backends,
+            started: Instant::now(),
+        }))
+    }
+
+    pub fn snapshot(&self) -> &Arc<SnapshotCache> {
+        &self.0.snapshot
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
