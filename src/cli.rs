@@ -35,8 +35,38 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Layers to run, comma separated.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Layer::Batch, Layer::Speed])]
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Layer::Batch, Layer::Speed, Layer::Serve])]
         layers: Vec<Layer>,
+    },
+    /// Everything on one machine: the embedded broker (unless the config names brokers), the
+    /// payments generator, all three layers and the HTTP API, on a fresh data dir.
+    Dev {
+        /// Default: the built-in example (payments source, card/merchant/country views).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Generated events per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+    },
+    /// The synthetic payments generator against the configured brokers.
+    Produce {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source whose topic receives the events.
+        #[arg(long)]
+        source: String,
+        /// Events per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Stop after this many events (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Share of events whose time lies up to 10 minutes in the past.
+        #[arg(long, default_value_t = 0.05)]
+        late_share: f64,
+        /// Seed of the generator (the same seed makes the same cards, merchants and amounts).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// Run one batch recompute, publish it, and exit (for cron and Kubernetes CronJobs).
     Batch {
@@ -60,6 +90,8 @@ pub enum Layer {
     Batch,
     /// The speed layer's consumer.
     Speed,
+    /// The HTTP API.
+    Serve,
 }
 
 #[derive(Debug, Subcommand)]

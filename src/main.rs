@@ -1,10 +1,12 @@
 //! The `braid` binary: parses the command line, loads the config, wires the layers.
 //!
 //! - `cli`: commands and options; `check`: the `braid check` report; `run`: `braid run` and
-//!   `braid batch`.
+//!   `braid batch`; `dev`: `braid dev`; `produce`: the generator (`braid produce`).
 
 mod check;
 mod cli;
+mod dev;
+mod produce;
 mod run;
 
 use std::io::Write as _;
@@ -50,6 +52,36 @@ fn main() -> ExitCode {
         },
         Command::Batch { config, full } => match Config::load(&config) {
             Ok(config) => run::batch(&config, full),
+            Err(error) => config_error(&error),
+        },
+        Command::Dev { config, rate } => {
+            let builtin = config.is_none();
+            match load(config.as_deref()) {
+                Ok(config) => dev::run(config, builtin, rate),
+                Err(error) => config_error(&error),
+            }
+        }
+        Command::Produce {
+            config,
+            source,
+            rate,
+            count,
+            late_share,
+            seed,
+        } => match Config::load(&config) {
+            Ok(config) => {
+                if !(0.0..=1.0).contains(&late_share) {
+                    eprintln!("error: --late-share {late_share} is outside 0..=1");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                let plan = produce::Plan {
+                    rate: rate.max(1),
+                    count,
+                    late_share,
+                    seed,
+                };
+                produce::run(&config, &source, &plan)
+            }
             Err(error) => config_error(&error),
         },
         Command::Bench { target } => bench(target),

@@ -1,10 +1,13 @@
 //! `braid run`: the chosen layers until SIGINT or SIGTERM, or until one fails; `braid batch`:
 //! one recompute.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use braid_batch::{Archiver, BatchRunner, BatchScheduler, RunState, Trigger};
+use braid_serving::{Backends, Server};
 use braid_shared::Config;
 use braid_speed::SpeedLayer;
 use tokio_util::sync::CancellationToken;
@@ -49,9 +52,27 @@ pub fn batch(config: &Config, full: bool) -> ExitCode {
     }
 }
 
-/// Starts the layers, waits for a signal or a layer's failure, then stops them all.
+/// `braid run`: the layers against the configured brokers.
 pub fn run(config: &Config, layers: &[Layer]) -> ExitCode {
-    let cancel = CancellationToken::new();
+    if config.kafka.is_embedded() {
+        eprintln!(
+            "error: kafka.brokers is \"embedded\": `braid run` needs broker addresses; `braid dev` runs the embedded broker"
+        );
+        return ExitCode::from(crate::EXIT_CONFIG);
+    }
+    run_layers(config, layers, &CancellationToken::new(), |_| {})
+}
+
+/// Starts the layers, calls `on_serving` with the API's address once it listens, waits for a
+/// signal, `cancel` or a layer's failure, then stops them all: the server stops taking
+/// requests, the speed layer checkpoints, the archiver flushes.
+pub fn run_layers(
+    config: &Config,
+    layers: &[Layer],
+    cancel: &CancellationToken,
+    on_serving: impl FnOnce(Option<SocketAddr>),
+) -> ExitCode {
+    let cancel = cancel.clone();
     let mut failed = false;
     let speed = if layers.contains(&Layer::Speed) {
         match SpeedLayer::start(config, cancel.clone()) {
@@ -83,12 +104,52 @@ pub fn run(config: &Config, layers: &[Layer]) -> ExitCode {
     } else {
         (None, None)
     };
+    let mut server = None;
+    let runtime = if layers.contains(&Layer::Serve) {
+        let backends = Backends {
+            speed: speed
+                .as_ref()
+                .map(|s| Arc::new(s.handle()) as Arc<dyn braid_shared::SpeedReader>),
+            batch: scheduler
+                .as_ref()
+                .map(|s| Arc::new(s.handle()) as Arc<dyn braid_store::BatchControl>),
+            metrics: braid_serving::install_metrics(),
+        };
+        let started = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("braid-serve")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| {
+                let config = Arc::new(config.clone());
+                runtime
+                    .block_on(Server::start(config, backends, cancel.clone()))
+                    .map(|s| (runtime, s))
+                    .map_err(|e| e.to_string())
+            });
+        match started {
+            Ok((runtime, started)) => {
+                server = Some(started);
+                Some(runtime)
+            }
+            Err(error) => {
+                eprintln!("error: serving layer: {error}");
+                failed = true;
+                cancel.cancel();
+                None
+            }
+        }
+    } else {
+        None
+    };
+    on_serving(server.as_ref().map(Server::addr));
     tracing::info!(?layers, "braid running; stop with Ctrl-C or SIGTERM");
     let watcher = watch_signals(cancel.clone());
     while !cancel.is_cancelled() {
         let speed_done = speed.as_ref().is_some_and(SpeedLayer::is_finished);
         let archive_done = archiver.as_ref().is_some_and(Archiver::is_finished);
-        if speed_done || archive_done {
+        let serve_done = server.as_ref().is_some_and(Server::is_finished);
+        if speed_done || archive_done || serve_done {
             tracing::error!("a layer stopped; stopping the others");
             failed = true;
             cancel.cancel();
@@ -96,6 +157,12 @@ pub fn run(config: &Config, layers: &[Layer]) -> ExitCode {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(watcher);
+    if let (Some(runtime), Some(server)) = (&runtime, server)
+        && let Err(error) = runtime.block_on(server.join())
+    {
+        eprintln!("error: serving layer: {error}");
+        failed = true;
+    }
     if let Some(speed) = speed
         && let Err(error) = speed.join()
     {
@@ -119,7 +186,7 @@ pub fn run(config: &Config, layers: &[Layer]) -> ExitCode {
 }
 
 /// Cancels `cancel` on SIGINT or SIGTERM, from a small runtime on its own thread.
-fn watch_signals(cancel: CancellationToken) -> Option<std::thread::JoinHandle<()>> {
+pub fn watch_signals(cancel: CancellationToken) -> Option<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

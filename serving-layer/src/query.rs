@@ -349,10 +349,12 @@ top = "top_k(card_id, 3)"
         assert_eq!(q.step_ms, Some(300_000));
         assert_eq!(q.filters, vec![(1, Value::Str("DE".into()))]);
         assert_eq!(q.group_by, vec![1]);
+        let config = Config::from_toml(CONFIG).unwrap();
+        let amount = config.view("spend").unwrap().metrics.iter().position(|m| m.name == "amount");
         assert_eq!(
             q.order_by,
             Some(OrderBy {
-                metric: 1,
+                metric: amount.unwrap(),
                 descending: false
             })
         );

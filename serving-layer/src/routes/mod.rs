@@ -20,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
@@ -72,7 +73,8 @@ pub fn router(state: AppState) -> Router {
             ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE)
         }))
         .load_shed()
-        .concurrency_limit(serve.max_concurrency)
+        // One semaphore for every route (`Router::layer` wraps each route on its own).
+        .layer(GlobalConcurrencyLimitLayer::new(serve.max_concurrency))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             serve.request_timeout.0,

@@ -1,0 +1,117 @@
+//! `braid dev`: everything on one machine with no setup. The embedded broker is librdkafka's
+//! mock cluster (the real Kafka protocol, in process), so any Kafka client can produce to the
+//! address printed.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use braid_shared::Config;
+use braid_shared::config::Interval;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Layer;
+use crate::produce::{self, Plan};
+
+/// Partitions of each topic on the embedded broker.
+const PARTITIONS: i32 = 3;
+
+pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
+    // A fresh data dir for the built-in example; a given config keeps its own.
+    let _fresh = if builtin {
+        match tempfile::Builder::new().prefix("braid-dev-").tempdir() {
+            Ok(dir) => {
+                config.storage.dir = dir.path().to_owned();
+                // Batch swaps every minute, so a newcomer sees both layers at work.
+                config.batch.interval = Interval(Some(Duration::from_secs(60)));
+                Some(dir)
+            }
+            Err(error) => {
+                eprintln!("error: cannot create a data dir: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let cluster = if config.kafka.is_embedded() {
+        match embedded_broker(&config) {
+            Ok(cluster) => {
+                config.kafka.brokers = cluster.bootstrap_servers();
+                Some(cluster)
+            }
+            Err(error) => {
+                eprintln!("error: embedded broker: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let Some(source) = config.sources.first().cloned() else {
+        eprintln!("error: the config has no source to generate events for");
+        return ExitCode::from(crate::EXIT_CONFIG);
+    };
+    let generator_fits = produce::check_source(&source);
+    let cancel = CancellationToken::new();
+    let generator = match generator_fits {
+        Ok(()) => {
+            let producer = match produce::producer(&config, &config.kafka.brokers) {
+                Ok(producer) => producer,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let cancel = cancel.clone();
+            let topic = source.topic.clone();
+            let plan = Plan {
+                rate,
+                count: None,
+                late_share: 0.05,
+                seed: 42,
+            };
+            Some(std::thread::spawn(move || {
+                produce::generate(&producer, &topic, &plan, &cancel)
+            }))
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "no generator: produce events yourself");
+            None
+        }
+    };
+    let brokers = config.kafka.brokers.clone();
+    let dir = config.storage.dir.clone();
+    let layers = [Layer::Batch, Layer::Speed, Layer::Serve];
+    let code = crate::run::run_layers(&config, &layers, &cancel, |addr| {
+        if let Some(addr) = addr {
+            println!("Braid is running (stop with Ctrl-C)");
+            println!("  dashboard  http://{addr}/");
+            println!("  API        http://{addr}/v1/views");
+            println!("  broker     {brokers}   (Kafka protocol; topic {:?})", source.topic);
+            println!("  data dir   {}", dir.display());
+            if generator.is_some() {
+                println!("  generator  {rate} payments/s into {:?}", source.topic);
+            }
+        }
+    });
+    cancel.cancel();
+    if let Some(generator) = generator
+        && let Ok((produced, _)) = generator.join()
+    {
+        tracing::info!(produced, "generator stopped");
+    }
+    drop(cluster);
+    code
+}
+
+fn embedded_broker(
+    config: &Config,
+) -> Result<MockCluster<'static, DefaultProducerContext>, rdkafka::error::KafkaError> {
+    let cluster = MockCluster::new(1)?;
+    for topic in config.topics() {
+        cluster.create_topic(topic, PARTITIONS, 1)?;
+    }
+    Ok(cluster)
+}
