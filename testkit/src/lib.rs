@@ -23,6 +23,8 @@ pub fn producer(bootstrap: &str) -> BaseProducer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
+        // Kafka-compatible brokers such as tansu 0.6 mishandle idempotent producers.
+        .set("enable.idempotence", "false")
         .set("message.timeout.ms", "60000")
         .create()
         .expect("producer")
@@ -109,6 +111,9 @@ group_id = "{group}"
 
 [storage]
 dir = "{dir}"
+
+[serve]
+listen = "127.0.0.1:0"
 
 [speed]
 segment_size = 100

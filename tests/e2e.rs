@@ -1,0 +1,152 @@
+//! End to end, with `braid run` as a process on librdkafka's mock cluster: known events (late and
+//! malformed ones included) are produced while batch runs are requested at random moments and
+//! the whole process is killed with SIGKILL and restarted. Every merged answer must equal the
+//! reference folded independently from the produced events, at exactly the offsets the answer's
+//! provenance names.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use braid_testkit::{Trickle, by_partition, cluster, payments, unique};
+use common::{Braid, Produced, Shape, assert_exact, free_port, get, post};
+use rand::Rng as _;
+
+const PARTITIONS: i32 = 3;
+
+const SHAPES: [Shape; 3] = [
+    // Every country, per hour.
+    Shape {
+        view: "country_hour",
+        params: "",
+        keep: None,
+        step_ms: Some(3_600_000),
+        filters: &[],
+    },
+    // One card, its minutes re-bucketed to 10 minutes.
+    Shape {
+        view: "card_minute",
+        params: "&card_id=card-7",
+        keep: None,
+        step_ms: Some(600_000),
+        filters: &[("card_id", "card-7")],
+    },
+    // Every card merged away: one total row for the whole range.
+    Shape {
+        view: "card_minute",
+        params: "&group_by=",
+        keep: Some(&[]),
+        step_ms: None,
+        filters: &[],
+    },
+];
+
+#[test]
+fn merged_answers_are_exact_through_batch_swaps_and_kill_9() {
+    let cluster = cluster(1);
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) =
+        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
+    let messages = payments(808, 9_000, PARTITIONS);
+    let produced = Produced::new(&config, "payments", &by_partition(&messages, PARTITIONS));
+
+    let mut braid = Braid::start(&path, free_port());
+    let trickle = Trickle::start(&bootstrap, &topic, &messages, 100, Duration::from_millis(150));
+    let mut rng = rand::rng();
+    let mut checks = 0;
+    let mut runs = Vec::new();
+    let mut snapshots_seen = std::collections::BTreeSet::new();
+    let mut mixed = 0;
+    let mut kills = 0;
+    let started = Instant::now();
+    while trickle.produced() < messages.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "producing took too long"
+        );
+        if rng.random_bool(0.3) {
+            let (status, body) = post(&format!("{}/v1/batch/runs", braid.base), "");
+            assert_eq!(status, 202, "{body}");
+            runs.push(body["run_id"].as_str().unwrap().to_owned());
+        }
+        if kills < 2 && trickle.produced() > (kills + 1) * messages.len() / 4 {
+            braid.kill_and_restart();
+            kills += 1;
+        }
+        for shape in &SHAPES {
+            let (status, answer) = get(&shape.url(&braid.base));
+            assert_eq!(status, 200, "{answer}\n{}", braid.log_tail());
+            assert_exact(&config, &topic, &produced, shape, &answer);
+            let provenance = &answer["provenance"];
+            if let Some(run) = provenance["batch"]["run_id"].as_str() {
+                snapshots_seen.insert(run.to_owned());
+                if provenance["speed"]["positions"]
+                    .as_object()
+                    .is_some_and(|p| !p.is_empty())
+                {
+                    mixed += 1;
+                }
+            }
+            checks += 1;
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..150)));
+    }
+    trickle.finish();
+    if kills < 2 {
+        // The restarts outlasted the producer: the second kill hits an idle process.
+        braid.kill_and_restart();
+        kills += 1;
+    }
+
+    // A last run, then everything consumed: the answer covers every produced event.
+    let (status, body) = post(&format!("{}/v1/batch/runs", braid.base), "{\"full\": false}");
+    assert_eq!(status, 202, "{body}");
+    let last = body["run_id"].as_str().unwrap().to_owned();
+    braid_testkit::wait_for("the last batch run", Duration::from_secs(60), || {
+        get(&format!("{}/v1/batch/runs/{last}", braid.base)).1["state"] == "succeeded"
+    });
+    let complete = |answer: &serde_json::Value| {
+        (0..PARTITIONS).all(|p| {
+            answer["provenance"]["offsets"][format!("{topic}/{p}")].as_i64()
+                == Some(produced.len(p as usize))
+        })
+    };
+    for shape in &SHAPES {
+        let mut answer = serde_json::Value::Null;
+        braid_testkit::wait_for("every event in the answer", Duration::from_secs(60), || {
+            answer = get(&shape.url(&braid.base)).1;
+            complete(&answer)
+        });
+        assert_exact(&config, &topic, &produced, shape, &answer);
+        // The answer uses the snapshot published last (a run with nothing new publishes none).
+        let (_, status) = get(&format!("{}/v1/status", braid.base));
+        assert_eq!(
+            answer["provenance"]["batch"]["run_id"],
+            status["batch"]["snapshot_run_id"]
+        );
+    }
+    // Every malformed message is listed once, with its reason, across the restarts.
+    let (_, rejected) = get(&format!("{}/v1/rejected/payments?limit=10000", braid.base));
+    assert_eq!(rejected["total"].as_u64(), Some(produced.rejected() as u64));
+    assert!(
+        rejected["events"][0]["reason"].is_object() || rejected["events"][0]["reason"].is_string()
+    );
+    assert!(produced.rejected() > 100);
+    // Runs that succeeded swapped snapshots under the checks.
+    let (_, history) = get(&format!("{}/v1/batch/runs?limit=1000", braid.base));
+    let succeeded = history["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "succeeded")
+        .count();
+    assert!(succeeded >= 3, "{succeeded} runs succeeded of {}", runs.len());
+    assert!(snapshots_seen.len() >= 2, "answers saw {snapshots_seen:?}");
+    assert!(mixed > 0, "no answer merged a snapshot with speed cells");
+    assert!(checks >= 30, "only {checks} answers checked");
+    assert_eq!(kills, 2);
+    braid.stop();
+}
