@@ -1,0 +1,176 @@
+//! End to end against a real Kafka-compatible broker process, tansu (installed by
+//! `scripts/install-deps.sh --tansu`), with its SQLite storage so that it survives a restart:
+//! Braid runs as a process, events are produced before and while it runs, the broker is stopped
+//! and started again mid-stream, and every merged answer equals the independent reference.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use braid_testkit::{by_partition, payments, produce, producer, unique, wait_for};
+use common::{Braid, Produced, Shape, assert_exact, free_port, get, post};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+const PARTITIONS: i32 = 2;
+
+const SHAPES: [Shape; 2] = [
+    Shape {
+        view: "country_hour",
+        params: "",
+        keep: None,
+        step_ms: Some(3_600_000),
+        filters: &[],
+    },
+    Shape {
+        view: "card_minute",
+        params: "&group_by=",
+        keep: Some(&[]),
+        step_ms: Some(600_000),
+        filters: &[],
+    },
+];
+
+/// The tansu broker as a child process, storing in `tansu.db` of its working dir (tansu 0.6
+/// mangles absolute SQLite paths).
+struct Tansu {
+    child: Child,
+}
+
+impl Tansu {
+    fn start(dir: &Path, port: u16) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tansu.log"))
+            .unwrap();
+        let child = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start tansu ({e}); scripts/install-deps.sh --tansu installs it")
+            });
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tansu did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child }
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn create_topic(bootstrap: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .unwrap();
+    for result in results {
+        result.unwrap();
+    }
+}
+
+#[test]
+fn merged_answers_are_exact_on_tansu_through_a_broker_restart() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let tansu = Tansu::start(broker_dir.path(), port);
+    let topic = unique("payments");
+    create_topic(&bootstrap, &topic);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) =
+        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
+    let messages = payments(919, 3_000, PARTITIONS);
+    let produced = Produced::new(&config, "payments", &by_partition(&messages, PARTITIONS));
+    let (first, rest) = messages.split_at(1_000);
+    let (second, third) = rest.split_at(1_000);
+    produce(&producer(&bootstrap), &topic, first);
+
+    let braid = Braid::start(&path, free_port());
+    let check_all = |braid: &Braid| {
+        for shape in &SHAPES {
+            let (status, answer) = get(&shape.url(&braid.base));
+            assert_eq!(status, 200, "{answer}");
+            assert_exact(&config, &topic, &produced, shape, &answer);
+        }
+    };
+    check_all(&braid);
+    let (status, body) = post(&format!("{}/v1/batch/runs", braid.base), "");
+    assert_eq!(status, 202, "{body}");
+    produce(&producer(&bootstrap), &topic, second);
+    for _ in 0..10 {
+        check_all(&braid);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The broker goes away and comes back with its log; Braid answers throughout.
+    tansu.stop();
+    for _ in 0..5 {
+        check_all(&braid);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _tansu = Tansu::start(broker_dir.path(), port);
+    produce(&producer(&bootstrap), &topic, third);
+    let (status, body) = post(&format!("{}/v1/batch/runs", braid.base), "");
+    assert_eq!(status, 202, "{body}");
+    let id = body["run_id"].as_str().unwrap().to_owned();
+    wait_for("the batch run after the restart", Duration::from_secs(60), || {
+        let state = get(&format!("{}/v1/batch/runs/{id}", braid.base)).1["state"].clone();
+        assert_ne!(state, "failed", "{}", braid.log_tail());
+        state == "succeeded"
+    });
+    for shape in &SHAPES {
+        let mut answer = serde_json::Value::Null;
+        wait_for("every event in the answer", Duration::from_secs(90), || {
+            answer = get(&shape.url(&braid.base)).1;
+            (0..PARTITIONS).all(|p| {
+                answer["provenance"]["offsets"][format!("{topic}/{p}")].as_i64()
+                    == Some(produced.len(p as usize))
+            })
+        });
+        assert_exact(&config, &topic, &produced, shape, &answer);
+        assert!(answer["provenance"]["batch"]["run_id"].is_string());
+    }
+    braid.stop();
+}
