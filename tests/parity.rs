@@ -1,6 +1,7 @@
 //! The golden parity suite: fixture events in (tests/fixtures/parity), expected view rows out,
-//! through the batch path (archiver + Polars recompute + snapshot), the speed path and the
-//! shared reference, all equal to the golden rows. Late, out-of-order, malformed, null-keyed
+//! through the batch path (archiver + Polars recompute + snapshot), the speed path, the merged
+//! HTTP path (`GET /v1/views/{view}` over batch ⊕ speed) and the shared reference, all equal to
+//! the golden rows. Late, out-of-order, malformed, null-keyed
 //! and pre-1970 events are in the fixture. `BRAID_UPDATE_GOLDEN=1` rewrites the golden file
 //! from the reference (review the diff before committing it).
 
@@ -62,7 +63,7 @@ fn batch_speed_and_reference_equal_the_golden_rows() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = std::fs::read_to_string(Path::new(FIXTURE).join("braid.toml")).unwrap();
     let text = format!(
-        "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[kafka.config]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n\n[storage]\ndir = \"{}\"\n\n{}",
+        "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[kafka.config]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n\n[storage]\ndir = \"{}\"\n\n[serve]\nlisten = \"127.0.0.1:0\"\n\n{}",
         cluster.bootstrap_servers(),
         unique("group"),
         dir.path().display(),
@@ -141,6 +142,7 @@ fn batch_speed_and_reference_equal_the_golden_rows() {
             serde_json::from_str(&std::fs::read_to_string(&golden_path).unwrap()).unwrap()
         };
     let update = golden.is_empty();
+    let merged_rows = merged_http_rows(&config, speed.handle());
     for (view, speed_rows) in config.views.iter().zip(&speed_rows) {
         let reference = rows(&ViewState::recompute(Arc::clone(view), &events));
         if update {
@@ -160,6 +162,12 @@ fn batch_speed_and_reference_equal_the_golden_rows() {
             .unwrap();
         assert_rows("batch", &view.name, &rows(&batch), want);
         assert_rows("speed", &view.name, speed_rows, want);
+        assert_rows(
+            "merged HTTP",
+            &view.name,
+            &merged_rows[&view.name],
+            &as_http_rows(want),
+        );
     }
     if update {
         std::fs::write(
@@ -171,4 +179,78 @@ fn batch_speed_and_reference_equal_the_golden_rows() {
     cancel.cancel();
     speed.join().unwrap();
     archiver.join().unwrap();
+}
+
+/// Every view's rows as the API answers them over all time, one bucket per row, from a server
+/// merging the published snapshot with the speed layer.
+fn merged_http_rows(
+    config: &Config,
+    speed: braid_speed::SpeedHandle,
+) -> std::collections::BTreeMap<String, Json> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let backends = braid_serving::Backends {
+        speed: Some(Arc::new(speed)),
+        ..Default::default()
+    };
+    let server = runtime
+        .block_on(braid_serving::Server::start(
+            Arc::new(config.clone()),
+            backends,
+            cancel.clone(),
+        ))
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut merged = std::collections::BTreeMap::new();
+    for view in &config.views {
+        let step = view.granularity_ms / 1000;
+        let url = format!(
+            "http://{}/v1/views/{}?from=-10000000000000&to=10000000000000&step={step}s",
+            server.addr(),
+            view.name
+        );
+        let answer: Json = agent
+            .get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        assert!(answer["provenance"]["batch"]["run_id"].is_string(), "{answer}");
+        merged.insert(view.name.clone(), answer["rows"].clone());
+    }
+    cancel.cancel();
+    runtime.block_on(server.join()).unwrap();
+    merged
+}
+
+/// Golden rows (`{bucket_ms, group: [[name, {"Str": v}]], metrics: [[name, v]]}`) in the API's
+/// shape (`{bucket, <field>: v, <metric>: v}`).
+fn as_http_rows(golden: &Json) -> Json {
+    let rows = golden.as_array().unwrap().iter().map(|row| {
+        let mut out = serde_json::Map::new();
+        let bucket = chrono::DateTime::from_timestamp_millis(row["bucket_ms"].as_i64().unwrap())
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        out.insert("bucket".into(), bucket.into());
+        for pair in row["group"].as_array().unwrap() {
+            let value = match &pair[1] {
+                Json::Object(tagged) => tagged.values().next().cloned().unwrap_or(Json::Null),
+                _ => Json::Null,
+            };
+            out.insert(pair[0].as_str().unwrap().to_owned(), value);
+        }
+        for pair in row["metrics"].as_array().unwrap() {
+            out.insert(pair[0].as_str().unwrap().to_owned(), pair[1].clone());
+        }
+        Json::Object(out)
+    });
+    Json::Array(rows.collect())
 }
