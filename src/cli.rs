@@ -112,6 +112,28 @@ pub enum BenchTarget {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The serving layer: merged point- and range-query latency at a fixed request rate while
+    /// events are ingested, and freshness (produce to visible in a merged answer).
+    Serve {
+        /// Config whose first source is generated; default: the built-in example.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Events in the batch snapshot before the load starts.
+        #[arg(long, default_value_t = 200_000)]
+        history: usize,
+        /// Requests per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds of load per query kind.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Events per second produced during the load.
+        #[arg(long, default_value_t = 2_000)]
+        ingest_rate: u64,
+        /// Freshness samples.
+        #[arg(long, default_value_t = 200)]
+        freshness_samples: usize,
+    },
     /// The speed layer: decode + apply in-process (alone and with readers), end to end from the
     /// embedded broker, and memory per live cell.
     Speed {

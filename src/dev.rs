@@ -39,6 +39,13 @@ pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
         match embedded_broker(&config) {
             Ok(cluster) => {
                 config.kafka.brokers = cluster.bootstrap_servers();
+                // The embedded broker answers a fetch when its wait ends, not when data
+                // arrives: a short wait keeps answers fresh to milliseconds.
+                config
+                    .kafka
+                    .config
+                    .entry("fetch.wait.max.ms".to_owned())
+                    .or_insert(braid_shared::config::KafkaSetting::Int(10));
                 Some(cluster)
             }
             Err(error) => {
@@ -89,7 +96,10 @@ pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
             println!("Braid is running (stop with Ctrl-C)");
             println!("  dashboard  http://{addr}/");
             println!("  API        http://{addr}/v1/views");
-            println!("  broker     {brokers}   (Kafka protocol; topic {:?})", source.topic);
+            println!(
+                "  broker     {brokers}   (Kafka protocol; topic {:?})",
+                source.topic
+            );
             println!("  data dir   {}", dir.display());
             if generator.is_some() {
                 println!("  generator  {rate} payments/s into {:?}", source.topic);

@@ -1,8 +1,10 @@
 //! The `braid` binary: parses the command line, loads the config, wires the layers.
 //!
 //! - `cli`: commands and options; `check`: the `braid check` report; `run`: `braid run` and
-//!   `braid batch`; `dev`: `braid dev`; `produce`: the generator (`braid produce`).
+//!   `braid batch`; `dev`: `braid dev`; `produce`: the generator (`braid produce`);
+//!   `bench_serve`: `braid bench serve`.
 
+mod bench_serve;
 mod check;
 mod cli;
 mod dev;
@@ -98,6 +100,26 @@ fn bench(target: BenchTarget) -> ExitCode {
             Ok(config) => braid_speed::bench::run(&config, events.max(1), end_to_end_events.max(1))
                 .map(|report| report.to_string())
                 .map_err(|e| e.to_string()),
+            Err(error) => return config_error(&error),
+        },
+        BenchTarget::Serve {
+            config,
+            history,
+            rate,
+            seconds,
+            ingest_rate,
+            freshness_samples,
+        } => match load(config.as_deref()) {
+            Ok(config) => {
+                let options = bench_serve::Options {
+                    history: history.max(1),
+                    rate: rate.max(1),
+                    seconds: seconds.max(1),
+                    ingest_rate: ingest_rate.max(1),
+                    freshness_samples: freshness_samples.max(1),
+                };
+                bench_serve::run(&config, &options).map_err(|e| format!("{e:#}"))
+            }
             Err(error) => return config_error(&error),
         },
         BenchTarget::Batch {

@@ -23,7 +23,11 @@ pub struct Plan {
 
 /// Checks that `source` reads the generator's events, so nothing is produced only to be rejected.
 pub fn check_source(source: &SourceDef) -> Result<(), String> {
-    let mut sample = Payments::new(1, chrono::Utc::now().timestamp_millis(), PaymentsShape::default());
+    let mut sample = Payments::new(
+        1,
+        chrono::Utc::now().timestamp_millis(),
+        PaymentsShape::default(),
+    );
     Decoder::new(source).decode(&sample.next_event()).map(|_| ()).map_err(|reason| {
         format!(
             "source {:?} does not accept the generator's payment events (tx_id, card_id, merchant_id, country, amount, currency, ts): {reason}",
@@ -76,7 +80,10 @@ pub fn generate(
         match producer.send(BaseRecord::to(topic).payload(&event).key(&key)) {
             Ok(()) => produced += 1,
             Err((error, _)) => {
-                if matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                if matches!(
+                    error.rdkafka_error_code(),
+                    Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                ) {
                     producer.poll(Duration::from_millis(10));
                 } else {
                     tracing::warn!(%error, "produce failed");
@@ -100,11 +107,16 @@ pub fn generate(
 pub fn run(config: &Config, source: &str, plan: &Plan) -> ExitCode {
     let Some(source) = config.source(source) else {
         let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-        eprintln!("error: --source {source:?} is not a source of the config (sources: {})", known.join(", "));
+        eprintln!(
+            "error: --source {source:?} is not a source of the config (sources: {})",
+            known.join(", ")
+        );
         return ExitCode::from(crate::EXIT_CONFIG);
     };
     if config.kafka.is_embedded() {
-        eprintln!("error: kafka.brokers is \"embedded\": `braid produce` needs a broker address (`braid dev` prints its embedded broker's)");
+        eprintln!(
+            "error: kafka.brokers is \"embedded\": `braid produce` needs a broker address (`braid dev` prints its embedded broker's)"
+        );
         return ExitCode::from(crate::EXIT_CONFIG);
     }
     if let Err(error) = check_source(source) {
@@ -125,6 +137,13 @@ pub fn run(config: &Config, source: &str, plan: &Plan) -> ExitCode {
     if let Some(watcher) = watcher {
         let _ = watcher.join();
     }
-    println!("produced {produced} events to {}, {failed} not delivered", source.topic);
-    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    println!(
+        "produced {produced} events to {}, {failed} not delivered",
+        source.topic
+    );
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

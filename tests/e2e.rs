@@ -54,7 +54,13 @@ fn merged_answers_are_exact_through_batch_swaps_and_kill_9() {
     let produced = Produced::new(&config, "payments", &by_partition(&messages, PARTITIONS));
 
     let mut braid = Braid::start(&path, free_port());
-    let trickle = Trickle::start(&bootstrap, &topic, &messages, 100, Duration::from_millis(150));
+    let trickle = Trickle::start(
+        &bootstrap,
+        &topic,
+        &messages,
+        100,
+        Duration::from_millis(150),
+    );
     let mut rng = rand::rng();
     let mut checks = 0;
     let mut runs = Vec::new();
@@ -102,7 +108,10 @@ fn merged_answers_are_exact_through_batch_swaps_and_kill_9() {
     }
 
     // A last run, then everything consumed: the answer covers every produced event.
-    let (status, body) = post(&format!("{}/v1/batch/runs", braid.base), "{\"full\": false}");
+    let (status, body) = post(
+        &format!("{}/v1/batch/runs", braid.base),
+        "{\"full\": false}",
+    );
     assert_eq!(status, 202, "{body}");
     let last = body["run_id"].as_str().unwrap().to_owned();
     braid_testkit::wait_for("the last batch run", Duration::from_secs(60), || {
@@ -143,7 +152,11 @@ fn merged_answers_are_exact_through_batch_swaps_and_kill_9() {
         .iter()
         .filter(|r| r["state"] == "succeeded")
         .count();
-    assert!(succeeded >= 3, "{succeeded} runs succeeded of {}", runs.len());
+    assert!(
+        succeeded >= 3,
+        "{succeeded} runs succeeded of {}",
+        runs.len()
+    );
     assert!(snapshots_seen.len() >= 2, "answers saw {snapshots_seen:?}");
     assert!(mixed > 0, "no answer merged a snapshot with speed cells");
     assert!(checks >= 30, "only {checks} answers checked");

@@ -223,7 +223,10 @@ fn merged_http_rows(
             .body_mut()
             .read_json()
             .unwrap();
-        assert!(answer["provenance"]["batch"]["run_id"].is_string(), "{answer}");
+        assert!(
+            answer["provenance"]["batch"]["run_id"].is_string(),
+            "{answer}"
+        );
         merged.insert(view.name.clone(), answer["rows"].clone());
     }
     cancel.cancel();

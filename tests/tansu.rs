@@ -155,11 +155,15 @@ fn merged_answers_are_exact_on_tansu_through_a_broker_restart() {
     let (status, body) = post(&format!("{}/v1/batch/runs", braid.base), "");
     assert_eq!(status, 202, "{body}");
     let id = body["run_id"].as_str().unwrap().to_owned();
-    wait_for("the batch run after the restart", Duration::from_secs(60), || {
-        let state = get(&format!("{}/v1/batch/runs/{id}", braid.base)).1["state"].clone();
-        assert_ne!(state, "failed", "{}", braid.log_tail());
-        state == "succeeded"
-    });
+    wait_for(
+        "the batch run after the restart",
+        Duration::from_secs(60),
+        || {
+            let state = get(&format!("{}/v1/batch/runs/{id}", braid.base)).1["state"].clone();
+            assert_ne!(state, "failed", "{}", braid.log_tail());
+            state == "succeeded"
+        },
+    );
     for shape in &SHAPES {
         let mut answer = serde_json::Value::Null;
         wait_for("every event in the answer", Duration::from_secs(90), || {

@@ -92,9 +92,10 @@ impl ApiError {
                 "method_not_allowed",
                 "this endpoint does not take that method",
             ),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                ("unsupported_media_type", "send the body as application/json")
-            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "send the body as application/json",
+            ),
             s if s.is_client_error() => ("bad_request", "the request is not valid"),
             _ => ("internal", "the server failed to answer"),
         };
@@ -123,9 +124,11 @@ impl From<braid_store::Error> for ApiError {
             braid_store::Error::UnknownRun(id) => {
                 Self::not_found("unknown_run", format!("no batch run {id:?}"))
             }
-            braid_store::Error::QueueFull(_) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", error.to_string())
-            }
+            braid_store::Error::QueueFull(_) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue_full",
+                error.to_string(),
+            ),
             other => Self::internal(other.to_string()),
         }
     }
@@ -137,7 +140,9 @@ impl From<braid_shared::Error> for ApiError {
             braid_shared::Error::UnknownView(view) => {
                 Self::not_found("unknown_view", format!("no view {view:?}"))
             }
-            braid_shared::Error::Coverage(message) => Self::unavailable("snapshot_changing", message),
+            braid_shared::Error::Coverage(message) => {
+                Self::unavailable("snapshot_changing", message)
+            }
             other => Self::internal(other.to_string()),
         }
     }

@@ -87,7 +87,11 @@ pub fn parse(
                 format!(
                     "is not a parameter of this endpoint nor a group-by field of view {:?} (filters apply to: {})",
                     view.name,
-                    if fields.is_empty() { "none".to_owned() } else { fields.join(", ") }
+                    if fields.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        fields.join(", ")
+                    }
                 ),
             ));
         };
@@ -170,7 +174,10 @@ fn parse_step(text: &str, granularity_ms: i64) -> Result<i64, ApiError> {
         .and_then(|d| i64::try_from(d.as_millis()).ok())
         .filter(|ms| *ms > 0)
         .ok_or_else(|| {
-            ApiError::parameter("step", format!("{text:?} is not a duration such as 5m or 1h"))
+            ApiError::parameter(
+                "step",
+                format!("{text:?} is not a duration such as 5m or 1h"),
+            )
         })?;
     if step % granularity_ms != 0 {
         let granularity = std::time::Duration::from_millis(granularity_ms.unsigned_abs());
@@ -350,7 +357,12 @@ top = "top_k(card_id, 3)"
         assert_eq!(q.filters, vec![(1, Value::Str("DE".into()))]);
         assert_eq!(q.group_by, vec![1]);
         let config = Config::from_toml(CONFIG).unwrap();
-        let amount = config.view("spend").unwrap().metrics.iter().position(|m| m.name == "amount");
+        let amount = config
+            .view("spend")
+            .unwrap()
+            .metrics
+            .iter()
+            .position(|m| m.name == "amount");
         assert_eq!(
             q.order_by,
             Some(OrderBy {
@@ -375,22 +387,40 @@ top = "top_k(card_id, 3)"
             ("from=now-1h&to=now&step=90s", "step: 90s is not a multiple"),
             ("from=now-1h&to=now&step=0s", "step: "),
             ("from=now-1h&to=now&step=fast", "step: \"fast\""),
-            ("from=now-1h&to=now&merchant=m1", "merchant: is not a parameter"),
-            ("from=now-1h&to=now&group_by=merchant", "group_by: \"merchant\""),
-            ("from=now-1h&to=now&group_by=country,country", "listed twice"),
-            ("from=now-1h&to=now&order_by=nope", "order_by: \"nope\" is not a metric"),
+            (
+                "from=now-1h&to=now&merchant=m1",
+                "merchant: is not a parameter",
+            ),
+            (
+                "from=now-1h&to=now&group_by=merchant",
+                "group_by: \"merchant\"",
+            ),
+            (
+                "from=now-1h&to=now&group_by=country,country",
+                "listed twice",
+            ),
+            (
+                "from=now-1h&to=now&order_by=nope",
+                "order_by: \"nope\" is not a metric",
+            ),
             ("from=now-1h&to=now&order_by=top", "top-k list"),
             ("from=now-1h&to=now&order_by=tx:up", "direction \"up\""),
             ("from=now-1h&to=now&limit=0", "limit: \"0\""),
             ("from=now-1h&to=now&limit=1001", "limit: \"1001\""),
             ("from=now-1h&to=now&limit=-3", "limit: "),
-            ("from=now-1h&to=now&from=now", "from: is given more than once"),
+            (
+                "from=now-1h&to=now&from=now",
+                "from: is given more than once",
+            ),
             ("from=now-1h&to=now-99999999999999999999y", "to: "),
             ("from=now~1h&to=now", "from: "),
         ];
         for (query, expected) in cases {
             let got = message(query);
-            assert!(got.contains(expected), "{query}: {got:?} lacks {expected:?}");
+            assert!(
+                got.contains(expected),
+                "{query}: {got:?} lacks {expected:?}"
+            );
         }
     }
 

@@ -97,8 +97,7 @@ impl SnapshotCache {
     pub async fn refresh(&self) -> bool {
         let _guard = self.loading.lock().await;
         let dir = self.config.storage.dir.clone();
-        let pointer = match tokio::task::spawn_blocking(move || read_snapshot_pointer(&dir)).await
-        {
+        let pointer = match tokio::task::spawn_blocking(move || read_snapshot_pointer(&dir)).await {
             Ok(Ok(pointer)) => pointer,
             Ok(Err(error)) => {
                 self.set_error(Some(error.to_string()));

@@ -174,7 +174,11 @@ async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
 }
 
 fn range(from_minute: i64, to_minute: i64) -> String {
-    format!("from={}&to={}", T0 + from_minute * MIN, T0 + to_minute * MIN)
+    format!(
+        "from={}&to={}",
+        T0 + from_minute * MIN,
+        T0 + to_minute * MIN
+    )
 }
 
 #[tokio::test]
@@ -206,15 +210,15 @@ async fn answers_merge_regroup_order_and_cut() {
     assert!(rows.iter().all(|r| r["bucket"] == body["from"]));
     let provenance = &body["provenance"];
     assert_eq!(provenance["batch"], Value::Null);
-    assert_eq!(provenance["offsets"], json!({"payments/0": 3, "payments/1": 3}));
+    assert_eq!(
+        provenance["offsets"],
+        json!({"payments/0": 3, "payments/1": 3})
+    );
     assert_eq!(provenance["exact"], false);
     assert!(provenance["error_bounds"]["cards"].is_object());
 
     // Re-bucketed by 5 minutes, grouped by country only, a filter, then ordered and cut.
-    let uri = format!(
-        "/v1/views/spend?{}&step=5m&group_by=country",
-        range(0, 10)
-    );
+    let uri = format!("/v1/views/spend?{}&step=5m&group_by=country", range(0, 10));
     let (_, body) = get(&f.state, &uri).await;
     let rows: Vec<(String, String, u64)> = body["rows"]
         .as_array()
@@ -257,7 +261,10 @@ async fn answers_merge_regroup_order_and_cut() {
     assert_eq!(body["rows"][0]["card"], "c");
     let (_, body) = get(
         &f.state,
-        &format!("/v1/views/spend?{}&order_by=amount:asc&limit=1", range(0, 10)),
+        &format!(
+            "/v1/views/spend?{}&order_by=amount:asc&limit=1",
+            range(0, 10)
+        ),
     )
     .await;
     assert_eq!(body["rows"][0]["card"], "b");
@@ -283,35 +290,175 @@ async fn every_error_is_json_with_a_code_naming_what_was_wrong() {
         .collect();
     let f = fixture(&[], &many);
     let cases: Vec<(Method, String, Body, StatusCode, &str, &str)> = vec![
-        (Method::GET, "/v1/views/nope?from=now-1h&to=now".into(), Body::empty(), StatusCode::NOT_FOUND, "unknown_view", "nope"),
-        (Method::GET, "/v1/views/spend?from=nonsense&to=now".into(), Body::empty(), StatusCode::BAD_REQUEST, "invalid_parameter", "from:"),
-        (Method::GET, "/v1/views/spend?from=now&to=now-1h".into(), Body::empty(), StatusCode::BAD_REQUEST, "invalid_parameter", "must be before to"),
-        (Method::GET, "/v1/views/spend?from=now-1h&to=now&step=90s".into(), Body::empty(), StatusCode::BAD_REQUEST, "invalid_parameter", "granularity"),
-        (Method::GET, "/v1/views/spend?from=now-1h&to=now&amount=3".into(), Body::empty(), StatusCode::BAD_REQUEST, "invalid_parameter", "amount:"),
-        (Method::GET, format!("/v1/views/spend?{}", range(0, 10)), Body::empty(), StatusCode::BAD_REQUEST, "too_many_rows", "60 rows"),
-        (Method::GET, "/v1/views/spend?from=%ZZ&to=now".into(), Body::empty(), StatusCode::BAD_REQUEST, "invalid_parameter", "from:"),
-        (Method::GET, "/v1/nothing".into(), Body::empty(), StatusCode::NOT_FOUND, "not_found", "endpoint"),
-        (Method::DELETE, "/v1/views".into(), Body::empty(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method"),
-        (Method::POST, "/v1/batch/runs".into(), Body::from("{\"full\": \"yes\"}"), StatusCode::BAD_REQUEST, "invalid_body", "full"),
-        (Method::POST, "/v1/batch/runs".into(), Body::from("{\"fast\": true}"), StatusCode::BAD_REQUEST, "invalid_body", "fast"),
-        (Method::POST, "/v1/batch/runs".into(), Body::from(vec![b' '; 4096]), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "too large"),
-        (Method::POST, "/v1/batch/runs".into(), Body::empty(), StatusCode::SERVICE_UNAVAILABLE, "batch_unavailable", "no batch layer"),
-        (Method::GET, "/v1/batch/runs/run-404".into(), Body::empty(), StatusCode::NOT_FOUND, "unknown_run", "run-404"),
-        (Method::GET, "/v1/batch/runs/..%2F..%2Fetc".into(), Body::empty(), StatusCode::NOT_FOUND, "unknown_run", "etc"),
-        (Method::GET, "/v1/batch/runs?limit=0".into(), Body::empty(), StatusCode::BAD_REQUEST, "invalid_parameter", "limit:"),
-        (Method::GET, "/v1/batch/runs?since=1".into(), Body::empty(), StatusCode::BAD_REQUEST, "invalid_parameter", "since:"),
-        (Method::GET, "/v1/rejected/nope".into(), Body::empty(), StatusCode::NOT_FOUND, "unknown_source", "nope"),
-        (Method::GET, "/metrics".into(), Body::empty(), StatusCode::SERVICE_UNAVAILABLE, "metrics_unavailable", "recorder"),
+        (
+            Method::GET,
+            "/v1/views/nope?from=now-1h&to=now".into(),
+            Body::empty(),
+            StatusCode::NOT_FOUND,
+            "unknown_view",
+            "nope",
+        ),
+        (
+            Method::GET,
+            "/v1/views/spend?from=nonsense&to=now".into(),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "from:",
+        ),
+        (
+            Method::GET,
+            "/v1/views/spend?from=now&to=now-1h".into(),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "must be before to",
+        ),
+        (
+            Method::GET,
+            "/v1/views/spend?from=now-1h&to=now&step=90s".into(),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "granularity",
+        ),
+        (
+            Method::GET,
+            "/v1/views/spend?from=now-1h&to=now&amount=3".into(),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "amount:",
+        ),
+        (
+            Method::GET,
+            format!("/v1/views/spend?{}", range(0, 10)),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "too_many_rows",
+            "60 rows",
+        ),
+        (
+            Method::GET,
+            "/v1/views/spend?from=%ZZ&to=now".into(),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "from:",
+        ),
+        (
+            Method::GET,
+            "/v1/nothing".into(),
+            Body::empty(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "endpoint",
+        ),
+        (
+            Method::DELETE,
+            "/v1/views".into(),
+            Body::empty(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/runs".into(),
+            Body::from("{\"full\": \"yes\"}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "full",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/runs".into(),
+            Body::from("{\"fast\": true}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "fast",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/runs".into(),
+            Body::from(vec![b' '; 4096]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "too large",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/runs".into(),
+            Body::empty(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "batch_unavailable",
+            "no batch layer",
+        ),
+        (
+            Method::GET,
+            "/v1/batch/runs/run-404".into(),
+            Body::empty(),
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            "run-404",
+        ),
+        (
+            Method::GET,
+            "/v1/batch/runs/..%2F..%2Fetc".into(),
+            Body::empty(),
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            "etc",
+        ),
+        (
+            Method::GET,
+            "/v1/batch/runs?limit=0".into(),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "limit:",
+        ),
+        (
+            Method::GET,
+            "/v1/batch/runs?since=1".into(),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "since:",
+        ),
+        (
+            Method::GET,
+            "/v1/rejected/nope".into(),
+            Body::empty(),
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            "nope",
+        ),
+        (
+            Method::GET,
+            "/metrics".into(),
+            Body::empty(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "recorder",
+        ),
     ];
     for (method, uri, body, status, code, needle) in cases {
         let (got, answer) = call(&f.state, method.clone(), &uri, body).await;
         assert_eq!(got, status, "{method} {uri}: {answer}");
         assert_eq!(answer["error"]["code"], code, "{method} {uri}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap();
-        assert!(message.contains(needle), "{method} {uri}: {message:?} lacks {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{method} {uri}: {message:?} lacks {needle:?}"
+        );
     }
     // The limit lets a large answer through, cut.
-    let (status, body) = get(&f.state, &format!("/v1/views/spend?{}&limit=5", range(0, 10))).await;
+    let (status, body) = get(
+        &f.state,
+        &format!("/v1/views/spend?{}&limit=5", range(0, 10)),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["total_rows"], 60);
     assert_eq!(body["rows"].as_array().unwrap().len(), 5);
@@ -322,7 +469,13 @@ async fn every_error_is_json_with_a_code_naming_what_was_wrong() {
 async fn api_keys_guard_every_data_endpoint() {
     let f = fixture(&["k-123456", "second-key"], &events());
     let uri = format!("/v1/views/spend?{}", range(0, 10));
-    for auth in [None, Some("Bearer wrong"), Some("k-123456"), Some("Bearer k-1234567"), Some("Bearer ")] {
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("k-123456"),
+        Some("Bearer k-1234567"),
+        Some("Bearer "),
+    ] {
         let mut request = Request::builder().uri(&uri);
         if let Some(auth) = auth {
             request = request.header(header::AUTHORIZATION, auth);
@@ -331,7 +484,13 @@ async fn api_keys_guard_every_data_endpoint() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
         assert_eq!(body["error"]["code"], "unauthorized");
     }
-    for path in ["/v1/views", "/v1/status", "/v1/batch/runs", "/v1/rejected/payments", "/openapi.json"] {
+    for path in [
+        "/v1/views",
+        "/v1/status",
+        "/v1/batch/runs",
+        "/v1/rejected/payments",
+        "/openapi.json",
+    ] {
         let (status, _) = get(&f.state, path).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
@@ -364,8 +523,21 @@ async fn status_views_and_openapi_describe_the_service() {
     assert_eq!(body["total"], 0);
     let (status, doc) = get(&f.state, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
-    for path in ["/v1/views", "/v1/views/{view}", "/v1/batch/runs", "/v1/batch/runs/{id}", "/v1/status", "/v1/rejected/{source}", "/healthz", "/readyz", "/metrics"] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/v1/views",
+        "/v1/views/{view}",
+        "/v1/batch/runs",
+        "/v1/batch/runs/{id}",
+        "/v1/status",
+        "/v1/rejected/{source}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     let params: Vec<&str> = doc["paths"]["/v1/views/{view}"]["get"]["parameters"]
         .as_array()
@@ -373,7 +545,9 @@ async fn status_views_and_openapi_describe_the_service() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    for name in ["view", "from", "to", "step", "group_by", "order_by", "limit"] {
+    for name in [
+        "view", "from", "to", "step", "group_by", "order_by", "limit",
+    ] {
         assert!(params.contains(&name), "{name} not documented: {params:?}");
     }
     let (status, page) = get(&f.state, "/").await;
@@ -382,7 +556,12 @@ async fn status_views_and_openapi_describe_the_service() {
     // Before any snapshot is read the server is not ready.
     let (status, body) = get(&f.state, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(body["waiting_for"][0].as_str().unwrap().contains("snapshot"));
+    assert!(
+        body["waiting_for"][0]
+            .as_str()
+            .unwrap()
+            .contains("snapshot")
+    );
     f.state.snapshot().refresh().await;
     assert_eq!(get(&f.state, "/readyz").await.0, StatusCode::OK);
 }
@@ -420,7 +599,8 @@ async fn slow_clients_are_cut_off_and_concurrency_is_bounded() {
     tokio::task::spawn_blocking(move || {
         // A client that never finishes its headers is disconnected.
         let mut slow = std::net::TcpStream::connect(addr).unwrap();
-        slow.write_all(b"GET /v1/views HTTP/1.1\r\nHost: x\r\n").unwrap();
+        slow.write_all(b"GET /v1/views HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
         let started = Instant::now();
         closed_within(&mut slow, Duration::from_secs(5));
         assert!(started.elapsed() < Duration::from_secs(3));
@@ -440,7 +620,9 @@ async fn slow_clients_are_cut_off_and_concurrency_is_bounded() {
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.contains("\"overloaded\""), "{answer}");
         // The held request times out with 503 and frees the slot.
-        holder.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        holder
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut buffer = [0u8; 4096];
         let n = holder.read(&mut buffer).unwrap();
         let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();

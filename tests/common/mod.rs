@@ -34,9 +34,10 @@ pub struct Braid {
 impl Braid {
     /// Writes `port` into the config at `path` and starts `braid run`.
     pub fn start(path: &Path, port: u16) -> Self {
-        let text = std::fs::read_to_string(path)
-            .unwrap()
-            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+        let text = std::fs::read_to_string(path).unwrap().replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
         std::fs::write(path, text).unwrap();
         let log = path.with_file_name("braid.log");
         let mut braid = Self {
@@ -54,7 +55,10 @@ impl Braid {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("braid exited with {status} while starting:\n{}", self.log_tail());
+                panic!(
+                    "braid exited with {status} while starting:\n{}",
+                    self.log_tail()
+                );
             }
             if get(&format!("{}/readyz", self.base)).0 == 200 {
                 return;
@@ -97,8 +101,10 @@ impl Braid {
 
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(6000);
-        text[text.floor_char_boundary(start)..].to_owned()
+        let start = (text.len().saturating_sub(6000)..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        text[start..].to_owned()
     }
 }
 
@@ -152,7 +158,10 @@ pub fn post(url: &str, body: &str) -> (u16, Json) {
     {
         Ok(mut response) => {
             let status = response.status().as_u16();
-            (status, response.body_mut().read_json().unwrap_or(Json::Null))
+            (
+                status,
+                response.body_mut().read_json().unwrap_or(Json::Null),
+            )
         }
         Err(_) => (0, Json::Null),
     }
@@ -217,7 +226,13 @@ impl Produced {
 
 /// Checks an answer against the reference over exactly the offsets its provenance names:
 /// a plain fold of the produced events, regrouped as the query asks.
-pub fn assert_exact(config: &Config, topic: &str, produced: &Produced, shape: &Shape, answer: &Json) {
+pub fn assert_exact(
+    config: &Config,
+    topic: &str,
+    produced: &Produced,
+    shape: &Shape,
+    answer: &Json,
+) {
     let offsets = &answer["provenance"]["offsets"];
     let view = Arc::clone(config.view(shape.view).unwrap());
     let mut events = Vec::new();
@@ -232,7 +247,9 @@ pub fn assert_exact(config: &Config, topic: &str, produced: &Produced, shape: &S
     }
     let reference = ViewState::recompute(Arc::clone(&view), &events);
     let expected = regroup(&reference, shape);
-    let got = answer["rows"].as_array().unwrap_or_else(|| panic!("no rows: {answer}"));
+    let got = answer["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows: {answer}"));
     assert_eq!(
         got.len(),
         expected.len(),
@@ -276,9 +293,9 @@ fn regroup(state: &ViewState, shape: &Shape) -> Vec<Json> {
         if !wanted {
             continue;
         }
-        let bucket = shape
-            .step_ms
-            .map_or(FROM_MS, |step| key.bucket_ms - key.bucket_ms.rem_euclid(step));
+        let bucket = shape.step_ms.map_or(FROM_MS, |step| {
+            key.bucket_ms - key.bucket_ms.rem_euclid(step)
+        });
         let group = kept.iter().map(|&i| key.group.0[i].clone()).collect();
         match groups.entry((bucket, group)) {
             std::collections::btree_map::Entry::Vacant(slot) => {
@@ -323,14 +340,22 @@ fn same(got: &Json, expected: &Json, at: &str) -> Result<(), String> {
             let (x, y) = (a.as_f64().unwrap(), b.as_f64().unwrap());
             let ok = (a.is_f64() || b.is_f64())
                 && (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-300);
-            if ok { Ok(()) } else { Err(format!("{at}: {a} != {b}")) }
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{at}: {a} != {b}"))
+            }
         }
         (Json::Object(a), Json::Object(b)) => {
             if a.len() != b.len() {
                 return Err(format!("{at}: fields {:?} != {:?}", a.keys(), b.keys()));
             }
             for (key, value) in b {
-                same(a.get(key).unwrap_or(&Json::Null), value, &format!("{at}.{key}"))?;
+                same(
+                    a.get(key).unwrap_or(&Json::Null),
+                    value,
+                    &format!("{at}.{key}"),
+                )?;
             }
             Ok(())
         }

@@ -108,7 +108,11 @@ pub async fn get_run(
 }
 
 /// Reads an optional `limit` (the only parameter the list endpoints take).
-pub(crate) fn limit_param(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+pub(crate) fn limit_param(
+    raw: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     let params: Vec<(String, String)> =
         serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
             ApiError::new(
@@ -131,7 +135,10 @@ pub(crate) fn limit_param(raw: Option<&str>, default: usize, max: usize) -> Resu
             .ok()
             .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| {
-                ApiError::parameter("limit", format!("{value:?} is not a whole number from 1 to {max}"))
+                ApiError::parameter(
+                    "limit",
+                    format!("{value:?} is not a whole number from 1 to {max}"),
+                )
             })?;
     }
     Ok(limit)

@@ -70,7 +70,9 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        super::ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+        super::ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_default(),
     )
         .into_response()
 }

@@ -1,0 +1,405 @@
+//! `braid bench serve`: merged-query latency at a fixed request rate while events are ingested,
+//! and freshness (produce to visible in a merged answer), on the embedded broker.
+//!
+//! Setup: a history of generated payments is archived and recomputed into a published batch
+//! snapshot; then the speed layer and the API run while a generator keeps producing. Latency is
+//! measured open-loop from each request's scheduled send time, so a stall counts in full.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use braid_batch::{Archiver, BatchRunner, Trigger};
+use braid_serving::{Backends, Server};
+use braid_shared::Config;
+use braid_shared::generator::{Payments, PaymentsShape};
+use braid_speed::SpeedLayer;
+use http_body_util::BodyExt as _;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 3;
+
+pub struct Options {
+    /// Events archived into the batch snapshot before measuring.
+    pub history: usize,
+    /// Requests per second of the load.
+    pub rate: u64,
+    /// Seconds of load per query kind.
+    pub seconds: u64,
+    /// Events per second produced during the load.
+    pub ingest_rate: u64,
+    /// Freshness samples.
+    pub freshness_samples: usize,
+}
+
+pub fn run(config: &Config, options: &Options) -> Result<String> {
+    let cluster = MockCluster::new(1)?;
+    let source = config.sources.first().context("the config has no source")?;
+    let topic = source.topic.clone();
+    cluster.create_topic(&topic, PARTITIONS, 1)?;
+    let temp = tempfile::tempdir()?;
+    let mut config = config.clone();
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.group_id = "braid-bench-serve".to_owned();
+    config.storage.dir = temp.path().to_owned();
+    config.serve.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.serve.max_concurrency = 10_000;
+    config.batch.flush_interval = braid_shared::config::Period(Duration::from_millis(200));
+    // Coverage is whole segments: small ones, so the snapshot covers most of the history.
+    config.speed.segment_size = 10_000;
+    // The embedded broker answers a fetch only when its wait ends, not when data arrives.
+    config.kafka.config.insert(
+        "fetch.wait.max.ms".to_owned(),
+        braid_shared::config::KafkaSetting::Int(5),
+    );
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("linger.ms", "0")
+        .create()?;
+
+    // History: an hour of payments, archived and published as a snapshot.
+    let now = chrono::Utc::now().timestamp_millis();
+    let spacing = (3_600_000 / options.history.max(1) as i64).max(1);
+    let shape = PaymentsShape {
+        spacing_ms: spacing,
+        ..PaymentsShape::default()
+    };
+    let mut history = Payments::new(7, now - 3_600_000, shape);
+    for i in 0..options.history {
+        send(
+            &producer,
+            &topic,
+            (i % PARTITIONS as usize) as i32,
+            &history.next_event(),
+        );
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let cancel = CancellationToken::new();
+    let archiver = Archiver::start(&config, cancel.clone())?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while archiver.handle().archived().values().sum::<i64>() < options.history as i64 {
+        if Instant::now() > deadline {
+            bail!("the archiver did not catch up");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let record = BatchRunner::new(&config)?.run(Trigger::Command, true, &cancel)?;
+    if record.error.is_some() {
+        bail!("batch run failed: {:?}", record.error);
+    }
+    let speed = SpeedLayer::start(&config, cancel.clone())?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let backends = Backends {
+        speed: Some(Arc::new(speed.handle())),
+        ..Backends::default()
+    };
+    let server = runtime.block_on(Server::start(
+        Arc::new(config.clone()),
+        backends,
+        cancel.clone(),
+    ))?;
+    let addr = server.addr();
+    let base = format!("http://{addr}");
+    // Wait until the speed layer holds every partition.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while runtime.block_on(fetch(addr, "/readyz"))?.0 != 200 {
+        if Instant::now() > deadline {
+            bail!("the server never became ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Live ingest in the background for the whole measurement.
+    let ingest_stop = CancellationToken::new();
+    let ingest = {
+        let (stop, topic) = (ingest_stop.clone(), topic.clone());
+        let brokers = cluster.bootstrap_servers();
+        let rate = options.ingest_rate;
+        std::thread::spawn(move || -> Result<u64> {
+            let producer: BaseProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("linger.ms", "5")
+                .create()?;
+            let plan = crate::produce::Plan {
+                rate,
+                count: None,
+                late_share: 0.05,
+                seed: 11,
+            };
+            Ok(crate::produce::generate(&producer, &topic, &plan, &stop).0)
+        })
+    };
+
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "braid bench serve: {} events in the batch snapshot, {} events/s ingested meanwhile, {} s per query kind",
+        options.history, options.ingest_rate, options.seconds
+    );
+    let cards: Vec<String> = (0..200).map(|i| format!("card-{i:06}")).collect();
+    let point = |i: usize| {
+        format!(
+            "/v1/views/card_spend?from=now-1h&to=now%2B1m&card_id={}",
+            cards[i % cards.len()]
+        )
+    };
+    let range = |_: usize| "/v1/views/country_totals?from=now-2h&to=now%2B1m&step=1h".to_owned();
+    // Range queries merge sketches of every country and hour: a tenth of the rate.
+    let range_rate = (options.rate / 10).max(1);
+    for (name, path, rate) in [
+        (
+            "point query (one card, 1 h)",
+            &point as &(dyn Fn(usize) -> String + Sync),
+            options.rate,
+        ),
+        (
+            "range query (8 countries x 3 hours, sketches)",
+            &range,
+            range_rate,
+        ),
+    ] {
+        eprintln!("bench serve: measuring {name} at {rate} requests/s");
+        let stats = runtime.block_on(load(addr, path, rate, options.seconds))?;
+        let _ = writeln!(report, "  {name}, {rate} requests/s: {stats}");
+    }
+    eprintln!("bench serve: measuring freshness");
+    let freshness = runtime.block_on(freshness(
+        &base,
+        addr,
+        &cluster.bootstrap_servers(),
+        &topic,
+        options.freshness_samples,
+    ))?;
+    let _ = writeln!(
+        report,
+        "  freshness (produce -> visible in a merged answer): {freshness}"
+    );
+    ingest_stop.cancel();
+    let ingested = ingest
+        .join()
+        .map_err(|_| anyhow::anyhow!("ingest thread panicked"))??;
+    let _ = writeln!(report, "  events ingested during the run: {ingested}");
+    cancel.cancel();
+    runtime.block_on(server.join())?;
+    speed.join()?;
+    archiver.join()?;
+    Ok(report)
+}
+
+fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &[u8]) {
+    let mut record = BaseRecord::<(), [u8]>::to(topic)
+        .partition(partition)
+        .payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                producer.poll(Duration::from_millis(5));
+                record = back;
+            }
+        }
+    }
+}
+
+/// One request on a fresh connection (setup and freshness polling).
+async fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, serde_json::Value)> {
+    let mut connection = Connection::open(addr).await?;
+    connection.get(path).await
+}
+
+struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+}
+
+impl Connection {
+    async fn open(addr: SocketAddr) -> Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Self { sender })
+    }
+
+    async fn get(&mut self, path: &str) -> Result<(u16, serde_json::Value)> {
+        self.sender.ready().await?;
+        let request = Request::get(path)
+            .header("host", "braid")
+            .body(http_body_util::Empty::new())?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+    }
+}
+
+/// Latency percentiles of requests sent at `rate` per second for `seconds`, measured from each
+/// request's scheduled time.
+async fn load(
+    addr: SocketAddr,
+    path: &(dyn Fn(usize) -> String + Sync),
+    rate: u64,
+    seconds: u64,
+) -> Result<Stats> {
+    const CONNECTIONS: usize = 32;
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..CONNECTIONS {
+        let paths: Vec<(usize, String)> = (c..total)
+            .step_by(CONNECTIONS)
+            .map(|i| (i, path(i)))
+            .collect();
+        let mut connection = Connection::open(addr).await?;
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(paths.len());
+            let mut errors = 0usize;
+            let mut behind = Vec::with_capacity(paths.len());
+            for (i, path) in paths {
+                let due = start + interval * i as u32;
+                tokio::time::sleep_until(due).await;
+                // The timer wakes on millisecond ticks: time from the actual send, and keep how
+                // far behind schedule each send was (a server falling behind shows there).
+                let sent = tokio::time::Instant::now();
+                behind.push(sent.saturating_duration_since(due));
+                match connection.get(&path).await {
+                    Ok((200, _)) => latencies.push(sent.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            (latencies, behind, errors)
+        });
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut behind = Vec::with_capacity(total);
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (mut l, mut b, e) = done?;
+        latencies.append(&mut l);
+        behind.append(&mut b);
+        errors += e;
+    }
+    let achieved = latencies.len() as f64 / start.elapsed().as_secs_f64();
+    let mut stats = Stats::of(latencies, errors, Some(achieved));
+    behind.sort_unstable();
+    stats.behind_p99 = behind.get(behind.len() * 99 / 100).copied();
+    Ok(stats)
+}
+
+/// Produces one marked event at a time and polls a merged answer until it shows.
+async fn freshness(
+    _base: &str,
+    addr: SocketAddr,
+    brokers: &str,
+    topic: &str,
+    samples: usize,
+) -> Result<Stats> {
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .create()?;
+    let mut connection = Connection::open(addr).await?;
+    let mut latencies = Vec::with_capacity(samples);
+    let mut errors = 0;
+    for i in 0..samples {
+        let card = format!("fresh-{i}");
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let event = format!(
+            r#"{{"tx_id":"f{i}","card_id":"{card}","merchant_id":"m-1","country":"US","amount":1.0,"currency":"USD","ts":"{ts}"}}"#
+        );
+        let path = format!("/v1/views/card_spend?from=now-1h&to=now%2B1h&card_id={card}");
+        let sent = Instant::now();
+        send(
+            &producer,
+            topic,
+            (i % PARTITIONS as usize) as i32,
+            event.as_bytes(),
+        );
+        producer.poll(Duration::ZERO);
+        let deadline = sent + Duration::from_secs(10);
+        loop {
+            let (_, answer) = connection.get(&path).await?;
+            if answer["rows"]
+                .as_array()
+                .is_some_and(|rows| !rows.is_empty())
+            {
+                latencies.push(sent.elapsed());
+                break;
+            }
+            if Instant::now() > deadline {
+                errors += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+    Ok(Stats::of(latencies, errors, None))
+}
+
+struct Stats {
+    count: usize,
+    errors: usize,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    achieved: Option<f64>,
+    /// How late the 99th percentile send started against its schedule.
+    behind_p99: Option<Duration>,
+}
+
+impl Stats {
+    fn of(mut latencies: Vec<Duration>, errors: usize, achieved: Option<f64>) -> Self {
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Self {
+            count: latencies.len(),
+            errors,
+            p50: at(0.50),
+            p99: at(0.99),
+            max: latencies.last().copied().unwrap_or_default(),
+            achieved,
+            behind_p99: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms over {} ({} failed)",
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.max.as_secs_f64() * 1e3,
+            self.count,
+            self.errors
+        )?;
+        if let Some(rate) = self.achieved {
+            write!(f, ", {rate:.0} requests/s achieved")?;
+        }
+        if let Some(behind) = self.behind_p99 {
+            write!(
+                f,
+                ", sends p99 {:.1} ms behind schedule",
+                behind.as_secs_f64() * 1e3
+            )?;
+        }
+        Ok(())
+    }
+}
