@@ -152,5 +152,46 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
         .take_while(|l| l.starts_with("  "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["check", "run", "batch", "bench", "help"]);
+    assert_eq!(
+        commands,
+        ["check", "run", "dev", "produce", "batch", "bench", "help"]
+    );
+}
+
+#[test]
+fn run_and_produce_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("braid.toml");
+    // The example names the embedded broker: only `braid dev` runs one.
+    std::fs::write(&path, include_str!("../deploy/config/example.toml")).unwrap();
+    let config = path.to_str().unwrap();
+    let run = braid(&["run", "--config", config], &[]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(text(&run.stderr).contains("braid dev"));
+    let produce = braid(
+        &["produce", "--config", config, "--source", "payments"],
+        &[],
+    );
+    assert_eq!(produce.status.code(), Some(2));
+    assert!(text(&produce.stderr).contains("needs a broker address"));
+    let unknown = braid(&["produce", "--config", config, "--source", "clicks"], &[]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown.stderr).contains("\"clicks\" is not a source"));
+    let late = braid(
+        &[
+            "produce",
+            "--config",
+            config,
+            "--source",
+            "payments",
+            "--late-share",
+            "1.5",
+        ],
+        &[],
+    );
+    assert_eq!(late.status.code(), Some(2));
+    assert!(text(&late.stderr).contains("--late-share"));
+    let layers = braid(&["run", "--config", config, "--layers", "speed,cache"], &[]);
+    assert_eq!(layers.status.code(), Some(2));
+    assert!(text(&layers.stderr).contains("cache"));
 }
