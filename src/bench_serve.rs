@@ -56,7 +56,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     // The embedded broker answers a fetch only when its wait ends, not when data arrives.
     config.kafka.config.insert(
         "fetch.wait.max.ms".to_owned(),
-        braid_shared::config::KafkaSetting::Int(5),
+        braid_shared::config::KafkaSetting::Int(10),
     );
     let producer: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())
