@@ -73,22 +73,23 @@ pub fn merge(
         to_ms: query.to_ms,
         filters: query.filters.clone(),
     };
-    let mut state = ViewState::new(Arc::clone(view));
     let batch = snapshot
         .view(&view.name)
         .map_err(|reason| ApiError::unavailable("view_not_in_snapshot", reason))?;
+    let coverage = snapshot.coverage();
+    // The speed layer's cells (built for this query) are the base; the batch cells are merged
+    // into them, so cells are copied once.
+    let (mut state, speed_part) = match speed {
+        Some(reader) => {
+            let SpeedCells { state, positions } = reader.read(&view.name, &cells, &coverage)?;
+            (state, Some((positions, reader)))
+        }
+        None => (ViewState::new(Arc::clone(view)), None),
+    };
     if let Some(batch) = batch {
         state.merge_matching(batch, &cells)?;
     }
-    let coverage = snapshot.coverage();
-    let speed_part = match speed {
-        Some(reader) => Some((reader.read(&view.name, &cells, &coverage)?, reader)),
-        None => None,
-    };
-    if let Some((SpeedCells { state: fresh, .. }, _)) = &speed_part {
-        state.merge(fresh)?;
-    }
-    let groups = regroup(&state, query)?;
+    let groups = regroup(state, query)?;
     let total_rows = groups.len();
     if query.limit.is_none() && total_rows > max_rows {
         return Err(ApiError::new(
@@ -119,7 +120,9 @@ pub fn merge(
         topic,
         snapshot,
         &coverage,
-        speed_part.as_ref().map(|(cells, reader)| (cells, *reader)),
+        speed_part
+            .as_ref()
+            .map(|(positions, reader)| (positions, *reader)),
         error_bounds,
         now_ms,
     );
@@ -140,9 +143,9 @@ fn number(value: Option<&serde_json::Value>) -> f64 {
 type Groups = BTreeMap<(i64, Vec<Value>), Box<[MetricState]>>;
 
 /// Folds the selected cells into the answer's buckets and kept group fields.
-fn regroup(state: &ViewState, query: &ViewQuery) -> Result<Groups, ApiError> {
+fn regroup(state: ViewState, query: &ViewQuery) -> Result<Groups, ApiError> {
     let mut groups: Groups = BTreeMap::new();
-    for (key, states) in state.cells() {
+    for (key, states) in state.into_cells() {
         let bucket = match query.step_ms {
             Some(step) => key.bucket_ms - key.bucket_ms.rem_euclid(step),
             None => query.from_ms,
@@ -154,10 +157,10 @@ fn regroup(state: &ViewState, query: &ViewQuery) -> Result<Groups, ApiError> {
             .collect();
         match groups.entry((bucket, group)) {
             std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(states.into());
+                slot.insert(states);
             }
             std::collections::btree_map::Entry::Occupied(mut slot) => {
-                for (into, from) in slot.get_mut().iter_mut().zip(states) {
+                for (into, from) in slot.get_mut().iter_mut().zip(states.iter()) {
                     into.merge(from)?;
                 }
             }
@@ -191,7 +194,10 @@ fn provenance(
     topic: &str,
     snapshot: &Snapshot,
     coverage: &Coverage,
-    speed: Option<(&SpeedCells, &dyn SpeedReader)>,
+    speed: Option<(
+        &BTreeMap<braid_shared::TopicPartition, i64>,
+        &dyn SpeedReader,
+    )>,
     error_bounds: BTreeMap<String, serde_json::Value>,
     now_ms: i64,
 ) -> Provenance {
@@ -213,7 +219,7 @@ fn provenance(
         .filter(|(tp, _)| of_topic(tp))
         .map(|(tp, offset)| (tp.to_string(), *offset))
         .collect();
-    let speed = speed.map(|(cells, reader)| {
+    let speed = speed.map(|(positions, reader)| {
         let status = reader.status();
         let lag_ms = status
             .iter()
@@ -221,13 +227,12 @@ fn provenance(
             .filter_map(|(_, s)| s.last_message_ms.map(|last| (now_ms - last).max(0)))
             .max()
             .unwrap_or(0);
-        for (tp, position) in &cells.positions {
+        for (tp, position) in positions {
             let slot = offsets.entry(tp.to_string()).or_insert(0);
             *slot = (*slot).max(*position);
         }
         SpeedProvenance {
-            positions: cells
-                .positions
+            positions: positions
                 .iter()
                 .map(|(tp, p)| (tp.to_string(), *p))
                 .collect(),

@@ -177,6 +177,15 @@ impl ViewState {
         })
     }
 
+    /// Every cell, moved out, ordered by bucket.
+    pub fn into_cells(self) -> impl Iterator<Item = (CellKey, Box<[MetricState]>)> {
+        self.buckets.into_iter().flat_map(|(bucket_ms, cells)| {
+            cells
+                .into_iter()
+                .map(move |(group, states)| (CellKey { bucket_ms, group }, states))
+        })
+    }
+
     pub fn cell(&self, key: &CellKey) -> Option<&[MetricState]> {
         self.buckets
             .get(&key.bucket_ms)?
