@@ -639,3 +639,22 @@ async fn slow_clients_are_cut_off_and_concurrency_is_bounded() {
     cancel.cancel();
     server.join().await.unwrap();
 }
+
+#[tokio::test]
+async fn without_a_speed_layer_answers_hold_the_snapshot_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = CONFIG
+        .replace("DIR", dir.path().to_str().unwrap())
+        .replace("API_KEYS", "");
+    let config = Arc::new(Config::from_toml(&text).unwrap());
+    let state = AppState::new(config, Backends::default());
+    let (status, body) = get(&state, &format!("/v1/views/spend?{}", range(0, 10))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], json!([]));
+    assert_eq!(body["provenance"]["batch"], Value::Null);
+    assert_eq!(body["provenance"]["speed"], Value::Null);
+    assert_eq!(body["provenance"]["offsets"], json!({}));
+    let (_, status) = get(&state, "/v1/status").await;
+    assert_eq!(status["speed"]["running"], false);
+    assert_eq!(status["speed"]["partitions"], json!({}));
+}
