@@ -29,7 +29,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # With --tansu (the test command passes it): also the Kafka-compatible broker that one end-to-end
-# test runs as a separate process. Building it takes about 20 minutes on two cores, so it is built
+# test runs as a separate process. Building it takes about 12 minutes on two cores, so it is built
 # only when missing, and `scripts/braid` (which needs no broker of its own) does not ask for it.
 TANSU_VERSION=0.6.0
 install_tansu() {
@@ -37,7 +37,7 @@ install_tansu() {
   if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
     return 0
   fi
-  echo "install-deps: building tansu $TANSU_VERSION (once; about 20 minutes)" >&2
+  echo "install-deps: building tansu $TANSU_VERSION (once; about 12 minutes)" >&2
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --quiet
 }
 
