@@ -9,20 +9,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use braid_testkit::{Trickle, by_partition, cluster, payments, unique};
-use common::{Braid, Produced, Shape, assert_exact, free_port, get, post};
+use common::{Braid, COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get, post};
 use rand::Rng as _;
 
 const PARTITIONS: i32 = 3;
 
 const SHAPES: [Shape; 3] = [
-    // Every country, per hour.
-    Shape {
-        view: "country_hour",
-        params: "",
-        keep: None,
-        step_ms: Some(3_600_000),
-        filters: &[],
-    },
+    COUNTRY_HOURS,
     // One card, its minutes re-bucketed to 10 minutes.
     Shape {
         view: "card_minute",

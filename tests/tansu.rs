@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use braid_testkit::{by_partition, payments, produce, producer, unique, wait_for};
-use common::{Braid, Produced, Shape, assert_exact, free_port, get, post};
+use common::{Braid, COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get, post};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -18,13 +18,7 @@ use rdkafka::client::DefaultClientContext;
 const PARTITIONS: i32 = 2;
 
 const SHAPES: [Shape; 2] = [
-    Shape {
-        view: "country_hour",
-        params: "",
-        keep: None,
-        step_ms: Some(3_600_000),
-        filters: &[],
-    },
+    COUNTRY_HOURS,
     Shape {
         view: "card_minute",
         params: "&group_by=",

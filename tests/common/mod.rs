@@ -179,6 +179,15 @@ pub struct Shape {
     pub filters: &'static [(&'static str, &'static str)],
 }
 
+/// Every country, per hour.
+pub const COUNTRY_HOURS: Shape = Shape {
+    view: "country_hour",
+    params: "",
+    keep: None,
+    step_ms: Some(3_600_000),
+    filters: &[],
+};
+
 pub const FROM_MS: i64 = 1_789_900_000_000;
 pub const TO_MS: i64 = 1_790_100_000_000;
 
