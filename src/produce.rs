@@ -36,11 +36,30 @@ pub fn check_source(source: &SourceDef) -> Result<(), String> {
     })
 }
 
-/// A producer for `brokers`, with the config's pass-through settings.
+/// Pass-through settings that only consumers take (librdkafka warns when a producer gets them).
+fn consumer_only(key: &str) -> bool {
+    key.starts_with("fetch.")
+        || key.starts_with("enable.auto.")
+        || matches!(
+            key,
+            "session.timeout.ms"
+                | "heartbeat.interval.ms"
+                | "max.poll.interval.ms"
+                | "auto.offset.reset"
+                | "auto.commit.interval.ms"
+                | "isolation.level"
+                | "partition.assignment.strategy"
+                | "group.instance.id"
+        )
+}
+
+/// A producer for `brokers`, with the config's pass-through settings a producer takes.
 pub fn producer(config: &Config, brokers: &str) -> Result<BaseProducer, String> {
     let mut client = ClientConfig::new();
     for (key, value) in &config.kafka.config {
-        client.set(key, value.to_string());
+        if !consumer_only(key) {
+            client.set(key, value.to_string());
+        }
     }
     client
         .set("bootstrap.servers", brokers)
