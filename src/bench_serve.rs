@@ -109,7 +109,6 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
         cancel.clone(),
     ))?;
     let addr = server.addr();
-    let base = format!("http://{addr}");
     // Wait until the speed layer holds every partition.
     let deadline = Instant::now() + Duration::from_secs(60);
     while runtime.block_on(fetch(addr, "/readyz"))?.0 != 200 {
@@ -174,7 +173,6 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     }
     eprintln!("bench serve: measuring freshness");
     let freshness = runtime.block_on(freshness(
-        &base,
         addr,
         &cluster.bootstrap_servers(),
         &topic,
@@ -298,13 +296,7 @@ async fn load(
 }
 
 /// Produces one marked event at a time and polls a merged answer until it shows.
-async fn freshness(
-    _base: &str,
-    addr: SocketAddr,
-    brokers: &str,
-    topic: &str,
-    samples: usize,
-) -> Result<Stats> {
+async fn freshness(addr: SocketAddr, brokers: &str, topic: &str, samples: usize) -> Result<Stats> {
     let producer: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "0")

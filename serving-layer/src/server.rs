@@ -43,7 +43,10 @@ impl Server {
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
         let header_timeout = config.serve.header_timeout.0;
-        let state = AppState::new(config, backends);
+        // Status reports the address bound (the port picked when the config asked for 0).
+        let mut bound = (*config).clone();
+        bound.serve.listen = addr;
+        let state = AppState::new(Arc::new(bound), backends);
         state.snapshot().refresh().await;
         let watcher = tokio::spawn(Arc::clone(state.snapshot()).watch(cancel.clone()));
         let app = router(state);

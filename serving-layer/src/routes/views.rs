@@ -1,7 +1,6 @@
 //! `GET /v1/views` and `GET /v1/views/{view}`: definitions with freshness, and merged rows.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -205,7 +204,7 @@ pub async fn get_view(
         }
     };
     Ok(Json(ViewAnswer {
-        view: Arc::clone(view).name.clone(),
+        view: view.name.clone(),
         from: format_time(query.from_ms),
         to: format_time(query.to_ms),
         step: query
