@@ -150,12 +150,9 @@ pub fn run(config: &Config, source: &str, plan: &Plan) -> ExitCode {
         }
     };
     let cancel = CancellationToken::new();
-    let watcher = crate::run::watch_signals(cancel.clone());
+    let watcher = crate::run::SignalWatcher::start(cancel.clone());
     let (produced, failed) = generate(&producer, &source.topic, plan, &cancel);
-    cancel.cancel();
-    if let Some(watcher) = watcher {
-        let _ = watcher.join();
-    }
+    drop(watcher);
     println!(
         "produced {produced} events to {}, {failed} not delivered",
         source.topic

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use braid_batch::{Archiver, BatchRunner, BatchScheduler, RunState, Trigger};
 use braid_serving::{Backends, Server};
 use braid_shared::Config;
 use braid_speed::SpeedLayer;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Layer;
@@ -24,7 +24,7 @@ pub fn batch(config: &Config, full: bool) -> ExitCode {
         }
     };
     let cancel = CancellationToken::new();
-    let watcher = watch_signals(cancel.clone());
+    let watcher = SignalWatcher::start(cancel.clone());
     let outcome = runner.run(Trigger::Command, full, &cancel);
     drop(watcher);
     match outcome {
@@ -63,8 +63,11 @@ pub fn run(config: &Config, layers: &[Layer]) -> ExitCode {
     run_layers(config, layers, &CancellationToken::new(), |_| {})
 }
 
+/// How one layer ended.
+type Ended = (&'static str, Result<(), String>);
+
 /// Starts the layers, calls `on_serving` with the API's address once it listens, waits for a
-/// signal, `cancel` or a layer's failure, then stops them all: the server stops taking
+/// signal, `cancel` or the first layer to end, then stops them all: the server stops taking
 /// requests, the speed layer checkpoints, the archiver flushes.
 pub fn run_layers(
     config: &Config,
@@ -72,112 +75,18 @@ pub fn run_layers(
     cancel: &CancellationToken,
     on_serving: impl FnOnce(Option<SocketAddr>),
 ) -> ExitCode {
-    let cancel = cancel.clone();
-    let mut failed = false;
-    let speed = if layers.contains(&Layer::Speed) {
-        match SpeedLayer::start(config, cancel.clone()) {
-            Ok(layer) => Some(layer),
-            Err(error) => {
-                eprintln!("error: speed layer: {error}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        None
-    };
-    let (archiver, scheduler) = if layers.contains(&Layer::Batch) {
-        let archiver = Archiver::start(config, cancel.clone());
-        let scheduler = BatchScheduler::start(config, cancel.clone());
-        match (archiver, scheduler) {
-            (Ok(a), Ok(s)) => (Some(a), Some(s)),
-            (a, s) => {
-                for error in [a.err(), s.err()].into_iter().flatten() {
-                    eprintln!("error: batch layer: {error}");
-                }
-                cancel.cancel();
-                if let Some(speed) = speed {
-                    let _ = speed.join();
-                }
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        (None, None)
-    };
-    let mut server = None;
-    let runtime = if layers.contains(&Layer::Serve) {
-        let backends = Backends {
-            speed: speed
-                .as_ref()
-                .map(|s| Arc::new(s.handle()) as Arc<dyn braid_shared::SpeedReader>),
-            batch: scheduler
-                .as_ref()
-                .map(|s| Arc::new(s.handle()) as Arc<dyn braid_store::BatchControl>),
-            metrics: braid_serving::install_metrics(),
-        };
-        let started = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("braid-serve")
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-            .and_then(|runtime| {
-                let config = Arc::new(config.clone());
-                runtime
-                    .block_on(Server::start(config, backends, cancel.clone()))
-                    .map(|s| (runtime, s))
-                    .map_err(|e| e.to_string())
-            });
-        match started {
-            Ok((runtime, started)) => {
-                server = Some(started);
-                Some(runtime)
-            }
-            Err(error) => {
-                eprintln!("error: serving layer: {error}");
-                failed = true;
-                cancel.cancel();
-                None
-            }
-        }
-    } else {
-        None
-    };
-    on_serving(server.as_ref().map(Server::addr));
-    tracing::info!(?layers, "braid running; stop with Ctrl-C or SIGTERM");
-    let watcher = watch_signals(cancel.clone());
-    while !cancel.is_cancelled() {
-        let speed_done = speed.as_ref().is_some_and(SpeedLayer::is_finished);
-        let archive_done = archiver.as_ref().is_some_and(Archiver::is_finished);
-        let serve_done = server.as_ref().is_some_and(Server::is_finished);
-        if speed_done || archive_done || serve_done {
-            tracing::error!("a layer stopped; stopping the others");
-            failed = true;
-            cancel.cancel();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    drop(watcher);
-    if let (Some(runtime), Some(server)) = (&runtime, server)
-        && let Err(error) = runtime.block_on(server.join())
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("braid-serve")
+        .enable_all()
+        .build()
     {
-        eprintln!("error: serving layer: {error}");
-        failed = true;
-    }
-    if let Some(speed) = speed
-        && let Err(error) = speed.join()
-    {
-        eprintln!("error: speed layer: {error}");
-        failed = true;
-    }
-    if let Some(archiver) = archiver
-        && let Err(error) = archiver.join()
-    {
-        eprintln!("error: archiver: {error}");
-        failed = true;
-    }
-    if let Some(scheduler) = scheduler {
-        scheduler.join();
-    }
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let failed = runtime.block_on(supervise(config, layers, cancel.clone(), on_serving));
     if failed {
         ExitCode::FAILURE
     } else {
@@ -185,36 +94,178 @@ pub fn run_layers(
     }
 }
 
-/// Cancels `cancel` on SIGINT or SIGTERM, from a small runtime on its own thread.
-pub fn watch_signals(cancel: CancellationToken) -> Option<std::thread::JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    std::thread::Builder::new()
-        .name("braid-signals".to_owned())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let interrupt = tokio::signal::ctrl_c();
-                #[cfg(unix)]
-                let terminate = async {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(mut signal) => {
-                            signal.recv().await;
-                        }
-                        Err(_) => std::future::pending::<()>().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let terminate = std::future::pending::<()>();
-                tokio::select! {
-                    _ = interrupt => tracing::info!("interrupted; stopping"),
-                    () = terminate => tracing::info!("terminated; stopping"),
-                    () = cancel.cancelled() => {}
-                }
+/// Runs the layers as owned tasks of one [`JoinSet`]; returns whether any failed.
+async fn supervise(
+    config: &Config,
+    layers: &[Layer],
+    cancel: CancellationToken,
+    on_serving: impl FnOnce(Option<SocketAddr>),
+) -> bool {
+    let mut tasks: JoinSet<Ended> = JoinSet::new();
+    let mut failed = false;
+    let start_failed = |layer: &str, error: String| {
+        eprintln!("error: {layer}: {error}");
+        cancel.cancel();
+    };
+    let mut speed_reader = None;
+    if layers.contains(&Layer::Speed) {
+        match SpeedLayer::start(config, cancel.clone()) {
+            Ok(layer) => {
+                speed_reader = Some(Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>);
+                tasks.spawn_blocking(move || {
+                    ("speed layer", layer.join().map_err(|e| e.to_string()))
+                });
+            }
+            Err(error) => start_failed("speed layer", error.to_string()),
+        }
+    }
+    let mut batch_control = None;
+    if layers.contains(&Layer::Batch) && !cancel.is_cancelled() {
+        match Archiver::start(config, cancel.clone()) {
+            Ok(archiver) => {
+                tasks.spawn_blocking(move || {
+                    ("archiver", archiver.join().map_err(|e| e.to_string()))
+                });
+            }
+            Err(error) => start_failed("batch layer", error.to_string()),
+        }
+        match BatchScheduler::start(config, cancel.clone()) {
+            Ok(scheduler) => {
+                batch_control =
+                    Some(Arc::new(scheduler.handle()) as Arc<dyn braid_store::BatchControl>);
+                tasks.spawn_blocking(move || {
+                    scheduler.join();
+                    ("batch scheduler", Ok(()))
+                });
+            }
+            Err(error) => start_failed("batch layer", error.to_string()),
+        }
+    }
+    let mut serving = None;
+    if layers.contains(&Layer::Serve) && !cancel.is_cancelled() {
+        let backends = Backends {
+            speed: speed_reader,
+            batch: batch_control,
+            metrics: braid_serving::install_metrics(),
+        };
+        match Server::start(Arc::new(config.clone()), backends, cancel.clone()).await {
+            Ok(server) => {
+                serving = Some(server.addr());
+                tasks.spawn(async move {
+                    (
+                        "serving layer",
+                        server.join().await.map_err(|e| e.to_string()),
+                    )
+                });
+            }
+            Err(error) => start_failed("serving layer", error.to_string()),
+        }
+    }
+    if cancel.is_cancelled() {
+        failed = true;
+    } else {
+        on_serving(serving);
+        tracing::info!(?layers, "braid running; stop with Ctrl-C or SIGTERM");
+    }
+    let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => {}
+        Some(ended) = tasks.join_next() => {
+            // A layer that ends before anyone asked it to is a failure even when it ends cleanly.
+            if !cancel.is_cancelled() {
+                tracing::error!("a layer stopped; stopping the others");
+                failed = true;
                 cancel.cancel();
+            }
+            failed |= report(ended);
+        }
+    }
+    while let Some(ended) = tasks.join_next().await {
+        failed |= report(ended);
+    }
+    let _ = signals.await;
+    failed
+}
+
+/// Prints how a layer ended; returns whether it failed.
+fn report(ended: Result<Ended, tokio::task::JoinError>) -> bool {
+    match ended {
+        Ok((_, Ok(()))) => false,
+        Ok((layer, Err(error))) => {
+            eprintln!("error: {layer}: {error}");
+            true
+        }
+        Err(error) => {
+            eprintln!("error: a layer panicked: {error}");
+            true
+        }
+    }
+}
+
+/// Cancels `cancel` on SIGINT or SIGTERM; returns once `cancel` is cancelled either way.
+async fn cancel_on_signal(cancel: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("interrupted; stopping"),
+        () = terminate => tracing::info!("terminated; stopping"),
+        () = cancel.cancelled() => return,
+    }
+    cancel.cancel();
+}
+
+/// Cancels a token on SIGINT or SIGTERM, from a small runtime on its own thread, for the
+/// commands that run without an async runtime of their own. Dropping it stops and joins the
+/// thread.
+pub struct SignalWatcher {
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SignalWatcher {
+    pub fn start(cancel: CancellationToken) -> Self {
+        let stop = CancellationToken::new();
+        let watched = stop.clone();
+        let thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()
+            .and_then(|runtime| {
+                std::thread::Builder::new()
+                    .name("braid-signals".to_owned())
+                    .spawn(move || {
+                        runtime.block_on(async move {
+                            tokio::select! {
+                                () = cancel_on_signal(cancel) => {}
+                                () = watched.cancelled() => {}
+                            }
+                        });
+                    })
+                    .ok()
             });
-        })
-        .ok()
+        if thread.is_none() {
+            tracing::warn!("no signal watcher: Ctrl-C stops the process without a clean shutdown");
+        }
+        Self { stop, thread }
+    }
+}
+
+impl Drop for SignalWatcher {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -12,8 +12,27 @@ use braid_shared::manifest::PartitionManifest;
 use braid_shared::{Config, MetricExpr};
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::{PartitionBuffer, TopicPlan, archive_plan};
-use crate::error::{Error, Result};
+use crate::archive::{PartitionBuffer, archive_plan};
+use crate::error::Error;
+use braid_kafka::TopicPlan;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("benchmark: {0}")]
+    Setup(String),
+
+    #[error(transparent)]
+    Layer(#[from] Error),
+
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T, E = BenchError> = std::result::Result<T, E>;
 use crate::run::BatchRunner;
 use braid_store::{RunRecord, Trigger};
 
@@ -49,14 +68,14 @@ fn measure(config: &Config, events: usize, increment_percent: f64, dir: &Path) -
         .sources
         .first()
         .cloned()
-        .ok_or_else(|| Error::Bench("the config has no source".into()))?;
+        .ok_or_else(|| BenchError::Setup("the config has no source".into()))?;
     config.views.retain(|v| v.source == source.name);
     config.sources = vec![Arc::clone(&source)];
     let plan = archive_plan(&config)?;
     let topic = plan
         .topics
         .first()
-        .ok_or_else(|| Error::Bench("the config has no topic".into()))?;
+        .ok_or_else(|| BenchError::Setup("the config has no topic".into()))?;
 
     let mut out = String::new();
     let _ = writeln!(
@@ -158,9 +177,12 @@ fn measure(config: &Config, events: usize, increment_percent: f64, dir: &Path) -
 
 fn seconds(record: &RunRecord) -> Result<f64> {
     match (&record.error, record.duration_ms) {
-        (Some(error), _) => Err(Error::Bench(format!("run {} failed: {error}", record.id))),
+        (Some(error), _) => Err(BenchError::Setup(format!(
+            "run {} failed: {error}",
+            record.id
+        ))),
         (None, Some(ms)) => Ok((ms as f64 / 1000.0).max(1e-3)),
-        (None, None) => Err(Error::Bench("run without duration".into())),
+        (None, None) => Err(BenchError::Setup("run without duration".into())),
     }
 }
 

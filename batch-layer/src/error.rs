@@ -6,8 +6,8 @@ use braid_shared::TopicPartition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Kafka(#[from] braid_kafka::Error),
 
     #[error("{}: {source}", path.display())]
     Io {
@@ -21,19 +21,6 @@ pub enum Error {
     /// A file the archive manifest lists is gone or damaged.
     #[error("archive file {}: {reason}", path.display())]
     ArchiveFile { path: PathBuf, reason: String },
-
-    #[error(
-        "{tp}: the broker's offsets end at {high_watermark} but the archive continues from {archived}; \
-         the topic was deleted and recreated or truncated. Archiving it again would mix two logs: move \
-         the archive of this partition away (manifest {}) to start over",
-        path.display()
-    )]
-    OffsetsBehindArchive {
-        tp: TopicPartition,
-        high_watermark: i64,
-        archived: i64,
-        path: PathBuf,
-    },
 
     #[error(
         "{tp}: the archive ends at offset {archived}, behind the published snapshot's coverage {covered}; \
@@ -52,9 +39,6 @@ pub enum Error {
     /// A bug or an earlier panic left the layer unable to go on.
     #[error("internal: {0}")]
     Internal(String),
-
-    #[error("benchmark: {0}")]
-    Bench(String),
 
     #[error(transparent)]
     Shared(#[from] braid_shared::Error),

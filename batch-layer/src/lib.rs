@@ -10,6 +10,7 @@
 //! - `bench`: the `braid bench batch` measurements. `metrics`, `error`.
 
 mod archive;
+#[cfg(feature = "bench")]
 pub mod bench;
 mod error;
 mod files;

@@ -2,12 +2,12 @@
 //! key is compared, so the time taken tells nothing about which key nearly matched.
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
 /// Paths answered without a key: they hold no data.
@@ -39,7 +39,7 @@ pub async fn require_key(State(state): State<AppState>, request: Request, next: 
 
 fn refuse(message: &str) -> Response {
     let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+        ApiError::new(ErrorKind::Unauthorized, "unauthorized", message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),

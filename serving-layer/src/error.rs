@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::answer::AnswerError;
+
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,10 +26,37 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What kind of failure an answer is: the one place a failure becomes an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    Unauthorized,
+    NotFound,
+    TooManyRequests,
+    Internal,
+    Unavailable,
+    /// A refusal a middleware (body limit, timeout, router) answered with this status.
+    Middleware(StatusCode),
+}
+
+impl ErrorKind {
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Middleware(status) => status,
+        }
+    }
+}
+
 /// An answer that is not a success.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: StatusCode,
+    pub kind: ErrorKind,
     pub code: &'static str,
     pub message: String,
 }
@@ -47,33 +76,38 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             code,
             message: message.into(),
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.kind.http_status()
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, code, message)
+    }
+
     /// A bad query parameter: the message names it.
     pub fn parameter(name: &str, message: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            format!("{name}: {message}"),
-        )
+        Self::bad_request("invalid_parameter", format!("{name}: {message}"))
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
+        Self::new(ErrorKind::NotFound, code, message)
     }
 
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        Self::new(ErrorKind::Unavailable, code, message)
     }
 
+    /// A failure of the server's own: `message` says what failed, never where on disk.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(ErrorKind::Internal, "internal", message)
     }
 
     /// The JSON answer for a status that a middleware produced without a body of ours.
@@ -99,14 +133,15 @@ impl ApiError {
             s if s.is_client_error() => ("bad_request", "the request is not valid"),
             _ => ("internal", "the server failed to answer"),
         };
-        Self::new(status, code, message)
+        Self::new(ErrorKind::Middleware(status), code, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(status = %self.status, code = self.code, message = %self.message, "request failed");
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(%status, code = self.code, message = %self.message, "request failed");
         }
         let body = ErrorBody {
             error: ErrorDetail {
@@ -114,7 +149,20 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<AnswerError> for ApiError {
+    fn from(error: AnswerError) -> Self {
+        let message = error.to_string();
+        match error {
+            AnswerError::UnknownView(_) => Self::not_found("unknown_view", message),
+            AnswerError::NotInSnapshot(_) => Self::unavailable("view_not_in_snapshot", message),
+            AnswerError::SnapshotChanging(_) => Self::unavailable("snapshot_changing", message),
+            AnswerError::TooManyRows { .. } => Self::bad_request("too_many_rows", message),
+            AnswerError::Internal(_) => Self::internal(message),
+        }
     }
 }
 
@@ -122,28 +170,100 @@ impl From<braid_store::Error> for ApiError {
     fn from(error: braid_store::Error) -> Self {
         match error {
             braid_store::Error::UnknownRun(id) => {
-                Self::not_found("unknown_run", format!("no batch run {id:?}"))
+                Self::not_found("unknown_run", format!("no batch run {:?}", abbreviate(&id)))
             }
-            braid_store::Error::QueueFull(_) => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "queue_full",
-                error.to_string(),
-            ),
+            braid_store::Error::QueueFull(_) => {
+                Self::new(ErrorKind::TooManyRequests, "queue_full", error.to_string())
+            }
+            braid_store::Error::Io { path, source } => {
+                Self::internal(format!("storage: {}: {source}", storage_relative(&path)))
+            }
+            braid_store::Error::SnapshotFile { path, reason } => Self::internal(format!(
+                "snapshot file {}: {reason}",
+                storage_relative(&path)
+            )),
             other => Self::internal(other.to_string()),
         }
     }
 }
 
-impl From<braid_shared::Error> for ApiError {
-    fn from(error: braid_shared::Error) -> Self {
-        match error {
-            braid_shared::Error::UnknownView(view) => {
-                Self::not_found("unknown_view", format!("no view {view:?}"))
-            }
-            braid_shared::Error::Coverage(message) => {
-                Self::unavailable("snapshot_changing", message)
-            }
-            other => Self::internal(other.to_string()),
-        }
+/// A client-supplied value echoed in a message, cut to a readable length.
+pub(crate) fn abbreviate(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}... ({} characters)", &text[..cut], text.chars().count()),
+    }
+}
+
+/// A storage path as clients may see it: from the storage layout's top folder (`archive/...`,
+/// `batch/...`, `speed/...`) on, never the server's own directories above it.
+pub(crate) fn storage_relative(path: &std::path::Path) -> String {
+    let parts: Vec<_> = path.components().collect();
+    let top = parts
+        .iter()
+        .rposition(|c| matches!(c.as_os_str().to_str(), Some("archive" | "batch" | "speed")));
+    match top {
+        Some(i) => parts[i..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        None => path.file_name().map_or_else(
+            || "a storage file".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misaligned_coverage_is_an_internal_error_not_a_retry() {
+        let misaligned = braid_shared::Error::CoverageMisaligned(
+            "coverage of payments/0 at offset 350 is not a multiple of the segment size 100"
+                .to_owned(),
+        );
+        let answer = AnswerError::from(misaligned);
+        assert!(matches!(answer, AnswerError::Internal(_)), "{answer:?}");
+        let api = ApiError::from(answer);
+        assert_eq!(api.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(api.code, "internal");
+        assert!(api.message.contains("segment size"), "{}", api.message);
+
+        let dropped = AnswerError::from(braid_shared::Error::CoverageDropped(
+            "payments/0: events below offset 100 were dropped".to_owned(),
+        ));
+        assert!(matches!(dropped, AnswerError::SnapshotChanging(_)));
+        assert_eq!(
+            ApiError::from(dropped).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn storage_paths_lose_the_server_directories() {
+        let path = std::path::Path::new("/srv/secret/data/batch/history/run-1.json");
+        assert_eq!(storage_relative(path), "batch/history/run-1.json");
+        assert_eq!(
+            storage_relative(std::path::Path::new("/x/y.json")),
+            "y.json"
+        );
+        let error = ApiError::from(braid_store::Error::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other("disk on fire"),
+        });
+        assert!(!error.message.contains("/srv/secret"), "{}", error.message);
+        assert!(error.message.contains("batch/history/run-1.json"));
+    }
+
+    #[test]
+    fn long_ids_are_abbreviated() {
+        let id = "a".repeat(5000);
+        let message = ApiError::from(braid_store::Error::UnknownRun(id)).message;
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("5000 characters"), "{message}");
     }
 }

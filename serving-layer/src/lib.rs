@@ -4,12 +4,13 @@
 //! - `server`: the listener (header-read timeout, graceful shutdown) and snapshot watcher.
 //! - `routes`: the endpoints, the always-on limits, JSON errors, the OpenAPI document.
 //! - `snapshot`: the published snapshot held in memory and swapped atomically.
-//! - `query`: `GET /v1/views/{view}` parameters, checked. `merge`: batch ⊕ speed, regrouped.
+//! - `query`: query-string parameters, checked once for every route.
+//! - `answer`: batch ⊕ speed from one snapshot, regrouped, with provenance; HTTP-free.
 //! - `auth`: optional bearer keys. `state`, `metrics`, `error`.
 
+mod answer;
 mod auth;
 mod error;
-mod merge;
 mod metrics;
 mod query;
 mod routes;
@@ -17,7 +18,7 @@ mod server;
 mod snapshot;
 mod state;
 
-pub use error::{ApiError, Error, Result};
+pub use error::{ApiError, Error, ErrorKind, Result};
 pub use routes::{ApiDoc, router};
 pub use server::Server;
 pub use state::{AppState, Backends};

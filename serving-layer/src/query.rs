@@ -7,32 +7,74 @@ use braid_shared::config::{format_duration, parse_duration};
 use braid_shared::view::FieldKind;
 use braid_shared::{SourceDef, Value, ViewDef};
 
+use crate::answer::{OrderBy, ViewQuery};
 use crate::error::ApiError;
 
 /// Parameters with a meaning of their own; every other one filters a group-by field.
 pub const RESERVED: [&str; 6] = ["from", "to", "step", "group_by", "order_by", "limit"];
 
-/// A checked view query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ViewQuery {
-    /// Buckets starting in `[from_ms, to_ms)` are answered.
-    pub from_ms: i64,
-    pub to_ms: i64,
-    /// Re-bucketing width (a multiple of the granularity); `None`: one row per group.
-    pub step_ms: Option<i64>,
-    /// Required values, by index into the view's `group_by`.
-    pub filters: Vec<(usize, Value)>,
-    /// Group-by fields kept in the answer, by index; the others are merged away.
-    pub group_by: Vec<usize>,
-    pub order_by: Option<OrderBy>,
-    pub limit: Option<usize>,
+/// A query string's pairs, read once for every route that takes parameters: unreadable text is
+/// a 400 `invalid_query`, a name given twice a 400 naming it.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("the query string cannot be read: {e}"),
+                )
+            })?;
+        check_unique(&pairs)?;
+        Ok(Self(pairs))
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        get(&self.0, name)
+    }
+
+    /// Refuses every parameter not in `allowed`, naming it.
+    pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.0.iter().find(|(n, _)| !allowed.contains(&n.as_str())) {
+            None => Ok(()),
+            Some((name, _)) => Err(ApiError::parameter(
+                name,
+                format!(
+                    "is not a parameter of this endpoint (only {})",
+                    allowed.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// `limit`, 1 to `max`, or `default` when absent.
+    pub fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        self.get("limit")
+            .map_or(Ok(default), |text| parse_limit(text, max))
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OrderBy {
-    /// Index into the view's metrics.
-    pub metric: usize,
-    pub descending: bool,
+fn check_unique(params: &[(String, String)]) -> Result<(), ApiError> {
+    let mut seen = BTreeSet::new();
+    for (name, _) in params {
+        if !seen.insert(name.as_str()) {
+            return Err(ApiError::parameter(name, "is given more than once"));
+        }
+    }
+    Ok(())
+}
+
+fn get<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Parses the query string's pairs for `view`. `now_ms` resolves `now[-duration]`.
@@ -43,18 +85,8 @@ pub fn parse(
     now_ms: i64,
     max_rows: usize,
 ) -> Result<ViewQuery, ApiError> {
-    let mut seen = BTreeSet::new();
-    for (name, _) in params {
-        if !seen.insert(name.as_str()) {
-            return Err(ApiError::parameter(name, "is given more than once"));
-        }
-    }
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    check_unique(params)?;
+    let get = |name: &str| get(params, name);
     let from_ms = parse_time("from", get("from"), now_ms)?;
     let to_ms = parse_time("to", get("to"), now_ms)?;
     if from_ms >= to_ms {
@@ -296,7 +328,7 @@ fn parse_order_by(view: &ViewDef, text: &str) -> Result<OrderBy, ApiError> {
     Ok(OrderBy { metric, descending })
 }
 
-fn parse_limit(text: &str, max_rows: usize) -> Result<usize, ApiError> {
+pub fn parse_limit(text: &str, max_rows: usize) -> Result<usize, ApiError> {
     match text.trim().parse::<usize>() {
         Ok(n) if n >= 1 && n <= max_rows => Ok(n),
         _ => Err(ApiError::parameter(
@@ -344,7 +376,11 @@ top = "top_k(card_id, 3)"
 
     fn message(query: &str) -> String {
         let error = run(query).unwrap_err();
-        assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(
+            error.status(),
+            axum::http::StatusCode::BAD_REQUEST,
+            "{query}"
+        );
         error.message
     }
 

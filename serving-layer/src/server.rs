@@ -13,6 +13,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
 use crate::routes::router;
@@ -48,11 +49,21 @@ impl Server {
         bound.serve.listen = addr;
         let state = AppState::new(Arc::new(bound), backends);
         state.snapshot().refresh().await;
-        let watcher = tokio::spawn(Arc::clone(state.snapshot()).watch(cancel.clone()));
+        // Every task the server spawns (the snapshot watcher, one per connection) is tracked,
+        // and the server's own task ends only once they have.
+        let tasks = TaskTracker::new();
+        tasks.spawn(Arc::clone(state.snapshot()).watch(cancel.clone()));
         let app = router(state);
         let task = tokio::spawn(async move {
-            let served = accept(listener, app, header_timeout, cancel).await;
-            let _ = watcher.await;
+            let served = accept(listener, app, header_timeout, &tasks, cancel).await;
+            tasks.close();
+            // Connections still open past the drain are left to the runtime's shutdown.
+            if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
+                tracing::warn!(
+                    open = tasks.len(),
+                    "server tasks still running after the drain"
+                );
+            }
             served
         });
         tracing::info!(%addr, "serving the HTTP API");
@@ -80,6 +91,7 @@ async fn accept(
     listener: TcpListener,
     app: axum::Router,
     header_timeout: Duration,
+    tasks: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<()> {
     let graceful = GracefulShutdown::new();
@@ -103,7 +115,7 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }

@@ -76,16 +76,17 @@ impl SpeedReader for FakeSpeed {
     ) -> braid_shared::Result<SpeedCells> {
         let def = self.config.view(view).unwrap();
         let mut state = ViewState::new(Arc::clone(def));
-        let mut positions = BTreeMap::new();
+        let mut partitions = BTreeMap::new();
+        let status = self.status();
         for (p, events) in self.partitions.iter().enumerate() {
             let tp = TopicPartition::new("payments", p as i32);
             let from = coverage.of(&tp) as usize;
             let mut part = ViewState::new(Arc::clone(def));
             part.apply(&events[from.min(events.len())..]);
             state.merge_matching(&part, query)?;
-            positions.insert(tp, events.len() as i64);
+            partitions.insert(tp.clone(), status[&tp]);
         }
-        Ok(SpeedCells { state, positions })
+        Ok(SpeedCells { state, partitions })
     }
 }
 
@@ -463,6 +464,42 @@ async fn every_error_is_json_with_a_code_naming_what_was_wrong() {
     assert_eq!(body["total_rows"], 60);
     assert_eq!(body["rows"].as_array().unwrap().len(), 5);
     assert_eq!(f.config.serve.max_rows, 50);
+}
+
+/// Ids and names a client makes up (very long, control characters, path-like) are refused as
+/// unknown at the edge: never a 500, never the server's data directory in the message.
+#[tokio::test]
+async fn made_up_ids_are_unknown_and_never_reveal_server_paths() {
+    let f = fixture(&[], &events());
+    let dir = f.config.storage.dir.display().to_string();
+    let long = "a".repeat(5000);
+    let cases = [
+        (format!("/v1/batch/runs/{long}"), "unknown_run"),
+        ("/v1/batch/runs/run%0A%1B%5B31m".to_owned(), "unknown_run"),
+        (
+            "/v1/batch/runs/..%2F..%2F..%2Fetc%2Fpasswd".to_owned(),
+            "unknown_run",
+        ),
+        (format!("/v1/views/{long}?from=0&to=1"), "unknown_view"),
+        (format!("/v1/rejected/{long}"), "unknown_source"),
+    ];
+    for (uri, code) in cases {
+        let (status, body) = get(&f.state, &uri).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{}: {body}",
+            &uri[..40.min(uri.len())]
+        );
+        assert_eq!(body["error"]["code"], code, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.contains(&dir), "{message}");
+        assert!(
+            message.len() < 300,
+            "the message echoes the whole id: {} bytes",
+            message.len()
+        );
+    }
 }
 
 #[tokio::test]

@@ -85,7 +85,7 @@ impl Coverage {
             .find(|(_, offset)| **offset < 0 || **offset % size != 0)
         {
             None => Ok(()),
-            Some((tp, offset)) => Err(Error::Coverage(format!(
+            Some((tp, offset)) => Err(Error::CoverageMisaligned(format!(
                 "coverage of {tp} at offset {offset} is not a multiple of the segment size {segment_size}"
             ))),
         }
@@ -130,8 +130,19 @@ impl CellQuery {
 #[derive(Debug, Clone)]
 pub struct SpeedCells {
     pub state: ViewState,
-    /// Per partition held, the next offset to be applied (everything below it is in `state`).
-    pub positions: BTreeMap<TopicPartition, i64>,
+    /// Per partition held, as of this read: `position` is the next offset to be applied
+    /// (everything below it is in `state`), with the lag seen at the same moment.
+    pub partitions: BTreeMap<TopicPartition, PartitionStatus>,
+}
+
+impl SpeedCells {
+    /// Per partition held, the next offset to be applied.
+    pub fn positions(&self) -> BTreeMap<TopicPartition, i64> {
+        self.partitions
+            .iter()
+            .map(|(tp, s)| (tp.clone(), s.position))
+            .collect()
+    }
 }
 
 /// One partition as the speed layer holds it.
@@ -151,7 +162,8 @@ pub trait SpeedReader: Send + Sync {
     fn status(&self) -> BTreeMap<TopicPartition, PartitionStatus>;
 
     /// The cells of `view` matching `query`, from events at or above `coverage` only. Fails with
-    /// [`Error::Coverage`] when the speed layer has already dropped events the coverage needs
-    /// (a newer snapshot was published): re-read the snapshot pointer and ask again.
+    /// [`Error::CoverageDropped`] when the speed layer has already dropped events the coverage
+    /// needs (a newer snapshot was published): re-read the snapshot pointer and ask again; with
+    /// [`Error::CoverageMisaligned`] for a coverage off the segment grid (a bug).
     fn read(&self, view: &str, query: &CellQuery, coverage: &Coverage) -> Result<SpeedCells>;
 }

@@ -45,8 +45,14 @@ pub enum Error {
     #[error("unknown view {0:?}")]
     UnknownView(String),
 
+    /// The speed layer has dropped events a read's coverage needs, for a newer snapshot: read
+    /// the snapshot pointer again and ask at its coverage.
     #[error("coverage: {0}")]
-    Coverage(String),
+    CoverageDropped(String),
+
+    /// A coverage off the segment grid: a bug in whoever made it, never retried.
+    #[error("coverage: {0}")]
+    CoverageMisaligned(String),
 
     #[error("cannot merge {what}: {reason}")]
     Mismatch { what: &'static str, reason: String },

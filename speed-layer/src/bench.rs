@@ -13,10 +13,28 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::SpeedLayer;
-use crate::error::{Error, Result};
-use crate::plan::Plan;
+use crate::error::Error;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("benchmark: {0}")]
+    Setup(String),
+
+    #[error(transparent)]
+    Layer(#[from] Error),
+
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T, E = BenchError> = std::result::Result<T, E>;
 use crate::rejected::{Keep, RejectedLog};
 use crate::state::{Message, PartitionState, Progress, Shared, SpeedHandle};
+use braid_kafka::Plan;
 
 /// What the benchmark measured.
 #[derive(Debug, Clone)]
@@ -185,7 +203,7 @@ fn apply_all(config: &Config, messages: &[Vec<u8>], reads: bool) -> Result<Run> 
         .plan
         .topics
         .first()
-        .ok_or_else(|| Error::Bench("the config has no source".to_owned()))?;
+        .ok_or_else(|| BenchError::Setup("the config has no source".to_owned()))?;
     let tp = TopicPartition::new(plan_topic.topic.clone(), 0);
     let rejected = RejectedLog::open(
         &braid_shared::storage::speed_rejected_path(&dir, &tp.topic, 0),
@@ -271,7 +289,7 @@ fn tempdir() -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix("braid-bench-")
         .tempdir()
-        .map_err(Error::io(std::env::temp_dir()))
+        .map_err(|e| Error::io(std::env::temp_dir())(e).into())
 }
 
 /// Resident set size of this process, from /proc (0 where unavailable).
@@ -370,7 +388,7 @@ fn end_to_end(config: &Config, n: usize) -> Result<f64> {
     let cancel = CancellationToken::new();
     let layer = SpeedLayer::start(&config, cancel.clone())?;
     let handle = layer.handle();
-    let stalled = Error::Bench;
+    let stalled = BenchError::Setup;
     let assigned_by = Instant::now() + Duration::from_secs(120);
     while handle.positions().len() < partitions as usize {
         if Instant::now() > assigned_by {

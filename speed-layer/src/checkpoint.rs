@@ -11,8 +11,8 @@ use braid_shared::{TopicPartition, ViewState};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::plan::TopicPlan;
 use crate::state::{PartitionState, Progress, Segment};
+use braid_kafka::TopicPlan;
 
 const MAGIC: &[u8; 8] = b"BRAIDCKP";
 const FORMAT_VERSION: u8 = 1;

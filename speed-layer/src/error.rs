@@ -2,12 +2,10 @@
 
 use std::path::PathBuf;
 
-use braid_shared::TopicPartition;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Kafka(#[from] braid_kafka::Error),
 
     #[error("{}: {source}", path.display())]
     Io {
@@ -18,25 +16,9 @@ pub enum Error {
     #[error("checkpoint {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
 
-    #[error(
-        "{tp}: the broker's offsets end at {high_watermark} but the checkpoint continues from {checkpoint}; \
-         the topic was deleted and recreated or truncated. Counting it again would double count: remove {} \
-         to rebuild this partition from the broker",
-        path.display()
-    )]
-    OffsetsBehindCheckpoint {
-        tp: TopicPartition,
-        high_watermark: i64,
-        checkpoint: i64,
-        path: PathBuf,
-    },
-
     /// A bug or an earlier panic left the layer unable to go on.
     #[error("internal: {0}")]
     Internal(String),
-
-    #[error("benchmark: {0}")]
-    Bench(String),
 
     #[error(transparent)]
     Shared(#[from] braid_shared::Error),

@@ -5,16 +5,15 @@
 //! - `state`: per-partition segmented view state and the [`SpeedHandle`] reader.
 //! - `checkpoint`: durable, checksummed partition checkpoints.
 //! - `rejected`: the per-partition log of events that could not be read.
-//! - `plan`: which sources and views each topic feeds.
 //! - `bench`: the `braid bench speed` measurements.
 //! - `metrics`, `error`.
 
+#[cfg(feature = "bench")]
 pub mod bench;
 mod checkpoint;
 mod consumer;
 mod error;
 mod metrics;
-mod plan;
 mod rejected;
 mod state;
 

@@ -13,8 +13,8 @@ use braid_shared::{
 };
 
 use crate::metrics;
-use crate::plan::{Plan, TopicPlan};
 use crate::rejected::RejectedLog;
+use braid_kafka::{Plan, TopicPlan};
 
 /// One consumed message, borrowed from the consumer.
 pub(crate) struct Message<'a> {
@@ -131,10 +131,10 @@ impl PartitionState {
                             offsets.push(message.offset);
                         }
                         Err(reason) => {
-                            metrics::rejected(&source.name, reason.code());
+                            metrics::rejected(source.name(), reason.code());
                             tracing::debug!(topic = %self.tp.topic, partition = self.tp.partition, offset = message.offset, %reason, "rejected event");
                             writer.rejected.append(&RejectedRecord {
-                                source: source.name.clone(),
+                                source: source.name().to_owned(),
                                 topic: self.tp.topic.clone(),
                                 partition: self.tp.partition,
                                 offset: message.offset,
@@ -146,8 +146,8 @@ impl PartitionState {
                         }
                     }
                 }
-                metrics::consumed(&source.name, run.len() as u64);
-                metrics::applied(&source.name, events.len() as u64);
+                metrics::consumed(source.name(), run.len() as u64);
+                metrics::applied(source.name(), events.len() as u64);
                 applied += events.len() as u64;
                 for (chunk, chunk_offsets) in
                     events.chunks(APPLY_CHUNK).zip(offsets.chunks(APPLY_CHUNK))
@@ -359,16 +359,17 @@ impl SpeedReader for SpeedHandle {
         let size = u64::try_from(shared.segment_size).unwrap_or(1);
         coverage.check_aligned(size)?;
         let mut state = ViewState::new(Arc::clone(&topic.views[index]));
-        let mut positions = BTreeMap::new();
-        let partitions = shared
+        let mut partitions = BTreeMap::new();
+        let lag = self.lag();
+        let held = shared
             .assigned()
             .into_iter()
             .filter(|(tp, _)| tp.topic == topic.topic);
-        for (tp, partition) in partitions {
+        for (tp, partition) in held {
             let covered = coverage.of(&tp);
             let progress = partition.progress();
             if covered < progress.floor {
-                return Err(braid_shared::Error::Coverage(format!(
+                return Err(braid_shared::Error::CoverageDropped(format!(
                     "{tp}: events below offset {} were dropped for a newer snapshot; asked from {covered}",
                     progress.floor
                 )));
@@ -382,8 +383,14 @@ impl SpeedReader for SpeedHandle {
                 state.merge_matching(&segment.views[index], query)?;
                 position = position.max(segment.next_offset);
             }
-            positions.insert(tp, position);
+            let last = partition.last_message_ms.load(Ordering::Relaxed);
+            let status = PartitionStatus {
+                position,
+                lag_messages: lag.get(&tp).copied(),
+                last_message_ms: (last > 0).then_some(last),
+            };
+            partitions.insert(tp, status);
         }
-        Ok(SpeedCells { state, positions })
+        Ok(SpeedCells { state, partitions })
     }
 }

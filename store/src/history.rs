@@ -10,6 +10,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The longest run id there can be (ids are made by [`History::new_id`], far shorter).
+pub const MAX_RUN_ID_LEN: usize = 128;
+
+/// Refuses, as an unknown run, an id no run can have: empty, longer than
+/// [`MAX_RUN_ID_LEN`], or with characters other than ASCII letters, digits, `-` and `_` (so an
+/// id never names a path).
+pub fn check_run_id(id: &str) -> Result<()> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_RUN_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::UnknownRun(id.to_owned()))
+    }
+}
+
 /// Records kept; older ones are removed.
 const KEEP_RECORDS: usize = 1000;
 
@@ -149,13 +168,7 @@ impl History {
     }
 
     pub fn get(&self, id: &str) -> Result<RunRecord> {
-        let valid = !id.is_empty()
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
-            return Err(Error::UnknownRun(id.to_owned()));
-        }
+        check_run_id(id)?;
         let path = self.path(id);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Io {

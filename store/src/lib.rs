@@ -12,4 +12,7 @@ mod history;
 pub mod snapshot;
 
 pub use error::{Error, Result};
-pub use history::{BatchControl, History, RunRecord, RunState, Trigger, ViewRun, now_rfc3339};
+pub use history::{
+    BatchControl, History, MAX_RUN_ID_LEN, RunRecord, RunState, Trigger, ViewRun, check_run_id,
+    now_rfc3339,
+};

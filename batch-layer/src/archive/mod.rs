@@ -3,7 +3,7 @@
 //! decides where a partition resumes (Kafka's committed offsets are advisory), so a restart,
 //! also after kill -9, continues exactly after the last published offset.
 //!
-//! - `plan`: which sources decode each topic.
+//! - `plan`: the archive's own check of the sources' field names.
 //! - `partition`: a partition's buffer and its flush (files, then the manifest entry).
 //! - `rebalance`: take-up (orphan clean-up, seek) and release (flush) of partitions.
 //! - `compact`: merging runs of small files, and removing retired ones.
@@ -16,34 +16,23 @@ mod rebalance;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use braid_kafka::{BorrowedMessage, Commit, ConsumerThread, Message as _, Plan};
 use braid_shared::{Config, TopicPartition};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message as _;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::files::now_ms;
 
 pub(crate) use partition::PartitionBuffer;
-pub(crate) use plan::{Plan, TopicPlan, check_field_names};
-use rebalance::ArchiveContext;
+pub(crate) use plan::check_field_names;
+use rebalance::ArchivePartitions;
 
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const MAX_POLL_BATCH: usize = 10_000;
 /// How long a file replaced by compaction stays readable for runs that listed it before.
 pub const RETIRED_GRACE: Duration = Duration::from_secs(3600);
 const RETIRE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
-
-struct Settings {
-    flush_interval: Duration,
-    flush_rows: usize,
-    compact_files: usize,
-}
 
 pub(crate) struct Shared {
     plan: Plan,
@@ -95,38 +84,40 @@ impl ArchiveHandle {
 /// A running archiver.
 pub struct Archiver {
     handle: ArchiveHandle,
-    thread: JoinHandle<Result<()>>,
+    thread: ConsumerThread<Error>,
 }
 
 impl Archiver {
     /// Starts archiving on a dedicated thread until `cancel` fires.
     pub fn start(config: &Config, cancel: CancellationToken) -> Result<Self> {
         let shared = Arc::new(Shared {
-            plan: Plan::new(config)?,
+            plan: archive_plan(config)?,
             dir: config.storage.dir.clone(),
             partitions: Mutex::new(BTreeMap::new()),
             archived: RwLock::new(BTreeMap::new()),
             lag: RwLock::new(BTreeMap::new()),
         });
-        let context = ArchiveContext {
-            shared: Arc::clone(&shared),
-            fatal: Mutex::new(None),
-        };
-        let consumer: BaseConsumer<ArchiveContext> =
-            client_config(config).create_with_context(context)?;
         let topics = config.topics();
-        consumer.subscribe(&topics)?;
         let group = archive_group(config);
-        tracing::info!(brokers = %config.kafka.brokers, %group, ?topics, "archiver subscribed");
-        let settings = Settings {
+        let worker = ArchiveWorker {
+            shared: Arc::clone(&shared),
             flush_interval: config.batch.flush_interval.0,
             flush_rows: config.batch.flush_rows,
             compact_files: config.batch.compact_files,
+            last_retire_check: Instant::now(),
         };
-        let thread = std::thread::Builder::new()
-            .name("braid-archive".to_owned())
-            .spawn(move || run(consumer, settings, cancel))
-            .map_err(Error::io("spawning the archive thread"))?;
+        let thread = braid_kafka::start(
+            "braid-archive",
+            &braid_kafka::client_config(config, &group),
+            &topics,
+            Arc::new(ArchivePartitions {
+                shared: Arc::clone(&shared),
+            }),
+            worker,
+            MAX_POLL_BATCH,
+            cancel,
+        )?;
+        tracing::info!(brokers = %config.kafka.brokers, %group, ?topics, "archiver subscribed");
         Ok(Self {
             handle: ArchiveHandle { shared },
             thread,
@@ -144,15 +135,16 @@ impl Archiver {
 
     /// Waits for the archive thread to stop (after cancellation or a fatal error).
     pub fn join(self) -> Result<()> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(Error::Internal("the archive thread panicked".to_owned())))
+        self.thread.join(Error::Internal)
     }
 }
 
 /// Which sources decode each topic (for writing archive ranges without a consumer).
 pub(crate) fn archive_plan(config: &Config) -> Result<Plan> {
-    Plan::new(config)
+    for source in &config.sources {
+        check_field_names(source)?;
+    }
+    Ok(Plan::new(config))
 }
 
 /// The archiver's consumer group: the configured group with an `-archive` suffix, so it reads
@@ -161,149 +153,98 @@ pub fn archive_group(config: &Config) -> String {
     format!("{}-archive", config.kafka.group_id)
 }
 
-fn client_config(config: &Config) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    for (key, value) in config.kafka.consumer_settings(&archive_group(config)) {
-        client.set(key, value);
-    }
-    client
+struct ArchiveWorker {
+    shared: Arc<Shared>,
+    flush_interval: Duration,
+    flush_rows: usize,
+    compact_files: usize,
+    last_retire_check: Instant,
 }
 
-fn run(
-    consumer: BaseConsumer<ArchiveContext>,
-    settings: Settings,
-    cancel: CancellationToken,
-) -> Result<()> {
-    let shared = Arc::clone(&consumer.context().shared);
-    let mut last_retire_check = Instant::now();
-    let result = loop {
-        if cancel.is_cancelled() {
-            break Ok(());
+impl braid_kafka::Worker for ArchiveWorker {
+    type Partitions = ArchivePartitions;
+
+    /// Buffers a polled batch per partition.
+    fn batch(&mut self, held: &[BorrowedMessage<'_>]) -> Result<()> {
+        let shared = &self.shared;
+        let ingest_ms = now_ms();
+        let mut partitions = shared.partitions.lock().map_err(|_| poisoned())?;
+        for message in held {
+            let tp = TopicPartition::new(message.topic(), message.partition());
+            // A partition revoked while the batch was collected is skipped: its next owner
+            // continues from the manifest.
+            let (Some(buffer), Some(plan)) =
+                (partitions.get_mut(&tp), shared.plan.topic(&tp.topic))
+            else {
+                continue;
+            };
+            buffer.push(
+                plan,
+                message.offset(),
+                message.payload().unwrap_or_default(),
+                ingest_ms,
+            );
         }
-        if let Some(error) = consumer
-            .context()
-            .fatal
-            .lock()
-            .ok()
-            .and_then(|mut f| f.take())
-        {
-            break Err(error);
-        }
-        poll_batch(&consumer, &shared);
-        let retire = last_retire_check.elapsed() >= RETIRE_CHECK_INTERVAL;
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<Commit> {
+        let retire = self.last_retire_check.elapsed() >= RETIRE_CHECK_INTERVAL;
         if retire {
-            last_retire_check = Instant::now();
+            self.last_retire_check = Instant::now();
         }
-        match flush_due(&consumer, &shared, &settings, false, retire) {
-            Ok(()) => {}
-            Err(error) => break Err(error),
-        }
-    };
-    let flushed = match &result {
-        Ok(()) => flush_due(&consumer, &shared, &settings, true, false),
-        Err(_) => Ok(()),
-    };
-    consumer.unsubscribe();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while shared.partitions.lock().is_ok_and(|p| !p.is_empty()) && Instant::now() < deadline {
-        let _ = consumer.poll(POLL_TIMEOUT);
+        self.flush_due(false, retire)
     }
-    drop(consumer);
-    match &result {
-        Ok(()) => tracing::info!("archiver stopped"),
-        Err(error) => tracing::error!(%error, "archiver failed"),
-    }
-    result.and(flushed)
-}
 
-/// Polls up to a batch of messages (waiting only for the first) into the partition buffers.
-fn poll_batch(consumer: &BaseConsumer<ArchiveContext>, shared: &Shared) {
-    let mut timeout = POLL_TIMEOUT;
-    let mut held = Vec::new();
-    for _ in 0..MAX_POLL_BATCH {
-        match consumer.poll(timeout) {
-            None => break,
-            Some(Err(error)) => {
-                tracing::warn!(%error, "kafka consumer error");
-                break;
-            }
-            Some(Ok(message)) => {
-                held.push(message);
-                timeout = Duration::ZERO;
-            }
+    /// Flushes every buffer when the loop was cancelled; after an error nothing more is written.
+    fn finish(&mut self, clean: bool) -> Result<Commit> {
+        if clean {
+            self.flush_due(true, false)
+        } else {
+            Ok(Commit::new())
         }
-    }
-    if held.is_empty() {
-        return;
-    }
-    let ingest_ms = now_ms();
-    let Ok(mut partitions) = shared.partitions.lock() else {
-        return;
-    };
-    for message in &held {
-        let tp = TopicPartition::new(message.topic(), message.partition());
-        // A partition revoked while the batch was collected is skipped: its next owner
-        // continues from the manifest.
-        let (Some(buffer), Some(plan)) = (partitions.get_mut(&tp), shared.plan.topic(&tp.topic))
-        else {
-            continue;
-        };
-        buffer.push(
-            plan,
-            message.offset(),
-            message.payload().unwrap_or_default(),
-            ingest_ms,
-        );
     }
 }
 
-/// Flushes the partitions whose buffer is big or old enough (all of them when `all`), compacts
-/// after each flush, and removes retired files past their grace period when `retire`.
-fn flush_due(
-    consumer: &BaseConsumer<ArchiveContext>,
-    shared: &Shared,
-    settings: &Settings,
-    all: bool,
-    retire: bool,
-) -> Result<()> {
-    let Ok(mut partitions) = shared.partitions.lock() else {
-        return Err(Error::Internal(
-            "archive partitions lock poisoned".to_owned(),
-        ));
-    };
-    let mut offsets = TopicPartitionList::new();
-    for (tp, buffer) in partitions.iter_mut() {
-        let due = buffer.messages > 0
-            && (all
-                || buffer.messages >= settings.flush_rows
-                || buffer
-                    .since
-                    .is_some_and(|s| s.elapsed() >= settings.flush_interval));
-        let Some(plan) = shared.plan.topic(&tp.topic) else {
-            continue;
-        };
-        if due {
-            buffer.flush(&shared.dir, plan)?;
-            compact::compact(
-                &shared.dir,
-                &mut buffer.manifest,
-                settings.compact_files,
-                settings.flush_rows,
-            )?;
-            shared.publish_end(tp, buffer.manifest.end());
-            if let Some(end) = buffer.manifest.end() {
-                offsets.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(end))?;
+impl ArchiveWorker {
+    /// Flushes the partitions whose buffer is big or old enough (all of them when `all`),
+    /// compacts after each flush, and removes retired files past their grace period when
+    /// `retire`. Returns the new archive ends, for Kafka.
+    fn flush_due(&self, all: bool, retire: bool) -> Result<Commit> {
+        let shared = &self.shared;
+        let mut partitions = shared.partitions.lock().map_err(|_| poisoned())?;
+        let mut commit = Commit::new();
+        for (tp, buffer) in partitions.iter_mut() {
+            let due = buffer.messages > 0
+                && (all
+                    || buffer.messages >= self.flush_rows
+                    || buffer
+                        .since
+                        .is_some_and(|s| s.elapsed() >= self.flush_interval));
+            let Some(plan) = shared.plan.topic(&tp.topic) else {
+                continue;
+            };
+            if due {
+                buffer.flush(&shared.dir, plan)?;
+                compact::compact(
+                    &shared.dir,
+                    &mut buffer.manifest,
+                    self.compact_files,
+                    self.flush_rows,
+                )?;
+                shared.publish_end(tp, buffer.manifest.end());
+                if let Some(end) = buffer.manifest.end() {
+                    commit.push((tp.clone(), end));
+                }
+            }
+            if retire {
+                compact::remove_retired(&shared.dir, &mut buffer.manifest, RETIRED_GRACE)?;
             }
         }
-        if retire {
-            compact::remove_retired(&shared.dir, &mut buffer.manifest, RETIRED_GRACE)?;
-        }
+        Ok(commit)
     }
-    // Advisory, for lag tools: the manifest decides where a partition resumes.
-    if offsets.count() > 0
-        && let Err(error) = consumer.commit(&offsets, CommitMode::Async)
-    {
-        tracing::debug!(%error, "advisory offset commit failed");
-    }
-    Ok(())
+}
+
+fn poisoned() -> Error {
+    Error::Internal("archive partitions lock poisoned".to_owned())
 }

@@ -11,10 +11,10 @@ use braid_shared::storage::{RejectedRecord, archive_manifest_path, write_atomic}
 use braid_shared::{Event, RejectReason, TopicPartition};
 use polars::prelude::*;
 
-use super::plan::TopicPlan;
 use crate::error::{Error, Result};
 use crate::files::{now_ms, sync_dirs, write_parquet};
 use crate::metrics;
+use braid_kafka::TopicPlan;
 use braid_store::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
 
 pub(crate) struct Archived {
@@ -219,7 +219,7 @@ pub(crate) fn date_of(time_ms: i64) -> String {
 }
 
 fn events_frame(
-    source: &super::plan::SourcePlan,
+    source: &braid_kafka::SourcePlan,
     partition: i32,
     events: &[&Archived],
 ) -> Result<DataFrame> {

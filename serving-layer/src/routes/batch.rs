@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
+use crate::query::Params;
 use crate::state::AppState;
 
 /// Records listed at most.
@@ -58,8 +59,7 @@ pub async fn start_run(
         RunRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
+            ApiError::bad_request(
                 "invalid_body",
                 format!("the body is not {{\"full\": true|false}}: {e}"),
             )
@@ -84,7 +84,9 @@ pub async fn list_runs(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<RunList>, ApiError> {
-    let limit = limit_param(raw.as_deref(), 50, MAX_LIST)?;
+    let params = Params::parse(raw.as_deref())?;
+    params.only(&["limit"])?;
+    let limit = params.limit(50, MAX_LIST)?;
     let history = state.0.history.clone();
     let runs = tokio::task::spawn_blocking(move || history.list(limit))
         .await
@@ -100,46 +102,10 @@ pub async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<braid_store::RunRecord>, ApiError> {
+    braid_store::check_run_id(&id)?;
     let history = state.0.history.clone();
     let record = tokio::task::spawn_blocking(move || history.get(&id))
         .await
         .map_err(|e| ApiError::internal(format!("reading the run: {e}")))??;
     Ok(Json(record))
-}
-
-/// Reads an optional `limit` (the only parameter the list endpoints take).
-pub(crate) fn limit_param(
-    raw: Option<&str>,
-    default: usize,
-    max: usize,
-) -> Result<usize, ApiError> {
-    let params: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("the query string cannot be read: {e}"),
-            )
-        })?;
-    let mut limit = default;
-    for (name, value) in params {
-        if name != "limit" {
-            return Err(ApiError::parameter(
-                &name,
-                "is not a parameter of this endpoint (only limit)",
-            ));
-        }
-        limit = value
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::parameter(
-                    "limit",
-                    format!("{value:?} is not a whole number from 1 to {max}"),
-                )
-            })?;
-    }
-    Ok(limit)
 }

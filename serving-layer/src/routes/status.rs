@@ -8,8 +8,10 @@ use braid_shared::storage::{RejectedRecord, read_rejected};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::batch::{ListParams, limit_param};
+use super::batch::ListParams;
+use crate::error::abbreviate;
 use crate::error::{ApiError, ErrorBody};
+use crate::query::Params;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,11 +116,16 @@ pub async fn rejected(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<RejectedList>, ApiError> {
-    let limit = limit_param(raw.as_deref(), 100, 10_000)?;
+    let params = Params::parse(raw.as_deref())?;
+    params.only(&["limit"])?;
+    let limit = params.limit(100, 10_000)?;
     let config = &state.0.config;
-    let source = config
-        .source(&name)
-        .ok_or_else(|| ApiError::not_found("unknown_source", format!("no source {name:?}")))?;
+    let source = config.source(&name).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_source",
+            format!("no source {:?}", abbreviate(&name)),
+        )
+    })?;
     let dir = config.storage.dir.clone();
     let topic = source.topic.clone();
     let mut records = tokio::task::spawn_blocking(move || read_rejected(&dir, &topic))

@@ -8,13 +8,10 @@ use braid_shared::config::format_duration;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody};
-use crate::merge::{self, Provenance};
-use crate::query::{self, format_time};
+use crate::answer::{self, Provenance};
+use crate::error::{ApiError, ErrorBody, abbreviate};
+use crate::query::{self, Params, format_time};
 use crate::state::{AppState, now_ms};
-
-/// Attempts at a merge when a snapshot swap races it.
-const MERGE_ATTEMPTS: usize = 4;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ViewList {
@@ -164,45 +161,28 @@ pub async fn get_view(
 ) -> Result<Json<ViewAnswer>, ApiError> {
     let inner = &state.0;
     let config = &inner.config;
-    let view = config
-        .view(&name)
-        .ok_or_else(|| ApiError::not_found("unknown_view", format!("no view {name:?}")))?;
+    let view = config.view(&name).ok_or_else(|| {
+        ApiError::not_found("unknown_view", format!("no view {:?}", abbreviate(&name)))
+    })?;
     let source = config
         .source(&view.source)
         .ok_or_else(|| ApiError::internal(format!("view {name:?} has no source")))?;
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("the query string cannot be read: {e}"),
-            )
-        })?;
+    let params = Params::parse(raw.as_deref())?;
     let now = now_ms();
-    let query = query::parse(view, source, &params, now, config.serve.max_rows)?;
-    let speed = inner.backends.speed.as_deref();
-    let mut attempt = 0;
-    let merged = loop {
-        // One snapshot per attempt: its cells and its coverage go together.
-        let snapshot = inner.snapshot.current();
-        match merge::merge(
-            view,
-            &source.topic,
-            &snapshot,
-            speed,
-            &query,
-            config.serve.max_rows,
-            now,
-        ) {
-            Err(error) if error.code == "snapshot_changing" && attempt + 1 < MERGE_ATTEMPTS => {
-                // The speed layer moved to a newer snapshot than the one in hand: load it.
-                crate::metrics::merge_retry();
-                attempt += 1;
-                inner.snapshot.refresh().await;
-            }
-            other => break other?,
-        }
+    let query = query::parse(view, source, params.pairs(), now, config.serve.max_rows)?;
+    let sources = answer::Sources {
+        snapshot: &inner.snapshot,
+        speed: inner.backends.speed.as_deref(),
     };
+    let merged = answer::rows(
+        sources,
+        view,
+        &source.topic,
+        &query,
+        config.serve.max_rows,
+        now,
+    )
+    .await?;
     Ok(Json(ViewAnswer {
         view: view.name.clone(),
         from: format_time(query.from_ms),

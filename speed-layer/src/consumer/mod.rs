@@ -1,5 +1,5 @@
-//! The consumer loop: one thread owns the Kafka consumer, polls messages in batches, applies each
-//! batch to the views of its topic, checkpoints on a schedule, and follows published batch
+//! The speed layer's part of the consumer loop (the loop itself is `braid-kafka`'s): apply each
+//! polled batch to the views of its topic, checkpoint on a schedule, and follow published batch
 //! coverage.
 //!
 //! `rebalance`: partition hand-over (restore and seek on assign, checkpoint on revoke).
@@ -7,34 +7,28 @@
 mod rebalance;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use braid_kafka::{BorrowedMessage, Commit, ConsumerThread, Message as _, Plan};
 use braid_shared::storage::read_snapshot_pointer;
 use braid_shared::{Config, Coverage, TopicPartition};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message as _;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::plan::Plan;
 use crate::state::{Message, Shared, SpeedHandle};
 
-use rebalance::SpeedContext;
+use rebalance::SpeedPartitions;
 
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-/// How often published coverage, lag and cell gauges are refreshed.
+/// How often published coverage and cell gauges are refreshed.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A running speed layer.
 pub struct SpeedLayer {
     handle: SpeedHandle,
-    thread: JoinHandle<Result<()>>,
+    thread: ConsumerThread<Error>,
 }
 
 impl SpeedLayer {
@@ -51,24 +45,26 @@ impl SpeedLayer {
             coverage: RwLock::new(coverage),
             lag: RwLock::new(BTreeMap::new()),
         });
-        let context = SpeedContext {
-            shared: Arc::clone(&shared),
-            fatal: Mutex::new(None),
-        };
-        let consumer: BaseConsumer<SpeedContext> =
-            client_config(config).create_with_context(context)?;
         let topics = config.topics();
-        consumer.subscribe(&topics)?;
-        tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, ?topics, "speed layer subscribed");
-        let settings = Settings {
-            max_batch: config.speed.max_batch,
+        let worker = SpeedWorker {
+            shared: Arc::clone(&shared),
             checkpoint_interval: config.speed.checkpoint_interval.0,
             checkpoint_events: config.speed.checkpoint_events,
+            last_checkpoint: Instant::now(),
+            last_maintenance: Instant::now(),
         };
-        let thread = std::thread::Builder::new()
-            .name("braid-speed".to_owned())
-            .spawn(move || run(consumer, settings, cancel))
-            .map_err(Error::io("spawning the speed thread"))?;
+        let thread = braid_kafka::start(
+            "braid-speed",
+            &braid_kafka::client_config(config, &config.kafka.group_id),
+            &topics,
+            Arc::new(SpeedPartitions {
+                shared: Arc::clone(&shared),
+            }),
+            worker,
+            config.speed.max_batch,
+            cancel,
+        )?;
+        tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, ?topics, "speed layer subscribed");
         Ok(Self {
             handle: SpeedHandle { shared },
             thread,
@@ -86,19 +82,8 @@ impl SpeedLayer {
 
     /// Waits for the consumer thread to stop (after cancellation or a fatal error).
     pub fn join(self) -> Result<()> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(Error::Internal("the speed thread panicked".to_owned())))
+        self.thread.join(Error::Internal)
     }
-}
-
-/// The consumer's librdkafka settings (see `KafkaConfig::consumer_settings`).
-fn client_config(config: &Config) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    for (key, value) in config.kafka.consumer_settings(&config.kafka.group_id) {
-        client.set(key, value);
-    }
-    client
 }
 
 fn read_coverage(dir: &std::path::Path, segment_size: i64) -> Result<Coverage> {
@@ -109,125 +94,78 @@ fn read_coverage(dir: &std::path::Path, segment_size: i64) -> Result<Coverage> {
     Ok(coverage)
 }
 
-struct Settings {
-    max_batch: usize,
+struct SpeedWorker {
+    shared: Arc<Shared>,
     checkpoint_interval: Duration,
     checkpoint_events: u64,
+    last_checkpoint: Instant,
+    last_maintenance: Instant,
 }
 
-fn run(
-    consumer: BaseConsumer<SpeedContext>,
-    settings: Settings,
-    cancel: CancellationToken,
-) -> Result<()> {
-    let shared = Arc::clone(&consumer.context().shared);
-    let mut last_checkpoint = Instant::now();
-    let mut last_maintenance = Instant::now();
-    let result = loop {
-        if cancel.is_cancelled() {
-            break Ok(());
+impl braid_kafka::Worker for SpeedWorker {
+    type Partitions = SpeedPartitions;
+
+    /// Applies a polled batch per partition.
+    fn batch(&mut self, held: &[BorrowedMessage<'_>]) -> Result<()> {
+        let shared = &self.shared;
+        let mut batches: BTreeMap<(&str, i32), Vec<Message<'_>>> = BTreeMap::new();
+        let mut newest: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for message in held {
+            let key = (message.topic(), message.partition());
+            if let Some(ms) = message.timestamp().to_millis() {
+                let slot = newest.entry(key).or_insert(ms);
+                *slot = (*slot).max(ms);
+            }
+            batches.entry(key).or_default().push(Message {
+                offset: message.offset(),
+                payload: message.payload().unwrap_or_default(),
+            });
         }
-        if let Some(error) = consumer
-            .context()
-            .fatal
-            .lock()
-            .ok()
-            .and_then(|mut f| f.take())
-        {
-            break Err(error);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for ((topic, partition), messages) in batches {
+            let tp = TopicPartition::new(topic, partition);
+            // A partition revoked while this batch was collected is skipped: its new owner
+            // continues from the checkpoint written at revocation.
+            let (Some(state), Some(plan)) = (shared.partition(&tp), shared.plan.topic(topic))
+            else {
+                continue;
+            };
+            state.apply(plan, &messages, shared.segment_size, now_ms)?;
+            if let Some(&ms) = newest.get(&(topic, partition)) {
+                state
+                    .last_message_ms
+                    .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+            }
         }
-        if let Err(error) = poll_batch(&consumer, &shared, settings.max_batch) {
-            break Err(error);
-        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<Commit> {
+        let shared = &self.shared;
         let pending: u64 = shared.assigned().iter().map(|(_, s)| s.pending()).sum();
-        if pending >= settings.checkpoint_events
-            || (pending > 0 && last_checkpoint.elapsed() >= settings.checkpoint_interval)
+        let mut commit = Commit::new();
+        if pending >= self.checkpoint_events
+            || (pending > 0 && self.last_checkpoint.elapsed() >= self.checkpoint_interval)
         {
-            if let Err(error) = checkpoint_all(&consumer, &shared) {
-                break Err(error);
-            }
-            last_checkpoint = Instant::now();
+            commit = checkpoint_all(shared)?;
+            self.last_checkpoint = Instant::now();
         }
-        if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
-            if let Err(error) = maintain(&shared) {
-                break Err(error);
-            }
-            last_maintenance = Instant::now();
+        if self.last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
+            maintain(shared)?;
+            self.last_maintenance = Instant::now();
         }
-    };
-    // Make everything applied durable, then leave the group; the revocation that follows
-    // checkpoints again (a no-op) and releases the partitions.
-    let checkpointed = checkpoint_all(&consumer, &shared);
-    consumer.unsubscribe();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !shared.assigned().is_empty() && Instant::now() < deadline {
-        let _ = consumer.poll(POLL_TIMEOUT);
+        Ok(commit)
     }
-    drop(consumer);
-    match &result {
-        Ok(()) => tracing::info!("speed layer stopped"),
-        Err(error) => tracing::error!(%error, "speed layer failed"),
+
+    /// Makes everything applied durable, whether the loop was cancelled or failed.
+    fn finish(&mut self, _clean: bool) -> Result<Commit> {
+        checkpoint_all(&self.shared)
     }
-    result.and(checkpointed)
 }
 
-/// Polls up to `max_batch` messages (waiting only for the first) and applies them per partition.
-fn poll_batch(
-    consumer: &BaseConsumer<SpeedContext>,
-    shared: &Shared,
-    max_batch: usize,
-) -> Result<()> {
-    let mut batches: BTreeMap<(String, i32), Vec<Message<'_>>> = BTreeMap::new();
-    let mut held = Vec::new();
-    let mut timeout = POLL_TIMEOUT;
-    for _ in 0..max_batch {
-        match consumer.poll(timeout) {
-            None => break,
-            Some(Err(error)) => {
-                tracing::warn!(%error, "kafka consumer error");
-                break;
-            }
-            Some(Ok(message)) => {
-                held.push(message);
-                timeout = Duration::ZERO;
-            }
-        }
-    }
-    let mut newest: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for message in &held {
-        let key = (message.topic().to_owned(), message.partition());
-        if let Some(ms) = message.timestamp().to_millis() {
-            let slot = newest.entry(key.clone()).or_insert(ms);
-            *slot = (*slot).max(ms);
-        }
-        batches.entry(key).or_default().push(Message {
-            offset: message.offset(),
-            payload: message.payload().unwrap_or_default(),
-        });
-    }
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    for ((topic, partition), messages) in batches {
-        let tp = TopicPartition::new(topic, partition);
-        // A partition revoked while this batch was collected is skipped: its new owner
-        // continues from the checkpoint written at revocation.
-        let (Some(state), Some(plan)) = (shared.partition(&tp), shared.plan.topic(&tp.topic))
-        else {
-            continue;
-        };
-        state.apply(plan, &messages, shared.segment_size, now_ms)?;
-        if let Some(&ms) = newest.get(&(tp.topic.clone(), tp.partition)) {
-            state
-                .last_message_ms
-                .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    Ok(())
-}
-
-/// Checkpoints every partition with unsaved events, then commits their offsets to Kafka
-/// (advisory: for lag tools; restarts use the checkpoints).
-fn checkpoint_all(consumer: &BaseConsumer<SpeedContext>, shared: &Shared) -> Result<()> {
-    let mut offsets = TopicPartitionList::new();
+/// Checkpoints every partition with unsaved events; returns their offsets for Kafka.
+fn checkpoint_all(shared: &Shared) -> Result<Commit> {
+    let mut commit = Commit::new();
     for (tp, state) in shared.assigned() {
         let Some(plan) = shared.plan.topic(&tp.topic) else {
             continue;
@@ -238,15 +176,9 @@ fn checkpoint_all(consumer: &BaseConsumer<SpeedContext>, shared: &Shared) -> Res
         let started = Instant::now();
         let bytes = checkpoint::write(shared.storage_dir(), plan, &state, shared.segment_size)?;
         metrics::checkpoint(started.elapsed().as_secs_f64(), bytes);
-        let next_offset = state.progress().next_offset;
-        offsets.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next_offset))?;
+        commit.push((tp, state.progress().next_offset));
     }
-    if offsets.count() > 0
-        && let Err(error) = consumer.commit(&offsets, CommitMode::Async)
-    {
-        tracing::debug!(%error, "advisory offset commit failed");
-    }
-    Ok(())
+    Ok(commit)
 }
 
 /// Follows published batch coverage (dropping covered segments) and refreshes the cell gauges.

@@ -1,20 +1,27 @@
-//! What to do with each topic's messages: which sources decode them and which views they feed.
+//! The routing plan: for each topic, the sources that decode its messages and the views they
+//! feed. The archiver uses the sources; the speed layer the sources and the views.
 
 use std::sync::Arc;
 
-use braid_shared::{Config, Decoder, ViewDef};
+use braid_shared::{Config, Decoder, SourceDef, TopicPartition, ViewDef};
 
 /// One source reading a topic, and the views (indices into [`TopicPlan::views`]) it feeds.
 #[derive(Debug)]
-pub(crate) struct SourcePlan {
-    pub name: String,
+pub struct SourcePlan {
+    pub def: Arc<SourceDef>,
     pub decoder: Decoder,
     pub views: Vec<usize>,
 }
 
+impl SourcePlan {
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+}
+
 /// Everything computed from one topic.
 #[derive(Debug)]
-pub(crate) struct TopicPlan {
+pub struct TopicPlan {
     pub topic: String,
     pub sources: Vec<SourcePlan>,
     pub views: Vec<Arc<ViewDef>>,
@@ -30,8 +37,9 @@ impl TopicPlan {
     }
 }
 
+/// The plan of every source topic of a configuration.
 #[derive(Debug)]
-pub(crate) struct Plan {
+pub struct Plan {
     pub topics: Vec<TopicPlan>,
 }
 
@@ -53,7 +61,7 @@ impl Plan {
                             views.push(Arc::clone(view));
                         }
                         SourcePlan {
-                            name: source.name.clone(),
+                            def: Arc::clone(source),
                             decoder: Decoder::new(source),
                             views: indices,
                         }
@@ -71,6 +79,12 @@ impl Plan {
 
     pub fn topic(&self, topic: &str) -> Option<&TopicPlan> {
         self.topics.iter().find(|t| t.topic == topic)
+    }
+
+    /// The plan of a partition the group assigned; an error when no source reads its topic.
+    pub fn assigned(&self, tp: &TopicPartition) -> crate::Result<&TopicPlan> {
+        self.topic(&tp.topic)
+            .ok_or_else(|| crate::Error::Unrouted(tp.clone()))
     }
 
     /// The topic plan holding a view, and the view's index in it.

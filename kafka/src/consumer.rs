@@ -1,0 +1,199 @@
+//! The owned consumer thread: subscribe, poll batches, hand them to the layer's [`Worker`],
+//! commit what it reports durable (advisory), and on the way out make everything durable and
+//! leave the group so the partitions pass to another member.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use braid_shared::TopicPartition;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::{Context, Partitions};
+use crate::error::Error;
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long a stopping consumer waits for the group to take its partitions back.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per partition, the offset below which the layer's work is durable: committed to Kafka for
+/// lag tools (the layers resume from their own records, not from these).
+pub type Commit = Vec<(TopicPartition, i64)>;
+
+/// What a layer does in the poll loop. Runs on the consumer thread, between polls; the
+/// rebalance callbacks ([`Partitions`]) run on the same thread, inside a poll.
+pub trait Worker: Send + 'static {
+    type Partitions: Partitions;
+
+    /// Handles one polled batch: at most `max_batch` messages in poll order, possibly of
+    /// partitions released while it was collected (skip those: their next owner continues
+    /// from the layer's own record).
+    fn batch(
+        &mut self,
+        messages: &[BorrowedMessage<'_>],
+    ) -> Result<(), <Self::Partitions as Partitions>::Error>;
+
+    /// Periodic work after every poll (checkpoints, flushes, following the batch layer).
+    fn tick(&mut self) -> Result<Commit, <Self::Partitions as Partitions>::Error>;
+
+    /// The loop ends (`clean`: it was cancelled, not stopped by an error): make what is held
+    /// durable before the partitions are released.
+    fn finish(&mut self, clean: bool) -> Result<Commit, <Self::Partitions as Partitions>::Error>;
+}
+
+/// A running consumer thread; joining it returns how the loop ended.
+pub struct ConsumerThread<E> {
+    name: String,
+    thread: JoinHandle<Result<(), E>>,
+}
+
+impl<E> ConsumerThread<E> {
+    /// Whether the thread has stopped (after cancellation or a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the thread to stop. `panicked` makes the error for a thread that panicked.
+    pub fn join(self, panicked: impl FnOnce(String) -> E) -> Result<(), E> {
+        let name = self.name;
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(panicked(format!("the {name} thread panicked"))))
+    }
+}
+
+/// Subscribes a consumer with `client` settings to `topics` and runs `worker` on a thread named
+/// `name` until `cancel` fires or a step fails.
+pub fn start<W: Worker>(
+    name: &str,
+    client: &ClientConfig,
+    topics: &[&str],
+    partitions: Arc<W::Partitions>,
+    worker: W,
+    max_batch: usize,
+    cancel: CancellationToken,
+) -> Result<
+    ConsumerThread<<W::Partitions as Partitions>::Error>,
+    <W::Partitions as Partitions>::Error,
+> {
+    let context = Context {
+        partitions,
+        fatal: Mutex::new(None),
+    };
+    let consumer: BaseConsumer<Context<W::Partitions>> =
+        client.create_with_context(context).map_err(Error::from)?;
+    consumer.subscribe(topics).map_err(Error::from)?;
+    let thread = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || run(consumer, worker, max_batch.max(1), cancel))
+        .map_err(|source| Error::Spawn {
+            thread: name.to_owned(),
+            source,
+        })?;
+    Ok(ConsumerThread {
+        name: name.to_owned(),
+        thread,
+    })
+}
+
+fn run<W: Worker>(
+    consumer: BaseConsumer<Context<W::Partitions>>,
+    mut worker: W,
+    max_batch: usize,
+    cancel: CancellationToken,
+) -> Result<(), <W::Partitions as Partitions>::Error> {
+    let result = poll_loop(&consumer, &mut worker, max_batch, &cancel);
+    let finished = worker.finish(result.is_ok());
+    if let Ok(commit) = &finished {
+        commit_advisory(&consumer, commit);
+    }
+    // Leave the group; the revocation that follows releases the partitions (already durable).
+    consumer.unsubscribe();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let partitions = Arc::clone(&consumer.context().partitions);
+    while !partitions.held().is_empty() && Instant::now() < deadline {
+        let _ = consumer.poll(POLL_TIMEOUT);
+    }
+    let late = consumer.context().take_fatal();
+    drop(consumer);
+    let result = result.and(finished.map(drop));
+    let result = match (result, late) {
+        (Ok(()), Some(error)) => Err(error),
+        (result, _) => result,
+    };
+    match &result {
+        Ok(()) => tracing::info!("consumer stopped"),
+        Err(error) => tracing::error!(%error, "consumer failed"),
+    }
+    result
+}
+
+/// Polls and works until cancelled or a step fails.
+fn poll_loop<W: Worker>(
+    consumer: &BaseConsumer<Context<W::Partitions>>,
+    worker: &mut W,
+    max_batch: usize,
+    cancel: &CancellationToken,
+) -> Result<(), <W::Partitions as Partitions>::Error> {
+    let mut held = Vec::with_capacity(max_batch.min(65_536));
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        if let Some(error) = consumer.context().take_fatal() {
+            return Err(error);
+        }
+        poll_batch(consumer, max_batch, &mut held);
+        if !held.is_empty() {
+            let handled = worker.batch(&held);
+            held.clear();
+            handled?;
+        }
+        let commit = worker.tick()?;
+        commit_advisory(consumer, &commit);
+    }
+}
+
+/// Polls up to `max_batch` messages into `held`, waiting only for the first.
+fn poll_batch<'c, P: Partitions>(
+    consumer: &'c BaseConsumer<Context<P>>,
+    max_batch: usize,
+    held: &mut Vec<BorrowedMessage<'c>>,
+) {
+    let mut timeout = POLL_TIMEOUT;
+    while held.len() < max_batch {
+        match consumer.poll(timeout) {
+            None => break,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "kafka consumer error");
+                break;
+            }
+            Some(Ok(message)) => {
+                held.push(message);
+                timeout = Duration::ZERO;
+            }
+        }
+    }
+}
+
+/// Commits offsets to Kafka, advisory: for lag tools; the layers resume from their own records.
+fn commit_advisory<P: Partitions>(consumer: &BaseConsumer<Context<P>>, commit: &Commit) {
+    if commit.is_empty() {
+        return;
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (tp, offset) in commit {
+        if let Err(error) =
+            offsets.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
+        {
+            tracing::debug!(%error, partition = %tp, "advisory offset not committed");
+        }
+    }
+    if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+        tracing::debug!(%error, "advisory offset commit failed");
+    }
+}

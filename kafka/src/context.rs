@@ -1,0 +1,192 @@
+//! The callbacks librdkafka calls on the consumer thread: partition hand-over (rebalance) and
+//! periodic statistics. A layer says what taking up and releasing a partition means for it by
+//! implementing [`Partitions`]; the dispatch (eager or cooperative protocol, the error case) and
+//! the fatal-error slot that stops the poll loop are written here once.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use braid_shared::TopicPartition;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::error::{Error, ResumeRecord};
+
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a layer does when Kafka hands it a partition or takes one away. Called on the consumer
+/// thread, from inside `poll`.
+pub trait Partitions: Send + Sync + 'static {
+    type Error: From<Error> + fmt::Display + Send + 'static;
+
+    /// Takes up a partition: restores what the layer keeps of it and returns the offset to read
+    /// from (`None`: the beginning of the log). `broker` checks that the log reaches it.
+    fn take_up(&self, tp: &TopicPartition, broker: &Broker<'_>)
+    -> Result<Option<i64>, Self::Error>;
+
+    /// Makes what the layer holds of a partition durable, then forgets it.
+    fn release(&self, tp: &TopicPartition) -> Result<(), Self::Error>;
+
+    /// The partitions held now.
+    fn held(&self) -> Vec<TopicPartition>;
+
+    /// How far the layer has got in a held partition (the offset lag is counted from), or
+    /// `None` when it does not hold it.
+    fn position(&self, tp: &TopicPartition) -> Option<i64>;
+
+    /// Messages on the broker past [`Partitions::position`], from librdkafka's statistics.
+    fn record_lag(&self, tp: &TopicPartition, lag: i64);
+}
+
+/// Fetches the low and high watermark of one partition (topic, partition).
+type Watermarks<'a> = dyn Fn(&str, i32) -> rdkafka::error::KafkaResult<(i64, i64)> + 'a;
+
+/// The broker, as a layer taking up a partition may ask it.
+pub struct Broker<'a> {
+    watermarks: &'a Watermarks<'a>,
+}
+
+impl Broker<'_> {
+    /// Fails when the broker's log of `tp` ends below `resume`, the offset the layer's own
+    /// `record` (at `path`) continues from: the topic was recreated or truncated, and reading
+    /// on would count or archive a different log as if it were the same.
+    pub fn check_resume(
+        &self,
+        tp: &TopicPartition,
+        resume: i64,
+        record: ResumeRecord,
+        path: &Path,
+    ) -> Result<(), Error> {
+        let (_, high_watermark) = (self.watermarks)(&tp.topic, tp.partition)?;
+        if high_watermark < resume {
+            return Err(Error::OffsetsBehind {
+                tp: tp.clone(),
+                high_watermark,
+                resume,
+                record,
+                path: path.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The consumer's context: the layer's partitions and the slot for a failure inside a callback.
+pub(crate) struct Context<P: Partitions> {
+    pub partitions: Arc<P>,
+    /// A failure inside a rebalance callback, picked up by the poll loop, which stops.
+    pub fatal: Mutex<Option<P::Error>>,
+}
+
+impl<P: Partitions> Context<P> {
+    pub fn take_fatal(&self) -> Option<P::Error> {
+        self.fatal.lock().ok().and_then(|mut f| f.take())
+    }
+
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        listed: &[TopicPartition],
+        tpl: &mut TopicPartitionList,
+    ) -> Result<(), P::Error> {
+        let watermarks = |topic: &str, partition: i32| {
+            consumer.fetch_watermarks(topic, partition, WATERMARK_TIMEOUT)
+        };
+        let broker = Broker {
+            watermarks: &watermarks,
+        };
+        for tp in listed {
+            let start = self.partitions.take_up(tp, &broker)?;
+            tracing::info!(partition = %tp, ?start, "partition assigned");
+            tpl.set_partition_offset(
+                &tp.topic,
+                tp.partition,
+                start.map_or(Offset::Beginning, Offset::Offset),
+            )
+            .map_err(Error::from)?;
+        }
+        Ok(())
+    }
+
+    fn release(&self, partitions: &[TopicPartition]) -> Result<(), P::Error> {
+        let mut result = Ok(());
+        for tp in partitions {
+            if let Err(error) = self.partitions.release(tp) {
+                result = result.and(Err(error));
+            }
+        }
+        result
+    }
+}
+
+impl<P: Partitions> ClientContext for Context<P> {
+    /// librdkafka's periodic statistics: lag per partition, at no request cost.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (&partition, p) in &stats.partitions {
+                if partition < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                let tp = TopicPartition::new(topic.clone(), partition);
+                if let Some(position) = self.partitions.position(&tp) {
+                    self.partitions
+                        .record_lag(&tp, (p.hi_offset - position).max(0));
+                }
+            }
+        }
+    }
+}
+
+impl<P: Partitions> ConsumerContext for Context<P> {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let listed: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| TopicPartition::new(e.topic(), e.partition()))
+            .collect();
+        let outcome = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign(consumer, &listed, tpl).and_then(|()| {
+                    if cooperative {
+                        consumer.incremental_assign(tpl)
+                    } else {
+                        consumer.assign(tpl)
+                    }
+                    .map_err(|e| Error::from(e).into())
+                })
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let released = self.release(&listed);
+                let unassigned = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                released.and(unassigned.map_err(|e| Error::from(e).into()))
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed; releasing all partitions");
+                let released = self.release(&self.partitions.held());
+                released.and(consumer.unassign().map_err(|e| Error::from(e).into()))
+            }
+        };
+        if let Err(error) = outcome {
+            tracing::error!(%error, "partition hand-over failed");
+            if let Ok(mut fatal) = self.fatal.lock() {
+                fatal.get_or_insert(error);
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Braid's Kafka consumer core: what the archiver and the speed layer share, written once.
+//!
+//! Each layer reads every source topic with its own consumer group and decides for itself where
+//! a partition resumes (the archive's manifest, the speed layer's checkpoint): Kafka's committed
+//! offsets are advisory, for lag tools. The layers differ only in what they do with a partition
+//! (buffer and flush, or restore, apply and checkpoint), which they say by implementing
+//! [`Partitions`] (hand-over) and [`Worker`] (the work of the loop); the loop, the rebalance
+//! dispatch, the fatal-error slot, statistics-to-lag and the drain on shutdown are here.
+//!
+//! - `settings`: the librdkafka client settings of a layer's consumer group.
+//! - `plan`: which sources decode each topic and which views they feed.
+//! - `context`: the rebalance and statistics callbacks around a layer's [`Partitions`].
+//! - `consumer`: the owned consumer thread and its poll loop around a layer's [`Worker`].
+//! - `error`: the crate's error type.
+
+mod consumer;
+mod context;
+mod error;
+mod plan;
+mod settings;
+
+pub use consumer::{Commit, ConsumerThread, Worker, start};
+pub use context::{Broker, Partitions};
+pub use error::{Error, Result, ResumeRecord};
+pub use plan::{Plan, SourcePlan, TopicPlan};
+pub use rdkafka::message::{BorrowedMessage, Message};
+pub use settings::client_config;

@@ -1,0 +1,50 @@
+//! Re-bucketing and regrouping: the selected cells folded into the answer's buckets and kept
+//! group fields with the shared `MetricState::merge`.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
+use braid_shared::aggregate::MetricState;
+use braid_shared::{Value, ViewState};
+
+use super::AnswerError;
+
+/// (bucket start, kept group values) -> the merged states of the view's metrics, in order.
+pub type Groups = BTreeMap<(i64, Vec<Value>), Box<[MetricState]>>;
+
+/// How cells fold into an answer's groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regroup {
+    /// The bucket of every group when `step_ms` is `None`.
+    pub from_ms: i64,
+    /// Re-bucketing width; `None`: one bucket for the whole range.
+    pub step_ms: Option<i64>,
+    /// Group-by fields kept, by index into the view's `group_by`.
+    pub group_by: Vec<usize>,
+}
+
+pub(super) fn regroup(state: ViewState, spec: &Regroup) -> Result<Groups, AnswerError> {
+    let mut groups: Groups = BTreeMap::new();
+    for (key, states) in state.into_cells() {
+        let bucket = match spec.step_ms {
+            Some(step) => key.bucket_ms - key.bucket_ms.rem_euclid(step),
+            None => spec.from_ms,
+        };
+        let group: Vec<Value> = spec
+            .group_by
+            .iter()
+            .map(|&i| key.group.0.get(i).cloned().unwrap_or(Value::Null))
+            .collect();
+        match groups.entry((bucket, group)) {
+            Entry::Vacant(slot) => {
+                slot.insert(states);
+            }
+            Entry::Occupied(mut slot) => {
+                for (into, from) in slot.get_mut().iter_mut().zip(states.iter()) {
+                    into.merge(from)?;
+                }
+            }
+        }
+    }
+    Ok(groups)
+}

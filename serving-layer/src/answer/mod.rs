@@ -1,0 +1,137 @@
+//! The exact merge, free of HTTP: a view's batch cells from one snapshot plus the speed layer's
+//! cells at or above that snapshot's coverage, regrouped with the shared algebra, then finalized
+//! into rows. Routes that need numbers rather than rows (trends, fraud features, SQL) stop at
+//! [`Grouped`], the merged states before finalization.
+//!
+//! - `read`: one snapshot per attempt, the speed read at its coverage, the retry after a swap.
+//! - `groups`: re-bucketing and regrouping of the selected cells.
+//! - `provenance`: where an answer's numbers come from, from the one read.
+//! - `rows`: finalized rows, order and limit, error bounds.
+//! - `error`: why an answer could not be given.
+
+mod error;
+mod groups;
+mod provenance;
+mod read;
+mod rows;
+
+use std::sync::Arc;
+
+use braid_shared::{CellQuery, SpeedReader, Value, ViewDef};
+
+pub use error::AnswerError;
+pub use groups::{Groups, Regroup};
+pub use provenance::Provenance;
+
+use crate::snapshot::SnapshotCache;
+
+/// What an answer reads from: the snapshot in use and the speed layer of this process.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub snapshot: &'a SnapshotCache,
+    pub speed: Option<&'a dyn SpeedReader>,
+}
+
+/// A checked view query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewQuery {
+    /// Buckets starting in `[from_ms, to_ms)` are answered.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Re-bucketing width (a multiple of the granularity); `None`: one row per group.
+    pub step_ms: Option<i64>,
+    /// Required values, by index into the view's `group_by`.
+    pub filters: Vec<(usize, Value)>,
+    /// Group-by fields kept in the answer, by index; the others are merged away.
+    pub group_by: Vec<usize>,
+    pub order_by: Option<OrderBy>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderBy {
+    /// Index into the view's metrics.
+    pub metric: usize,
+    pub descending: bool,
+}
+
+impl ViewQuery {
+    pub fn cells(&self) -> CellQuery {
+        CellQuery {
+            from_ms: self.from_ms,
+            to_ms: self.to_ms,
+            filters: self.filters.clone(),
+        }
+    }
+
+    pub fn regroup(&self) -> Regroup {
+        Regroup {
+            from_ms: self.from_ms,
+            step_ms: self.step_ms,
+            group_by: self.group_by.clone(),
+        }
+    }
+}
+
+/// A merged answer's states, regrouped but not yet finalized, with their provenance.
+pub struct Grouped {
+    pub groups: Groups,
+    pub provenance: Provenance,
+}
+
+/// A merged answer, rendered into rows.
+pub struct Rows {
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Rows before `limit`.
+    pub total_rows: usize,
+    pub provenance: Provenance,
+}
+
+/// The merged states of `view` that `cells` selects, regrouped by `regroup`.
+pub async fn grouped(
+    sources: Sources<'_>,
+    view: &Arc<ViewDef>,
+    topic: &str,
+    cells: &CellQuery,
+    regroup: &Regroup,
+    now_ms: i64,
+) -> Result<Grouped, AnswerError> {
+    let read = read::read(sources, view, cells).await?;
+    let provenance_of = read.provenance_parts(topic);
+    let groups = groups::regroup(read.state, regroup)?;
+    let provenance = provenance_of.finish(view, &groups, now_ms);
+    Ok(Grouped { groups, provenance })
+}
+
+/// The merged rows of `view` for `query`; more than `max_rows` without a `limit` is refused.
+pub async fn rows(
+    sources: Sources<'_>,
+    view: &Arc<ViewDef>,
+    topic: &str,
+    query: &ViewQuery,
+    max_rows: usize,
+    now_ms: i64,
+) -> Result<Rows, AnswerError> {
+    let Grouped { groups, provenance } = grouped(
+        sources,
+        view,
+        topic,
+        &query.cells(),
+        &query.regroup(),
+        now_ms,
+    )
+    .await?;
+    let total_rows = groups.len();
+    if query.limit.is_none() && total_rows > max_rows {
+        return Err(AnswerError::TooManyRows {
+            rows: total_rows,
+            max: max_rows,
+        });
+    }
+    let rows = rows::finalize(view, query, groups);
+    Ok(Rows {
+        rows,
+        total_rows,
+        provenance,
+    })
+}
