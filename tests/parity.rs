@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braid_batch::{Archiver, BatchRunner, RunState, Trigger};
-use braid_shared::manifest::SnapshotManifest;
-use braid_shared::storage::read_snapshot_pointer;
 use braid_shared::{CellQuery, Config, Coverage, Decoder, SpeedReader, TopicPartition, ViewState};
 use braid_speed::SpeedLayer;
+use braid_store::LocalStorage;
+use braid_store::manifest::SnapshotManifest;
+use braid_store::pointer::read_pointer;
 use braid_testkit::{Produced, cluster, produce, producer, unique, wait_for};
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
@@ -121,13 +122,14 @@ fn batch_speed_and_reference_equal_the_golden_rows() {
         .run(Trigger::Command, true, &CancellationToken::new())
         .unwrap();
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
-    let pointer = read_snapshot_pointer(dir.path()).unwrap().unwrap();
+    let storage = LocalStorage::new(dir.path());
+    let pointer = read_pointer(&storage).unwrap().unwrap();
     assert!(
         caught_up(&pointer.coverage.0),
         "the snapshot covers every event: {:?}",
         pointer.coverage
     );
-    let manifest = SnapshotManifest::read(&dir.path().join(&pointer.manifest)).unwrap();
+    let manifest = SnapshotManifest::read(&storage, &pointer.manifest).unwrap();
 
     let decoder = Decoder::new(&config.sources[0]);
     let events: Vec<_> = messages
@@ -157,7 +159,7 @@ fn batch_speed_and_reference_equal_the_golden_rows() {
         assert_rows("reference", &view.name, &reference, want);
 
         let source = config.source(&view.source).unwrap();
-        let batch = braid_store::snapshot::read_view(dir.path(), &manifest, view, source)
+        let batch = braid_store::snapshot::read_view(&storage, &manifest, view, source)
             .unwrap()
             .unwrap();
         assert_rows("batch", &view.name, &rows(&batch), want);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use braid_shared::generator::{Payments, PaymentsShape};
-use braid_shared::manifest::PartitionManifest;
 use braid_shared::{Config, MetricExpr};
+use braid_store::manifest::PartitionManifest;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{PartitionBuffer, archive_plan};

@@ -37,7 +37,7 @@ pub fn sync_dirs<'a>(paths: impl Iterator<Item = &'a Path>) -> Result<()> {
     dirs.sort();
     dirs.dedup();
     for dir in dirs {
-        braid_shared::storage::sync_dir(&dir).map_err(Error::io(&dir))?;
+        braid_store::storage::sync_dir(&dir).map_err(Error::io(&dir))?;
     }
     Ok(())
 }

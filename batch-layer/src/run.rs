@@ -10,26 +10,27 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use braid_shared::coverage::SnapshotPointer;
-use braid_shared::manifest::{
+use braid_shared::{Config, Coverage, TopicPartition};
+use braid_store::manifest::{
     PartitionManifest, SNAPSHOT_MANIFEST_VERSION, SnapshotLayer, SnapshotManifest, ViewSnapshot,
     fingerprint_hex, read_archive_manifests,
 };
-use braid_shared::storage::{
-    read_snapshot_pointer, snapshot_dir, snapshot_pointer_path, write_atomic,
-};
-use braid_shared::{Config, Coverage, TopicPartition};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::files::write_parquet;
 use crate::metrics;
 use crate::recompute::{self, files_between};
-use braid_store::{History, RunRecord, RunState, Trigger, ViewRun, now_rfc3339};
+use braid_store::pointer::{pointer_version, publish_pointer, read_pointer};
+use braid_store::{
+    History, LocalStorage, RunRecord, RunState, Storage, Trigger, ViewRun, layout, now_rfc3339,
+};
 
 /// Runs recomputes for one configuration.
 #[derive(Clone)]
 pub struct BatchRunner {
     config: Arc<Config>,
+    storage: Arc<dyn Storage>,
     history: History,
 }
 
@@ -38,9 +39,11 @@ impl BatchRunner {
         for source in &config.sources {
             crate::archive::check_field_names(source)?;
         }
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&config.storage.dir));
         Ok(Self {
             config: Arc::new(config.clone()),
-            history: History::new(&config.storage.dir),
+            history: History::new(Arc::clone(&storage)),
+            storage,
         })
     }
 
@@ -107,7 +110,7 @@ impl BatchRunner {
                 record.error = Some(error.to_string());
                 metrics::run_finished("failed", seconds, record.rows_read);
                 tracing::error!(run = %record.id, %error, "batch run failed; the previous snapshot stays published");
-                let partial = snapshot_dir(self.dir(), &record.id);
+                let partial = layout::local(self.dir(), &layout::snapshot(&record.id));
                 if partial.exists() {
                     let _ = std::fs::remove_dir_all(&partial);
                 }
@@ -120,10 +123,13 @@ impl BatchRunner {
 
     fn execute(&self, record: &mut RunRecord, cancel: &CancellationToken) -> Result<()> {
         let dir = self.dir().to_owned();
+        let storage = self.storage.as_ref();
+        // Published over at the end: a run that another run beat to it fails, never overwrites.
+        let pointer_held = pointer_version(storage)?;
         let previous = self.previous_snapshot();
         let mut manifests: Vec<PartitionManifest> = Vec::new();
         for topic in self.config.topics() {
-            manifests.extend(read_archive_manifests(&dir, topic)?);
+            manifests.extend(read_archive_manifests(storage, topic)?);
         }
         let coverage = target_coverage(&manifests, self.config.speed.segment_size);
         if let Some((_, before)) = &previous {
@@ -139,7 +145,6 @@ impl BatchRunner {
             }
         }
         record.coverage = Some(coverage.clone());
-        let run_dir = snapshot_dir(&dir, &record.id);
         // Plan every view: incremental on top of the previous layers, or full.
         struct Planned<'a> {
             view: &'a Arc<braid_shared::ViewDef>,
@@ -271,11 +276,8 @@ impl BatchRunner {
             coverage: coverage.clone(),
             views,
         };
-        let manifest_path = run_dir.join("manifest.json");
-        let json = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| Error::Internal(format!("encoding the snapshot manifest: {e}")))?;
         // The manifest's write syncs the run directory, and with it the cell files' renames.
-        write_atomic(&manifest_path, &json).map_err(Error::io(&manifest_path))?;
+        let manifest_key = manifest.write(storage)?;
         if cancel.is_cancelled() {
             return Err(Error::Internal("cancelled before publishing".into()));
         }
@@ -283,24 +285,22 @@ impl BatchRunner {
             run_id: record.id.clone(),
             coverage,
             finished_at: now_rfc3339(),
-            manifest: format!("batch/snapshots/{}/manifest.json", record.id),
+            manifest: manifest_key,
         };
-        let pointer_path = snapshot_pointer_path(&dir);
-        let json = serde_json::to_vec_pretty(&pointer)
-            .map_err(|e| Error::Internal(format!("encoding the snapshot pointer: {e}")))?;
-        write_atomic(&pointer_path, &json).map_err(Error::io(&pointer_path))
+        publish_pointer(storage, &pointer, pointer_held.as_ref())?;
+        Ok(())
     }
 
     /// The published snapshot, if it can be read; an unreadable one means a full recompute.
     fn previous_snapshot(&self) -> Option<(SnapshotPointer, SnapshotManifest)> {
-        let pointer = match read_snapshot_pointer(self.dir()) {
+        let pointer = match read_pointer(self.storage.as_ref()) {
             Ok(pointer) => pointer?,
             Err(error) => {
                 tracing::warn!(%error, "the published snapshot pointer is unreadable; recomputing in full");
                 return None;
             }
         };
-        match SnapshotManifest::read(&self.dir().join(&pointer.manifest)) {
+        match SnapshotManifest::read(self.storage.as_ref(), &pointer.manifest) {
             Ok(manifest) => Some((pointer, manifest)),
             Err(error) => {
                 tracing::warn!(%error, "the published snapshot is unreadable; recomputing in full");
@@ -328,7 +328,8 @@ impl BatchRunner {
         let mut keep: HashSet<String> = HashSet::new();
         for run in &published {
             keep.insert((*run).clone());
-            if let Ok(manifest) = SnapshotManifest::read(&root.join(run).join("manifest.json")) {
+            let key = layout::snapshot_manifest(run);
+            if let Ok(manifest) = SnapshotManifest::read(self.storage.as_ref(), &key) {
                 for view in manifest.views.values() {
                     keep.extend(view.layers.iter().map(|l| l.run_id.clone()));
                 }

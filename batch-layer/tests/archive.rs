@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use braid_batch::Archiver;
 use braid_shared::Config;
-use braid_shared::manifest::read_archive_manifests;
+use braid_store::LocalStorage;
+use braid_store::manifest::read_archive_manifests;
 use common::*;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +47,8 @@ fn archive_holds_every_message_once_and_compacts_small_files() {
         &read_archive(&config, &topic),
         &expected_archive(&config, &partitions),
     );
-    let manifests = read_archive_manifests(&config.storage.dir, &topic).unwrap();
+    let manifests =
+        read_archive_manifests(&LocalStorage::new(&config.storage.dir), &topic).unwrap();
     let compacted = manifests.iter().any(|m| !m.retired.is_empty());
     assert!(
         compacted,
@@ -122,7 +124,7 @@ fn spawn_child(config: &std::path::Path) -> Child {
 /// Archive files being written or not yet published: what a kill leaves behind.
 fn unpublished_files(config: &Config, topic: &str) -> Vec<String> {
     let listed: std::collections::HashSet<String> =
-        read_archive_manifests(&config.storage.dir, topic)
+        read_archive_manifests(&LocalStorage::new(&config.storage.dir), topic)
             .unwrap()
             .iter()
             .flat_map(|m| {
@@ -217,7 +219,7 @@ fn archive_survives_kill_9_mid_write() {
 }
 
 fn archived_total(config: &Config, topic: &str) -> i64 {
-    read_archive_manifests(&config.storage.dir, topic)
+    read_archive_manifests(&LocalStorage::new(&config.storage.dir), topic)
         .map(|ms| ms.iter().filter_map(|m| m.end()).sum())
         .unwrap_or(0)
 }

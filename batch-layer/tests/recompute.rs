@@ -7,8 +7,9 @@ mod common;
 use std::time::Duration;
 
 use braid_batch::{Archiver, BatchRunner, RunState, Trigger};
-use braid_shared::manifest::{FileKind, read_archive_manifests};
 use braid_shared::{Config, TopicPartition};
+use braid_store::LocalStorage;
+use braid_store::manifest::{FileKind, read_archive_manifests};
 use common::*;
 use tokio_util::sync::CancellationToken;
 
@@ -181,7 +182,8 @@ fn a_damaged_archive_fails_the_run_and_keeps_the_previous_snapshot() {
     world.produce(&second);
     let all: Vec<Produced> = first.iter().chain(&second).cloned().collect();
     archive(&world, &all);
-    let manifests = read_archive_manifests(&config.storage.dir, &world.topic).unwrap();
+    let manifests =
+        read_archive_manifests(&LocalStorage::new(&config.storage.dir), &world.topic).unwrap();
     let newest = manifests[0].entries.last().unwrap();
     let events_file = newest
         .files

@@ -175,13 +175,6 @@ impl From<braid_store::Error> for ApiError {
             braid_store::Error::QueueFull(_) => {
                 Self::new(ErrorKind::TooManyRequests, "queue_full", error.to_string())
             }
-            braid_store::Error::Io { path, source } => {
-                Self::internal(format!("storage: {}: {source}", storage_relative(&path)))
-            }
-            braid_store::Error::SnapshotFile { path, reason } => Self::internal(format!(
-                "snapshot file {}: {reason}",
-                storage_relative(&path)
-            )),
             other => Self::internal(other.to_string()),
         }
     }
@@ -193,26 +186,6 @@ pub(crate) fn abbreviate(text: &str) -> String {
     match text.char_indices().nth(MAX) {
         None => text.to_owned(),
         Some((cut, _)) => format!("{}... ({} characters)", &text[..cut], text.chars().count()),
-    }
-}
-
-/// A storage path as clients may see it: from the storage layout's top folder (`archive/...`,
-/// `batch/...`, `speed/...`) on, never the server's own directories above it.
-pub(crate) fn storage_relative(path: &std::path::Path) -> String {
-    let parts: Vec<_> = path.components().collect();
-    let top = parts
-        .iter()
-        .rposition(|c| matches!(c.as_os_str().to_str(), Some("archive" | "batch" | "speed")));
-    match top {
-        Some(i) => parts[i..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/"),
-        None => path.file_name().map_or_else(
-            || "a storage file".to_owned(),
-            |n| n.to_string_lossy().into_owned(),
-        ),
     }
 }
 
@@ -244,19 +217,24 @@ mod tests {
     }
 
     #[test]
-    fn storage_paths_lose_the_server_directories() {
-        let path = std::path::Path::new("/srv/secret/data/batch/history/run-1.json");
-        assert_eq!(storage_relative(path), "batch/history/run-1.json");
-        assert_eq!(
-            storage_relative(std::path::Path::new("/x/y.json")),
-            "y.json"
-        );
-        let error = ApiError::from(braid_store::Error::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other("disk on fire"),
-        });
-        assert!(!error.message.contains("/srv/secret"), "{}", error.message);
-        assert!(error.message.contains("batch/history/run-1.json"));
+    fn storage_errors_name_keys_never_server_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap().to_owned();
+        let storage: std::sync::Arc<dyn braid_store::Storage> =
+            std::sync::Arc::new(braid_store::LocalStorage::new(dir.path()));
+        let history = braid_store::History::new(std::sync::Arc::clone(&storage));
+        // A damaged record, and a record path that is a directory (an I/O error).
+        std::fs::create_dir_all(dir.path().join("batch/history/run-2.json")).unwrap();
+        std::fs::write(dir.path().join("batch/history/run-1.json"), b"{not json").unwrap();
+        for (id, key) in [
+            ("run-1", "batch/history/run-1.json"),
+            ("run-2", "batch/history/run-2.json"),
+        ] {
+            let error = ApiError::from(history.get(id).unwrap_err());
+            assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(!error.message.contains(&root), "{}", error.message);
+            assert!(error.message.contains(key), "{}", error.message);
+        }
     }
 
     #[test]

@@ -5,14 +5,14 @@
 //! snapshots or two coverages are never mixed, whatever is swapped in meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use braid_shared::coverage::SnapshotPointer;
-use braid_shared::manifest::SnapshotManifest;
-use braid_shared::storage::read_snapshot_pointer;
 use braid_shared::{Config, Coverage, ViewState};
+use braid_store::Storage;
+use braid_store::manifest::SnapshotManifest;
+use braid_store::pointer::read_pointer;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
@@ -58,6 +58,7 @@ impl Snapshot {
 /// The snapshot in use and how to swap in the next one.
 pub struct SnapshotCache {
     config: Arc<Config>,
+    storage: Arc<dyn Storage>,
     current: RwLock<Arc<Snapshot>>,
     /// One load at a time.
     loading: tokio::sync::Mutex<()>,
@@ -67,9 +68,10 @@ pub struct SnapshotCache {
 }
 
 impl SnapshotCache {
-    pub fn new(config: Arc<Config>) -> Self {
+    pub fn new(config: Arc<Config>, storage: Arc<dyn Storage>) -> Self {
         Self {
             config,
+            storage,
             current: RwLock::new(Arc::new(Snapshot::default())),
             loading: tokio::sync::Mutex::new(()),
             last_error: RwLock::new(None),
@@ -96,18 +98,19 @@ impl SnapshotCache {
     /// Loads the published snapshot if it is not the one in use. Returns whether it swapped.
     pub async fn refresh(&self) -> bool {
         let _guard = self.loading.lock().await;
-        let dir = self.config.storage.dir.clone();
-        let pointer = match tokio::task::spawn_blocking(move || read_snapshot_pointer(&dir)).await {
-            Ok(Ok(pointer)) => pointer,
-            Ok(Err(error)) => {
-                self.set_error(Some(error.to_string()));
-                return false;
-            }
-            Err(error) => {
-                self.set_error(Some(format!("reading the snapshot pointer: {error}")));
-                return false;
-            }
-        };
+        let storage = Arc::clone(&self.storage);
+        let pointer =
+            match tokio::task::spawn_blocking(move || read_pointer(storage.as_ref())).await {
+                Ok(Ok(pointer)) => pointer,
+                Ok(Err(error)) => {
+                    self.set_error(Some(error.to_string()));
+                    return false;
+                }
+                Err(error) => {
+                    self.set_error(Some(format!("reading the snapshot pointer: {error}")));
+                    return false;
+                }
+            };
         let same = self.current().pointer == pointer;
         if same || pointer.is_none() {
             self.loaded_once
@@ -115,8 +118,10 @@ impl SnapshotCache {
             return false;
         }
         let config = Arc::clone(&self.config);
+        let storage = Arc::clone(&self.storage);
         let started = Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || load(&config, pointer)).await;
+        let loaded =
+            tokio::task::spawn_blocking(move || load(&config, storage.as_ref(), pointer)).await;
         match loaded {
             Ok(Ok(snapshot)) => {
                 let run_id = snapshot.pointer.as_ref().map(|p| p.run_id.clone());
@@ -161,13 +166,15 @@ impl SnapshotCache {
 }
 
 /// Reads every configured view of the snapshot `pointer` names.
-fn load(config: &Config, pointer: Option<SnapshotPointer>) -> Result<Snapshot, String> {
+fn load(
+    config: &Config,
+    storage: &dyn Storage,
+    pointer: Option<SnapshotPointer>,
+) -> Result<Snapshot, String> {
     let Some(pointer) = pointer else {
         return Ok(Snapshot::default());
     };
-    let dir: PathBuf = config.storage.dir.clone();
-    let manifest_path = dir.join(&pointer.manifest);
-    let manifest = SnapshotManifest::read(&manifest_path)
+    let manifest = SnapshotManifest::read(storage, &pointer.manifest)
         .map_err(|e| format!("snapshot {}: {e}", pointer.run_id))?;
     let mut views = HashMap::new();
     let mut missing = BTreeMap::new();
@@ -175,7 +182,7 @@ fn load(config: &Config, pointer: Option<SnapshotPointer>) -> Result<Snapshot, S
         let Some(source) = config.source(&view.source) else {
             continue;
         };
-        match braid_store::snapshot::read_view(&dir, &manifest, view, source) {
+        match braid_store::snapshot::read_view(storage, &manifest, view, source) {
             Ok(Some(state)) => {
                 views.insert(view.name.clone(), Arc::new(state));
             }

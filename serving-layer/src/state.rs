@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use braid_shared::{Config, SpeedReader};
-use braid_store::{BatchControl, History};
+use braid_store::{BatchControl, History, LocalStorage, Storage};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::snapshot::SnapshotCache;
@@ -27,6 +27,7 @@ pub struct AppState(pub(crate) Arc<Inner>);
 pub(crate) struct Inner {
     pub config: Arc<Config>,
     pub snapshot: Arc<SnapshotCache>,
+    pub storage: Arc<dyn Storage>,
     pub history: History,
     pub backends: Backends,
     pub started: Instant,
@@ -34,9 +35,14 @@ pub(crate) struct Inner {
 
 impl AppState {
     pub fn new(config: Arc<Config>, backends: Backends) -> Self {
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&config.storage.dir));
         Self(Arc::new(Inner {
-            snapshot: Arc::new(SnapshotCache::new(Arc::clone(&config))),
-            history: History::new(&config.storage.dir),
+            snapshot: Arc::new(SnapshotCache::new(
+                Arc::clone(&config),
+                Arc::clone(&storage),
+            )),
+            history: History::new(Arc::clone(&storage)),
+            storage,
             config,
             backends,
             started: Instant::now(),

@@ -92,15 +92,15 @@ impl Coverage {
     }
 }
 
-/// The published batch snapshot, as the batch layer announces it in
-/// [`crate::storage::snapshot_pointer_path`]. Readers use nothing the pointer does not name.
+/// The published batch snapshot, as the batch layer announces it (`batch/CURRENT.json`, see
+/// `braid_store::layout`). Readers use nothing the pointer does not name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPointer {
     pub run_id: String,
     pub coverage: Coverage,
     /// RFC 3339 time the snapshot was published.
     pub finished_at: String,
-    /// Path of the snapshot's manifest, relative to the storage dir.
+    /// Storage key of the snapshot's manifest.
     pub manifest: String,
 }
 

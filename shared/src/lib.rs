@@ -7,8 +7,7 @@
 //! - `aggregate`: mergeable metric states (monoids) with a versioned binary encoding.
 //! - `view`: resolved source and view definitions, and [`ViewState`], the cells of one view.
 //! - `coverage`: per-partition offset coverage, the snapshot pointer, the speed read trait.
-//! - `manifest`: the archive's per-partition manifests and the snapshot manifests.
-//! - `storage`: the storage directory's layout and durable (atomic) file writes.
+//! - `rejected`: a message a layer could not read, as both layers keep it.
 //! - `error`: the crate's error type.
 
 pub mod aggregate;
@@ -17,9 +16,8 @@ pub mod coverage;
 mod error;
 pub mod event;
 pub mod generator;
-pub mod manifest;
 pub mod metric;
-pub mod storage;
+pub mod rejected;
 pub mod view;
 
 pub use config::Config;
@@ -27,4 +25,5 @@ pub use coverage::{CellQuery, Coverage, PartitionStatus, SpeedReader, TopicParti
 pub use error::{ConfigIssue, Error, Result};
 pub use event::{Decoder, Event, RejectReason, Value};
 pub use metric::MetricExpr;
+pub use rejected::RejectedRecord;
 pub use view::{SourceDef, ViewDef, ViewState};

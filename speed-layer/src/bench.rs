@@ -32,9 +32,9 @@ pub enum BenchError {
 }
 
 type Result<T, E = BenchError> = std::result::Result<T, E>;
-use crate::rejected::{Keep, RejectedLog};
 use crate::state::{Message, PartitionState, Progress, Shared, SpeedHandle};
 use braid_kafka::Plan;
+use braid_store::rejected::{Keep, RejectedLog};
 
 /// What the benchmark measured.
 #[derive(Debug, Clone)]
@@ -165,7 +165,7 @@ fn payments(n: usize) -> Vec<Vec<u8>> {
 fn shared_for(config: &Config, dir: &std::path::Path) -> Arc<Shared> {
     Arc::new(Shared {
         plan: Plan::new(config),
-        storage_dir: dir.to_owned(),
+        storage: Arc::new(braid_store::LocalStorage::new(dir)),
         segment_size: i64::try_from(config.speed.segment_size).unwrap_or(i64::MAX),
         partitions: RwLock::new(BTreeMap::new()),
         coverage: RwLock::new(Coverage::default()),
@@ -206,9 +206,12 @@ fn apply_all(config: &Config, messages: &[Vec<u8>], reads: bool) -> Result<Run> 
         .ok_or_else(|| BenchError::Setup("the config has no source".to_owned()))?;
     let tp = TopicPartition::new(plan_topic.topic.clone(), 0);
     let rejected = RejectedLog::open(
-        &braid_shared::storage::speed_rejected_path(&dir, &tp.topic, 0),
+        Arc::clone(&shared.storage),
+        &tp.topic,
+        0,
         Keep::BelowOffset(0),
-    )?;
+    )
+    .map_err(Error::from)?;
     let start = Progress {
         next_offset: 0,
         floor: 0,
@@ -218,6 +221,7 @@ fn apply_all(config: &Config, messages: &[Vec<u8>], reads: bool) -> Result<Run> 
         start,
         BTreeMap::new(),
         rejected,
+        None,
     ));
     if let Ok(mut map) = shared.partitions.write() {
         map.insert(tp, Arc::clone(&state));

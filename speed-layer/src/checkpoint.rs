@@ -1,11 +1,16 @@
-//! Checkpoints of one partition: its next offset, batch floor, rejected-log length and the state
-//! of every segment. Written atomically; a torn or foreign file is detected, never trusted.
+//! Checkpoints of one partition: its next offset, batch floor, the rejected-log chunks it
+//! covers and the state of every segment. Framed by `braid_store::checkpoint` (a torn or
+//! foreign file is detected, never trusted); the payload is postcard.
 //!
-//! File: `BRAIDCKP` magic, format version byte, postcard payload, xxh3-64 of the payload.
+//! Format 2 counts the rejected log in chunks; format 1 (older versions) counted bytes of a
+//! single-file log, which a restore migrates.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
+
+use braid_store::checkpoint::{Unframed, frame, unframe};
+use braid_store::rejected::Keep;
+use braid_store::{Storage, layout};
 
 use braid_shared::{TopicPartition, ViewState};
 use serde::{Deserialize, Serialize};
@@ -14,8 +19,9 @@ use crate::error::{Error, Result};
 use crate::state::{PartitionState, Progress, Segment};
 use braid_kafka::TopicPlan;
 
-const MAGIC: &[u8; 8] = b"BRAIDCKP";
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+/// The format before rejected logs were chunked; its `rejected` counts bytes.
+const FORMAT_VERSION_BYTES_LOG: u8 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct Payload {
@@ -24,7 +30,8 @@ struct Payload {
     next_offset: i64,
     floor: i64,
     segment_size: i64,
-    rejected_len: u64,
+    /// Chunks of the rejected log covered (format 1: bytes of the single-file log).
+    rejected: u64,
     views: Vec<(String, u64)>,
     /// (segment index, next offset within it, encoded state of each view)
     segments: Vec<(i64, i64, Vec<Vec<u8>>)>,
@@ -33,7 +40,8 @@ struct Payload {
 /// What a checkpoint restores.
 pub(crate) struct Restored {
     pub progress: Progress,
-    pub rejected_len: u64,
+    /// What of the rejected log the checkpoint covers.
+    pub rejected: Keep,
     pub segments: BTreeMap<i64, Segment>,
 }
 
@@ -42,7 +50,7 @@ pub(crate) fn encode(
     plan: &TopicPlan,
     state: &PartitionState,
     segment_size: i64,
-    rejected_len: u64,
+    rejected_chunks: u64,
 ) -> Vec<u8> {
     let progress = state.progress();
     let segments = state
@@ -63,17 +71,14 @@ pub(crate) fn encode(
         next_offset: progress.next_offset,
         floor: progress.floor,
         segment_size,
-        rejected_len,
+        rejected: rejected_chunks,
         views: plan.view_ids(),
         segments,
     };
-    let body = postcard::to_stdvec(&payload).unwrap_or_default();
-    let mut out = Vec::with_capacity(body.len() + 17);
-    out.extend_from_slice(MAGIC);
-    out.push(FORMAT_VERSION);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes());
-    out
+    frame(
+        FORMAT_VERSION,
+        &postcard::to_stdvec(&payload).unwrap_or_default(),
+    )
 }
 
 /// Why a checkpoint cannot be restored.
@@ -92,20 +97,9 @@ pub(crate) fn decode(
     bytes: &[u8],
 ) -> std::result::Result<Restored, Unusable> {
     let corrupt = |reason: &str| Unusable::Corrupt(reason.to_owned());
-    if bytes.len() < MAGIC.len() + 1 + 8 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(corrupt("not a Braid checkpoint"));
-    }
-    if bytes[MAGIC.len()] != FORMAT_VERSION {
-        return Err(Unusable::Incompatible(format!(
-            "format version {}",
-            bytes[MAGIC.len()]
-        )));
-    }
-    let (body, sum) = bytes[MAGIC.len() + 1..].split_at(bytes.len() - MAGIC.len() - 1 - 8);
-    let mut expected = [0u8; 8];
-    expected.copy_from_slice(sum);
-    if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(expected) {
-        return Err(corrupt("checksum mismatch"));
+    let (version, body) = unframe(bytes).map_err(|e: Unframed| corrupt(&e.to_string()))?;
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_BYTES_LOG {
+        return Err(Unusable::Incompatible(format!("format version {version}")));
     }
     let payload: Payload =
         postcard::from_bytes(body).map_err(|e| Unusable::Corrupt(e.to_string()))?;
@@ -150,15 +144,22 @@ pub(crate) fn decode(
             next_offset: payload.next_offset,
             floor: payload.floor,
         },
-        rejected_len: payload.rejected_len,
+        rejected: if version == FORMAT_VERSION_BYTES_LOG {
+            Keep::LegacyBytes(payload.rejected)
+        } else {
+            Keep::Chunks {
+                chunks: payload.rejected,
+                replay_from: payload.next_offset,
+            }
+        },
         segments,
     })
 }
 
-/// Writes a partition's checkpoint durably (temp + fsync + rename + fsync(dir)) after making its
-/// rejected log durable. Returns the bytes written.
+/// Writes a partition's checkpoint durably, over the version this owner holds, after making
+/// its rejected log durable. Returns the bytes written.
 pub(crate) fn write(
-    dir: &Path,
+    storage: &dyn Storage,
     plan: &TopicPlan,
     state: &PartitionState,
     segment_size: i64,
@@ -168,11 +169,13 @@ pub(crate) fn write(
         .writer
         .lock()
         .map_err(|_| Error::Internal(format!("state of {} is unusable after a panic", state.tp)))?;
-    let rejected_len = writer.rejected.sync()?;
-    let bytes = encode(plan, state, segment_size, rejected_len);
-    let path =
-        braid_shared::storage::speed_checkpoint_path(dir, &state.tp.topic, state.tp.partition);
-    braid_shared::storage::write_atomic(&path, &bytes).map_err(Error::io(&path))?;
+    let rejected_chunks = writer.rejected.sync()?;
+    let bytes = encode(plan, state, segment_size, rejected_chunks);
+    let key = layout::speed_checkpoint(&state.tp.topic, state.tp.partition);
+    let version = braid_store::storage::put_over(storage, &key, &bytes, writer.checkpoint.as_ref())
+        .map_err(braid_store::Error::from)?
+        .ok_or(braid_store::Error::Conflict { key })?;
+    writer.checkpoint = Some(version);
     writer.pending = 0;
     Ok(bytes.len())
 }

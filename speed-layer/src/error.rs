@@ -13,15 +13,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("checkpoint {}: {reason}", path.display())]
-    Checkpoint { path: PathBuf, reason: String },
-
     /// A bug or an earlier panic left the layer unable to go on.
     #[error("internal: {0}")]
     Internal(String),
 
     #[error(transparent)]
     Shared(#[from] braid_shared::Error),
+
+    #[error(transparent)]
+    Store(#[from] braid_store::Error),
 }
 
 impl Error {

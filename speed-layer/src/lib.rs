@@ -4,7 +4,6 @@
 //! - `consumer`: the poll loop and partition hand-over (restore on assign, checkpoint on revoke).
 //! - `state`: per-partition segmented view state and the [`SpeedHandle`] reader.
 //! - `checkpoint`: durable, checksummed partition checkpoints.
-//! - `rejected`: the per-partition log of events that could not be read.
 //! - `bench`: the `braid bench speed` measurements.
 //! - `metrics`, `error`.
 
@@ -14,7 +13,6 @@ mod checkpoint;
 mod consumer;
 mod error;
 mod metrics;
-mod rejected;
 mod state;
 
 pub use consumer::SpeedLayer;

@@ -2,19 +2,19 @@
 //! Segments let a published batch coverage drop exactly the events it includes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use braid_shared::RejectedRecord;
 use braid_shared::coverage::SpeedCells;
-use braid_shared::storage::RejectedRecord;
 use braid_shared::{
     CellQuery, Coverage, Event, PartitionStatus, SpeedReader, TopicPartition, ViewState,
 };
 
 use crate::metrics;
-use crate::rejected::RejectedLog;
 use braid_kafka::{Plan, TopicPlan};
+use braid_store::rejected::RejectedLog;
+use braid_store::{Storage, Version};
 
 /// One consumed message, borrowed from the consumer.
 pub(crate) struct Message<'a> {
@@ -44,6 +44,9 @@ pub(crate) struct Progress {
 /// What only the consumer thread touches.
 pub(crate) struct Writer {
     pub rejected: RejectedLog,
+    /// The version of the partition's checkpoint this owner read or wrote last; a checkpoint
+    /// is written only over it, so an owner that lost the partition is refused.
+    pub checkpoint: Option<Version>,
     /// Events applied since the last checkpoint.
     pub pending: u64,
 }
@@ -67,6 +70,7 @@ impl PartitionState {
         progress: Progress,
         segments: BTreeMap<i64, Segment>,
         rejected: RejectedLog,
+        checkpoint: Option<Version>,
     ) -> Self {
         Self {
             tp,
@@ -79,6 +83,7 @@ impl PartitionState {
             ),
             writer: Mutex::new(Writer {
                 rejected,
+                checkpoint,
                 pending: 0,
             }),
             last_message_ms: AtomicI64::new(0),
@@ -142,7 +147,7 @@ impl PartitionState {
                                 raw: RejectedRecord::bounded_raw(message.payload),
                                 raw_bytes: message.payload.len(),
                                 rejected_at_ms: now_ms,
-                            })?;
+                            });
                         }
                     }
                 }
@@ -171,6 +176,9 @@ impl PartitionState {
             progress.next_offset = last.offset + 1;
         }
         writer.pending += fresh.len() as u64;
+        // Rejections are listed as soon as their batch is applied. A chunk written past the
+        // last checkpoint is dropped on restore and written again by the replay.
+        writer.rejected.sync()?;
         Ok(applied)
     }
 
@@ -256,7 +264,7 @@ fn poisoned(tp: &TopicPartition) -> crate::Error {
 /// The state the consumer thread writes and readers read.
 pub(crate) struct Shared {
     pub plan: Plan,
-    pub storage_dir: PathBuf,
+    pub storage: Arc<dyn Storage>,
     pub segment_size: i64,
     pub partitions: RwLock<BTreeMap<TopicPartition, Arc<PartitionState>>>,
     /// The newest batch coverage the speed layer has acted on.
@@ -279,10 +287,6 @@ impl Shared {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    pub fn storage_dir(&self) -> &Path {
-        &self.storage_dir
     }
 }
 

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braid_shared::coverage::SnapshotPointer;
-use braid_shared::storage::{read_rejected, snapshot_pointer_path, write_atomic};
 use braid_shared::{CellQuery, Coverage, SpeedReader, TopicPartition};
 use braid_speed::SpeedLayer;
+use braid_store::LocalStorage;
+use braid_store::pointer::publish_pointer;
+use braid_store::rejected::read_rejected;
 use common::*;
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +40,7 @@ fn late_out_of_order_and_malformed_events_give_the_reference_state() {
 
     // Every malformed message is in the rejected store, once, with its reason.
     let rejected = |dir: &std::path::Path| {
-        let mut records = read_rejected(dir, &topic).unwrap();
+        let mut records = read_rejected(&LocalStorage::new(dir), &topic).unwrap();
         records.sort_by_key(|r| (r.partition, r.offset));
         records
     };
@@ -137,11 +139,7 @@ fn published_coverage_drops_exactly_the_covered_segments() {
         finished_at: "2026-11-21T00:00:00Z".into(),
         manifest: "batch/run-1/manifest.json".into(),
     };
-    write_atomic(
-        &snapshot_pointer_path(world.dir.path()),
-        &serde_json::to_vec(&pointer).unwrap(),
-    )
-    .unwrap();
+    publish_pointer(&LocalStorage::new(world.dir.path()), &pointer, None).unwrap();
     wait_for(
         "the coverage to be followed",
         Duration::from_secs(10),
@@ -323,7 +321,7 @@ total = "sum(amount)"
     cancel.cancel();
     layer.join().unwrap();
     // Each source's rejections are its own.
-    let rejected = read_rejected(world.dir.path(), &world.topic).unwrap();
+    let rejected = read_rejected(&LocalStorage::new(world.dir.path()), &world.topic).unwrap();
     for source in ["payments", "cents"] {
         let decoder = braid_shared::Decoder::new(config.source(source).unwrap());
         let expected = partitions

@@ -91,7 +91,11 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
             &reference(&config, view, &partitions, &[]),
         );
     }
-    let rejected = braid_shared::storage::read_rejected(world.dir.path(), &topic).unwrap();
+    let rejected = braid_store::rejected::read_rejected(
+        &braid_store::LocalStorage::new(world.dir.path()),
+        &topic,
+    )
+    .unwrap();
     let mut offsets: Vec<(i32, i64)> = rejected.iter().map(|r| (r.partition, r.offset)).collect();
     let total = offsets.len();
     offsets.dedup();

@@ -1,18 +1,10 @@
 //! The store's error type.
 
-use std::path::PathBuf;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-
     /// A snapshot's cell file does not hold what its manifest says.
-    #[error("snapshot file {}: {reason}", path.display())]
-    SnapshotFile { path: PathBuf, reason: String },
+    #[error("snapshot file {key}: {reason}")]
+    SnapshotFile { key: String, reason: String },
 
     #[error("no batch run {0:?}")]
     UnknownRun(String),
@@ -26,12 +18,27 @@ pub enum Error {
 
     #[error(transparent)]
     Shared(#[from] braid_shared::Error),
+
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+
+    /// A stored object does not hold what its format says.
+    #[error("{what} {key}: {reason}")]
+    Codec {
+        what: &'static str,
+        key: String,
+        reason: String,
+    },
+
+    /// Another writer replaced an object this one holds: this writer no longer owns it.
+    #[error("{key} was replaced by another writer; this process no longer owns it")]
+    Conflict { key: String },
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.into();
-        move |source| Self::Io { path, source }
+    pub(crate) fn codec(what: &'static str, key: &str) -> impl FnOnce(String) -> Self {
+        let key = key.to_owned();
+        move |reason| Self::Codec { what, key, reason }
     }
 }
 

@@ -2,13 +2,15 @@
 //! atomically at every state change, newest listed first.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use braid_shared::Coverage;
-use braid_shared::storage::{batch_history_dir, write_atomic};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::layout;
+use crate::storage::{Storage, put_over};
 
 /// The longest run id there can be (ids are made by [`History::new_id`], far shorter).
 pub const MAX_RUN_ID_LEN: usize = 128;
@@ -130,70 +132,65 @@ pub trait BatchControl: Send + Sync {
 /// The run records of a storage dir.
 #[derive(Debug, Clone)]
 pub struct History {
-    dir: PathBuf,
+    storage: Arc<dyn Storage>,
 }
 
 impl History {
-    pub fn new(storage_dir: &Path) -> Self {
-        Self {
-            dir: batch_history_dir(storage_dir),
-        }
-    }
-
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self { storage }
     }
 
     /// A new run id, sortable by time: `run-YYYYMMDD-HHMMSS-mmm[-n]`.
+    /// An id whose record cannot be read counts as taken.
     pub fn new_id(&self) -> String {
         let base = chrono::Utc::now()
             .format("run-%Y%m%d-%H%M%S-%3f")
             .to_string();
         let mut id = base.clone();
         let mut n = 1;
-        while self.path(&id).exists() {
+        while n < 1000 && !matches!(self.storage.get(&layout::history(&id)), Ok(None)) {
             id = format!("{base}-{n}");
             n += 1;
         }
         id
     }
 
+    /// Saves a record. Records change state from several places (the run, a process marking
+    /// interrupted runs); the last save wins.
     pub fn save(&self, record: &RunRecord) -> Result<()> {
-        let path = self.path(&record.id);
+        let key = layout::history(&record.id);
         let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Encode {
             what: "run record",
             reason: e.to_string(),
         })?;
-        write_atomic(&path, &json).map_err(Error::io(&path))
+        loop {
+            let held = self.storage.get(&key)?.map(|o| o.version);
+            if put_over(self.storage.as_ref(), &key, &json, held.as_ref())?.is_some() {
+                return Ok(());
+            }
+        }
     }
 
     pub fn get(&self, id: &str) -> Result<RunRecord> {
         check_run_id(id)?;
-        let path = self.path(id);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Io {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::UnknownRun(id.to_owned()))
-            }
-            Err(e) => Err(Error::io(path)(e)),
+        let key = layout::history(id);
+        match self.storage.get(&key)? {
+            Some(object) => serde_json::from_slice(&object.bytes)
+                .map_err(|e| Error::codec("run record", &key)(e.to_string())),
+            None => Err(Error::UnknownRun(id.to_owned())),
         }
     }
 
     /// Run ids, newest first.
     fn ids(&self) -> Result<Vec<String>> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&self.dir)(e)),
-        };
-        let mut ids: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                (!name.starts_with('.'))
+        let prefix = format!("{}/", layout::HISTORY);
+        let mut ids: Vec<String> = self
+            .storage
+            .list(&prefix)?
+            .into_iter()
+            .filter_map(|l| {
+                let name = l.key.strip_prefix(&prefix)?;
+                (!name.starts_with('.') && !name.contains('/'))
                     .then(|| name.strip_suffix(".json").map(str::to_owned))
                     .flatten()
             })
@@ -241,8 +238,7 @@ impl History {
     /// Removes the oldest records beyond the kept number.
     pub fn prune(&self) -> Result<()> {
         for id in self.ids()?.into_iter().skip(KEEP_RECORDS) {
-            let path = self.path(&id);
-            std::fs::remove_file(&path).map_err(Error::io(path))?;
+            self.storage.delete(&layout::history(&id))?;
         }
         Ok(())
     }

@@ -1,18 +1,35 @@
-//! The files the batch layer writes and the serving layer reads, so that neither layer imports
-//! the other: they meet here, in storage.
+//! Every storage format and where it lives, so that no layer imports another: they meet here,
+//! in storage. Everything is read and written through [`Storage`], one narrow interface (list,
+//! get, put-if-absent, put-if-unchanged, delete); [`LocalStorage`] is the local-directory
+//! implementation.
 //!
-//! - `columns`: Braid values <-> Parquet columns (archive files and snapshot cell files).
-//! - `snapshot`: snapshot cell files and reading a published view.
+//! - `storage`: the [`Storage`] interface and [`LocalStorage`].
+//! - `layout`: the key of every object.
+//! - `pointer`: the snapshot pointer, published over the version a run read.
+//! - `manifest`: archive partition manifests and snapshot manifests.
+//! - `rejected`: the speed layer's rejected-events log (chunks and manifest), writer and reader.
+//! - `checkpoint`: checkpoint file framing (magic, version, checksum).
 //! - `history`: the persisted batch run records, and [`BatchControl`], how runs are requested.
+//! - `columns` (feature `parquet`): Braid values <-> Parquet columns.
+//! - `snapshot` (feature `parquet`): snapshot cell files and reading a published view.
 //! - `error`: the crate's error type.
 
+pub mod checkpoint;
+#[cfg(feature = "parquet")]
 pub mod columns;
 mod error;
 mod history;
+pub mod layout;
+pub mod manifest;
+pub mod pointer;
+pub mod rejected;
+#[cfg(feature = "parquet")]
 pub mod snapshot;
+pub mod storage;
 
 pub use error::{Error, Result};
 pub use history::{
     BatchControl, History, MAX_RUN_ID_LEN, RunRecord, RunState, Trigger, ViewRun, check_run_id,
     now_rfc3339,
 };
+pub use storage::{LocalStorage, Storage, StorageError, Version};

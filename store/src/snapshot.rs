@@ -3,17 +3,17 @@
 //! in the archive) and one binary column per metric holding the state's versioned encoding, so
 //! any reader merges them with the speed layer's states exactly.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use braid_shared::aggregate::MetricState;
-use braid_shared::manifest::SnapshotManifest;
 use braid_shared::view::{CellKey, GroupKey};
 use braid_shared::{SourceDef, Value, ViewDef, ViewState};
 use polars::prelude::*;
 
 use crate::columns::{ColumnType, ValueReader};
 use crate::error::{Error, Result};
+use crate::manifest::SnapshotManifest;
+use crate::storage::Storage;
 
 pub const BUCKET_COLUMN: &str = "_bucket";
 
@@ -35,13 +35,20 @@ fn key_types(view: &ViewDef, source: &SourceDef) -> Vec<ColumnType> {
 }
 
 /// Reads a cell file (one layer), checking every state against the view.
-pub fn read_cells(path: &Path, view: &Arc<ViewDef>, source: &SourceDef) -> Result<ViewState> {
+pub fn read_cells(
+    storage: &dyn Storage,
+    key: &str,
+    view: &Arc<ViewDef>,
+    source: &SourceDef,
+) -> Result<ViewState> {
     let damaged = |reason: String| Error::SnapshotFile {
-        path: path.to_owned(),
+        key: key.to_owned(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| damaged(e.to_string()))?;
-    let df = ParquetReader::new(file)
+    let Some(object) = storage.get(key)? else {
+        return Err(damaged("is missing".to_owned()));
+    };
+    let df = ParquetReader::new(std::io::Cursor::new(object.bytes))
         .finish()
         .map_err(|e| damaged(e.to_string()))?;
     let column = |name: &str| df.column(name).map_err(|e| damaged(e.to_string()));
@@ -99,7 +106,7 @@ pub fn read_cells(path: &Path, view: &Arc<ViewDef>, source: &SourceDef) -> Resul
 
 /// Reads a view of a published snapshot: the merge of its layers.
 pub fn read_view(
-    dir: &Path,
+    storage: &dyn Storage,
     manifest: &SnapshotManifest,
     view: &Arc<ViewDef>,
     source: &SourceDef,
@@ -107,12 +114,12 @@ pub fn read_view(
     let Some(snapshot) = manifest.views.get(&view.name) else {
         return Ok(None);
     };
-    if snapshot.fingerprint != braid_shared::manifest::fingerprint_hex(view.fingerprint()) {
+    if snapshot.fingerprint != crate::manifest::fingerprint_hex(view.fingerprint()) {
         return Ok(None);
     }
     let mut state = ViewState::new(Arc::clone(view));
     for layer in &snapshot.layers {
-        let part = read_cells(&dir.join(&layer.path), view, source)?;
+        let part = read_cells(storage, &layer.path, view, source)?;
         state.merge(&part)?;
     }
     Ok(Some(state))

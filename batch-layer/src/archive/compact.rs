@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use braid_shared::manifest::{ArchiveEntry, ArchiveFile, PartitionManifest, RetiredFile};
+use braid_store::manifest::{ArchiveEntry, ArchiveFile, PartitionManifest, RetiredFile};
 use polars::prelude::*;
 
 use super::partition::{file_name, save_manifest};

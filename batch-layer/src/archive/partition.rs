@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use braid_shared::manifest::{ArchiveEntry, ArchiveFile, FileKind, PartitionManifest};
-use braid_shared::storage::{RejectedRecord, archive_manifest_path, write_atomic};
+use braid_shared::RejectedRecord;
 use braid_shared::{Event, RejectReason, TopicPartition};
+use braid_store::manifest::{ArchiveEntry, ArchiveFile, FileKind, PartitionManifest};
 use polars::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::files::{now_ms, sync_dirs, write_parquet};
 use crate::metrics;
 use braid_kafka::TopicPlan;
@@ -173,7 +173,7 @@ impl PartitionBuffer {
             files,
             written_at_ms: now_ms(),
         });
-        if let Err(error) = save_manifest(dir, &self.manifest) {
+        if let Err(error) = save_manifest(dir, &mut self.manifest) {
             self.manifest.entries.pop();
             return Err(error);
         }
@@ -190,12 +190,9 @@ impl PartitionBuffer {
     }
 }
 
-/// Writes a partition's manifest atomically.
-pub(crate) fn save_manifest(dir: &Path, manifest: &PartitionManifest) -> Result<()> {
-    let path = archive_manifest_path(dir, &manifest.topic, manifest.partition);
-    let json = serde_json::to_vec_pretty(manifest)
-        .map_err(|e| Error::Internal(format!("encoding the archive manifest: {e}")))?;
-    write_atomic(&path, &json).map_err(Error::io(&path))
+/// Publishes a partition's manifest in the storage under `dir`, over the version it holds.
+pub(crate) fn save_manifest(dir: &Path, manifest: &mut PartitionManifest) -> Result<()> {
+    Ok(manifest.publish(&braid_store::LocalStorage::new(dir))?)
 }
 
 /// The name of the files holding offsets `[from, to)` of a partition. `~` cannot appear in a

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use braid_kafka::{Broker, ResumeRecord};
 use braid_shared::TopicPartition;
-use braid_shared::manifest::PartitionManifest;
-use braid_shared::storage::{archive_dir, archive_manifest_path};
+use braid_store::layout;
+use braid_store::manifest::PartitionManifest;
 
 use super::Shared;
 use super::partition::{PartitionBuffer, belongs_to};
@@ -26,8 +26,12 @@ impl braid_kafka::Partitions for ArchivePartitions {
     fn take_up(&self, tp: &TopicPartition, broker: &Broker<'_>) -> Result<Option<i64>> {
         let shared = &self.shared;
         let plan = shared.plan.assigned(tp)?;
-        let path = archive_manifest_path(&shared.dir, &tp.topic, tp.partition);
-        let manifest = PartitionManifest::read(&path)?
+        let storage = braid_store::LocalStorage::new(&shared.dir);
+        let path = layout::local(
+            &shared.dir,
+            &layout::archive_manifest(&tp.topic, tp.partition),
+        );
+        let manifest = PartitionManifest::read(&storage, &tp.topic, tp.partition)?
             .unwrap_or_else(|| PartitionManifest::new(&tp.topic, tp.partition));
         if let Some(end) = manifest.end() {
             broker.check_resume(tp, end, ResumeRecord::ArchiveManifest, &path)?;
@@ -100,7 +104,7 @@ pub(crate) fn remove_orphans(
         .chain(manifest.retired.iter().map(|r| dir.join(&r.path)))
         .collect();
     let mut removed = 0;
-    let mut stack = vec![archive_dir(dir)];
+    let mut stack = vec![dir.join(layout::ARCHIVE)];
     while let Some(current) = stack.pop() {
         let entries = match std::fs::read_dir(&current) {
             Ok(entries) => entries,

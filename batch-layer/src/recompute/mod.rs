@@ -13,8 +13,8 @@ mod plan;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use braid_shared::manifest::{FileKind, PartitionManifest};
 use braid_shared::{Coverage, SourceDef, ViewDef};
+use braid_store::manifest::{FileKind, PartitionManifest};
 use polars::prelude::*;
 
 use crate::error::{Error, Result};

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use braid_batch::ArchiveHandle;
 use braid_shared::coverage::SnapshotPointer;
-use braid_shared::manifest::{FileKind, SnapshotManifest, read_archive_manifests};
-use braid_shared::storage::read_snapshot_pointer;
 use braid_shared::{Config, Coverage, Decoder, Event, TopicPartition, Value, ViewState};
+use braid_store::LocalStorage;
 use braid_store::columns::{ColumnType, EVENT_TIME, OFFSET, PARTITION, ValueReader};
+use braid_store::manifest::{FileKind, SnapshotManifest, read_archive_manifests};
+use braid_store::pointer::read_pointer;
 pub use braid_testkit::*;
 use polars::prelude::*;
 
@@ -30,7 +31,7 @@ pub fn read_archive(config: &Config, topic: &str) -> BTreeMap<(i32, i64), Archiv
     let dir = &config.storage.dir;
     let source = config.sources.iter().find(|s| s.topic == topic).unwrap();
     let mut rows = BTreeMap::new();
-    for manifest in read_archive_manifests(dir, topic).unwrap() {
+    for manifest in read_archive_manifests(&LocalStorage::new(dir), topic).unwrap() {
         for entry in &manifest.entries {
             for file in &entry.files {
                 let df = ParquetReader::new(std::fs::File::open(dir.join(&file.path)).unwrap())
@@ -161,8 +162,9 @@ pub fn reference_below(
 
 /// The published pointer and manifest.
 pub fn published(dir: &Path) -> Option<(SnapshotPointer, SnapshotManifest)> {
-    let pointer = read_snapshot_pointer(dir).unwrap()?;
-    let manifest = SnapshotManifest::read(&dir.join(&pointer.manifest)).unwrap();
+    let storage = LocalStorage::new(dir);
+    let pointer = read_pointer(&storage).unwrap()?;
+    let manifest = SnapshotManifest::read(&storage, &pointer.manifest).unwrap();
     Some((pointer, manifest))
 }
 
@@ -171,7 +173,12 @@ pub fn published_view(config: &Config, view: &str) -> ViewState {
     let (_, manifest) = published(&config.storage.dir).expect("a published snapshot");
     let view = Arc::clone(config.view(view).unwrap());
     let source = config.source(&view.source).unwrap();
-    braid_store::snapshot::read_view(&config.storage.dir, &manifest, &view, source)
-        .unwrap()
-        .expect("the view is in the snapshot")
+    braid_store::snapshot::read_view(
+        &LocalStorage::new(&config.storage.dir),
+        &manifest,
+        &view,
+        source,
+    )
+    .unwrap()
+    .expect("the view is in the snapshot")
 }

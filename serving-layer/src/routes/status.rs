@@ -1,10 +1,12 @@
 //! `GET /v1/status` and `GET /v1/rejected/{source}`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use braid_shared::storage::{RejectedRecord, read_rejected};
+use braid_shared::RejectedRecord;
+use braid_store::rejected::read_rejected;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -126,9 +128,9 @@ pub async fn rejected(
             format!("no source {:?}", abbreviate(&name)),
         )
     })?;
-    let dir = config.storage.dir.clone();
+    let storage = Arc::clone(&state.0.storage);
     let topic = source.topic.clone();
-    let mut records = tokio::task::spawn_blocking(move || read_rejected(&dir, &topic))
+    let mut records = tokio::task::spawn_blocking(move || read_rejected(storage.as_ref(), &topic))
         .await
         .map_err(|e| ApiError::internal(format!("reading rejected events: {e}")))?
         .map_err(|e| ApiError::internal(format!("reading rejected events: {e}")))?;

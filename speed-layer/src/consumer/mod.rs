@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use braid_kafka::{BorrowedMessage, Commit, ConsumerThread, Message as _, Plan};
-use braid_shared::storage::read_snapshot_pointer;
 use braid_shared::{Config, Coverage, TopicPartition};
+use braid_store::{LocalStorage, Storage};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint;
@@ -35,11 +35,11 @@ impl SpeedLayer {
     /// Starts consuming on a dedicated thread until `cancel` fires.
     pub fn start(config: &Config, cancel: CancellationToken) -> Result<Self> {
         let segment_size = i64::try_from(config.speed.segment_size).unwrap_or(i64::MAX);
-        let storage_dir = config.storage.dir.clone();
-        let coverage = read_coverage(&storage_dir, segment_size)?;
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&config.storage.dir));
+        let coverage = read_coverage(storage.as_ref(), segment_size)?;
         let shared = Arc::new(Shared {
             plan: Plan::new(config),
-            storage_dir,
+            storage,
             segment_size,
             partitions: RwLock::new(BTreeMap::new()),
             coverage: RwLock::new(coverage),
@@ -86,8 +86,8 @@ impl SpeedLayer {
     }
 }
 
-fn read_coverage(dir: &std::path::Path, segment_size: i64) -> Result<Coverage> {
-    let coverage = read_snapshot_pointer(dir)?
+fn read_coverage(storage: &dyn Storage, segment_size: i64) -> Result<Coverage> {
+    let coverage = braid_store::pointer::read_pointer(storage)?
         .map(|p| p.coverage)
         .unwrap_or_default();
     coverage.check_aligned(u64::try_from(segment_size).unwrap_or(1))?;
@@ -174,7 +174,7 @@ fn checkpoint_all(shared: &Shared) -> Result<Commit> {
             continue;
         }
         let started = Instant::now();
-        let bytes = checkpoint::write(shared.storage_dir(), plan, &state, shared.segment_size)?;
+        let bytes = checkpoint::write(shared.storage.as_ref(), plan, &state, shared.segment_size)?;
         metrics::checkpoint(started.elapsed().as_secs_f64(), bytes);
         commit.push((tp, state.progress().next_offset));
     }
@@ -184,7 +184,7 @@ fn checkpoint_all(shared: &Shared) -> Result<Commit> {
 /// Follows published batch coverage (dropping covered segments) and refreshes the cell gauges.
 /// Lag comes from librdkafka's statistics callback, never from a blocking request here.
 fn maintain(shared: &Shared) -> Result<()> {
-    let coverage = read_coverage(shared.storage_dir(), shared.segment_size)?;
+    let coverage = read_coverage(shared.storage.as_ref(), shared.segment_size)?;
     let changed = shared
         .coverage
         .read()

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use braid_kafka::{Broker, ResumeRecord};
 use braid_shared::TopicPartition;
-use braid_shared::storage::speed_checkpoint_path;
+use braid_store::layout;
+use braid_store::rejected::{Keep, RejectedLog};
 
 use crate::checkpoint::{self, Unusable};
 use crate::error::{Error, Result};
-use crate::rejected::{Keep, RejectedLog};
 use crate::state::{PartitionState, Progress, Shared};
 
 pub(crate) struct SpeedPartitions {
@@ -26,26 +26,28 @@ impl braid_kafka::Partitions for SpeedPartitions {
         let shared = &self.shared;
         let plan = shared.plan.assigned(tp)?;
         let coverage = shared.coverage.read().map(|c| c.of(tp)).unwrap_or(0);
-        let path = speed_checkpoint_path(shared.storage_dir(), &tp.topic, tp.partition);
-        let rejected_path = braid_shared::storage::speed_rejected_path(
-            shared.storage_dir(),
-            &tp.topic,
-            tp.partition,
-        );
-        let restored = match std::fs::read(&path) {
-            Ok(bytes) => match checkpoint::decode(plan, tp, shared.segment_size, &bytes) {
-                Ok(restored) => Some(restored),
-                Err(Unusable::Incompatible(why)) => {
-                    tracing::warn!(partition = %tp, why, "checkpoint is for another configuration; rebuilding from the broker");
-                    None
+        let storage = &shared.storage;
+        let key = layout::speed_checkpoint(&tp.topic, tp.partition);
+        let path = storage
+            .local_path(&key)
+            .unwrap_or_else(|| key.clone().into());
+        let object = storage.get(&key).map_err(braid_store::Error::from)?;
+        let held = object.as_ref().map(|o| o.version.clone());
+        let restored = match object {
+            Some(object) => {
+                match checkpoint::decode(plan, tp, shared.segment_size, &object.bytes) {
+                    Ok(restored) => Some(restored),
+                    Err(Unusable::Incompatible(why)) => {
+                        tracing::warn!(partition = %tp, why, "checkpoint is for another configuration; rebuilding from the broker");
+                        None
+                    }
+                    Err(Unusable::Corrupt(why)) => {
+                        tracing::error!(partition = %tp, why, path = %path.display(), "checkpoint is damaged; rebuilding from the broker");
+                        None
+                    }
                 }
-                Err(Unusable::Corrupt(why)) => {
-                    tracing::error!(partition = %tp, why, path = %path.display(), "checkpoint is damaged; rebuilding from the broker");
-                    None
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(&path)(e)),
+            }
+            None => None,
         };
         let state = match restored {
             Some(restored) => {
@@ -55,17 +57,38 @@ impl braid_kafka::Partitions for SpeedPartitions {
                     ResumeRecord::Checkpoint,
                     &path,
                 )?;
+                let keep = match restored.rejected {
+                    Keep::Chunks {
+                        chunks,
+                        replay_from,
+                    } => Keep::Chunks {
+                        chunks,
+                        replay_from: replay_from.max(coverage),
+                    },
+                    other => other,
+                };
                 let rejected =
-                    RejectedLog::open(&rejected_path, Keep::Bytes(restored.rejected_len))?;
-                PartitionState::new(tp.clone(), restored.progress, restored.segments, rejected)
+                    RejectedLog::open(Arc::clone(storage), &tp.topic, tp.partition, keep)?;
+                PartitionState::new(
+                    tp.clone(),
+                    restored.progress,
+                    restored.segments,
+                    rejected,
+                    held,
+                )
             }
             None => {
-                let rejected = RejectedLog::open(&rejected_path, Keep::BelowOffset(coverage))?;
+                let rejected = RejectedLog::open(
+                    Arc::clone(storage),
+                    &tp.topic,
+                    tp.partition,
+                    Keep::BelowOffset(coverage),
+                )?;
                 let start = Progress {
                     next_offset: coverage,
                     floor: coverage,
                 };
-                PartitionState::new(tp.clone(), start, Default::default(), rejected)
+                PartitionState::new(tp.clone(), start, Default::default(), rejected, held)
             }
         };
         state.drop_below(coverage, shared.segment_size);
@@ -88,7 +111,7 @@ impl braid_kafka::Partitions for SpeedPartitions {
         let (Some(state), Some(plan)) = (removed, shared.plan.topic(&tp.topic)) else {
             return Ok(());
         };
-        checkpoint::write(shared.storage_dir(), plan, &state, shared.segment_size)?;
+        checkpoint::write(shared.storage.as_ref(), plan, &state, shared.segment_size)?;
         let next_offset = state.progress().next_offset;
         tracing::info!(partition = %tp, next_offset, "partition released");
         Ok(())

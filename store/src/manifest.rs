@@ -1,14 +1,16 @@
 //! What the batch layer publishes, described for every reader: the archive's manifest of
 //! contiguous offset ranges per partition, and each snapshot's manifest. Readers list these,
-//! never a directory.
+//! never a data directory. Writers replace a manifest only over the version they read
+//! ([`crate::storage::put_over`]), so a writer that lost its partition is refused.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
+use braid_shared::{Coverage, TopicPartition};
 use serde::{Deserialize, Serialize};
 
-use crate::coverage::{Coverage, TopicPartition};
 use crate::error::{Error, Result};
+use crate::layout;
+use crate::storage::{Storage, Version, put_over};
 
 /// Version of [`PartitionManifest`] files.
 pub const ARCHIVE_MANIFEST_VERSION: u32 = 1;
@@ -27,6 +29,10 @@ pub struct PartitionManifest {
     /// Files replaced by compaction, deleted once no reader can still be using them.
     #[serde(default)]
     pub retired: Vec<RetiredFile>,
+    /// The stored version this copy was read as or last published as (`None`: not stored
+    /// yet). Publishing replaces only that version.
+    #[serde(skip)]
+    pub held: Option<Version>,
 }
 
 /// Offsets `[from, to)` of a partition, all archived.
@@ -54,7 +60,7 @@ pub enum FileKind {
 pub struct ArchiveFile {
     pub source: String,
     pub kind: FileKind,
-    /// Path relative to the storage dir.
+    /// Storage key (path relative to the storage dir).
     pub path: String,
     pub rows: u64,
     /// File size; a file of another size is damaged.
@@ -78,11 +84,17 @@ impl PartitionManifest {
             partition,
             entries: Vec::new(),
             retired: Vec::new(),
+            held: None,
         }
     }
 
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition::new(self.topic.clone(), self.partition)
+    }
+
+    /// The manifest's storage key.
+    pub fn key(&self) -> String {
+        layout::archive_manifest(&self.topic, self.partition)
     }
 
     /// The next offset to archive: the end of the last range, if any.
@@ -119,52 +131,55 @@ impl PartitionManifest {
         Ok(())
     }
 
-    /// Reads and checks a manifest file; `None` when there is none.
-    pub fn read(path: &Path) -> Result<Option<Self>> {
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(Error::Io {
-                    path: path.to_owned(),
-                    source: e,
-                });
-            }
+    /// Reads and checks the manifest of a partition; `None` when there is none.
+    pub fn read(storage: &dyn Storage, topic: &str, partition: i32) -> Result<Option<Self>> {
+        Self::read_key(storage, &layout::archive_manifest(topic, partition))
+    }
+
+    fn read_key(storage: &dyn Storage, key: &str) -> Result<Option<Self>> {
+        let Some(object) = storage.get(key)? else {
+            return Ok(None);
         };
-        let codec = |reason: String| Error::Codec {
-            what: "archive manifest",
-            reason: format!("{}: {reason}", path.display()),
+        let codec = Error::codec("archive manifest", key);
+        let mut manifest: Self = match serde_json::from_slice(&object.bytes) {
+            Ok(manifest) => manifest,
+            Err(e) => return Err(codec(e.to_string())),
         };
-        let manifest: Self = serde_json::from_slice(&bytes).map_err(|e| codec(e.to_string()))?;
-        manifest.check().map_err(codec)?;
+        if let Err(reason) = manifest.check() {
+            return Err(codec(reason));
+        }
+        manifest.held = Some(object.version);
         Ok(Some(manifest))
+    }
+
+    /// Publishes the manifest over the version it holds; a writer whose copy is no longer the
+    /// stored one (another took the partition over) gets [`Error::Conflict`].
+    pub fn publish(&mut self, storage: &dyn Storage) -> Result<()> {
+        let key = self.key();
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Encode {
+            what: "archive manifest",
+            reason: e.to_string(),
+        })?;
+        let version =
+            put_over(storage, &key, &json, self.held.as_ref())?.ok_or(Error::Conflict { key })?;
+        self.held = Some(version);
+        Ok(())
     }
 }
 
 /// Every partition manifest of a topic's archive, ordered by partition.
-pub fn read_archive_manifests(dir: &Path, topic: &str) -> Result<Vec<PartitionManifest>> {
-    let topic_dir = crate::storage::archive_manifest_dir(dir).join(topic);
-    let entries = match std::fs::read_dir(&topic_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(Error::Io {
-                path: topic_dir,
-                source: e,
-            });
-        }
-    };
+pub fn read_archive_manifests(
+    storage: &dyn Storage,
+    topic: &str,
+) -> Result<Vec<PartitionManifest>> {
+    let prefix = layout::archive_manifests(topic);
     let mut manifests = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_manifest = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'));
-        if !is_manifest {
+    for listed in storage.list(&prefix)? {
+        let name = &listed.key[prefix.len()..];
+        if name.contains('/') || !name.ends_with(".json") || name.starts_with('.') {
             continue;
         }
-        if let Some(manifest) = PartitionManifest::read(&path)? {
+        if let Some(manifest) = PartitionManifest::read_key(storage, &listed.key)? {
             manifests.push(manifest);
         }
     }
@@ -197,7 +212,7 @@ pub struct ViewSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotLayer {
     pub run_id: String,
-    /// Path relative to the storage dir.
+    /// Storage key of the cell file.
     pub path: String,
     pub from: Coverage,
     pub to: Coverage,
@@ -214,26 +229,36 @@ impl ViewSnapshot {
 }
 
 impl SnapshotManifest {
-    pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Io {
-            path: path.to_owned(),
-            source: e,
-        })?;
-        let manifest: Self = serde_json::from_slice(&bytes).map_err(|e| Error::Codec {
-            what: "snapshot manifest",
-            reason: format!("{}: {e}", path.display()),
-        })?;
+    /// Reads the snapshot manifest at `key` (as a pointer names it).
+    pub fn read(storage: &dyn Storage, key: &str) -> Result<Self> {
+        let codec = Error::codec("snapshot manifest", key);
+        let Some(object) = storage.get(key)? else {
+            return Err(codec("is missing".to_owned()));
+        };
+        let manifest: Self = match serde_json::from_slice(&object.bytes) {
+            Ok(manifest) => manifest,
+            Err(e) => return Err(codec(e.to_string())),
+        };
         if manifest.version != SNAPSHOT_MANIFEST_VERSION {
-            return Err(Error::Codec {
-                what: "snapshot manifest",
-                reason: format!(
-                    "{}: unknown version {} (expected {SNAPSHOT_MANIFEST_VERSION})",
-                    path.display(),
-                    manifest.version
-                ),
-            });
+            return Err(codec(format!(
+                "unknown version {} (expected {SNAPSHOT_MANIFEST_VERSION})",
+                manifest.version
+            )));
         }
         Ok(manifest)
+    }
+
+    /// Writes the manifest of a new snapshot; its key is written once.
+    pub fn write(&self, storage: &dyn Storage) -> Result<String> {
+        let key = layout::snapshot_manifest(&self.run_id);
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Encode {
+            what: "snapshot manifest",
+            reason: e.to_string(),
+        })?;
+        match put_over(storage, &key, &json, None)? {
+            Some(_) => Ok(key),
+            None => Err(Error::Conflict { key }),
+        }
     }
 }
 
@@ -245,6 +270,7 @@ pub fn fingerprint_hex(fingerprint: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::LocalStorage;
 
     fn entry(from: i64, to: i64) -> ArchiveEntry {
         ArchiveEntry {
@@ -265,5 +291,28 @@ mod tests {
         assert!(m.check().unwrap_err().contains("ends at 25"));
         m.entries = vec![entry(5, 5)];
         assert!(m.check().unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn a_writer_that_lost_the_partition_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        let mut first = PartitionManifest::new("t", 3);
+        first.entries = vec![entry(0, 10)];
+        first.publish(&storage).unwrap();
+        // A second writer takes the partition over and moves the manifest on ...
+        let mut second = PartitionManifest::read(&storage, "t", 3).unwrap().unwrap();
+        assert_eq!(second.held, first.held);
+        second.entries.push(entry(10, 20));
+        second.publish(&storage).unwrap();
+        // ... and the first, still holding the old version, is refused.
+        first.entries.push(entry(10, 30));
+        assert!(matches!(
+            first.publish(&storage),
+            Err(Error::Conflict { .. })
+        ));
+        let stored = read_archive_manifests(&storage, "t").unwrap();
+        assert_eq!(stored, [second]);
+        assert_eq!(stored[0].end(), Some(20));
     }
 }

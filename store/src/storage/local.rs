@@ -1,0 +1,270 @@
+//! [`Storage`] on a local directory. Puts write a temp file, fsync it, then link (create) or
+//! rename (replace) it into place and fsync the directory, so readers see the old or the new
+//! object, never a mix, and a put that returned survives a crash. Conditional replaces hold the
+//! directory's lock (`flock`), so writers in several processes on one machine are serialized.
+//! A version is the xxh3 hash of the content.
+
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Listed, Object, Put, Storage, StorageError, Version, check_key};
+
+/// Suffix of files being written; a crash leaves them behind and their owner removes them.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Storage under one directory.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    /// Writes a synced temp file beside `path`; returns its path.
+    fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = dir.join(format!(".{name}.{}-{n}{TEMP_SUFFIX}", std::process::id()));
+        let mut file = File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        Ok(temp)
+    }
+}
+
+fn version_of(bytes: &[u8]) -> Version {
+    Version(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes)))
+}
+
+fn io<'a>(op: &'static str, key: &'a str) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        op,
+        key: key.to_owned(),
+        source,
+    }
+}
+
+/// Makes a directory's entries (creations, renames) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Storage for LocalStorage {
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
+        // The deepest folder the prefix names, then every file below it matching the prefix.
+        let folder = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let start = if folder.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(folder)?
+        };
+        let mut found = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("list", prefix)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io("list", prefix))?;
+                let path = entry.path();
+                let kind = entry.file_type().map_err(io("list", prefix))?;
+                let Ok(relative) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let key = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if kind.is_dir() {
+                    if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                let temp = entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX);
+                if kind.is_file() && !temp && key.starts_with(prefix) {
+                    let size = entry.metadata().map_err(io("list", prefix))?.len();
+                    found.push(Listed { key, size });
+                }
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Object>, StorageError> {
+        let path = self.path(key)?;
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(Object {
+                version: version_of(&bytes),
+                bytes,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("get", key)(e)),
+        }
+    }
+
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<Put, StorageError> {
+        let path = self.path(key)?;
+        let temp = Self::write_temp(&path, bytes).map_err(io("put", key))?;
+        // A hard link fails if the name exists: create-if-absent, atomically.
+        let linked = fs::hard_link(&temp, &path);
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Put::Conflict),
+            Err(e) => return Err(io("put", key)(e)),
+        }
+        sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(io("put", key))?;
+        Ok(Put::Written(version_of(bytes)))
+    }
+
+    fn put_if_unchanged(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: &Version,
+    ) -> Result<Put, StorageError> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(io("put", key))?;
+        let lock = File::open(dir).map_err(io("put", key))?;
+        lock.lock().map_err(io("put", key))?;
+        let current = match fs::read(&path) {
+            Ok(current) => Some(version_of(&current)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io("put", key)(e)),
+        };
+        if current.as_ref() != Some(expected) {
+            return Ok(Put::Conflict);
+        }
+        let temp = Self::write_temp(&path, bytes).map_err(io("put", key))?;
+        if let Err(e) = fs::rename(&temp, &path) {
+            let _ = fs::remove_file(&temp);
+            return Err(io("put", key)(e));
+        }
+        sync_dir(dir).map_err(io("put", key))?;
+        drop(lock);
+        Ok(Put::Written(version_of(bytes)))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("delete", key)(e)),
+        }
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::put_over;
+    use super::*;
+
+    #[test]
+    fn conditional_puts_refuse_stale_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path());
+        let Put::Written(v1) = store.put_if_absent("a/b.json", b"one").unwrap() else {
+            panic!("first create refused");
+        };
+        assert_eq!(
+            store.put_if_absent("a/b.json", b"two").unwrap(),
+            Put::Conflict
+        );
+        let Put::Written(v2) = store.put_if_unchanged("a/b.json", b"two", &v1).unwrap() else {
+            panic!("update over the held version refused");
+        };
+        // A writer still holding v1 (a zombie) is refused; the object keeps the new content.
+        assert_eq!(
+            store.put_if_unchanged("a/b.json", b"old", &v1).unwrap(),
+            Put::Conflict
+        );
+        let object = store.get("a/b.json").unwrap().unwrap();
+        assert_eq!(object.bytes, b"two");
+        assert_eq!(object.version, v2);
+        assert_eq!(
+            put_over(&store, "a/c.json", b"x", None).unwrap().is_some(),
+            true
+        );
+        assert_eq!(put_over(&store, "a/c.json", b"y", None).unwrap(), None);
+        // Nothing but the objects is left behind.
+        let listed: Vec<String> = store
+            .list("a/")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        assert_eq!(listed, ["a/b.json", "a/c.json"]);
+        assert_eq!(fs::read_dir(dir.path().join("a")).unwrap().count(), 2);
+        store.delete("a/b.json").unwrap();
+        store.delete("a/b.json").unwrap();
+        assert!(store.get("a/b.json").unwrap().is_none());
+    }
+
+    #[test]
+    fn keys_never_leave_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path());
+        for key in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b"] {
+            assert!(
+                matches!(store.get(key), Err(StorageError::InvalidKey { .. })),
+                "{key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_matches_prefixes_inside_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path());
+        for key in ["m/t/0.json", "m/t/1.json", "m/t2/0.json", "m/x.json"] {
+            store.put_if_absent(key, b"{}").unwrap();
+        }
+        let keys = |prefix: &str| -> Vec<String> {
+            store
+                .list(prefix)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.key)
+                .collect()
+        };
+        assert_eq!(keys("m/t/"), ["m/t/0.json", "m/t/1.json"]);
+        assert_eq!(keys("m/t"), ["m/t/0.json", "m/t/1.json", "m/t2/0.json"]);
+        assert_eq!(
+            keys("m/"),
+            ["m/t/0.json", "m/t/1.json", "m/t2/0.json", "m/x.json"]
+        );
+        assert!(keys("none/").is_empty());
+    }
+}

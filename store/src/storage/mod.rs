@@ -1,0 +1,119 @@
+//! The one narrow interface every layer reads and writes storage through: list, get,
+//! put-if-absent, put-if-unchanged, delete. Conditional puts are the only coordination between
+//! writers: a write-once object (an archive file, a snapshot's cells) is created if absent; a
+//! mutable one (a manifest, a checkpoint, the snapshot pointer) is replaced only if it is still
+//! the version its writer last read, so a writer that lost ownership is refused, not obeyed.
+//!
+//! Keys are `/`-separated paths relative to the storage root (`batch/CURRENT.json`), laid out
+//! by [`crate::layout`]. [`LocalStorage`] keeps them under a directory; object storage is one
+//! more implementation of the same trait.
+
+mod local;
+
+use std::fmt;
+
+pub use local::{LocalStorage, sync_dir};
+
+/// An object's version, as its store reports it: compared, never interpreted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version(pub String);
+
+/// An object read from storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub bytes: Vec<u8>,
+    pub version: Version,
+}
+
+/// A listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+}
+
+/// What a conditional put did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    /// Written; the object's new version.
+    Written(Version),
+    /// Not written: the object exists (put-if-absent) or is no longer the expected version
+    /// (put-if-unchanged).
+    Conflict,
+}
+
+/// Why storage could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// `key` is not a key: empty, absolute, with `.`/`..` or empty segments.
+    #[error("invalid storage key {key:?}")]
+    InvalidKey { key: String },
+
+    #[error("storage {op} {key}: {source}")]
+    Io {
+        op: &'static str,
+        key: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where Braid keeps the archive, snapshots, checkpoints and logs.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Every object whose key starts with `prefix` (a folder ends with `/`), in key order.
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError>;
+
+    /// The object at `key`, or `None` when there is none.
+    fn get(&self, key: &str) -> Result<Option<Object>, StorageError>;
+
+    /// Creates `key` holding `bytes`, durably, unless it exists.
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<Put, StorageError>;
+
+    /// Replaces `key` with `bytes`, durably, if it still is `expected`.
+    fn put_if_unchanged(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: &Version,
+    ) -> Result<Put, StorageError>;
+
+    /// Removes `key`; removing an object that is not there is not an error.
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// A local path for `key` where this store has one (readers that scan files in place, such
+    /// as Polars over archive files); `None` for remote stores.
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
+}
+
+/// Writes `bytes` at `key` over the version the writer holds (`None`: it holds none, the object
+/// must not exist). Returns the new version, or `None` when another writer got there first.
+pub fn put_over(
+    storage: &dyn Storage,
+    key: &str,
+    bytes: &[u8],
+    held: Option<&Version>,
+) -> Result<Option<Version>, StorageError> {
+    let put = match held {
+        Some(version) => storage.put_if_unchanged(key, bytes, version)?,
+        None => storage.put_if_absent(key, bytes)?,
+    };
+    Ok(match put {
+        Put::Written(version) => Some(version),
+        Put::Conflict => None,
+    })
+}
+
+/// Checks a key: relative, `/`-separated, no empty, `.` or `..` segments.
+pub(crate) fn check_key(key: &str) -> Result<(), StorageError> {
+    let valid = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\\'));
+    if valid {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidKey {
+            key: key.to_owned(),
+        })
+    }
+}
