@@ -28,6 +28,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The test command checks formatting and lints.
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
 # With --tansu (the test command passes it): also the Kafka-compatible broker that one end-to-end
 # test runs as a separate process. Building it takes about 12 minutes on two cores, so it is built
 # only when missing, and `scripts/braid` (which needs no broker of its own) does not ask for it.

@@ -213,10 +213,7 @@ mod tests {
         let object = store.get("a/b.json").unwrap().unwrap();
         assert_eq!(object.bytes, b"two");
         assert_eq!(object.version, v2);
-        assert_eq!(
-            put_over(&store, "a/c.json", b"x", None).unwrap().is_some(),
-            true
-        );
+        assert!(put_over(&store, "a/c.json", b"x", None).unwrap().is_some());
         assert_eq!(put_over(&store, "a/c.json", b"y", None).unwrap(), None);
         // Nothing but the objects is left behind.
         let listed: Vec<String> = store
