@@ -176,9 +176,10 @@ impl PartitionState {
             progress.next_offset = last.offset + 1;
         }
         writer.pending += fresh.len() as u64;
-        // Rejections are listed as soon as their batch is applied. A chunk written past the
-        // last checkpoint is dropped on restore and written again by the replay.
-        writer.rejected.sync()?;
+        // Rejections are listed within REJECTED_LISTED_WITHIN of their arrival, between
+        // checkpoints too: a chunk written past the last checkpoint is dropped on restore and
+        // written again by the replay.
+        writer.rejected.sync_if_due(REJECTED_LISTED_WITHIN)?;
         Ok(applied)
     }
 
@@ -255,6 +256,19 @@ impl PartitionState {
         }
         cells
     }
+}
+
+/// How long a rejected event waits, at most about, before `/v1/rejected` lists it.
+pub(crate) const REJECTED_LISTED_WITHIN: std::time::Duration =
+    std::time::Duration::from_millis(100);
+
+/// Writes the rejections of every partition that have waited long enough.
+pub(crate) fn list_due_rejections(shared: &Shared) -> crate::Result<()> {
+    for (tp, state) in shared.assigned() {
+        let mut writer = state.writer.lock().map_err(|_| poisoned(&tp))?;
+        writer.rejected.sync_if_due(REJECTED_LISTED_WITHIN)?;
+    }
+    Ok(())
 }
 
 fn poisoned(tp: &TopicPartition) -> crate::Error {

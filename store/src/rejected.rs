@@ -8,6 +8,7 @@
 //! manifests and the chunks they name, never a directory of chunks.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use braid_shared::RejectedRecord;
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,8 @@ pub struct RejectedLog {
     held: Option<Version>,
     pending: Vec<u8>,
     pending_records: u64,
+    /// When the oldest record not yet in a chunk was appended.
+    pending_since: Option<Instant>,
 }
 
 impl RejectedLog {
@@ -106,6 +109,7 @@ impl RejectedLog {
             held,
             pending: Vec::new(),
             pending_records: 0,
+            pending_since: None,
         };
         match keep {
             Keep::Chunks {
@@ -183,7 +187,20 @@ impl RejectedLog {
             line.push(b'\n');
             self.pending.extend_from_slice(&line);
             self.pending_records += 1;
+            self.pending_since.get_or_insert_with(Instant::now);
         }
+    }
+
+    /// Writes the pending records as a chunk once the oldest has waited `after`, so rejections
+    /// are listed within about that long without a chunk per poll batch.
+    pub fn sync_if_due(&mut self, after: Duration) -> Result<()> {
+        if self
+            .pending_since
+            .is_some_and(|since| since.elapsed() >= after)
+        {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// Writes what was appended since the last sync as one chunk and lists it in the manifest;
@@ -209,6 +226,7 @@ impl RejectedLog {
             self.pending.clear();
             self.pending_records = 0;
         }
+        self.pending_since = None;
         Ok(self.manifest.chunks.len() as u64)
     }
 

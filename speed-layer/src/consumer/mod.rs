@@ -144,6 +144,7 @@ impl braid_kafka::Worker for SpeedWorker {
         let shared = &self.shared;
         let pending: u64 = shared.assigned().iter().map(|(_, s)| s.pending()).sum();
         let mut commit = Commit::new();
+        crate::state::list_due_rejections(shared)?;
         if pending >= self.checkpoint_events
             || (pending > 0 && self.last_checkpoint.elapsed() >= self.checkpoint_interval)
         {
