@@ -296,12 +296,16 @@ fn tempdir() -> Result<tempfile::TempDir> {
         .map_err(|e| Error::io(std::env::temp_dir())(e).into())
 }
 
-/// Resident set size of this process, from /proc (0 where unavailable).
+/// Anonymous resident memory of this process (the heap, not the mapped binary, whose pages the
+/// system may drop under load), from /proc (0 where unavailable).
 fn resident_bytes() -> usize {
-    std::fs::read_to_string("/proc/self/statm")
+    std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
-        .map_or(0, |pages| pages * 4096)
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+            line.split_whitespace().nth(1)?.parse::<usize>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// Memory of one million live cells of a `count` + `sum` view keyed by a string id.

@@ -35,10 +35,18 @@ pub(crate) struct Segment {
 /// Where a partition stands.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Progress {
-    /// Every offset below this has been applied (or lies below `floor`).
+    /// Every offset below this has been read: applied, or, below `floor`, checked for
+    /// rejections only. The consumer resumes here.
     pub next_offset: i64,
     /// Batch coverage: events below it are in a snapshot and never held here.
     pub floor: i64,
+}
+
+impl Progress {
+    /// Every event below this is in the speed state or in the batch coverage.
+    pub fn position(&self) -> i64 {
+        self.next_offset.max(self.floor)
+    }
 }
 
 /// What only the consumer thread touches.
@@ -102,7 +110,9 @@ impl PartitionState {
     }
 
     /// Applies consecutive messages of this partition. Messages below `next_offset` (redelivered)
-    /// or below `floor` (covered by the batch layer) are skipped. Returns events applied.
+    /// are skipped; messages below `floor` (covered by the batch layer while this partition was
+    /// behind it) are only checked for rejections, so every malformed message is listed even
+    /// when a snapshot overtakes the speed layer. Returns events applied.
     pub fn apply(
         &self,
         plan: &TopicPlan,
@@ -111,14 +121,23 @@ impl PartitionState {
         now_ms: i64,
     ) -> crate::Result<u64> {
         let Progress { next_offset, floor } = self.progress();
-        let fresh: Vec<&Message<'_>> = messages
+        let unread: Vec<&Message<'_>> = messages
             .iter()
-            .filter(|m| m.offset >= next_offset && m.offset >= floor)
+            .filter(|m| m.offset >= next_offset)
             .collect();
-        let Some(last) = fresh.last() else {
+        let Some(last) = unread.last() else {
             return Ok(0);
         };
+        let (covered, fresh): (Vec<&Message<'_>>, Vec<&Message<'_>>) =
+            unread.iter().partition(|m| m.offset < floor);
         let mut writer = self.writer.lock().map_err(|_| poisoned(&self.tp))?;
+        for message in &covered {
+            for source in &plan.sources {
+                if let Err(reason) = source.decoder.decode(message.payload) {
+                    self.reject(&mut writer, source.name(), message, reason, now_ms);
+                }
+            }
+        }
         let mut applied = 0;
         let mut events: Vec<Event> = Vec::with_capacity(fresh.len());
         let mut offsets: Vec<i64> = Vec::with_capacity(fresh.len());
@@ -136,18 +155,7 @@ impl PartitionState {
                             offsets.push(message.offset);
                         }
                         Err(reason) => {
-                            metrics::rejected(source.name(), reason.code());
-                            tracing::debug!(topic = %self.tp.topic, partition = self.tp.partition, offset = message.offset, %reason, "rejected event");
-                            writer.rejected.append(&RejectedRecord {
-                                source: source.name().to_owned(),
-                                topic: self.tp.topic.clone(),
-                                partition: self.tp.partition,
-                                offset: message.offset,
-                                reason,
-                                raw: RejectedRecord::bounded_raw(message.payload),
-                                raw_bytes: message.payload.len(),
-                                rejected_at_ms: now_ms,
-                            });
+                            self.reject(&mut writer, source.name(), message, reason, now_ms);
                         }
                     }
                 }
@@ -175,12 +183,35 @@ impl PartitionState {
         if let Ok(mut progress) = self.progress.write() {
             progress.next_offset = last.offset + 1;
         }
-        writer.pending += fresh.len() as u64;
+        writer.pending += unread.len() as u64;
         // Rejections are listed within REJECTED_LISTED_WITHIN of their arrival, between
         // checkpoints too: a chunk written past the last checkpoint is dropped on restore and
         // written again by the replay.
         writer.rejected.sync_if_due(REJECTED_LISTED_WITHIN)?;
         Ok(applied)
+    }
+
+    /// Logs one malformed message of a source.
+    fn reject(
+        &self,
+        writer: &mut Writer,
+        source: &str,
+        message: &Message<'_>,
+        reason: braid_shared::RejectReason,
+        now_ms: i64,
+    ) {
+        metrics::rejected(source, reason.code());
+        tracing::debug!(topic = %self.tp.topic, partition = self.tp.partition, offset = message.offset, %reason, "rejected event");
+        writer.rejected.append(&RejectedRecord {
+            source: source.to_owned(),
+            topic: self.tp.topic.clone(),
+            partition: self.tp.partition,
+            offset: message.offset,
+            reason,
+            raw: RejectedRecord::bounded_raw(message.payload),
+            raw_bytes: message.payload.len(),
+            rejected_at_ms: now_ms,
+        });
     }
 
     /// The segment of index `index`, created empty if new.
@@ -216,8 +247,9 @@ impl PartitionState {
         if coverage <= progress.floor {
             return 0;
         }
+        // `next_offset` stays: the messages between it and the coverage are still read, for
+        // their rejections only.
         progress.floor = coverage;
-        progress.next_offset = progress.next_offset.max(coverage);
         let Ok(mut segments) = self.segments.write() else {
             return 0;
         };
@@ -316,7 +348,7 @@ impl SpeedHandle {
         self.shared
             .assigned()
             .into_iter()
-            .map(|(tp, state)| (tp, state.progress().next_offset))
+            .map(|(tp, state)| (tp, state.progress().position()))
             .collect()
     }
 
@@ -354,7 +386,7 @@ impl SpeedReader for SpeedHandle {
             .map(|(tp, state)| {
                 let last = state.last_message_ms.load(Ordering::Relaxed);
                 let status = PartitionStatus {
-                    position: state.progress().next_offset,
+                    position: state.progress().position(),
                     lag_messages: lag.get(&tp).copied(),
                     last_message_ms: (last > 0).then_some(last),
                 };
@@ -393,7 +425,7 @@ impl SpeedReader for SpeedHandle {
                 )));
             }
             // The position reported is what the merged segments hold, read under their locks.
-            let mut position = progress.next_offset;
+            let mut position = progress.position();
             for (_, segment) in partition.segments_from(covered, shared.segment_size) {
                 let Ok(segment) = segment.read() else {
                     continue;
@@ -410,5 +442,91 @@ impl SpeedReader for SpeedHandle {
             partitions.insert(tp, status);
         }
         Ok(SpeedCells { state, partitions })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid_shared::Config;
+    use braid_store::rejected::{Keep, read_rejected};
+
+    fn shared(dir: &std::path::Path) -> (Config, Arc<Shared>) {
+        let config = Config::from_toml(
+            r#"
+[[source]]
+name = "s"
+topic = "t"
+event_time = "ts"
+[[view]]
+name = "v"
+source = "s"
+group_by = ["k"]
+granularity = "1m"
+[view.metrics]
+n = "count"
+"#,
+        )
+        .unwrap();
+        let shared = Arc::new(Shared {
+            plan: Plan::new(&config),
+            storage: Arc::new(braid_store::LocalStorage::new(dir)),
+            segment_size: 10,
+            partitions: RwLock::new(BTreeMap::new()),
+            coverage: RwLock::new(Coverage::default()),
+            lag: RwLock::new(BTreeMap::new()),
+        });
+        (config, shared)
+    }
+
+    #[test]
+    fn messages_a_snapshot_overtook_are_still_checked_for_rejections() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, shared) = shared(dir.path());
+        let tp = TopicPartition::new("t".to_owned(), 0);
+        let rejected =
+            RejectedLog::open(Arc::clone(&shared.storage), "t", 0, Keep::BelowOffset(0)).unwrap();
+        let start = Progress {
+            next_offset: 0,
+            floor: 0,
+        };
+        let state = PartitionState::new(tp, start, BTreeMap::new(), rejected, None);
+        let plan = &shared.plan.topics[0];
+        let good = br#"{"ts": 60000, "k": "a"}"#.to_vec();
+        let bad = b"{not json".to_vec();
+        let payloads: Vec<Vec<u8>> = (0..30)
+            .map(|i| {
+                if i % 7 == 3 {
+                    bad.clone()
+                } else {
+                    good.clone()
+                }
+            })
+            .collect();
+        let messages = |range: std::ops::Range<usize>| -> Vec<Message<'_>> {
+            range
+                .map(|i| Message {
+                    offset: i as i64,
+                    payload: &payloads[i],
+                })
+                .collect()
+        };
+        assert_eq!(state.apply(plan, &messages(0..5), 10, 0).unwrap(), 4);
+        // A snapshot covering offsets below 20 is published while the partition is at 5.
+        state.drop_below(20, 10);
+        assert_eq!(state.progress().position(), 20);
+        assert_eq!(state.progress().next_offset, 5);
+        // Offsets 5..20 only list their rejections; 20..30 are applied.
+        let applied = state.apply(plan, &messages(5..30), 10, 0).unwrap();
+        assert_eq!(applied, 9, "offsets 20..30 without the malformed 24");
+        assert_eq!(state.progress().position(), 30);
+        state.writer.lock().unwrap().rejected.sync().unwrap();
+        let offsets: Vec<i64> = read_rejected(shared.storage.as_ref(), "t")
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(offsets, vec![3, 10, 17, 24]);
+        assert_eq!(state.cells_per_view(1), vec![1]);
     }
 }

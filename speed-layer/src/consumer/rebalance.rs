@@ -57,18 +57,14 @@ impl braid_kafka::Partitions for SpeedPartitions {
                     ResumeRecord::Checkpoint,
                     &path,
                 )?;
-                let keep = match restored.rejected {
-                    Keep::Chunks {
-                        chunks,
-                        replay_from,
-                    } => Keep::Chunks {
-                        chunks,
-                        replay_from: replay_from.max(coverage),
-                    },
-                    other => other,
-                };
-                let rejected =
-                    RejectedLog::open(Arc::clone(storage), &tp.topic, tp.partition, keep)?;
+                // The consumer resumes at the checkpoint's offset even below the coverage, so
+                // the rejections past it are read again and the log keeps only what is below.
+                let rejected = RejectedLog::open(
+                    Arc::clone(storage),
+                    &tp.topic,
+                    tp.partition,
+                    restored.rejected,
+                )?;
                 PartitionState::new(
                     tp.clone(),
                     restored.progress,
