@@ -105,5 +105,44 @@ pub fn describe(config: &Config) -> String {
             let _ = writeln!(out, "    {} = {}{note}", metric.name, metric.expr);
         }
     }
+
+    if let Some(fraud) = &config.fraud {
+        let _ = writeln!(
+            out,
+            "\nfraud: scores {} by {}; alert at score >= {}, alerts kept {}{}",
+            fraud.source.name,
+            fraud.key,
+            fraud.alert_threshold,
+            format_duration(std::time::Duration::from_millis(
+                fraud.retention_ms.unsigned_abs()
+            )),
+            fraud
+                .alerts_topic
+                .as_ref()
+                .map(|t| format!(", also produced to topic {t:?}"))
+                .unwrap_or_default(),
+        );
+        for feature in &fraud.features {
+            let _ = writeln!(
+                out,
+                "  feature {} = {}.{} over {}",
+                feature.name,
+                feature.view.name,
+                feature.view.metrics[feature.metric].name,
+                format_duration(std::time::Duration::from_millis(
+                    feature.window_ms.unsigned_abs()
+                )),
+            );
+        }
+        for rule in &fraud.rules {
+            let _ = writeln!(
+                out,
+                "  rule {} (weight {}): {}",
+                rule.name, rule.weight, rule.when
+            );
+        }
+    } else {
+        let _ = writeln!(out, "\nfraud: not configured");
+    }
     out
 }

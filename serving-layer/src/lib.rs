@@ -6,11 +6,13 @@
 //! - `snapshot`: the published snapshot held in memory and swapped atomically.
 //! - `query`: query-string parameters, checked once for every route.
 //! - `answer`: batch ⊕ speed from one snapshot, regrouped, with provenance; HTTP-free.
+//! - `fraud`: fraud features as merged point reads, and scores.
 //! - `auth`: optional bearer keys. `state`, `metrics`, `error`.
 
 mod answer;
 mod auth;
 mod error;
+mod fraud;
 mod metrics;
 mod query;
 mod routes;

@@ -19,3 +19,13 @@ pub fn snapshot_loaded(elapsed: Duration) {
 pub fn merge_retry() {
     metrics::counter!("braid_serve_merge_retries_total").increment(1);
 }
+
+/// One event scored by `POST /v1/fraud/score`, in `elapsed` (features read and rules run).
+pub fn scored_on_demand(elapsed: Duration, alert: bool) {
+    metrics::counter!("braid_fraud_scored_total", "mode" => "on_demand").increment(1);
+    if alert {
+        metrics::counter!("braid_fraud_on_demand_alerts_total").increment(1);
+    }
+    metrics::histogram!("braid_fraud_scoring_duration_seconds", "mode" => "on_demand")
+        .record(elapsed.as_secs_f64());
+}

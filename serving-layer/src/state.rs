@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     pub history: History,
     pub backends: Backends,
     pub started: Instant,
+    /// Reads `POST /v1/fraud/score` bodies, when `[fraud]` is configured.
+    pub fraud_decoder: Option<braid_shared::Decoder>,
 }
 
 impl AppState {
@@ -43,6 +45,10 @@ impl AppState {
             )),
             history: History::new(Arc::clone(&storage)),
             storage,
+            fraud_decoder: config
+                .fraud
+                .as_ref()
+                .map(|f| braid_shared::Decoder::new(&f.source)),
             config,
             backends,
             started: Instant::now(),

@@ -7,6 +7,7 @@
 //! - `aggregate`: mergeable metric states (monoids) with a versioned binary encoding.
 //! - `view`: resolved source and view definitions, and [`ViewState`], the cells of one view.
 //! - `coverage`: per-partition offset coverage, the snapshot pointer, the speed read trait.
+//! - `fraud`: the `[fraud]` configuration, its rule language and the score.
 //! - `rejected`: a message a layer could not read, as both layers keep it.
 //! - `error`: the crate's error type.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod coverage;
 mod error;
 pub mod event;
+pub mod fraud;
 pub mod generator;
 pub mod metric;
 pub mod rejected;

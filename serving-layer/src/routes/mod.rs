@@ -1,12 +1,15 @@
 //! The router: every endpoint, the limits that are always on, auth, metrics, and JSON errors for
 //! whatever a middleware refuses.
 //!
-//! `views`: definitions and merged rows. `batch`: runs. `status`: status and rejected events.
+//! `views`: definitions and merged rows. `trends`: keys rising above their baseline. `fraud`:
+//! on-demand scores. `batch`: runs. `status`: status and rejected events.
 //! `ops`: metrics, health, readiness, the OpenAPI document, the dashboard.
 
 mod batch;
+mod fraud;
 mod ops;
 mod status;
+mod trends;
 mod views;
 
 use std::time::Instant;
@@ -33,6 +36,8 @@ use crate::state::AppState;
     paths(
         views::list_views,
         views::get_view,
+        trends::trends,
+        fraud::score,
         batch::start_run,
         batch::list_runs,
         batch::get_run,
@@ -83,6 +88,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/views", get(views::list_views))
         .route("/v1/views/{view}", get(views::get_view))
+        .route("/v1/trends/{view}", get(trends::trends))
+        .route("/v1/fraud/score", axum::routing::post(fraud::score))
         .route(
             "/v1/batch/runs",
             get(batch::list_runs).post(batch::start_run),

@@ -52,6 +52,8 @@ pub struct ConfigFile {
     pub source: Vec<SourceConfig>,
     #[serde(default)]
     pub view: Vec<ViewConfig>,
+    #[serde(default)]
+    pub fraud: Option<crate::fraud::FraudConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +328,8 @@ pub struct Config {
     pub speed: SpeedConfig,
     pub sources: Vec<Arc<SourceDef>>,
     pub views: Vec<Arc<ViewDef>>,
+    /// `[fraud]`, when configured.
+    pub fraud: Option<Arc<crate::fraud::FraudDef>>,
 }
 
 impl Config {

@@ -69,12 +69,22 @@ pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
         return Err(Error::ConfigInvalid(issues.0));
     }
 
+    let fraud_fields = file
+        .fraud
+        .as_ref()
+        .map(|f| (f.source.as_str(), crate::fraud::rule_fields(f)));
     let sources: Vec<Arc<SourceDef>> = file
         .source
         .iter()
-        .map(|s| Arc::new(source_def(s, &file.view)))
+        .map(|s| {
+            let extra = match &fraud_fields {
+                Some((source, fields)) if *source == s.name => fields.as_slice(),
+                _ => &[],
+            };
+            Arc::new(source_def(s, &file.view, extra))
+        })
         .collect();
-    let views = file
+    let views: Vec<Arc<ViewDef>> = file
         .view
         .iter()
         .map(|v| {
@@ -82,6 +92,17 @@ pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
             Arc::new(view_def(v, source.map(|s| &**s)))
         })
         .collect();
+    let fraud = match &file.fraud {
+        None => None,
+        Some(fraud) => {
+            let mut fraud_issues = Vec::new();
+            let def = crate::fraud::resolve(fraud, &sources, &views, &mut fraud_issues);
+            match def {
+                Some(def) if fraud_issues.is_empty() => Some(Arc::new(def)),
+                _ => return Err(Error::ConfigInvalid(fraud_issues)),
+            }
+        }
+    };
     Ok(Config {
         kafka: file.kafka,
         storage: file.storage,
@@ -90,6 +111,7 @@ pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
         speed: file.speed,
         sources,
         views,
+        fraud,
     })
 }
 
@@ -401,7 +423,8 @@ fn check_granularity(text: &str, key: &str, issues: &mut Issues) {
 
 /// The fields decoded for a source: its declared schema, or the fields its views use (numbers
 /// where any view computes on them), plus the event id.
-fn source_def(source: &SourceConfig, views: &[ViewConfig]) -> SourceDef {
+/// `extra`: fields fraud rules read, decoded too when the source declares no schema.
+fn source_def(source: &SourceConfig, views: &[ViewConfig], extra: &[String]) -> SourceDef {
     let mut fields: BTreeMap<String, FieldKind> = BTreeMap::new();
     match &source.fields {
         Some(schema) => {
@@ -429,6 +452,9 @@ fn source_def(source: &SourceConfig, views: &[ViewConfig]) -> SourceDef {
             }
             if let Some(id) = &source.event_id {
                 fields.entry(id.clone()).or_insert(FieldKind::Scalar);
+            }
+            for field in extra {
+                fields.entry(field.clone()).or_insert(FieldKind::Scalar);
             }
         }
     }

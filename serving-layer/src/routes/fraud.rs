@@ -1,0 +1,105 @@
+//! `POST /v1/fraud/score`: one event scored against the merged views as they are now, as if it
+//! were the next event of its key; nothing is ingested.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use braid_shared::fraud::Fired;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::answer::{self, Provenance};
+use crate::error::{ApiError, ErrorBody};
+use crate::fraud::{self, Include};
+use crate::state::{AppState, now_ms};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoreAnswer {
+    /// `1 - Π(1 - weight)` over the rules that fired, 0 to 1.
+    pub score: f64,
+    /// Whether the score reaches `fraud.alert_threshold`.
+    pub alert: bool,
+    /// Every rule, in configuration order.
+    #[schema(value_type = Vec<Object>)]
+    pub rules: Vec<Fired>,
+    /// Feature name -> value (`null`: no value over the window, such as an empty average).
+    #[schema(value_type = Object)]
+    pub features: BTreeMap<String, Option<f64>>,
+    /// `null` when no feature is configured.
+    pub provenance: Option<Provenance>,
+}
+
+/// Scores one event of `fraud.source`, as it would appear on the topic.
+#[utoipa::path(post, path = "/v1/fraud/score", tag = "fraud",
+    request_body(content = Object, description = "one event of the fraud source, as on the topic"),
+    responses(
+        (status = 200, body = ScoreAnswer),
+        (status = 400, body = ErrorBody, description = "not a valid event of the source; the message names the field"),
+        (status = 404, body = ErrorBody, description = "no [fraud] section is configured"),
+        (status = 503, body = ErrorBody, description = "a feature's view is not in the published snapshot yet"),
+    ))]
+pub async fn score(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<ScoreAnswer>, ApiError> {
+    let inner = &state.0;
+    let (Some(fraud), Some(decoder)) = (&inner.config.fraud, &inner.fraud_decoder) else {
+        return Err(ApiError::not_found(
+            "fraud_not_configured",
+            "fraud scoring is not configured (no [fraud] section)",
+        ));
+    };
+    let event = decoder.decode(&body).map_err(|reason| {
+        ApiError::bad_request(
+            "invalid_event",
+            format!(
+                "not an event of source {:?}: {}",
+                fraud.source.name,
+                cut(&reason.to_string())
+            ),
+        )
+    })?;
+    if event
+        .values
+        .get(fraud.key_slot)
+        .is_none_or(braid_shared::Value::is_null)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            format!(
+                "the event has no `{}`, the key fraud scoring is by (fraud.key)",
+                fraud.key
+            ),
+        ));
+    }
+    let sources = answer::Sources {
+        snapshot: &inner.snapshot,
+        speed: inner.backends.speed.as_deref(),
+    };
+    let started = std::time::Instant::now();
+    let (score, features) = fraud::score(sources, fraud, &event, Include::AsNext, now_ms()).await?;
+    crate::metrics::scored_on_demand(started.elapsed(), score.alert);
+    Ok(Json(ScoreAnswer {
+        score: score.score,
+        alert: score.alert,
+        rules: score.rules,
+        features: fraud
+            .features
+            .iter()
+            .zip(features.values)
+            .map(|(f, v)| (f.name.clone(), v))
+            .collect(),
+        provenance: features.provenance,
+    }))
+}
+
+/// A message cut to a readable length on a character boundary.
+fn cut(text: &str) -> String {
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}...", &text[..at]),
+    }
+}
