@@ -19,20 +19,12 @@ pub struct Features {
     pub provenance: Option<Provenance>,
 }
 
-/// Whether the scored event is already in the views (applied by the speed layer) or must be
-/// counted as if it were the next event of its key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Include {
-    Applied,
-    AsNext,
-}
-
-/// Reads every feature of `fraud` for `event`. `event` must carry the key (checked by callers).
+/// Reads every feature of `fraud` for `event`, counting the event as the next of its key (it
+/// is not in the views). `event` must carry the key (checked by callers).
 pub async fn features(
     sources: Sources<'_>,
     fraud: &FraudDef,
     event: &Event,
-    include: Include,
     now_ms: i64,
 ) -> Result<Features, AnswerError> {
     let key = event
@@ -65,7 +57,7 @@ pub async fn features(
         };
         let mut grouped =
             answer::grouped(sources, view, &fraud.source.topic, &cells, &regroup, now_ms).await?;
-        if include == Include::AsNext {
+        {
             let mut own = ViewState::new(Arc::clone(view));
             own.apply(std::slice::from_ref(event));
             for (cell, states) in own.into_cells() {
@@ -106,10 +98,9 @@ pub async fn score(
     sources: Sources<'_>,
     fraud: &FraudDef,
     event: &Event,
-    include: Include,
     now_ms: i64,
 ) -> Result<(Score, Features), AnswerError> {
-    let features = features(sources, fraud, event, include, now_ms).await?;
+    let features = features(sources, fraud, event, now_ms).await?;
     let score = fraud.score(event, &features.values);
     Ok((score, features))
 }

@@ -323,6 +323,36 @@ proptest! {
             .collect();
         prop_assert_eq!(selected, ViewState::recompute(view.clone(), &kept));
     }
+
+    #[test]
+    fn an_indexed_point_read_equals_the_scanning_one(
+        events in events(300),
+        from in 0i64..4 * 3_600_000,
+        width in 0i64..3 * 3_600_000,
+        card in 0u8..7,
+        country in prop_oneof![Just("US"), Just("DE"), Just("BR")],
+    ) {
+        let (view, _, _) = views();
+        let from_ms = 1_700_000_000_000 + from;
+        let card = if card == 5 { Value::Null } else { Value::Str(format!("card-{card}").into()) };
+        let query = braid_shared::CellQuery {
+            from_ms,
+            to_ms: from_ms + width,
+            filters: vec![(1, Value::Str(country.into())), (0, card)],
+        };
+        let all = state_of(&view, &events);
+        let index = braid_shared::view::KeyIndex::of(&all);
+        let mut scanned = ViewState::new(view.clone());
+        scanned.merge_matching(&all, &query).unwrap();
+        let mut indexed = ViewState::new(view.clone());
+        prop_assert!(indexed.merge_indexed(&all, &index, &query).unwrap());
+        prop_assert_eq!(&indexed, &scanned);
+        // Not a point query: nothing merged, the caller scans.
+        let partial = braid_shared::CellQuery { filters: query.filters[..1].to_vec(), ..query };
+        let mut none = ViewState::new(view.clone());
+        prop_assert!(!none.merge_indexed(&all, &index, &partial).unwrap());
+        prop_assert!(none.is_empty());
+    }
 }
 
 #[test]

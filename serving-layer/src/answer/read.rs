@@ -70,7 +70,13 @@ fn read_once(
         None => (ViewState::new(Arc::clone(view)), None),
     };
     if let Some(batch) = batch {
-        state.merge_matching(batch, cells)?;
+        let indexed = match snapshot.index(&view.name) {
+            Some(index) => state.merge_indexed(batch, index, cells)?,
+            None => false,
+        };
+        if !indexed {
+            state.merge_matching(batch, cells)?;
+        }
     }
     Ok(Read {
         state,

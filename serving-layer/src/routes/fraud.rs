@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::answer::{self, Provenance};
 use crate::error::{ApiError, ErrorBody};
-use crate::fraud::{self, Include};
+use crate::fraud;
 use crate::state::{AppState, now_ms};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,7 +79,7 @@ pub async fn score(
         speed: inner.backends.speed.as_deref(),
     };
     let started = std::time::Instant::now();
-    let (score, features) = fraud::score(sources, fraud, &event, Include::AsNext, now_ms()).await?;
+    let (score, features) = fraud::score(sources, fraud, &event, now_ms()).await?;
     crate::metrics::scored_on_demand(started.elapsed(), score.alert);
     Ok(Json(ScoreAnswer {
         score: score.score,

@@ -83,6 +83,30 @@ pub struct Row {
 
 type Cells = HashMap<GroupKey, Box<[MetricState]>>;
 
+/// For a state that no longer changes (a batch snapshot's view): each group key's buckets,
+/// ascending, so a point query visits only the key's own cells.
+#[derive(Debug, Default)]
+pub struct KeyIndex(HashMap<GroupKey, Vec<i64>>);
+
+impl KeyIndex {
+    /// Indexes `state` as it is now; a later change to it is not seen.
+    pub fn of(state: &ViewState) -> Self {
+        let mut index: HashMap<GroupKey, Vec<i64>> = HashMap::new();
+        // Buckets come in ascending order, so every list is sorted as built.
+        for (&bucket, cells) in &state.buckets {
+            for group in cells.keys() {
+                match index.get_mut(group) {
+                    Some(buckets) => buckets.push(bucket),
+                    None => {
+                        index.insert(group.clone(), vec![bucket]);
+                    }
+                }
+            }
+        }
+        Self(index)
+    }
+}
+
 /// The state of one view: mergeable cells. Built by `apply` in both layers and compared in
 /// tests against `recompute`.
 #[derive(Debug, Clone)]
@@ -351,6 +375,41 @@ impl ViewState {
             }
         }
         Ok(())
+    }
+
+    /// Folds the cells of one key that a point query selects, found through `index` (built
+    /// from `other`) instead of a lookup in every bucket of the range: a 30-day window of
+    /// minutes costs the key's own cells, not 43,200 probes. Returns false, merging nothing,
+    /// when `query` does not fix every group-by field.
+    pub fn merge_indexed(
+        &mut self,
+        other: &ViewState,
+        index: &KeyIndex,
+        query: &CellQuery,
+    ) -> Result<bool> {
+        self.check_same_view(other)?;
+        let Some(key) = self.point_key(query) else {
+            return Ok(false);
+        };
+        if query.from_ms >= query.to_ms {
+            return Ok(true);
+        }
+        let Some(buckets) = index.0.get(&key) else {
+            return Ok(true);
+        };
+        let start = buckets.partition_point(|&b| b < query.from_ms);
+        for &bucket_ms in buckets[start..].iter().take_while(|&&b| b < query.to_ms) {
+            if let Some(states) = other.buckets.get(&bucket_ms).and_then(|c| c.get(&key)) {
+                self.merge_cell(
+                    CellKey {
+                        bucket_ms,
+                        group: key.clone(),
+                    },
+                    states,
+                )?;
+            }
+        }
+        Ok(true)
     }
 
     /// The one group key a query's filters select, when they fix every group-by field.
