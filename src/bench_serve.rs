@@ -1,5 +1,6 @@
 //! `braid bench serve`: merged-query latency at a fixed request rate while events are ingested,
-//! and freshness (produce to visible in a merged answer), on the embedded broker.
+//! on-demand fraud scores when the config has `[fraud]`, and freshness (produce to visible in a
+//! merged answer), on the embedded broker.
 //!
 //! Setup: a history of generated payments is archived and recomputed into a published batch
 //! snapshot; then the speed layer and the API run while a generator keeps producing. Latency is
@@ -147,26 +148,48 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     );
     let cards: Vec<String> = (0..200).map(|i| format!("card-{i:06}")).collect();
     let point = |i: usize| {
-        format!(
+        let path = format!(
             "/v1/views/card_spend?from=now-1h&to=now%2B1m&card_id={}",
             cards[i % cards.len()]
-        )
+        );
+        (path, None)
     };
-    let range = |_: usize| "/v1/views/country_totals?from=now-2h&to=now%2B1m&step=1h".to_owned();
-    // Range queries merge sketches of every country and hour: a tenth of the rate.
+    let range = |_: usize| {
+        let path = "/v1/views/country_totals?from=now-2h&to=now%2B1m&step=1h".to_owned();
+        (path, None)
+    };
+    // A payment of a card now, scored against every feature of the config's [fraud] (the
+    // example's: 2 and 10 minutes and a 30-day profile of minutes).
+    let score = |i: usize| {
+        let event = serde_json::json!({
+            "tx_id": format!("bench-{i}"),
+            "card_id": cards[i % cards.len()],
+            "merchant_id": "merchant-0001",
+            "country": "DE",
+            "amount": 120.5,
+            "ts": chrono::Utc::now().timestamp_millis(),
+        });
+        ("/v1/fraud/score".to_owned(), Some(event.to_string()))
+    };
+    // Range queries merge sketches of every country and hour: a tenth of the rate; scores one
+    // point read per feature view: a tenth too.
     let range_rate = (options.rate / 10).max(1);
-    for (name, path, rate) in [
-        (
-            "point query (one card, 1 h)",
-            &point as &(dyn Fn(usize) -> String + Sync),
-            options.rate,
-        ),
+    let mut kinds: Vec<(
+        &str,
+        &(dyn Fn(usize) -> (String, Option<String>) + Sync),
+        u64,
+    )> = vec![
+        ("point query (one card, 1 h)", &point, options.rate),
         (
             "range query (8 countries x 3 hours, sketches)",
             &range,
             range_rate,
         ),
-    ] {
+    ];
+    if config.fraud.is_some() {
+        kinds.push(("POST /v1/fraud/score (one card)", &score, range_rate));
+    }
+    for (name, path, rate) in kinds {
         eprintln!("bench serve: measuring {name} at {rate} requests/s");
         let stats = runtime.block_on(load(addr, path, rate, options.seconds))?;
         let _ = writeln!(report, "  {name}, {rate} requests/s: {stats}");
@@ -216,7 +239,7 @@ async fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, serde_json::Value)>
 }
 
 struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
 }
 
 impl Connection {
@@ -230,10 +253,23 @@ impl Connection {
     }
 
     async fn get(&mut self, path: &str) -> Result<(u16, serde_json::Value)> {
+        self.send(path, None).await
+    }
+
+    /// GET `path`, or POST `body` to it.
+    async fn send(&mut self, path: &str, body: Option<&str>) -> Result<(u16, serde_json::Value)> {
         self.sender.ready().await?;
-        let request = Request::get(path)
-            .header("host", "braid")
-            .body(http_body_util::Empty::new())?;
+        let request = match body {
+            None => Request::get(path)
+                .header("host", "braid")
+                .body(http_body_util::Full::default())?,
+            Some(body) => Request::post(path)
+                .header("host", "braid")
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    body.to_owned(),
+                )))?,
+        };
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
@@ -245,7 +281,7 @@ impl Connection {
 /// request's scheduled time.
 async fn load(
     addr: SocketAddr,
-    path: &(dyn Fn(usize) -> String + Sync),
+    path: &(dyn Fn(usize) -> (String, Option<String>) + Sync),
     rate: u64,
     seconds: u64,
 ) -> Result<Stats> {
@@ -255,7 +291,7 @@ async fn load(
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..CONNECTIONS {
-        let paths: Vec<(usize, String)> = (c..total)
+        let paths: Vec<(usize, (String, Option<String>))> = (c..total)
             .step_by(CONNECTIONS)
             .map(|i| (i, path(i)))
             .collect();
@@ -264,14 +300,14 @@ async fn load(
             let mut latencies = Vec::with_capacity(paths.len());
             let mut errors = 0usize;
             let mut behind = Vec::with_capacity(paths.len());
-            for (i, path) in paths {
+            for (i, (path, body)) in paths {
                 let due = start + interval * i as u32;
                 tokio::time::sleep_until(due).await;
                 // The timer wakes on millisecond ticks: time from the actual send, and keep how
                 // far behind schedule each send was (a server falling behind shows there).
                 let sent = tokio::time::Instant::now();
                 behind.push(sent.saturating_duration_since(due));
-                match connection.get(&path).await {
+                match connection.send(&path, body.as_deref()).await {
                     Ok((200, _)) => latencies.push(sent.elapsed()),
                     _ => errors += 1,
                 }
