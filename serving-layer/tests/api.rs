@@ -469,6 +469,28 @@ async fn every_error_is_json_with_a_code_naming_what_was_wrong() {
 /// Ids and names a client makes up (very long, control characters, path-like) are refused as
 /// unknown at the edge: never a 500, never the server's data directory in the message.
 #[tokio::test]
+async fn fraud_scoring_without_a_fraud_section_is_not_found() {
+    let f = fixture(&[], &events());
+    let (status, body) = call(
+        &f.state,
+        Method::POST,
+        "/v1/fraud/score",
+        Body::from(r#"{"card": "a", "ts": 1}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "fraud_not_configured");
+    // Trends need no [fraud]: a range with no events has no keys.
+    let (status, body) = get(
+        &f.state,
+        "/v1/trends/spend?metric=tx&window=1m&baseline=5m&at=1000000",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["trends"], json!([]));
+}
+
+#[tokio::test]
 async fn made_up_ids_are_unknown_and_never_reveal_server_paths() {
     let f = fixture(&[], &events());
     let dir = f.config.storage.dir.display().to_string();
@@ -526,11 +548,20 @@ async fn api_keys_guard_every_data_endpoint() {
         "/v1/status",
         "/v1/batch/runs",
         "/v1/rejected/payments",
+        "/v1/trends/spend?metric=tx&window=1m&baseline=5m",
         "/openapi.json",
     ] {
         let (status, _) = get(&f.state, path).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
+    let (status, _) = call(
+        &f.state,
+        Method::POST,
+        "/v1/fraud/score",
+        Body::from(r#"{"card": "a", "ts": 1}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "POST /v1/fraud/score");
     for key in ["k-123456", "second-key"] {
         let request = Request::builder()
             .uri(&uri)
