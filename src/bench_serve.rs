@@ -174,11 +174,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     // Range queries merge sketches of every country and hour: a tenth of the rate; scores one
     // point read per feature view: a tenth too.
     let range_rate = (options.rate / 10).max(1);
-    let mut kinds: Vec<(
-        &str,
-        &(dyn Fn(usize) -> (String, Option<String>) + Sync),
-        u64,
-    )> = vec![
+    let mut kinds: Vec<(&str, &RequestOf<'_>, u64)> = vec![
         ("point query (one card, 1 h)", &point, options.rate),
         (
             "range query (8 countries x 3 hours, sketches)",
@@ -232,6 +228,9 @@ fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &[u8]) {
     }
 }
 
+/// The `i`-th request of a load: its path and, for a POST, its body.
+type RequestOf<'a> = dyn Fn(usize) -> (String, Option<String>) + Sync + 'a;
+
 /// One request on a fresh connection (setup and freshness polling).
 async fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, serde_json::Value)> {
     let mut connection = Connection::open(addr).await?;
@@ -279,12 +278,7 @@ impl Connection {
 
 /// Latency percentiles of requests sent at `rate` per second for `seconds`, measured from each
 /// request's scheduled time.
-async fn load(
-    addr: SocketAddr,
-    path: &(dyn Fn(usize) -> (String, Option<String>) + Sync),
-    rate: u64,
-    seconds: u64,
-) -> Result<Stats> {
+async fn load(addr: SocketAddr, path: &RequestOf<'_>, rate: u64, seconds: u64) -> Result<Stats> {
     const CONNECTIONS: usize = 32;
     let total = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);

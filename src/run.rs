@@ -108,10 +108,29 @@ async fn supervise(
         cancel.cancel();
     };
     let mut speed_reader = None;
+    // One snapshot cache for the API and the fraud scorer.
+    let snapshot = Arc::new(braid_serving::SnapshotCache::new(
+        Arc::new(config.clone()),
+        Arc::new(braid_store::LocalStorage::new(&config.storage.dir)),
+    ));
     if layers.contains(&Layer::Speed) {
-        match SpeedLayer::start(config, cancel.clone()) {
+        // Every applied event of the fraud source is scored where the speed layer runs.
+        let scorer = braid_serving::AlertScorer::new(
+            config.fraud.clone(),
+            Arc::new(braid_store::LocalStorage::new(&config.storage.dir)),
+            Arc::clone(&snapshot),
+            tokio::runtime::Handle::current(),
+        );
+        let hook = scorer
+            .clone()
+            .map(|s| s as Arc<dyn braid_shared::fraud::EventScorer>);
+        match SpeedLayer::start_scoring(config, hook, cancel.clone()) {
             Ok(layer) => {
-                speed_reader = Some(Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>);
+                let reader = Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>;
+                if let Some(scorer) = &scorer {
+                    scorer.connect(Arc::clone(&reader));
+                }
+                speed_reader = Some(reader);
                 tasks.spawn_blocking(move || {
                     ("speed layer", layer.join().map_err(|e| e.to_string()))
                 });
@@ -147,6 +166,7 @@ async fn supervise(
             speed: speed_reader,
             batch: batch_control,
             metrics: braid_serving::install_metrics(),
+            snapshot: Some(snapshot),
         };
         match Server::start(Arc::new(config.clone()), backends, cancel.clone()).await {
             Ok(server) => {

@@ -99,17 +99,45 @@ fn message(i: usize, p: &Payment) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A mock cluster with a two-partition topic, and a config with `fraud` appended.
+struct World {
+    _cluster: braid_testkit::Cluster,
+    bootstrap: String,
+    topic: String,
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl World {
+    fn new(fraud: &str) -> Self {
+        let cluster = cluster(1);
+        let bootstrap = cluster.bootstrap_servers();
+        let topic = unique("payments");
+        cluster.create_topic(&topic, 2, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(fraud);
+        std::fs::write(&path, &text).unwrap();
+        Self {
+            _cluster: cluster,
+            bootstrap,
+            topic,
+            dir,
+            path,
+        }
+    }
+}
+
 #[test]
 fn scores_and_trends_are_exact_over_batch_and_speed() {
-    let cluster = cluster(1);
-    let bootstrap = cluster.bootstrap_servers();
-    let topic = unique("payments");
-    cluster.create_topic(&topic, 2, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(FRAUD);
-    std::fs::write(&path, &text).unwrap();
+    let World {
+        _cluster,
+        bootstrap,
+        topic,
+        dir,
+        path,
+    } = World::new(FRAUD);
 
     let payments = payments();
     // Each card on one partition, in time order, as a keyed producer would send them.
@@ -397,5 +425,131 @@ fn scores_and_trends_are_exact_over_batch_and_speed() {
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{query}: {message}");
     }
+    braid.stop();
+}
+
+const ALERTING: &str = r#"
+[fraud]
+source = "payments"
+key = "card_id"
+alert_threshold = 0.5
+
+[[fraud.feature]]
+name = "tx_10m"
+view = "card_minute"
+metric = "tx"
+window = "10m"
+
+[[fraud.rule]]
+name = "burst"
+when = "tx_10m >= 8"
+weight = 0.5
+"#;
+
+#[test]
+fn every_burst_event_raises_one_alert_through_kill_9_and_a_batch_swap() {
+    let World {
+        _cluster,
+        bootstrap,
+        topic,
+        dir: _dir,
+        path,
+    } = World::new(ALERTING);
+
+    // (partition, card, minute, second) in produce order; each card on one partition, in time
+    // order. Calm cards pay every 5 minutes; bursts are many payments within a minute.
+    let mut plan: Vec<(i32, String, i64, i64)> = Vec::new();
+    for minute in (0..120).step_by(5) {
+        for card in 1..=3 {
+            plan.push((0, format!("calm-{card}"), minute, 10));
+        }
+        if minute == 70 {
+            plan.extend((0..15).map(|s| (0, "burst-2".to_owned(), 70, s * 2)));
+        }
+        if minute == 50 {
+            plan.extend((0..30).map(|s| (1, "burst-1".to_owned(), 50, s)));
+        }
+        if minute == 90 {
+            plan.extend((0..20).map(|s| (1, "burst-1".to_owned(), 91, s)));
+        }
+    }
+    let mut offsets = [0i64; 2];
+    let mut messages = Vec::new();
+    // Expected alerts, computed here: the card's payments up to this one with a bucket in the
+    // ten minutes ending with this one's.
+    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+    let mut seen: Vec<(String, i64)> = Vec::new();
+    for (i, (partition, card, minute, second)) in plan.iter().enumerate() {
+        let ts = T0 + minute * MIN + second * 1000;
+        let p: Payment = (card.clone(), "m".into(), 10.0, ts);
+        messages.push(Produced {
+            partition: *partition,
+            payload: message(i, &p),
+        });
+        seen.push((card.clone(), *minute));
+        let count = seen
+            .iter()
+            .filter(|(c, m)| c == card && (minute - 9..=*minute).contains(m))
+            .count();
+        if count >= 8 {
+            expected.insert(
+                format!("{topic}/{partition}/{}", offsets[*partition as usize]),
+                count as f64,
+            );
+        }
+        offsets[*partition as usize] += 1;
+    }
+    assert_eq!(expected.len(), 23 + 13 + 8, "by hand: 30-7 + 20-7 + 15-7");
+
+    let producer = producer(&bootstrap);
+    let mut braid = Braid::start(&path, free_port());
+    let alerts_url = format!("{}/v1/fraud/alerts?limit=1000", braid.base);
+    let third = messages.len() / 3;
+    produce(&producer, &topic, &messages[..third]);
+    // A snapshot in the middle: later features merge batch and speed.
+    let (status, run) = post(&format!("{}/v1/batch/runs", braid.base), "{\"full\": true}");
+    assert_eq!(status, 202, "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    braid_testkit::wait_for("the batch run", Duration::from_secs(60), || {
+        get(&format!("{}/v1/batch/runs/{run_id}", braid.base)).1["state"] == "succeeded"
+    });
+    // Killed while the second burst is being consumed.
+    produce(&producer, &topic, &messages[third..2 * third]);
+    braid.kill_and_restart();
+    produce(&producer, &topic, &messages[2 * third..]);
+
+    let mut alerts = Value::Null;
+    braid_testkit::wait_for("every expected alert", Duration::from_secs(60), || {
+        alerts = get(&alerts_url).1;
+        alerts["alerts"]
+            .as_array()
+            .is_some_and(|a| a.len() >= expected.len())
+    });
+    let listed = alerts["alerts"].as_array().unwrap();
+    let ids: Vec<&str> = listed.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    let unique_ids: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique_ids.len(), ids.len(), "an alert raised twice");
+    let wanted: std::collections::BTreeSet<&str> = expected.keys().map(String::as_str).collect();
+    assert_eq!(unique_ids, wanted);
+    for alert in listed {
+        let id = alert["id"].as_str().unwrap();
+        assert_eq!(alert["features"]["tx_10m"], expected[id], "{alert}");
+        assert_eq!(alert["score"], 0.5);
+        assert_eq!(alert["rules"], json!(["burst"]));
+        assert!(
+            alert["key"].as_str().unwrap().starts_with("burst-"),
+            "{alert}"
+        );
+    }
+    // Newest first, filters and bad parameters.
+    let (_, one) = get(&format!("{}/v1/fraud/alerts?key=burst-2", braid.base));
+    assert_eq!(one["alerts"].as_array().unwrap().len(), 8, "{one}");
+    let (status, bad) = get(&format!("{}/v1/fraud/alerts?limit=0", braid.base));
+    assert_eq!(status, 400, "{bad}");
+    let (status, bad) = get(&format!("{}/v1/fraud/alerts?colour=red", braid.base));
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
     braid.stop();
 }

@@ -19,12 +19,14 @@ pub struct Features {
     pub provenance: Option<Provenance>,
 }
 
-/// Reads every feature of `fraud` for `event`, counting the event as the next of its key (it
-/// is not in the views). `event` must carry the key (checked by callers).
+/// Reads every feature of `fraud` for `event`, counting `prior` (events of its key not yet in
+/// the views, in order) and then the event as the next of its key. `event` must carry the key
+/// (checked by callers).
 pub async fn features(
     sources: Sources<'_>,
     fraud: &FraudDef,
     event: &Event,
+    prior: &[&Event],
     now_ms: i64,
 ) -> Result<Features, AnswerError> {
     let key = event
@@ -59,6 +61,9 @@ pub async fn features(
             answer::grouped(sources, view, &fraud.source.topic, &cells, &regroup, now_ms).await?;
         {
             let mut own = ViewState::new(Arc::clone(view));
+            for earlier in prior {
+                own.apply(std::slice::from_ref(*earlier));
+            }
             own.apply(std::slice::from_ref(event));
             for (cell, states) in own.into_cells() {
                 let slot = grouped
@@ -98,9 +103,10 @@ pub async fn score(
     sources: Sources<'_>,
     fraud: &FraudDef,
     event: &Event,
+    prior: &[&Event],
     now_ms: i64,
 ) -> Result<(Score, Features), AnswerError> {
-    let features = features(sources, fraud, event, now_ms).await?;
+    let features = features(sources, fraud, event, prior, now_ms).await?;
     let score = fraud.score(event, &features.values);
     Ok((score, features))
 }

@@ -6,9 +6,11 @@
 //! - `snapshot`: the published snapshot held in memory and swapped atomically.
 //! - `query`: query-string parameters, checked once for every route.
 //! - `answer`: batch ⊕ speed from one snapshot, regrouped, with provenance; HTTP-free.
-//! - `fraud`: fraud features as merged point reads, and scores.
+//! - `fraud`: fraud features as merged point reads, and scores; `alerts`: every applied event
+//!   of the fraud source scored, its alert logged once.
 //! - `auth`: optional bearer keys. `state`, `metrics`, `error`.
 
+mod alerts;
 mod answer;
 mod auth;
 mod error;
@@ -20,9 +22,11 @@ mod server;
 mod snapshot;
 mod state;
 
+pub use alerts::AlertScorer;
 pub use error::{ApiError, Error, ErrorKind, Result};
 pub use routes::{ApiDoc, router};
 pub use server::Server;
+pub use snapshot::SnapshotCache;
 pub use state::{AppState, Backends};
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle for `/metrics`.

@@ -29,3 +29,28 @@ pub fn scored_on_demand(elapsed: Duration, alert: bool) {
     metrics::histogram!("braid_fraud_scoring_duration_seconds", "mode" => "on_demand")
         .record(elapsed.as_secs_f64());
 }
+
+/// Events handed to the scorer and not yet scored.
+pub fn fraud_queue_depth(events: usize) {
+    metrics::gauge!("braid_fraud_queue_depth").set(events as f64);
+}
+
+/// One applied event scored.
+pub fn scored_applied(elapsed: Duration) {
+    metrics::counter!("braid_fraud_scored_total", "mode" => "applied").increment(1);
+    metrics::histogram!("braid_fraud_scoring_duration_seconds", "mode" => "applied")
+        .record(elapsed.as_secs_f64());
+}
+
+/// An applied event that could not be scored, and why (a bounded code).
+pub fn fraud_unscored(reason: &'static str) {
+    metrics::counter!("braid_fraud_unscored_total", "reason" => reason).increment(1);
+}
+
+/// A new alert, counted once per rule that fired.
+pub fn alert_raised(rules: &[String]) {
+    metrics::counter!("braid_fraud_alerts_total").increment(1);
+    for rule in rules {
+        metrics::counter!("braid_fraud_rule_alerts_total", "rule" => rule.clone()).increment(1);
+    }
+}

@@ -19,6 +19,9 @@ pub struct Backends {
     pub batch: Option<Arc<dyn BatchControl>>,
     /// Renders `GET /metrics`; without it that endpoint answers 503.
     pub metrics: Option<PrometheusHandle>,
+    /// The snapshot cache to answer from, when another part of the process (the fraud scorer)
+    /// shares it; without it the server makes its own.
+    pub snapshot: Option<Arc<SnapshotCache>>,
 }
 
 #[derive(Clone)]
@@ -39,10 +42,12 @@ impl AppState {
     pub fn new(config: Arc<Config>, backends: Backends) -> Self {
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&config.storage.dir));
         Self(Arc::new(Inner {
-            snapshot: Arc::new(SnapshotCache::new(
-                Arc::clone(&config),
-                Arc::clone(&storage),
-            )),
+            snapshot: backends.snapshot.clone().unwrap_or_else(|| {
+                Arc::new(SnapshotCache::new(
+                    Arc::clone(&config),
+                    Arc::clone(&storage),
+                ))
+            }),
             history: History::new(Arc::clone(&storage)),
             storage,
             fraud_decoder: config

@@ -164,6 +164,7 @@ fn payments(n: usize) -> Vec<Vec<u8>> {
 
 fn shared_for(config: &Config, dir: &std::path::Path) -> Arc<Shared> {
     Arc::new(Shared {
+        scoring: None,
         plan: Plan::new(config),
         storage: Arc::new(braid_store::LocalStorage::new(dir)),
         segment_size: i64::try_from(config.speed.segment_size).unwrap_or(i64::MAX),
@@ -272,7 +273,7 @@ fn apply_all(config: &Config, messages: &[Vec<u8>], reads: bool) -> Result<Run> 
                 payload: m,
             })
             .collect();
-        state.apply(topic_plan, &batch, segment_size, 0)?;
+        state.apply(topic_plan, &batch, segment_size, 0, None)?;
     }
     let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);

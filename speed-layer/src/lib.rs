@@ -17,4 +17,4 @@ mod state;
 
 pub use consumer::SpeedLayer;
 pub use error::{Error, Result};
-pub use state::SpeedHandle;
+pub use state::{Scoring, SpeedHandle};

@@ -119,6 +119,7 @@ impl PartitionState {
         messages: &[Message<'_>],
         segment_size: i64,
         now_ms: i64,
+        scoring: Option<&Scoring>,
     ) -> crate::Result<u64> {
         let Progress { next_offset, floor } = self.progress();
         let unread: Vec<&Message<'_>> = messages
@@ -158,6 +159,15 @@ impl PartitionState {
                             self.reject(&mut writer, source.name(), message, reason, now_ms);
                         }
                     }
+                }
+                if let Some(scoring) = scoring.filter(|s| s.source == source.name()) {
+                    // Scored before they are applied: each event as of itself.
+                    scoring
+                        .scorer
+                        .score(&self.tp, &offsets, &events)
+                        .map_err(|why| {
+                            crate::Error::Internal(format!("fraud scoring of {}: {why}", self.tp))
+                        })?;
                 }
                 metrics::consumed(source.name(), run.len() as u64);
                 metrics::applied(source.name(), events.len() as u64);
@@ -307,8 +317,16 @@ fn poisoned(tp: &TopicPartition) -> crate::Error {
     crate::Error::Internal(format!("state of {tp} is unusable after a panic"))
 }
 
+/// Fraud scoring of one source's events as they are applied.
+#[derive(Clone)]
+pub struct Scoring {
+    pub source: String,
+    pub scorer: Arc<dyn braid_shared::fraud::EventScorer>,
+}
+
 /// The state the consumer thread writes and readers read.
 pub(crate) struct Shared {
+    pub scoring: Option<Scoring>,
     pub plan: Plan,
     pub storage: Arc<dyn Storage>,
     pub segment_size: i64,
@@ -469,6 +487,7 @@ n = "count"
         )
         .unwrap();
         let shared = Arc::new(Shared {
+            scoring: None,
             plan: Plan::new(&config),
             storage: Arc::new(braid_store::LocalStorage::new(dir)),
             segment_size: 10,
@@ -483,6 +502,9 @@ n = "count"
     fn messages_a_snapshot_overtook_are_still_checked_for_rejections() {
         let dir = tempfile::tempdir().unwrap();
         let (_config, shared) = shared(dir.path());
+        let apply = |state: &PartitionState, messages: &[Message<'_>]| {
+            state.apply(&shared.plan.topics[0], messages, 10, 0, None)
+        };
         let tp = TopicPartition::new("t".to_owned(), 0);
         let rejected =
             RejectedLog::open(Arc::clone(&shared.storage), "t", 0, Keep::BelowOffset(0)).unwrap();
@@ -491,7 +513,6 @@ n = "count"
             floor: 0,
         };
         let state = PartitionState::new(tp, start, BTreeMap::new(), rejected, None);
-        let plan = &shared.plan.topics[0];
         let good = br#"{"ts": 60000, "k": "a"}"#.to_vec();
         let bad = b"{not json".to_vec();
         let payloads: Vec<Vec<u8>> = (0..30)
@@ -511,13 +532,13 @@ n = "count"
                 })
                 .collect()
         };
-        assert_eq!(state.apply(plan, &messages(0..5), 10, 0).unwrap(), 4);
+        assert_eq!(apply(&state, &messages(0..5)).unwrap(), 4);
         // A snapshot covering offsets below 20 is published while the partition is at 5.
         state.drop_below(20, 10);
         assert_eq!(state.progress().position(), 20);
         assert_eq!(state.progress().next_offset, 5);
         // Offsets 5..20 only list their rejections; 20..30 are applied.
-        let applied = state.apply(plan, &messages(5..30), 10, 0).unwrap();
+        let applied = apply(&state, &messages(5..30)).unwrap();
         assert_eq!(applied, 9, "offsets 20..30 without the malformed 24");
         assert_eq!(state.progress().position(), 30);
         state.writer.lock().unwrap().rejected.sync().unwrap();

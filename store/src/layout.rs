@@ -11,6 +11,7 @@
 //! speed/checkpoints/<topic>/<p>.ckpt      speed state and next offset of one partition
 //! speed/rejected/<topic>/<p>.json         manifest of the chunks of events the speed layer rejected
 //! speed/rejected/<topic>/<p>/<n>.jsonl    one chunk: the rejections between two checkpoints
+//! fraud/alerts/<topic>/<p>/<offset>.json  one fraud alert, created once (its id is the event's)
 //! ```
 //!
 //! Readers start from a manifest (the pointer, an archive or rejected-log manifest) and read
@@ -23,6 +24,11 @@ pub const SNAPSHOT_POINTER: &str = "batch/CURRENT.json";
 pub const SNAPSHOTS: &str = "batch/snapshots";
 pub const HISTORY: &str = "batch/history";
 pub const BATCH_LOCK: &str = "batch/LOCK";
+pub const FRAUD_ALERTS: &str = "fraud/alerts/";
+
+pub fn fraud_alert(topic: &str, partition: i32, offset: i64) -> String {
+    format!("{FRAUD_ALERTS}{topic}/{partition}/{offset:020}.json")
+}
 
 pub fn archive_manifests(topic: &str) -> String {
     format!("{ARCHIVE}/_manifest/{topic}/")

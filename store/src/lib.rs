@@ -8,12 +8,14 @@
 //! - `pointer`: the snapshot pointer, published over the version a run read.
 //! - `manifest`: archive partition manifests and snapshot manifests.
 //! - `rejected`: the speed layer's rejected-events log (chunks and manifest), writer and reader.
+//! - `alerts`: the fraud alert log, one object per alert id, created once.
 //! - `checkpoint`: checkpoint file framing (magic, version, checksum).
 //! - `history`: the persisted batch run records, and [`BatchControl`], how runs are requested.
 //! - `columns` (feature `parquet`): Braid values <-> Parquet columns.
 //! - `snapshot` (feature `parquet`): snapshot cell files and reading a published view.
 //! - `error`: the crate's error type.
 
+pub mod alerts;
 pub mod checkpoint;
 #[cfg(feature = "parquet")]
 pub mod columns;

@@ -1,5 +1,6 @@
 //! `POST /v1/fraud/score`: one event scored against the merged views as they are now, as if it
-//! were the next event of its key; nothing is ingested.
+//! were the next event of its key; nothing is ingested. `GET /v1/fraud/alerts`: the alerts
+//! raised while events are applied.
 
 use std::collections::BTreeMap;
 
@@ -79,7 +80,7 @@ pub async fn score(
         speed: inner.backends.speed.as_deref(),
     };
     let started = std::time::Instant::now();
-    let (score, features) = fraud::score(sources, fraud, &event, now_ms()).await?;
+    let (score, features) = fraud::score(sources, fraud, &event, &[], now_ms()).await?;
     crate::metrics::scored_on_demand(started.elapsed(), score.alert);
     Ok(Json(ScoreAnswer {
         score: score.score,
@@ -102,4 +103,71 @@ fn cut(text: &str) -> String {
         None => text.to_owned(),
         Some((at, _)) => format!("{}...", &text[..at]),
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertList {
+    /// Newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub alerts: Vec<braid_store::alerts::Alert>,
+}
+
+/// Alerts raised by scoring the applied events of `fraud.source`, newest first, kept for
+/// `fraud.retention`. `from`/`to` bound the event time; `key` selects one `fraud.key` value.
+#[utoipa::path(get, path = "/v1/fraud/alerts", tag = "fraud",
+    params(
+        ("from" = Option<String>, Query, description = "event time from (RFC 3339, epoch ms, now-D)"),
+        ("to" = Option<String>, Query, description = "event time before"),
+        ("key" = Option<String>, Query, description = "one value of fraud.key"),
+        ("limit" = Option<usize>, Query, description = "1 to serve.max_rows, default 100"),
+    ),
+    responses(
+        (status = 200, body = AlertList),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no [fraud] section is configured"),
+    ))]
+pub async fn alerts(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Json<AlertList>, ApiError> {
+    let inner = &state.0;
+    if inner.config.fraud.is_none() {
+        return Err(ApiError::not_found(
+            "fraud_not_configured",
+            "fraud scoring is not configured (no [fraud] section)",
+        ));
+    }
+    let params = crate::query::Params::parse(raw.as_deref())?;
+    params.only(&["from", "to", "key", "limit"])?;
+    let now = now_ms();
+    let from = match params.get("from") {
+        None => i64::MIN,
+        Some(text) => crate::query::parse_time("from", Some(text), now)?,
+    };
+    let to = match params.get("to") {
+        None => i64::MAX,
+        Some(text) => crate::query::parse_time("to", Some(text), now)?,
+    };
+    let limit = params.limit(100, inner.config.serve.max_rows)?;
+    let key = params.get("key").map(str::to_owned);
+    let storage = std::sync::Arc::clone(&inner.storage);
+    let (mut alerts, unreadable) =
+        tokio::task::spawn_blocking(move || braid_store::alerts::read_all(storage.as_ref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("reading fraud alerts: {e}")))??;
+    if unreadable > 0 {
+        tracing::warn!(unreadable, "fraud alerts that cannot be read were skipped");
+    }
+    alerts.retain(|a| {
+        (from..to).contains(&a.event_time_ms)
+            && key.as_ref().is_none_or(|k| match &a.key {
+                serde_json::Value::String(s) => s == k,
+                other => &other.to_string() == k,
+            })
+    });
+    alerts.sort_by(|a, b| {
+        (b.raised_at_ms, &b.partition, b.offset).cmp(&(a.raised_at_ms, &a.partition, a.offset))
+    });
+    alerts.truncate(limit);
+    Ok(Json(AlertList { alerts }))
 }

@@ -38,6 +38,7 @@ use crate::state::AppState;
         views::get_view,
         trends::trends,
         fraud::score,
+        fraud::alerts,
         batch::start_run,
         batch::list_runs,
         batch::get_run,
@@ -90,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/views/{view}", get(views::get_view))
         .route("/v1/trends/{view}", get(trends::trends))
         .route("/v1/fraud/score", axum::routing::post(fraud::score))
+        .route("/v1/fraud/alerts", get(fraud::alerts))
         .route(
             "/v1/batch/runs",
             get(batch::list_runs).post(batch::start_run),

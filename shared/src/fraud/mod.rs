@@ -166,6 +166,20 @@ impl FraudDef {
     }
 }
 
+/// Scores events of the fraud source as the speed layer applies them.
+pub trait EventScorer: Send + Sync {
+    /// `events`, at `offsets`, are consecutive events of `tp` in offset order, not yet applied:
+    /// each is scored as of itself (the views before the run plus the run's earlier events).
+    /// Returns once every alert among them is durable; an error stops the speed layer before a
+    /// checkpoint covers the events, so none is lost.
+    fn score(
+        &self,
+        tp: &crate::TopicPartition,
+        offsets: &[i64],
+        events: &[Event],
+    ) -> std::result::Result<(), String>;
+}
+
 /// The event fields the rules of `fraud` read, for the source's decoder.
 pub(crate) fn rule_fields(fraud: &FraudConfig) -> Vec<String> {
     let mut fields = vec![fraud.key.clone()];

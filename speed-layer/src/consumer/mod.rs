@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::state::{Message, Shared, SpeedHandle};
+use crate::state::{Message, Scoring, Shared, SpeedHandle};
 
 use rebalance::SpeedPartitions;
 
@@ -34,10 +34,27 @@ pub struct SpeedLayer {
 impl SpeedLayer {
     /// Starts consuming on a dedicated thread until `cancel` fires.
     pub fn start(config: &Config, cancel: CancellationToken) -> Result<Self> {
+        Self::start_scoring(config, None, cancel)
+    }
+
+    /// Starts consuming, handing each run of the fraud source's events to `scorer` before it
+    /// is applied.
+    pub fn start_scoring(
+        config: &Config,
+        scorer: Option<Arc<dyn braid_shared::fraud::EventScorer>>,
+        cancel: CancellationToken,
+    ) -> Result<Self> {
         let segment_size = i64::try_from(config.speed.segment_size).unwrap_or(i64::MAX);
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&config.storage.dir));
         let coverage = read_coverage(storage.as_ref(), segment_size)?;
+        let scoring = scorer
+            .zip(config.fraud.as_ref())
+            .map(|(scorer, fraud)| Scoring {
+                source: fraud.source.name.clone(),
+                scorer,
+            });
         let shared = Arc::new(Shared {
+            scoring,
             plan: Plan::new(config),
             storage,
             segment_size,
@@ -130,7 +147,13 @@ impl braid_kafka::Worker for SpeedWorker {
             else {
                 continue;
             };
-            state.apply(plan, &messages, shared.segment_size, now_ms)?;
+            state.apply(
+                plan,
+                &messages,
+                shared.segment_size,
+                now_ms,
+                shared.scoring.as_ref(),
+            )?;
             if let Some(&ms) = newest.get(&(topic, partition)) {
                 state
                     .last_message_ms

@@ -1,0 +1,161 @@
+//! Scoring every event of the fraud source as the speed layer applies it, and the alerts it
+//! raises. The speed layer hands each run of decoded events to [`AlertScorer`] before applying
+//! it; each event is scored as of itself (the merged views before the run plus the run's earlier
+//! events of its key), and an alert is written, once per event id, before the call returns: the
+//! partition's checkpoint, which comes after, never covers an event whose alert is not durable.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use braid_shared::fraud::{EventScorer, FraudDef};
+use braid_shared::{Event, SpeedReader, TopicPartition, Value};
+use braid_store::Storage;
+use braid_store::alerts::{self, Alert};
+
+use crate::answer::Sources;
+use crate::query::format_time;
+use crate::snapshot::SnapshotCache;
+
+/// How often alerts past `fraud.retention` are removed.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Scores applied events and keeps their alerts; see the module documentation.
+pub struct AlertScorer {
+    fraud: Arc<FraudDef>,
+    storage: Arc<dyn Storage>,
+    snapshot: Arc<SnapshotCache>,
+    speed: OnceLock<Arc<dyn SpeedReader>>,
+    runtime: tokio::runtime::Handle,
+    last_expiry: Mutex<Option<Instant>>,
+}
+
+impl AlertScorer {
+    /// A scorer reading the snapshot through `snapshot` (shared with the API) and the speed
+    /// layer given later to [`AlertScorer::connect`]; `None` without `[fraud]`.
+    pub fn new(
+        fraud: Option<Arc<FraudDef>>,
+        storage: Arc<dyn Storage>,
+        snapshot: Arc<SnapshotCache>,
+        runtime: tokio::runtime::Handle,
+    ) -> Option<Arc<Self>> {
+        Some(Arc::new(Self {
+            fraud: fraud?,
+            storage,
+            snapshot,
+            speed: OnceLock::new(),
+            runtime,
+            last_expiry: Mutex::new(None),
+        }))
+    }
+
+    /// The speed layer whose cells the features read (the one that calls the scorer).
+    pub fn connect(&self, speed: Arc<dyn SpeedReader>) {
+        let _ = self.speed.set(speed);
+    }
+
+    fn alert(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        event: &Event,
+        score: &braid_shared::fraud::Score,
+        values: &[Option<f64>],
+    ) -> Alert {
+        let fraud = &self.fraud;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut fields = serde_json::Map::new();
+        for (field, value) in fraud.source.fields.iter().zip(&event.values) {
+            if !value.is_null() {
+                fields.insert(field.name.clone(), value.to_json());
+            }
+        }
+        Alert {
+            id: format!("{tp}/{offset}"),
+            key: event
+                .values
+                .get(fraud.key_slot)
+                .map_or(serde_json::Value::Null, Value::to_json),
+            score: score.score,
+            rules: score
+                .rules
+                .iter()
+                .filter(|r| r.fired)
+                .map(|r| r.name.clone())
+                .collect(),
+            features: fraud
+                .features
+                .iter()
+                .zip(values)
+                .map(|(f, v)| (f.name.clone(), *v))
+                .collect(),
+            event: fields,
+            partition: tp.to_string(),
+            offset,
+            event_time: format_time(event.time_ms),
+            event_time_ms: event.time_ms,
+            raised_at: format_time(now),
+            raised_at_ms: now,
+        }
+    }
+
+    fn expire_if_due(&self) -> Result<(), String> {
+        let Ok(mut last) = self.last_expiry.lock() else {
+            return Ok(());
+        };
+        if last.is_some_and(|at| at.elapsed() < EXPIRY_INTERVAL) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let before = chrono::Utc::now().timestamp_millis() - self.fraud.retention_ms;
+        let removed = alerts::expire(self.storage.as_ref(), before).map_err(|e| e.to_string())?;
+        if removed > 0 {
+            tracing::info!(removed, "fraud alerts past their retention removed");
+        }
+        Ok(())
+    }
+}
+
+impl EventScorer for AlertScorer {
+    fn score(&self, tp: &TopicPartition, offsets: &[i64], events: &[Event]) -> Result<(), String> {
+        let fraud = &self.fraud;
+        // Set right after the speed layer starts, before it is handed partitions.
+        let speed = self.speed.wait();
+        let sources = Sources {
+            snapshot: &self.snapshot,
+            speed: Some(speed.as_ref()),
+        };
+        crate::metrics::fraud_queue_depth(events.len());
+        let slot = fraud.key_slot;
+        fn key_of(e: &Event, slot: usize) -> Option<&Value> {
+            e.values.get(slot).filter(|v| !v.is_null())
+        }
+        for (i, (event, &offset)) in events.iter().zip(offsets).enumerate() {
+            crate::metrics::fraud_queue_depth(events.len() - i);
+            let Some(key) = key_of(event, slot) else {
+                crate::metrics::fraud_unscored("no_key");
+                continue;
+            };
+            let prior: Vec<&Event> = events[..i]
+                .iter()
+                .filter(|e| key_of(e, slot) == Some(key))
+                .collect();
+            let started = Instant::now();
+            let now = chrono::Utc::now().timestamp_millis();
+            let (score, features) = self
+                .runtime
+                .block_on(crate::fraud::score(sources, fraud, event, &prior, now))
+                .map_err(|e| e.to_string())?;
+            crate::metrics::scored_applied(started.elapsed());
+            if score.alert {
+                let alert = self.alert(tp, offset, event, &score, &features.values);
+                let new = alerts::raise(self.storage.as_ref(), &tp.topic, tp.partition, &alert)
+                    .map_err(|e| e.to_string())?;
+                if new {
+                    crate::metrics::alert_raised(&alert.rules);
+                }
+            }
+        }
+        crate::metrics::fraud_queue_depth(0);
+        self.expire_if_due()
+    }
+}

@@ -1,0 +1,118 @@
+//! The fraud alert log: one object per alert, `fraud/alerts/<topic>/<p>/<offset>.json`, created
+//! only if absent. An alert's id is its event's `<topic>/<partition>/<offset>`, so the event
+//! replayed after a crash, a restart or a rebalance finds its alert there and raises none.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::storage::{Put, Storage};
+
+/// One raised alert, as `GET /v1/fraud/alerts` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `<topic>/<partition>/<offset>` of the scored event.
+    pub id: String,
+    /// The value of `fraud.key`.
+    pub key: serde_json::Value,
+    pub score: f64,
+    /// Names of the rules that fired.
+    pub rules: Vec<String>,
+    pub features: BTreeMap<String, Option<f64>>,
+    /// The event's decoded fields.
+    pub event: serde_json::Map<String, serde_json::Value>,
+    /// `<topic>/<partition>`.
+    pub partition: String,
+    pub offset: i64,
+    pub event_time: String,
+    pub event_time_ms: i64,
+    pub raised_at: String,
+    pub raised_at_ms: i64,
+}
+
+/// Writes `alert` unless its id is already logged; returns whether it was new.
+pub fn raise(storage: &dyn Storage, topic: &str, partition: i32, alert: &Alert) -> Result<bool> {
+    let key = layout::fraud_alert(topic, partition, alert.offset);
+    let bytes = serde_json::to_vec(alert).map_err(|e| Error::Encode {
+        what: "fraud alert",
+        reason: e.to_string(),
+    })?;
+    Ok(matches!(
+        storage.put_if_absent(&key, &bytes)?,
+        Put::Written(_)
+    ))
+}
+
+/// Every logged alert (unreadable objects are skipped and reported in the second value).
+pub fn read_all(storage: &dyn Storage) -> Result<(Vec<Alert>, usize)> {
+    let mut alerts = Vec::new();
+    let mut unreadable = 0;
+    for listed in storage.list(layout::FRAUD_ALERTS)? {
+        let Some(object) = storage.get(&listed.key)? else {
+            continue;
+        };
+        match serde_json::from_slice::<Alert>(&object.bytes) {
+            Ok(alert) => alerts.push(alert),
+            Err(_) => unreadable += 1,
+        }
+    }
+    Ok((alerts, unreadable))
+}
+
+/// Removes alerts raised before `before_ms`; returns how many.
+pub fn expire(storage: &dyn Storage, before_ms: i64) -> Result<usize> {
+    let mut removed = 0;
+    for listed in storage.list(layout::FRAUD_ALERTS)? {
+        let Some(object) = storage.get(&listed.key)? else {
+            continue;
+        };
+        let old = serde_json::from_slice::<Alert>(&object.bytes)
+            .is_ok_and(|alert| alert.raised_at_ms < before_ms);
+        if old {
+            storage.delete(&listed.key)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalStorage;
+
+    fn alert(offset: i64, raised_at_ms: i64) -> Alert {
+        Alert {
+            id: format!("t/0/{offset}"),
+            key: serde_json::json!("card-1"),
+            score: 0.9,
+            rules: vec!["burst".into()],
+            features: BTreeMap::from([("tx_10m".to_owned(), Some(9.0))]),
+            event: serde_json::Map::new(),
+            partition: "t/0".into(),
+            offset,
+            event_time: String::new(),
+            event_time_ms: 0,
+            raised_at: String::new(),
+            raised_at_ms,
+        }
+    }
+
+    #[test]
+    fn an_alert_is_raised_once_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        assert!(raise(&storage, "t", 0, &alert(7, 100)).unwrap());
+        // The replayed event, scored again (even differently), finds its alert.
+        assert!(!raise(&storage, "t", 0, &alert(7, 200)).unwrap());
+        assert!(raise(&storage, "t", 0, &alert(8, 300)).unwrap());
+        let (alerts, unreadable) = read_all(&storage).unwrap();
+        assert_eq!((alerts.len(), unreadable), (2, 0));
+        assert_eq!(alerts[0].raised_at_ms, 100, "the first write is kept");
+        assert_eq!(expire(&storage, 200).unwrap(), 1);
+        let (alerts, _) = read_all(&storage).unwrap();
+        assert_eq!(alerts.iter().map(|a| a.offset).collect::<Vec<_>>(), vec![8]);
+    }
+}
