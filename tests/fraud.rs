@@ -503,6 +503,10 @@ fn every_burst_event_raises_one_alert_through_kill_9_and_a_batch_swap() {
 
     let producer = producer(&bootstrap);
     let mut braid = Braid::start(&path, free_port());
+    // A live client from the start, reconnecting with Last-Event-ID across the kill.
+    let address = braid.base.trim_start_matches("http://").to_owned();
+    let want = expected.len();
+    let live = std::thread::spawn(move || follow_alerts(&address, want));
     let alerts_url = format!("{}/v1/fraud/alerts?limit=1000", braid.base);
     let third = messages.len() / 3;
     produce(&producer, &topic, &messages[..third]);
@@ -541,6 +545,15 @@ fn every_burst_event_raises_one_alert_through_kill_9_and_a_batch_swap() {
             "{alert}"
         );
     }
+    let streamed = live.join().unwrap();
+    let streamed_set: std::collections::BTreeSet<&str> =
+        streamed.iter().map(String::as_str).collect();
+    assert_eq!(
+        streamed_set.len(),
+        streamed.len(),
+        "an alert streamed twice: {streamed:?}"
+    );
+    assert_eq!(streamed_set, wanted, "the live stream");
     // Newest first, filters and bad parameters.
     let (_, one) = get(&format!("{}/v1/fraud/alerts?key=burst-2", braid.base));
     assert_eq!(one["alerts"].as_array().unwrap().len(), 8, "{one}");
@@ -552,4 +565,57 @@ fn every_burst_event_raises_one_alert_through_kill_9_and_a_batch_swap() {
         (400, Some("invalid_parameter"))
     );
     braid.stop();
+}
+
+/// Follows `GET /v1/fraud/alerts` as an event stream, reconnecting with `Last-Event-ID` when the
+/// connection ends, until `want` alerts arrived (or 90 s passed); returns their ids in order.
+fn follow_alerts(address: &str, want: usize) -> Vec<String> {
+    use std::io::{BufRead as _, Write as _};
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut ids: Vec<String> = Vec::new();
+    while ids.len() < want && std::time::Instant::now() < deadline {
+        let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let last = ids
+            .last()
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "GET /v1/fraud/alerts HTTP/1.1\r\nHost: braid\r\nAccept: text/event-stream\r\n{last}\r\n"
+        );
+        if stream.write_all(request.as_bytes()).is_err() {
+            continue;
+        }
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if let Some(id) = line.trim_end().strip_prefix("id: ") {
+                        ids.push(id.to_owned());
+                        if ids.len() >= want {
+                            return ids;
+                        }
+                    }
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return ids;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    ids
 }

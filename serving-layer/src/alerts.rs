@@ -159,3 +159,150 @@ impl EventScorer for AlertScorer {
         self.expire_if_due()
     }
 }
+
+/// Which alerts a list or a stream holds.
+pub struct Filter {
+    /// Event time `[from, to)`.
+    pub from: i64,
+    pub to: i64,
+    /// One value of `fraud.key`, as text.
+    pub key: Option<String>,
+}
+
+impl Filter {
+    pub fn keeps(&self, alert: &Alert) -> bool {
+        (self.from..self.to).contains(&alert.event_time_ms)
+            && self.key.as_ref().is_none_or(|k| match &alert.key {
+                serde_json::Value::String(s) => s == k,
+                other => &other.to_string() == k,
+            })
+    }
+}
+
+/// How often a stream looks for new alerts.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+/// Alerts raised this long before the newest one sent are looked at again (and skipped when
+/// sent), so an alert written just after a look, with an earlier raise time, is not missed.
+const LOOKBACK_MS: i64 = 2_000;
+/// A client this many alerts behind is cut off (it reconnects with `Last-Event-ID`).
+const MAX_BACKLOG: usize = 1_000;
+
+struct Follow {
+    storage: Arc<dyn Storage>,
+    filter: Filter,
+    /// Alerts raised at or after this are candidates.
+    since_ms: i64,
+    /// Ids sent that were raised at or after `since_ms`.
+    sent: std::collections::HashMap<String, i64>,
+    pending: std::collections::VecDeque<axum::response::sse::Event>,
+    first: bool,
+    ended: bool,
+}
+
+/// The live stream of new alerts, as `event: alert` messages with the alert's id. With
+/// `last_event_id` (an alert still kept), it starts with the alerts raised after that one;
+/// without it (or with an id no longer kept), with those raised from now on.
+pub async fn follow(
+    storage: Arc<dyn Storage>,
+    filter: Filter,
+    last_event_id: Option<String>,
+) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
++ Send
++ 'static {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut since_ms = now;
+    let mut pending = std::collections::VecDeque::new();
+    let mut sent = std::collections::HashMap::new();
+    if let Some(id) = last_event_id {
+        let all = read_sorted(&storage).await;
+        match all.iter().find(|a| a.id == id) {
+            Some(last) => {
+                since_ms = last.raised_at_ms;
+                // Everything up to and including the last one seen counts as sent.
+                for alert in all
+                    .iter()
+                    .filter(|a| a.raised_at_ms >= since_ms - LOOKBACK_MS)
+                {
+                    sent.insert(alert.id.clone(), alert.raised_at_ms);
+                    if alert.id == id {
+                        break;
+                    }
+                }
+                since_ms -= LOOKBACK_MS;
+            }
+            None => pending
+                .push_back(axum::response::sse::Event::default().comment(
+                    "Last-Event-ID is not a kept alert; streaming alerts raised from now",
+                )),
+        }
+    }
+    let state = Follow {
+        storage,
+        filter,
+        since_ms,
+        sent,
+        pending,
+        first: true,
+        ended: false,
+    };
+    futures_util::stream::unfold(state, |mut f| async move {
+        loop {
+            if let Some(event) = f.pending.pop_front() {
+                return Some((Ok(event), f));
+            }
+            if f.ended {
+                return None;
+            }
+            if !f.first {
+                tokio::time::sleep(FOLLOW_INTERVAL).await;
+            }
+            f.first = false;
+            let newer: Vec<Alert> = read_sorted(&f.storage)
+                .await
+                .into_iter()
+                .filter(|a| a.raised_at_ms >= f.since_ms && !f.sent.contains_key(&a.id))
+                .collect();
+            if newer.len() > MAX_BACKLOG {
+                f.pending.push_back(
+                    axum::response::sse::Event::default()
+                        .event("error")
+                        .data("too far behind: reconnect with Last-Event-ID"),
+                );
+                f.ended = true;
+                continue;
+            }
+            for alert in newer {
+                f.sent.insert(alert.id.clone(), alert.raised_at_ms);
+                if !f.filter.keeps(&alert) {
+                    continue;
+                }
+                if let Ok(event) = axum::response::sse::Event::default()
+                    .event("alert")
+                    .id(alert.id.clone())
+                    .json_data(&alert)
+                {
+                    f.pending.push_back(event);
+                }
+            }
+            // Keep only what the look-back can still see.
+            if let Some(&newest) = f.sent.values().max() {
+                f.since_ms = f.since_ms.max(newest - LOOKBACK_MS);
+                let since = f.since_ms;
+                f.sent.retain(|_, raised| *raised >= since);
+            }
+        }
+    })
+}
+
+/// Every kept alert, oldest raised first (unreadable ones skipped).
+async fn read_sorted(storage: &Arc<dyn Storage>) -> Vec<Alert> {
+    let storage = Arc::clone(storage);
+    let mut all = tokio::task::spawn_blocking(move || alerts::read_all(storage.as_ref()))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|(alerts, _)| alerts)
+        .unwrap_or_default();
+    all.sort_by(|a, b| (a.raised_at_ms, &a.id).cmp(&(b.raised_at_ms, &b.id)));
+    all
+}

@@ -128,8 +128,9 @@ pub struct AlertList {
     ))]
 pub async fn alerts(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
-) -> Result<Json<AlertList>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let inner = &state.0;
     if inner.config.fraud.is_none() {
         return Err(ApiError::not_found(
@@ -150,6 +151,24 @@ pub async fn alerts(
     };
     let limit = params.limit(100, inner.config.serve.max_rows)?;
     let key = params.get("key").map(str::to_owned);
+    let filter = crate::alerts::Filter { from, to, key };
+    let wants_stream = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_stream {
+        let last = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let stream =
+            crate::alerts::follow(std::sync::Arc::clone(&inner.storage), filter, last).await;
+        return Ok(axum::response::IntoResponse::into_response(
+            axum::response::sse::Sse::new(stream).keep_alive(
+                axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15)),
+            ),
+        ));
+    }
     let storage = std::sync::Arc::clone(&inner.storage);
     let (mut alerts, unreadable) =
         tokio::task::spawn_blocking(move || braid_store::alerts::read_all(storage.as_ref()))
@@ -158,16 +177,12 @@ pub async fn alerts(
     if unreadable > 0 {
         tracing::warn!(unreadable, "fraud alerts that cannot be read were skipped");
     }
-    alerts.retain(|a| {
-        (from..to).contains(&a.event_time_ms)
-            && key.as_ref().is_none_or(|k| match &a.key {
-                serde_json::Value::String(s) => s == k,
-                other => &other.to_string() == k,
-            })
-    });
+    alerts.retain(|a| filter.keeps(a));
     alerts.sort_by(|a, b| {
         (b.raised_at_ms, &b.partition, b.offset).cmp(&(a.raised_at_ms, &a.partition, a.offset))
     });
     alerts.truncate(limit);
-    Ok(Json(AlertList { alerts }))
+    Ok(axum::response::IntoResponse::into_response(Json(
+        AlertList { alerts },
+    )))
 }
