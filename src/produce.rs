@@ -36,30 +36,11 @@ pub fn check_source(source: &SourceDef) -> Result<(), String> {
     })
 }
 
-/// Pass-through settings that only consumers take (librdkafka warns when a producer gets them).
-fn consumer_only(key: &str) -> bool {
-    key.starts_with("fetch.")
-        || key.starts_with("enable.auto.")
-        || matches!(
-            key,
-            "session.timeout.ms"
-                | "heartbeat.interval.ms"
-                | "max.poll.interval.ms"
-                | "auto.offset.reset"
-                | "auto.commit.interval.ms"
-                | "isolation.level"
-                | "partition.assignment.strategy"
-                | "group.instance.id"
-        )
-}
-
 /// A producer for `brokers`, with the config's pass-through settings a producer takes.
 pub fn producer(config: &Config, brokers: &str) -> Result<BaseProducer, String> {
     let mut client = ClientConfig::new();
-    for (key, value) in &config.kafka.config {
-        if !consumer_only(key) {
-            client.set(key, value.to_string());
-        }
+    for (key, value) in config.kafka.producer_settings() {
+        client.set(key, value);
     }
     client
         .set("bootstrap.servers", brokers)

@@ -115,11 +115,22 @@ async fn supervise(
     ));
     if layers.contains(&Layer::Speed) {
         // Every applied event of the fraud source is scored where the speed layer runs.
+        let topic = config
+            .fraud
+            .as_ref()
+            .and_then(|f| f.alerts_topic.as_deref())
+            .map(|topic| braid_serving::AlertTopic::new(&config.kafka, topic))
+            .transpose();
+        let topic = topic.unwrap_or_else(|error| {
+            start_failed("fraud alerts", error);
+            None
+        });
         let scorer = braid_serving::AlertScorer::new(
             config.fraud.clone(),
             Arc::new(braid_store::LocalStorage::new(&config.storage.dir)),
             Arc::clone(&snapshot),
             tokio::runtime::Handle::current(),
+            topic,
         );
         let hook = scorer
             .clone()

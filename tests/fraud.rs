@@ -448,13 +448,18 @@ weight = 0.5
 
 #[test]
 fn every_burst_event_raises_one_alert_through_kill_9_and_a_batch_swap() {
+    let alerts_topic = unique("alerts");
     let World {
         _cluster,
         bootstrap,
         topic,
         dir: _dir,
         path,
-    } = World::new(ALERTING);
+    } = World::new(&ALERTING.replace(
+        "alert_threshold = 0.5",
+        &format!("alert_threshold = 0.5\nalerts_topic = \"{alerts_topic}\""),
+    ));
+    _cluster.create_topic(&alerts_topic, 1, 1).unwrap();
 
     // (partition, card, minute, second) in produce order; each card on one partition, in time
     // order. Calm cards pay every 5 minutes; bursts are many payments within a minute.
@@ -554,6 +559,20 @@ fn every_burst_event_raises_one_alert_through_kill_9_and_a_batch_swap() {
         "an alert streamed twice: {streamed:?}"
     );
     assert_eq!(streamed_set, wanted, "the live stream");
+    // The alerts topic carries every alert, keyed by its id (at least once: a replay after the
+    // kill may produce one again, with the same key and content).
+    let on_topic = consume_alerts(&bootstrap, &alerts_topic, &wanted);
+    assert_eq!(
+        on_topic
+            .keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        wanted
+    );
+    for (id, alert) in &on_topic {
+        assert_eq!(alert["id"], id.as_str());
+        assert_eq!(alert["features"]["tx_10m"], expected[id]);
+    }
     // Newest first, filters and bad parameters.
     let (_, one) = get(&format!("{}/v1/fraud/alerts?key=burst-2", braid.base));
     assert_eq!(one["alerts"].as_array().unwrap().len(), 8, "{one}");
@@ -618,4 +637,33 @@ fn follow_alerts(address: &str, want: usize) -> Vec<String> {
         }
     }
     ids
+}
+
+/// Reads `topic` from the start until every id of `wanted` was seen (or 60 s passed): the last
+/// alert per key.
+fn consume_alerts(
+    bootstrap: &str,
+    topic: &str,
+    wanted: &std::collections::BTreeSet<&str>,
+) -> BTreeMap<String, Value> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("alert-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen: BTreeMap<String, Value> = BTreeMap::new();
+    while std::time::Instant::now() < deadline && !wanted.iter().all(|id| seen.contains_key(*id)) {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        let alert: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        seen.insert(key, alert);
+    }
+    seen
 }

@@ -16,6 +16,102 @@ use crate::answer::Sources;
 use crate::query::format_time;
 use crate::snapshot::SnapshotCache;
 
+/// Counts deliveries that failed, so a flush can tell that every alert reached the topic.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, (): ()) {
+        if result.is_err() {
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where alerts are also produced: `fraud.alerts_topic`, keyed by alert id.
+pub struct AlertTopic {
+    pub producer: rdkafka::producer::BaseProducer<Deliveries>,
+    pub topic: String,
+}
+
+impl AlertTopic {
+    /// A producer for `topic` with the `[kafka]` settings (`brokers`, pass-through settings a
+    /// producer understands).
+    pub fn new(kafka: &braid_shared::config::KafkaConfig, topic: &str) -> Result<Self, String> {
+        let mut client = rdkafka::ClientConfig::new();
+        for (key, value) in kafka.producer_settings() {
+            client.set(key, value);
+        }
+        let producer = client
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("linger.ms", "5")
+            .create_with_context(Deliveries::default())
+            .map_err(|e| {
+                format!("cannot create the producer for fraud.alerts_topic {topic:?}: {e}")
+            })?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Produces `alerts` and waits until every one is acknowledged.
+    fn publish(&self, alerts: &[Alert]) -> Result<(), String> {
+        use rdkafka::producer::Producer as _;
+        let failed_before = self
+            .producer
+            .context()
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for alert in alerts {
+            let payload = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
+            let mut record = rdkafka::producer::BaseRecord::<str, [u8]>::to(&self.topic)
+                .key(alert.id.as_str())
+                .payload(&payload);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        back,
+                    )) => {
+                        self.producer.poll(Duration::from_millis(10));
+                        record = back;
+                    }
+                    Err((error, _)) => {
+                        return Err(format!("producing alert {}: {error}", alert.id));
+                    }
+                }
+            }
+        }
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(|e| format!("flushing alerts to {}: {e}", self.topic))?;
+        let failed = self
+            .producer
+            .context()
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if failed > failed_before {
+            return Err(format!(
+                "{} alerts were not delivered to {}",
+                failed - failed_before,
+                self.topic
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How often alerts past `fraud.retention` are removed.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -27,6 +123,7 @@ pub struct AlertScorer {
     speed: OnceLock<Arc<dyn SpeedReader>>,
     runtime: tokio::runtime::Handle,
     last_expiry: Mutex<Option<Instant>>,
+    topic: Option<AlertTopic>,
 }
 
 impl AlertScorer {
@@ -37,8 +134,10 @@ impl AlertScorer {
         storage: Arc<dyn Storage>,
         snapshot: Arc<SnapshotCache>,
         runtime: tokio::runtime::Handle,
+        topic: Option<AlertTopic>,
     ) -> Option<Arc<Self>> {
         Some(Arc::new(Self {
+            topic,
             fraud: fraud?,
             storage,
             snapshot,
@@ -125,6 +224,7 @@ impl EventScorer for AlertScorer {
             speed: Some(speed.as_ref()),
         };
         crate::metrics::fraud_queue_depth(events.len());
+        let mut to_publish = Vec::new();
         let slot = fraud.key_slot;
         fn key_of(e: &Event, slot: usize) -> Option<&Value> {
             e.values.get(slot).filter(|v| !v.is_null())
@@ -153,7 +253,21 @@ impl EventScorer for AlertScorer {
                 if new {
                     crate::metrics::alert_raised(&alert.rules);
                 }
+                if self.topic.is_some() {
+                    // The logged alert (the first write) is what the topic carries, replays too.
+                    let logged = if new {
+                        alert
+                    } else {
+                        alerts::read(self.storage.as_ref(), &tp.topic, tp.partition, offset)
+                            .map_err(|e| e.to_string())?
+                            .unwrap_or(alert)
+                    };
+                    to_publish.push(logged);
+                }
             }
+        }
+        if let (Some(topic), false) = (&self.topic, to_publish.is_empty()) {
+            topic.publish(&to_publish)?;
         }
         crate::metrics::fraud_queue_depth(0);
         self.expire_if_due()

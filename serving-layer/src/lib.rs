@@ -22,7 +22,7 @@ mod server;
 mod snapshot;
 mod state;
 
-pub use alerts::AlertScorer;
+pub use alerts::{AlertScorer, AlertTopic};
 pub use error::{ApiError, Error, ErrorKind, Result};
 pub use routes::{ApiDoc, router};
 pub use server::Server;

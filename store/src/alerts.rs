@@ -45,6 +45,22 @@ pub fn raise(storage: &dyn Storage, topic: &str, partition: i32, alert: &Alert) 
     ))
 }
 
+/// The logged alert of one event, if any.
+pub fn read(
+    storage: &dyn Storage,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<Alert>> {
+    let key = layout::fraud_alert(topic, partition, offset);
+    let Some(object) = storage.get(&key)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&object.bytes)
+        .map(Some)
+        .map_err(|e| Error::codec("fraud alert", &key)(e.to_string()))
+}
+
 /// Every logged alert (unreadable objects are skipped and reported in the second value).
 pub fn read_all(storage: &dyn Storage) -> Result<(Vec<Alert>, usize)> {
     let mut alerts = Vec::new();

@@ -105,9 +105,35 @@ impl KafkaConfig {
         settings
     }
 
+    /// The pass-through librdkafka settings a producer understands (consumer-only ones left out).
+    pub fn producer_settings(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .filter(|(key, _)| !consumer_only(key))
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
+    }
+
     pub fn is_embedded(&self) -> bool {
         self.brokers.trim() == "embedded"
     }
+}
+
+/// Settings only a consumer takes; a producer would warn about them.
+fn consumer_only(key: &str) -> bool {
+    key.starts_with("fetch.")
+        || key.starts_with("enable.auto.")
+        || matches!(
+            key,
+            "session.timeout.ms"
+                | "heartbeat.interval.ms"
+                | "max.poll.interval.ms"
+                | "auto.offset.reset"
+                | "auto.commit.interval.ms"
+                | "isolation.level"
+                | "partition.assignment.strategy"
+                | "group.instance.id"
+        )
 }
 
 /// One librdkafka setting value; TOML strings, integers and booleans are all accepted.
