@@ -77,12 +77,7 @@ pub async fn trends(
 ) -> Result<Json<TrendAnswer>, ApiError> {
     let inner = &state.0;
     let config = &inner.config;
-    let view = config.view(&name).ok_or_else(|| {
-        ApiError::not_found("unknown_view", format!("no view {:?}", abbreviate(&name)))
-    })?;
-    let source = config
-        .source(&view.source)
-        .ok_or_else(|| ApiError::internal(format!("view {name:?} has no source")))?;
+    let (view, source) = super::view_and_source(config, &name)?;
     let params = Params::parse(raw.as_deref())?;
     params.only(&[
         "metric",

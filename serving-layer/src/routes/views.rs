@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::answer::{self, Provenance};
-use crate::error::{ApiError, ErrorBody, abbreviate};
+use crate::error::{ApiError, ErrorBody};
 use crate::query::{self, Params, format_time};
 use crate::state::{AppState, now_ms};
 
@@ -161,12 +161,7 @@ pub async fn get_view(
 ) -> Result<Json<ViewAnswer>, ApiError> {
     let inner = &state.0;
     let config = &inner.config;
-    let view = config.view(&name).ok_or_else(|| {
-        ApiError::not_found("unknown_view", format!("no view {:?}", abbreviate(&name)))
-    })?;
-    let source = config
-        .source(&view.source)
-        .ok_or_else(|| ApiError::internal(format!("view {name:?} has no source")))?;
+    let (view, source) = super::view_and_source(config, &name)?;
     let params = Params::parse(raw.as_deref())?;
     let now = now_ms();
     let query = query::parse(view, source, params.pairs(), now, config.serve.max_rows)?;
