@@ -229,13 +229,17 @@ fn apply_all(config: &Config, messages: &[Vec<u8>], reads: bool) -> Result<Run> 
     }
     let stop = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Set by the reader after its first read: the ingest starts only then, so even a short run
+    // is measured under reads.
+    let reading = Arc::new(AtomicBool::new(false));
     let reader = reads.then(|| {
-        let (handle, stop, latencies) = (
+        let (handle, stop, latencies, reading) = (
             SpeedHandle {
                 shared: Arc::clone(&shared),
             },
             Arc::clone(&stop),
             Arc::clone(&latencies),
+            Arc::clone(&reading),
         );
         let view = config
             .views
@@ -256,9 +260,13 @@ fn apply_all(config: &Config, messages: &[Vec<u8>], reads: bool) -> Result<Run> 
                 if let Ok(mut l) = latencies.lock() {
                     l.push(started.elapsed().as_secs_f64() * 1e6);
                 }
+                reading.store(true, Ordering::Release);
             }
         })
     });
+    while reader.is_some() && !reading.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
     let batch = config.speed.max_batch.max(1);
     let segment_size = shared.segment_size;
     let topic_plan = &shared.plan.topics[0];
