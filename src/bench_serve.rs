@@ -54,11 +54,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     config.batch.flush_interval = braid_shared::config::Period(Duration::from_millis(200));
     // Coverage is whole segments: small ones, so the snapshot covers most of the history.
     config.speed.segment_size = 10_000;
-    // The embedded broker answers a fetch only when its wait ends, not when data arrives.
-    config.kafka.config.insert(
-        "fetch.wait.max.ms".to_owned(),
-        braid_shared::config::KafkaSetting::Int(10),
-    );
+    fast_fetch(&mut config);
     let producer: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())
         .set("linger.ms", "0")
@@ -72,15 +68,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
         ..PaymentsShape::default()
     };
     let mut history = Payments::new(7, now - 3_600_000, shape);
-    for i in 0..options.history {
-        send(
-            &producer,
-            &topic,
-            (i % PARTITIONS as usize) as i32,
-            &history.next_event(),
-        );
-    }
-    producer.flush(Duration::from_secs(120))?;
+    send_spread(&producer, &topic, PARTITIONS, &mut history, options.history)?;
     let cancel = CancellationToken::new();
     let archiver = Archiver::start(&config, cancel.clone())?;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -104,20 +92,8 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
         speed: Some(Arc::new(speed.handle())),
         ..Backends::default()
     };
-    let server = runtime.block_on(Server::start(
-        Arc::new(config.clone()),
-        backends,
-        cancel.clone(),
-    ))?;
+    let server = start_ready(&runtime, &config, backends, &cancel)?;
     let addr = server.addr();
-    // Wait until the speed layer holds every partition.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while runtime.block_on(fetch(addr, "/readyz"))?.0 != 200 {
-        if Instant::now() > deadline {
-            bail!("the server never became ready");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     // Live ingest in the background for the whole measurement.
     let ingest_stop = CancellationToken::new();
@@ -213,7 +189,53 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     Ok(report)
 }
 
-fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &[u8]) {
+/// The API over `backends`, once `/readyz` says the speed layer holds every partition.
+pub(crate) fn start_ready(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    backends: Backends,
+    cancel: &CancellationToken,
+) -> Result<Server> {
+    let server = runtime.block_on(Server::start(
+        Arc::new(config.clone()),
+        backends,
+        cancel.clone(),
+    ))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while runtime.block_on(fetch(server.addr(), "/readyz"))?.0 != 200 {
+        if Instant::now() > deadline {
+            bail!("the server never became ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(server)
+}
+
+/// The embedded broker answers a fetch only when its wait ends, not when data arrives.
+pub(crate) fn fast_fetch(config: &mut Config) {
+    config.kafka.config.insert(
+        "fetch.wait.max.ms".to_owned(),
+        braid_shared::config::KafkaSetting::Int(10),
+    );
+}
+
+/// Sends the next `n` events of `payments` round-robin over `partitions`, and waits for all.
+pub(crate) fn send_spread(
+    producer: &BaseProducer,
+    topic: &str,
+    partitions: i32,
+    payments: &mut Payments,
+    n: usize,
+) -> Result<()> {
+    for i in 0..n {
+        let partition = i32::try_from(i % partitions.max(1) as usize).unwrap_or(0);
+        send(producer, topic, partition, &payments.next_event());
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+pub(crate) fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &[u8]) {
     let mut record = BaseRecord::<(), [u8]>::to(topic)
         .partition(partition)
         .payload(payload);
@@ -229,7 +251,7 @@ fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &[u8]) {
 }
 
 /// The `i`-th request of a load: its path and, for a POST, its body.
-type RequestOf<'a> = dyn Fn(usize) -> (String, Option<String>) + Sync + 'a;
+pub(crate) type RequestOf<'a> = dyn Fn(usize) -> (String, Option<String>) + Sync + 'a;
 
 /// One request on a fresh connection (setup and freshness polling).
 async fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, serde_json::Value)> {
@@ -237,12 +259,12 @@ async fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, serde_json::Value)>
     connection.get(path).await
 }
 
-struct Connection {
+pub(crate) struct Connection {
     sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr) -> Result<Self> {
+    pub(crate) async fn open(addr: SocketAddr) -> Result<Self> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) =
@@ -251,7 +273,7 @@ impl Connection {
         Ok(Self { sender })
     }
 
-    async fn get(&mut self, path: &str) -> Result<(u16, serde_json::Value)> {
+    pub(crate) async fn get(&mut self, path: &str) -> Result<(u16, serde_json::Value)> {
         self.send(path, None).await
     }
 
@@ -278,7 +300,12 @@ impl Connection {
 
 /// Latency percentiles of requests sent at `rate` per second for `seconds`, measured from each
 /// request's scheduled time.
-async fn load(addr: SocketAddr, path: &RequestOf<'_>, rate: u64, seconds: u64) -> Result<Stats> {
+pub(crate) async fn load(
+    addr: SocketAddr,
+    path: &RequestOf<'_>,
+    rate: u64,
+    seconds: u64,
+) -> Result<Stats> {
     const CONNECTIONS: usize = 32;
     let total = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
@@ -369,7 +396,7 @@ async fn freshness(addr: SocketAddr, brokers: &str, topic: &str, samples: usize)
     Ok(Stats::of(latencies, errors, None))
 }
 
-struct Stats {
+pub(crate) struct Stats {
     count: usize,
     errors: usize,
     p50: Duration,
@@ -381,7 +408,7 @@ struct Stats {
 }
 
 impl Stats {
-    fn of(mut latencies: Vec<Duration>, errors: usize, achieved: Option<f64>) -> Self {
+    pub(crate) fn of(mut latencies: Vec<Duration>, errors: usize, achieved: Option<f64>) -> Self {
         latencies.sort_unstable();
         let at = |q: f64| {
             latencies

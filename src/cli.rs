@@ -134,6 +134,31 @@ pub enum BenchTarget {
         #[arg(long, default_value_t = 200)]
         freshness_samples: usize,
     },
+    /// Fraud scoring: the speed layer's throughput with and without scoring every event, produce
+    /// to alert on the live stream, and `POST /v1/fraud/score` latency at a fixed rate.
+    Fraud {
+        /// Config with a `[fraud]` section; default: the built-in example.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Events for each throughput run.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Throughput runs with and without scoring (alternated; the best of each counts).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Fraud-like bursts produced for the produce-to-alert latency.
+        #[arg(long, default_value_t = 30)]
+        bursts: usize,
+        /// `POST /v1/fraud/score` requests per second.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Seconds of on-demand scoring.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Background events per second during the latency measurements.
+        #[arg(long, default_value_t = 2_000)]
+        ingest_rate: u64,
+    },
     /// The speed layer: decode + apply in-process (alone and with readers), end to end from the
     /// embedded broker, and memory per live cell.
     Speed {

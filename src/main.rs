@@ -3,7 +3,9 @@
 //! - `cli`: commands and options; `check`: the `braid check` report; `run`: `braid run` and
 //!   `braid batch`; `dev`: `braid dev`; `produce`: the generator (`braid produce`);
 //!   `bench_serve`: `braid bench serve`.
+//!   `bench_fraud`: `braid bench fraud`.
 
+mod bench_fraud;
 mod bench_serve;
 mod check;
 mod cli;
@@ -119,6 +121,28 @@ fn bench(target: BenchTarget) -> ExitCode {
                     freshness_samples: freshness_samples.max(1),
                 };
                 bench_serve::run(&config, &options).map_err(|e| format!("{e:#}"))
+            }
+            Err(error) => return config_error(&error),
+        },
+        BenchTarget::Fraud {
+            config,
+            events,
+            rounds,
+            bursts,
+            rate,
+            seconds,
+            ingest_rate,
+        } => match load(config.as_deref()) {
+            Ok(config) => {
+                let options = bench_fraud::Options {
+                    events: events.max(1),
+                    rounds: rounds.max(1),
+                    bursts: bursts.max(1),
+                    rate: rate.max(1),
+                    seconds: seconds.max(1),
+                    ingest_rate: ingest_rate.max(1),
+                };
+                bench_fraud::run(&config, &options).map_err(|e| format!("{e:#}"))
             }
             Err(error) => return config_error(&error),
         },

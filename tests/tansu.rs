@@ -1,7 +1,8 @@
 //! End to end against a real Kafka-compatible broker process, tansu (installed by
 //! `scripts/install-deps.sh --tansu`), with its SQLite storage so that it survives a restart:
 //! Braid runs as a process, events are produced before and while it runs, the broker is stopped
-//! and started again mid-stream, and every merged answer equals the independent reference.
+//! and started again mid-stream, and every merged answer equals the independent reference; and
+//! the fraud alert scenario (every expected alert exactly once through a kill -9) on this broker.
 
 mod common;
 
@@ -171,4 +172,22 @@ fn merged_answers_are_exact_on_tansu_through_a_broker_restart() {
         assert!(answer["provenance"]["batch"]["run_id"].is_string());
     }
     braid.stop();
+}
+
+#[test]
+fn every_burst_event_raises_one_alert_on_tansu_through_kill_9_and_a_batch_swap() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let _tansu = Tansu::start(broker_dir.path(), port);
+    let topic = unique("payments");
+    let alerts_topic = unique("alerts");
+    create_topic(&bootstrap, &topic);
+    create_topic(&bootstrap, &alerts_topic);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&common::alerts::fraud_config(&alerts_topic));
+    std::fs::write(&path, text).unwrap();
+    common::alerts::every_burst_event_raises_one_alert(&bootstrap, &topic, &alerts_topic, &path);
 }

@@ -4,6 +4,7 @@
 //! events of its key), and an alert is written, once per event id, before the call returns: the
 //! partition's checkpoint, which comes after, never covers an event whose alert is not durable.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -229,22 +230,22 @@ impl EventScorer for AlertScorer {
         fn key_of(e: &Event, slot: usize) -> Option<&Value> {
             e.values.get(slot).filter(|v| !v.is_null())
         }
+        // The run's events so far, by key: what each event's features add to the views.
+        let mut earlier: HashMap<&Value, Vec<&Event>> = HashMap::new();
         for (i, (event, &offset)) in events.iter().zip(offsets).enumerate() {
             crate::metrics::fraud_queue_depth(events.len() - i);
             let Some(key) = key_of(event, slot) else {
                 crate::metrics::fraud_unscored("no_key");
                 continue;
             };
-            let prior: Vec<&Event> = events[..i]
-                .iter()
-                .filter(|e| key_of(e, slot) == Some(key))
-                .collect();
+            let prior = earlier.entry(key).or_default();
             let started = Instant::now();
             let now = chrono::Utc::now().timestamp_millis();
             let (score, features) = self
                 .runtime
-                .block_on(crate::fraud::score(sources, fraud, event, &prior, now))
+                .block_on(crate::fraud::score(sources, fraud, event, prior, now))
                 .map_err(|e| e.to_string())?;
+            prior.push(event);
             crate::metrics::scored_applied(started.elapsed());
             if score.alert {
                 let alert = self.alert(tp, offset, event, &score, &features.values);

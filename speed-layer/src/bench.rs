@@ -404,6 +404,20 @@ fn end_to_end(config: &Config, n: usize) -> Result<f64> {
     config.sources = sources.into_iter().map(Arc::new).collect();
     let cancel = CancellationToken::new();
     let layer = SpeedLayer::start(&config, cancel.clone())?;
+    let rate = consume_rate(layer, &cancel, partitions, n)?;
+    drop(temp);
+    Ok(rate)
+}
+
+/// Events per second of `layer` (started on `partitions` partitions holding `n` events from
+/// offset 0, and stopped by `cancel`) from taking every partition to having consumed them all;
+/// stops and joins the layer.
+pub fn consume_rate(
+    layer: SpeedLayer,
+    cancel: &CancellationToken,
+    partitions: i32,
+    n: usize,
+) -> Result<f64> {
     let handle = layer.handle();
     let stalled = BenchError::Setup;
     let assigned_by = Instant::now() + Duration::from_secs(120);
@@ -440,6 +454,5 @@ fn end_to_end(config: &Config, n: usize) -> Result<f64> {
     let rate = n as f64 / started.elapsed().as_secs_f64();
     cancel.cancel();
     layer.join()?;
-    drop(temp);
     Ok(rate)
 }

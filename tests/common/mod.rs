@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod alerts;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
