@@ -325,6 +325,53 @@ proptest! {
     }
 
     #[test]
+    fn point_reads_of_a_changing_state_select_exactly_the_key(
+        events in events(300),
+        cuts in (0usize..300, 0usize..300),
+        from in 0i64..4 * 3_600_000,
+        width in 0i64..3 * 3_600_000,
+        card in 0u8..7,
+        country in prop_oneof![Just("US"), Just("DE"), Just("BR")],
+    ) {
+        let (view, _, _) = views();
+        let from_ms = 1_700_000_000_000 + from;
+        let to_ms = from_ms + width;
+        let card = if card == 5 { Value::Null } else { Value::Str(format!("card-{card}").into()) };
+        let query = braid_shared::CellQuery {
+            from_ms,
+            to_ms,
+            filters: vec![(1, Value::Str(country.into())), (0, card.clone())],
+        };
+        let expected = |events: &[Event]| {
+            let kept: Vec<Event> = events
+                .iter()
+                .filter(|e| {
+                    let bucket = view.bucket_of(e.time_ms);
+                    bucket >= from_ms
+                        && bucket < to_ms
+                        && e.values[view.group_by[0].slot] == card
+                        && e.values[view.group_by[1].slot] == Value::Str(country.into())
+                })
+                .cloned()
+                .collect();
+            ViewState::recompute(view.clone(), &kept)
+        };
+        // The first point read indexes the state; cells added afterwards by apply and by merge
+        // must be found by the next ones.
+        let (a, b) = (cuts.0.min(cuts.1).min(events.len()), cuts.0.max(cuts.1).min(events.len()));
+        let mut live = ViewState::new(view.clone());
+        live.apply(&events[..a]);
+        let mut read = ViewState::new(view.clone());
+        read.merge_matching(&live, &query).unwrap();
+        prop_assert_eq!(&read, &expected(&events[..a]));
+        live.apply(&events[a..b]);
+        live.merge(&state_of(&view, &events[b..])).unwrap();
+        let mut read = ViewState::new(view.clone());
+        read.merge_matching(&live, &query).unwrap();
+        prop_assert_eq!(&read, &expected(&events));
+    }
+
+    #[test]
     fn an_indexed_point_read_equals_the_scanning_one(
         events in events(300),
         from in 0i64..4 * 3_600_000,

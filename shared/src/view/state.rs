@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use hashbrown::{Equivalent, HashMap};
 use serde::{Deserialize, Serialize};
@@ -107,6 +107,39 @@ impl KeyIndex {
     }
 }
 
+/// For a state that keeps changing (a speed segment): the buckets where each group key has
+/// cells, by the key's hash. Built by the first point read of the state and then kept up to
+/// date by every cell added, so only states that serve point reads pay for it. Two keys of one
+/// hash share a list: a listed bucket may not hold the key (the lookup says so), but every
+/// bucket that holds it is listed, once per cell.
+#[derive(Debug, Clone, Default)]
+struct LiveIndex(HashMap<u64, Vec<i64>, rustc_hash::FxBuildHasher>);
+
+impl LiveIndex {
+    fn of(buckets: &BTreeMap<i64, Cells>) -> Self {
+        let mut index = Self::default();
+        for (&bucket, cells) in buckets {
+            for group in cells.keys() {
+                index.add(key_hash(group.0.iter()), bucket);
+            }
+        }
+        index
+    }
+
+    fn add(&mut self, hash: u64, bucket: i64) {
+        self.0.entry(hash).or_default().push(bucket);
+    }
+}
+
+/// The hash a [`LiveIndex`] files a key under.
+fn key_hash<'a>(values: impl Iterator<Item = &'a Value>) -> u64 {
+    let mut hasher = rustc_hash::FxHasher::default();
+    for value in values {
+        value.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
 /// The state of one view: mergeable cells. Built by `apply` in both layers and compared in
 /// tests against `recompute`.
 #[derive(Debug, Clone)]
@@ -114,11 +147,14 @@ pub struct ViewState {
     view: Arc<ViewDef>,
     buckets: BTreeMap<i64, Cells>,
     len: usize,
+    /// Set by the first point read (through `&self`, under a reader's lock); maintained by
+    /// every later change (through `&mut self`).
+    keys: OnceLock<LiveIndex>,
 }
 
 impl PartialEq for ViewState {
     fn eq(&self, other: &Self) -> bool {
-        self.view.fingerprint() == other.view.fingerprint() && self.buckets == other.buckets
+        self.same_view(other) && self.buckets == other.buckets
     }
 }
 
@@ -134,6 +170,7 @@ impl ViewState {
             view,
             buckets: BTreeMap::new(),
             len: 0,
+            keys: OnceLock::new(),
         }
     }
 
@@ -226,6 +263,7 @@ impl ViewState {
     }
 
     fn insert_new(&mut self, key: CellKey, states: Box<[MetricState]>) {
+        let hash = self.keys.get().map(|_| key_hash(key.group.0.iter()));
         if self
             .buckets
             .entry(key.bucket_ms)
@@ -234,6 +272,9 @@ impl ViewState {
             .is_none()
         {
             self.len += 1;
+            if let (Some(keys), Some(hash)) = (self.keys.get_mut(), hash) {
+                keys.add(hash, key.bucket_ms);
+            }
         }
     }
 
@@ -249,8 +290,15 @@ impl ViewState {
                 values: &event.values,
             };
             let len = &mut self.len;
+            let keys = self.keys.get_mut();
             let states = cells.entry_ref(&probe).or_insert_with(|| {
                 *len += 1;
+                if let Some(keys) = keys {
+                    keys.add(
+                        key_hash((0..probe.fields.len()).map(|i| probe.value(i))),
+                        bucket_ms,
+                    );
+                }
                 view.metrics
                     .iter()
                     .map(|m| MetricState::empty(&m.expr))
@@ -310,7 +358,16 @@ impl ViewState {
             }
             return Ok(());
         }
-        // Merge into identities so the kinds are checked against the view before adopting them.
+        // A new cell adopts a copy of states that fit the view; others are merged into
+        // identities, which names what does not fit.
+        if states
+            .iter()
+            .zip(&self.view.metrics)
+            .all(|(s, m)| s.fits(&m.expr))
+        {
+            self.insert_new(key, states.into());
+            return Ok(());
+        }
         let mut fresh = self.empty_states();
         for (m, theirs) in fresh.iter_mut().zip(states) {
             m.merge(theirs)?;
@@ -319,8 +376,13 @@ impl ViewState {
         Ok(())
     }
 
+    /// Whether both are states of one definition (the same `Arc` in the common case).
+    fn same_view(&self, other: &ViewState) -> bool {
+        Arc::ptr_eq(&self.view, &other.view) || self.view.fingerprint() == other.view.fingerprint()
+    }
+
     fn check_same_view(&self, other: &ViewState) -> Result<()> {
-        if self.view.fingerprint() == other.view.fingerprint() {
+        if self.same_view(other) {
             return Ok(());
         }
         Err(Error::Mismatch {
@@ -343,11 +405,22 @@ impl ViewState {
         if query.from_ms >= query.to_ms {
             return Ok(());
         }
-        // Filters on every group-by field name one key: look it up instead of scanning.
+        // Filters on every group-by field name one key: visit the buckets the key has cells in.
         let point = self.point_key(query);
-        for (&bucket_ms, cells) in other.buckets.range(query.from_ms..query.to_ms) {
-            if let Some(key) = &point {
-                if let Some(states) = cells.get(key) {
+        if let Some(key) = &point {
+            let keys = other.keys.get_or_init(|| LiveIndex::of(&other.buckets));
+            let Some(listed) = keys.0.get(&key_hash(key.0.iter())) else {
+                return Ok(());
+            };
+            let mut buckets: Vec<i64> = listed
+                .iter()
+                .copied()
+                .filter(|b| (query.from_ms..query.to_ms).contains(b))
+                .collect();
+            buckets.sort_unstable();
+            buckets.dedup();
+            for bucket_ms in buckets {
+                if let Some(states) = other.buckets.get(&bucket_ms).and_then(|c| c.get(key)) {
                     self.merge_cell(
                         CellKey {
                             bucket_ms,
@@ -356,8 +429,10 @@ impl ViewState {
                         states,
                     )?;
                 }
-                continue;
             }
+            return Ok(());
+        }
+        for (&bucket_ms, cells) in other.buckets.range(query.from_ms..query.to_ms) {
             for (group, states) in cells {
                 let selected = query
                     .filters
