@@ -144,6 +144,38 @@ fn merged_answers_are_exact_through_batch_swaps_and_kill_9() {
         rejected["events"][0]["reason"].is_object() || rejected["events"][0]["reason"].is_string()
     );
     assert!(produced.rejected() > 100);
+    // Paged by (partition, offset) with the cursor: every rejection once, none skipped.
+    let mut keys: Vec<(i64, i64)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/rejected/payments?limit=37", braid.base);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = get(&url);
+        assert_eq!(status, 200, "{page}");
+        for event in page["events"].as_array().unwrap() {
+            keys.push((
+                event["partition"].as_i64().unwrap(),
+                event["offset"].as_i64().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(keys.len(), produced.rejected());
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "pages out of order");
+    // By reason: the reasons' totals add up to the whole.
+    let by_reason: u64 = braid_shared::RejectReason::CODES
+        .iter()
+        .map(|code| {
+            let url = format!("{}/v1/rejected/payments?reason={code}&limit=1", braid.base);
+            get(&url).1["total"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(by_reason, produced.rejected() as u64);
     // Runs that succeeded swapped snapshots under the checks.
     let (_, history) = get(&format!("{}/v1/batch/runs?limit=1000", braid.base));
     let succeeded = history["runs"]

@@ -54,6 +54,27 @@ fn archive_holds_every_message_once_and_compacts_small_files() {
         compacted,
         "runs of small ranges were not compacted: {manifests:#?}"
     );
+    // Every malformed message is in the archive's rejected files once, with its reason, through
+    // the compaction (what `GET /v1/rejected` merges with the speed layer's log).
+    let decoder = braid_shared::Decoder::new(config.source("payments").unwrap());
+    let mut malformed = Vec::new();
+    for (p, list) in partitions.iter().enumerate() {
+        for (offset, message) in list.iter().enumerate() {
+            if let Err(reason) = decoder.decode(message) {
+                malformed.push((p as i32, offset as i64, reason.code()));
+            }
+        }
+    }
+    let storage = LocalStorage::new(&config.storage.dir);
+    let mut listed: Vec<(i32, i64, &str)> =
+        braid_store::rejected::read_archived_rejected(&storage, &topic, "payments")
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.partition, r.offset, r.reason.code()))
+            .collect();
+    listed.sort_unstable();
+    assert!(malformed.len() > 100, "{} malformed", malformed.len());
+    assert_eq!(listed, malformed);
     // Hive layout: every events file sits under source=<name>/date=<YYYY-MM-DD>/.
     for file in manifests
         .iter()

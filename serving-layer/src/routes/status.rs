@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use braid_shared::RejectedRecord;
-use braid_store::rejected::read_rejected;
+use braid_shared::{RejectReason, RejectedRecord};
+use braid_store::rejected::{read_archived_rejected, read_rejected};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -102,16 +102,30 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RejectedList {
     pub source: String,
-    /// Rejected events of the source held by the speed layer's logs.
+    /// Rejections of the source (with `reason`: of that reason) in every layer, each once.
     pub total: usize,
-    /// The newest `limit`, newest first.
+    /// At most `limit`, ordered by (partition, offset), after `cursor`.
     #[schema(value_type = Vec<Object>)]
-    pub events: Vec<RejectedRecord>,
+    pub events: Vec<ListedRejection>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
-/// Events of a source that could not be read, with their reasons, newest first.
+/// One rejection and the layers that logged it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedRejection {
+    #[serde(flatten)]
+    pub record: RejectedRecord,
+    /// `speed` (the speed layer's log) and/or `archive` (the archive's rejected files).
+    pub layers: Vec<&'static str>,
+}
+
+/// Events of a source that could not be read, with their reasons: the speed layer's log and the
+/// archive's rejected files merged, each rejection once, ordered by (partition, offset), paged.
 #[utoipa::path(get, path = "/v1/rejected/{source}", tag = "operations",
-    params(("source" = String, Path, description = "a source's name"), ListParams),
+    params(("source" = String, Path, description = "a source's name"), ListParams,
+        ("reason" = Option<String>, Query, description = "only rejections of this reason code"),
+        ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page")),
     responses((status = 200, body = RejectedList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn rejected(
     State(state): State<AppState>,
@@ -119,35 +133,122 @@ pub async fn rejected(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<RejectedList>, ApiError> {
     let params = Params::parse(raw.as_deref())?;
-    params.only(&["limit"])?;
-    let limit = params.limit(100, 10_000)?;
+    params.only(&["limit", "reason", "cursor"])?;
     let config = &state.0.config;
+    let limit = params.limit(100, config.serve.max_rows.max(1))?;
     let source = config.source(&name).ok_or_else(|| {
         ApiError::not_found(
             "unknown_source",
             format!("no source {:?}", abbreviate(&name)),
         )
     })?;
+    let reason = params
+        .get("reason")
+        .map(|code| {
+            RejectReason::CODES
+                .contains(&code)
+                .then_some(code)
+                .ok_or_else(|| {
+                    ApiError::parameter(
+                        "reason",
+                        format!(
+                            "{:?} is not a reason code; one of {}",
+                            abbreviate(code),
+                            RejectReason::CODES.join(", ")
+                        ),
+                    )
+                })
+        })
+        .transpose()?;
+    let after = params.get("cursor").map(Cursor::decode).transpose()?;
     let storage = Arc::clone(&state.0.storage);
-    let topic = source.topic.clone();
-    let mut records = tokio::task::spawn_blocking(move || read_rejected(storage.as_ref(), &topic))
-        .await
-        .map_err(|e| ApiError::internal(format!("reading rejected events: {e}")))?
-        .map_err(|e| ApiError::internal(format!("reading rejected events: {e}")))?;
-    records.retain(|r| r.source == name);
-    records.sort_by(|a, b| {
-        (b.rejected_at_ms, &b.topic, b.partition, b.offset).cmp(&(
-            a.rejected_at_ms,
-            &a.topic,
-            a.partition,
-            a.offset,
-        ))
-    });
-    let total = records.len();
-    records.truncate(limit);
+    let (topic, source_name) = (source.topic.clone(), name.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        let speed = read_rejected(storage.as_ref(), &topic)?;
+        let archived = read_archived_rejected(storage.as_ref(), &topic, &source_name)?;
+        Ok::<_, braid_store::Error>((speed, archived))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("reading rejected events: {e}")))?;
+    let (speed, archived) = read.map_err(|error| {
+        tracing::error!(%error, source = %name, "reading rejected events");
+        ApiError::internal("reading rejected events failed; the server log says why")
+    })?;
+    // Each rejection once, by (partition, offset); the speed layer's record when both hold it
+    // (it carries when the speed layer read it).
+    let mut merged: BTreeMap<(i32, i64), ListedRejection> = BTreeMap::new();
+    for (record, layer) in speed
+        .into_iter()
+        .map(|r| (r, "speed"))
+        .chain(archived.into_iter().map(|r| (r, "archive")))
+    {
+        if record.source != name || reason.is_some_and(|code| record.reason.code() != code) {
+            continue;
+        }
+        let listed = merged
+            .entry((record.partition, record.offset))
+            .or_insert_with(|| ListedRejection {
+                record,
+                layers: Vec::new(),
+            });
+        if !listed.layers.contains(&layer) {
+            listed.layers.push(layer);
+        }
+    }
+    let total = merged.len();
+    let start = match after {
+        Some(c) => std::ops::Bound::Excluded((c.partition, c.offset)),
+        None => std::ops::Bound::Unbounded,
+    };
+    let mut page = merged.range((start, std::ops::Bound::Unbounded));
+    let events: Vec<ListedRejection> = page.by_ref().take(limit).map(|(_, l)| l.clone()).collect();
+    let next_cursor = match (page.next(), events.last()) {
+        (Some(_), Some(last)) => Some(
+            Cursor {
+                partition: last.record.partition,
+                offset: last.record.offset,
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
     Ok(Json(RejectedList {
         source: name,
         total,
-        events: records,
+        events,
+        next_cursor,
     }))
+}
+
+/// Where a page of rejections ended: the last (partition, offset) listed. Opaque to clients.
+struct Cursor {
+    partition: i32,
+    offset: i64,
+}
+
+impl Cursor {
+    const PREFIX: &str = "rejected.v1:";
+
+    fn encode(&self) -> String {
+        hex::encode(format!(
+            "{}{}:{}",
+            Self::PREFIX,
+            self.partition,
+            self.offset
+        ))
+    }
+
+    fn decode(text: &str) -> Result<Self, ApiError> {
+        let bad = || ApiError::parameter("cursor", "is not a cursor this endpoint issued");
+        let bytes = hex::decode(text).map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let (partition, offset) = text
+            .strip_prefix(Self::PREFIX)
+            .and_then(|rest| rest.split_once(':'))
+            .ok_or_else(bad)?;
+        Ok(Self {
+            partition: partition.parse().map_err(|_| bad())?,
+            offset: offset.parse().map_err(|_| bad())?,
+        })
+    }
 }

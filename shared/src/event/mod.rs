@@ -188,6 +188,17 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every [`RejectReason::code`].
+    pub const CODES: [&'static str; 7] = [
+        "oversized",
+        "not_json",
+        "not_an_object",
+        "missing_event_time",
+        "invalid_event_time",
+        "wrong_type",
+        "duplicate_field",
+    ];
+
     /// A short, bounded code for metrics labels and filters.
     pub fn code(&self) -> &'static str {
         match self {
