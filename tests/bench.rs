@@ -1,5 +1,6 @@
-//! `braid bench speed` runs end to end on small sizes and reports every measurement. (What it
-//! measures is for people to read; this only checks the command works.)
+//! `braid bench speed` and `braid bench fraud` run end to end on small sizes and report every
+//! measurement. (What they measure is for people to read; these check the commands work, and
+//! that the fraud bench times exactly the alerts its bursts must raise.)
 
 use std::process::Command;
 
@@ -52,4 +53,73 @@ fn bench_speed_refuses_a_broken_config() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("kafka.brokers"));
+}
+
+#[test]
+fn bench_fraud_times_every_alert_of_its_bursts() {
+    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args([
+            "bench",
+            "fraud",
+            "--events",
+            "20000",
+            "--rounds",
+            "1",
+            "--bursts",
+            "3",
+            "--rate",
+            "100",
+            "--seconds",
+            "1",
+            "--ingest-rate",
+            "200",
+        ])
+        .env("BRAID_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = |start: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("{start} missing in\n{stdout}"))
+            .to_owned()
+    };
+    let throughput = line("speed layer end to end, 20000 events");
+    assert!(
+        throughput.contains("events/s scoring every event"),
+        "{throughput}"
+    );
+    // The example's rules alert from the 8th payment of a burst on: 5 of each burst's 12.
+    for start in [
+        "produced -> alert logged",
+        "produced -> alert on the event stream",
+    ] {
+        let timed = line(start);
+        assert!(timed.contains("over 15 (0 failed)"), "{timed}");
+    }
+    let score = line("POST /v1/fraud/score, 100 requests/s");
+    assert!(score.contains("over 100 (0 failed)"), "{score}");
+}
+
+#[test]
+fn bench_fraud_needs_a_fraud_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.toml");
+    let example = include_str!("../deploy/config/example.toml");
+    let plain = &example[..example.find("[fraud]").unwrap()];
+    std::fs::write(&path, plain).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["bench", "fraud", "--config", path.to_str().unwrap()])
+        .env("BRAID_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no [fraud] section"), "{stderr}");
 }
