@@ -226,6 +226,7 @@ impl EventScorer for AlertScorer {
         };
         crate::metrics::fraud_queue_depth(events.len());
         let mut to_publish = Vec::new();
+        let mut raised = Vec::new();
         let slot = fraud.key_slot;
         fn key_of(e: &Event, slot: usize) -> Option<&Value> {
             e.values.get(slot).filter(|v| !v.is_null())
@@ -248,23 +249,27 @@ impl EventScorer for AlertScorer {
             prior.push(event);
             crate::metrics::scored_applied(started.elapsed());
             if score.alert {
-                let alert = self.alert(tp, offset, event, &score, &features.values);
-                let new = alerts::raise(self.storage.as_ref(), &tp.topic, tp.partition, &alert)
-                    .map_err(|e| e.to_string())?;
-                if new {
-                    crate::metrics::alert_raised(&alert.rules);
-                }
-                if self.topic.is_some() {
-                    // The logged alert (the first write) is what the topic carries, replays too.
-                    let logged = if new {
-                        alert
-                    } else {
-                        alerts::read(self.storage.as_ref(), &tp.topic, tp.partition, offset)
-                            .map_err(|e| e.to_string())?
-                            .unwrap_or(alert)
-                    };
-                    to_publish.push(logged);
-                }
+                raised.push(self.alert(tp, offset, event, &score, &features.values));
+            }
+        }
+        // The run's alerts are logged (durably, together) before the run is applied.
+        let new = alerts::raise_all(self.storage.as_ref(), &tp.topic, tp.partition, &raised)
+            .map_err(|e| e.to_string())?;
+        for (alert, new) in raised.into_iter().zip(new) {
+            if new {
+                crate::metrics::alert_raised(&alert.rules);
+            }
+            if self.topic.is_some() {
+                // The logged alert (the first write) is what the topic carries, replays too.
+                let logged = if new {
+                    alert
+                } else {
+                    let offset = alert.offset;
+                    alerts::read(self.storage.as_ref(), &tp.topic, tp.partition, offset)
+                        .map_err(|e| e.to_string())?
+                        .unwrap_or(alert)
+                };
+                to_publish.push(logged);
             }
         }
         if let (Some(topic), false) = (&self.topic, to_publish.is_empty()) {

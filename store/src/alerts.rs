@@ -32,17 +32,27 @@ pub struct Alert {
     pub raised_at_ms: i64,
 }
 
-/// Writes `alert` unless its id is already logged; returns whether it was new.
-pub fn raise(storage: &dyn Storage, topic: &str, partition: i32, alert: &Alert) -> Result<bool> {
-    let key = layout::fraud_alert(topic, partition, alert.offset);
-    let bytes = serde_json::to_vec(alert).map_err(|e| Error::Encode {
-        what: "fraud alert",
-        reason: e.to_string(),
-    })?;
-    Ok(matches!(
-        storage.put_if_absent(&key, &bytes)?,
-        Put::Written(_)
-    ))
+/// Logs the alerts of one run of a partition, each created only if its id has none yet, all
+/// durable when this returns: whether each is new (false: a replay found it logged).
+pub fn raise_all(
+    storage: &dyn Storage,
+    topic: &str,
+    partition: i32,
+    alerts: &[Alert],
+) -> Result<Vec<bool>> {
+    let mut objects = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        let bytes = serde_json::to_vec(alert).map_err(|e| Error::Encode {
+            what: "fraud alert",
+            reason: e.to_string(),
+        })?;
+        objects.push((layout::fraud_alert(topic, partition, alert.offset), bytes));
+    }
+    Ok(storage
+        .put_all_if_absent(&objects)?
+        .into_iter()
+        .map(|put| matches!(put, Put::Written(_)))
+        .collect())
 }
 
 /// The logged alert of one event, if any.
@@ -120,10 +130,16 @@ mod tests {
     fn an_alert_is_raised_once_and_expires() {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::new(dir.path());
-        assert!(raise(&storage, "t", 0, &alert(7, 100)).unwrap());
-        // The replayed event, scored again (even differently), finds its alert.
-        assert!(!raise(&storage, "t", 0, &alert(7, 200)).unwrap());
-        assert!(raise(&storage, "t", 0, &alert(8, 300)).unwrap());
+        assert_eq!(
+            raise_all(&storage, "t", 0, &[alert(7, 100)]).unwrap(),
+            [true]
+        );
+        // The replayed event, scored again (even differently), finds its alert; the next one
+        // of the same run is new.
+        assert_eq!(
+            raise_all(&storage, "t", 0, &[alert(7, 200), alert(8, 300)]).unwrap(),
+            [false, true]
+        );
         let (alerts, unreadable) = read_all(&storage).unwrap();
         assert_eq!((alerts.len(), unreadable), (2, 0));
         assert_eq!(alerts[0].raised_at_ms, 100, "the first write is kept");

@@ -67,6 +67,22 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+impl LocalStorage {
+    /// Writes `bytes` to a synced temp file and links it to `path` unless that exists; the
+    /// folder is not synced (callers do, once per folder).
+    fn link_new(&self, key: &str, path: &Path, bytes: &[u8]) -> Result<Put, StorageError> {
+        let temp = Self::write_temp(path, bytes).map_err(io("put", key))?;
+        // A hard link fails if the name exists: create-if-absent, atomically.
+        let linked = fs::hard_link(&temp, path);
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => Ok(Put::Written(version_of(bytes))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Put::Conflict),
+            Err(e) => Err(io("put", key)(e)),
+        }
+    }
+}
+
 impl Storage for LocalStorage {
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
         // The deepest folder the prefix names, then every file below it matching the prefix.
@@ -130,17 +146,32 @@ impl Storage for LocalStorage {
 
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<Put, StorageError> {
         let path = self.path(key)?;
-        let temp = Self::write_temp(&path, bytes).map_err(io("put", key))?;
-        // A hard link fails if the name exists: create-if-absent, atomically.
-        let linked = fs::hard_link(&temp, &path);
-        let _ = fs::remove_file(&temp);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Put::Conflict),
-            Err(e) => return Err(io("put", key)(e)),
+        let put = self.link_new(key, &path, bytes)?;
+        if matches!(put, Put::Written(_)) {
+            sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(io("put", key))?;
         }
-        sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(io("put", key))?;
-        Ok(Put::Written(version_of(bytes)))
+        Ok(put)
+    }
+
+    /// Each file synced and linked in place, then each folder that gained one synced once.
+    fn put_all_if_absent(&self, objects: &[(String, Vec<u8>)]) -> Result<Vec<Put>, StorageError> {
+        let mut puts = Vec::with_capacity(objects.len());
+        let mut folders: Vec<(PathBuf, &str)> = Vec::new();
+        for (key, bytes) in objects {
+            let path = self.path(key)?;
+            let put = self.link_new(key, &path, bytes)?;
+            if matches!(put, Put::Written(_)) {
+                let folder = path.parent().unwrap_or(Path::new(".")).to_owned();
+                if !folders.iter().any(|(f, _)| *f == folder) {
+                    folders.push((folder, key));
+                }
+            }
+            puts.push(put);
+        }
+        for (folder, key) in folders {
+            sync_dir(&folder).map_err(io("put", key))?;
+        }
+        Ok(puts)
     }
 
     fn put_if_unchanged(
@@ -190,6 +221,36 @@ impl Storage for LocalStorage {
 mod tests {
     use super::super::put_over;
     use super::*;
+
+    #[test]
+    fn put_all_creates_only_what_is_absent_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path());
+        store.put_if_absent("f/1/2.json", b"kept").unwrap();
+        let objects: Vec<(String, Vec<u8>)> = ["f/1/1.json", "f/1/2.json", "f/2/9.json"]
+            .iter()
+            .map(|k| (k.to_string(), format!("new {k}").into_bytes()))
+            .collect();
+        let puts = store.put_all_if_absent(&objects).unwrap();
+        assert!(matches!(puts[0], Put::Written(_)));
+        assert_eq!(puts[1], Put::Conflict);
+        assert!(matches!(puts[2], Put::Written(_)));
+        assert_eq!(store.get("f/1/2.json").unwrap().unwrap().bytes, b"kept");
+        assert_eq!(
+            store.get("f/2/9.json").unwrap().unwrap().bytes,
+            b"new f/2/9.json"
+        );
+        let listed: Vec<String> = store
+            .list("f/")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        assert_eq!(listed, ["f/1/1.json", "f/1/2.json", "f/2/9.json"]);
+        // A bad key among them is refused by name.
+        let bad = vec![("../x".to_owned(), b"x".to_vec())];
+        assert!(store.put_all_if_absent(&bad).is_err());
+    }
 
     #[test]
     fn conditional_puts_refuse_stale_writers() {

@@ -68,6 +68,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Creates `key` holding `bytes`, durably, unless it exists.
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<Put, StorageError>;
 
+    /// [`Storage::put_if_absent`] of several objects, all durable when it returns; a store may
+    /// share the cost of durability among them. One result per object, in order.
+    fn put_all_if_absent(&self, objects: &[(String, Vec<u8>)]) -> Result<Vec<Put>, StorageError> {
+        objects
+            .iter()
+            .map(|(key, bytes)| self.put_if_absent(key, bytes))
+            .collect()
+    }
+
     /// Replaces `key` with `bytes`, durably, if it still is `expected`.
     fn put_if_unchanged(
         &self,
