@@ -315,6 +315,8 @@ struct Follow {
     /// Ids sent that were raised at or after `since_ms`.
     sent: std::collections::HashMap<String, i64>,
     pending: std::collections::VecDeque<axum::response::sse::Event>,
+    /// Keys of the logged alerts already read (see [`alerts::read_new`]).
+    seen: std::collections::HashSet<String>,
     first: bool,
     ended: bool,
 }
@@ -362,6 +364,7 @@ pub async fn follow(
         since_ms,
         sent,
         pending,
+        seen: std::collections::HashSet::new(),
         first: true,
         ended: false,
     };
@@ -377,8 +380,24 @@ pub async fn follow(
                 tokio::time::sleep(FOLLOW_INTERVAL).await;
             }
             f.first = false;
-            let newer: Vec<Alert> = read_sorted(&f.storage)
-                .await
+            // Only alerts logged since the last poll are read.
+            let storage = Arc::clone(&f.storage);
+            let mut seen = std::mem::take(&mut f.seen);
+            let read = tokio::task::spawn_blocking(move || {
+                let read = alerts::read_new(storage.as_ref(), &mut seen);
+                (read, seen)
+            })
+            .await;
+            let mut fresh = match read {
+                Ok((Ok((fresh, _)), seen)) => {
+                    f.seen = seen;
+                    fresh
+                }
+                // Read again next time (the set of keys read is kept only after a read).
+                _ => Vec::new(),
+            };
+            fresh.sort_by(|a, b| (a.raised_at_ms, &a.id).cmp(&(b.raised_at_ms, &b.id)));
+            let newer: Vec<Alert> = fresh
                 .into_iter()
                 .filter(|a| a.raised_at_ms >= f.since_ms && !f.sent.contains_key(&a.id))
                 .collect();

@@ -73,9 +73,25 @@ pub fn read(
 
 /// Every logged alert (unreadable objects are skipped and reported in the second value).
 pub fn read_all(storage: &dyn Storage) -> Result<(Vec<Alert>, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    let (alerts, unreadable) = read_new(storage, &mut seen)?;
+    Ok((alerts, unreadable))
+}
+
+/// The logged alerts whose keys are not in `seen`, which then holds exactly the keys logged
+/// now: a follower reads each alert once, however many are kept (an alert never changes).
+pub fn read_new(
+    storage: &dyn Storage,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<(Vec<Alert>, usize)> {
     let mut alerts = Vec::new();
     let mut unreadable = 0;
+    let mut listed_now = std::collections::HashSet::with_capacity(seen.len());
     for listed in storage.list(layout::FRAUD_ALERTS)? {
+        if seen.contains(&listed.key) {
+            listed_now.insert(listed.key);
+            continue;
+        }
         let Some(object) = storage.get(&listed.key)? else {
             continue;
         };
@@ -83,7 +99,9 @@ pub fn read_all(storage: &dyn Storage) -> Result<(Vec<Alert>, usize)> {
             Ok(alert) => alerts.push(alert),
             Err(_) => unreadable += 1,
         }
+        listed_now.insert(listed.key);
     }
+    *seen = listed_now;
     Ok((alerts, unreadable))
 }
 
@@ -124,6 +142,23 @@ mod tests {
             raised_at: String::new(),
             raised_at_ms,
         }
+    }
+
+    #[test]
+    fn a_follower_reads_each_alert_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        let mut seen = std::collections::HashSet::new();
+        raise_all(&storage, "t", 0, &[alert(1, 100), alert(2, 100)]).unwrap();
+        assert_eq!(read_new(&storage, &mut seen).unwrap().0.len(), 2);
+        assert!(read_new(&storage, &mut seen).unwrap().0.is_empty());
+        raise_all(&storage, "t", 1, &[alert(3, 300)]).unwrap();
+        let (fresh, _) = read_new(&storage, &mut seen).unwrap();
+        assert_eq!(fresh.iter().map(|a| a.offset).collect::<Vec<_>>(), [3]);
+        // Expired alerts leave the set: it holds what is kept, no more.
+        expire(&storage, 200).unwrap();
+        assert!(read_new(&storage, &mut seen).unwrap().0.is_empty());
+        assert_eq!(seen.len(), 1);
     }
 
     #[test]
