@@ -4,26 +4,25 @@
 
 use std::process::Command;
 
-#[test]
-fn bench_speed_reports_every_measurement() {
+/// Runs `braid bench <args>`, which must succeed; its report.
+fn bench(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args([
-            "bench",
-            "speed",
-            "--events",
-            "3000",
-            "--end-to-end-events",
-            "3000",
-        ])
+        .arg("bench")
+        .args(args)
         .env("BRAID_LOG", "error")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "stderr: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn bench_speed_reports_every_measurement() {
+    let stdout = bench(&["speed", "--events", "3000", "--end-to-end-events", "3000"]);
     for line in [
         "raw serde_json::Value parse:",
         "decode + apply, one core:",
@@ -57,32 +56,21 @@ fn bench_speed_refuses_a_broken_config() {
 
 #[test]
 fn bench_fraud_times_every_alert_of_its_bursts() {
-    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args([
-            "bench",
-            "fraud",
-            "--events",
-            "20000",
-            "--rounds",
-            "1",
-            "--bursts",
-            "3",
-            "--rate",
-            "100",
-            "--seconds",
-            "1",
-            "--ingest-rate",
-            "200",
-        ])
-        .env("BRAID_LOG", "error")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = bench(&[
+        "fraud",
+        "--events",
+        "20000",
+        "--rounds",
+        "1",
+        "--bursts",
+        "3",
+        "--rate",
+        "100",
+        "--seconds",
+        "1",
+        "--ingest-rate",
+        "200",
+    ]);
     let line = |start: &str| {
         stdout
             .lines()
