@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use braid_shared::coverage::SnapshotPointer;
-use braid_shared::view::KeyIndex;
 use braid_shared::{Config, Coverage, ViewState};
 use braid_store::Storage;
 use braid_store::manifest::SnapshotManifest;
@@ -26,8 +25,6 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 pub struct Snapshot {
     pub pointer: Option<SnapshotPointer>,
     views: HashMap<String, Arc<ViewState>>,
-    /// Per view with group-by fields, each key's buckets: point reads visit only those.
-    indexes: HashMap<String, KeyIndex>,
     /// Views the snapshot lacks (new or changed definitions), with why.
     missing: BTreeMap<String, String>,
 }
@@ -39,11 +36,6 @@ impl Snapshot {
             .as_ref()
             .map(|p| p.coverage.clone())
             .unwrap_or_default()
-    }
-
-    /// The key index of a view's batch cells.
-    pub fn index(&self, name: &str) -> Option<&KeyIndex> {
-        self.indexes.get(name)
     }
 
     /// A view's batch cells: `Ok(None)` before any snapshot, `Err` with why when the published
@@ -185,7 +177,6 @@ fn load(
     let manifest = SnapshotManifest::read(storage, &pointer.manifest)
         .map_err(|e| format!("snapshot {}: {e}", pointer.run_id))?;
     let mut views = HashMap::new();
-    let mut indexes = HashMap::new();
     let mut missing = BTreeMap::new();
     for view in &config.views {
         let Some(source) = config.source(&view.source) else {
@@ -193,8 +184,9 @@ fn load(
         };
         match braid_store::snapshot::read_view(storage, &manifest, view, source) {
             Ok(Some(state)) => {
+                // Point reads visit only the key's own cells: indexed before readers arrive.
                 if !view.group_by.is_empty() {
-                    indexes.insert(view.name.clone(), KeyIndex::of(&state));
+                    state.index_keys();
                 }
                 views.insert(view.name.clone(), Arc::new(state));
             }
@@ -213,7 +205,6 @@ fn load(
     Ok(Snapshot {
         pointer: Some(pointer),
         views,
-        indexes,
         missing,
     })
 }

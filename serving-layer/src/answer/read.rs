@@ -70,13 +70,7 @@ fn read_once(
         None => (ViewState::new(Arc::clone(view)), None),
     };
     if let Some(batch) = batch {
-        let indexed = match snapshot.index(&view.name) {
-            Some(index) => state.merge_indexed(batch, index, cells)?,
-            None => false,
-        };
-        if !indexed {
-            state.merge_matching(batch, cells)?;
-        }
+        state.merge_matching(batch, cells)?;
     }
     Ok(Read {
         state,

@@ -83,33 +83,10 @@ pub struct Row {
 
 type Cells = HashMap<GroupKey, Box<[MetricState]>>;
 
-/// For a state that no longer changes (a batch snapshot's view): each group key's buckets,
-/// ascending, so a point query visits only the key's own cells.
-#[derive(Debug, Default)]
-pub struct KeyIndex(HashMap<GroupKey, Vec<i64>>);
-
-impl KeyIndex {
-    /// Indexes `state` as it is now; a later change to it is not seen.
-    pub fn of(state: &ViewState) -> Self {
-        let mut index: HashMap<GroupKey, Vec<i64>> = HashMap::new();
-        // Buckets come in ascending order, so every list is sorted as built.
-        for (&bucket, cells) in &state.buckets {
-            for group in cells.keys() {
-                match index.get_mut(group) {
-                    Some(buckets) => buckets.push(bucket),
-                    None => {
-                        index.insert(group.clone(), vec![bucket]);
-                    }
-                }
-            }
-        }
-        Self(index)
-    }
-}
-
-/// For a state that keeps changing (a speed segment): the buckets where each group key has
-/// cells, by the key's hash. Built by the first point read of the state and then kept up to
-/// date by every cell added, so only states that serve point reads pay for it. Two keys of one
+/// The buckets where each group key has cells, by the key's hash, so a point read visits only
+/// the key's own cells (a 30-day window of minutes: not 43,200 bucket probes). Built by the
+/// first point read of a state (or [`ViewState::index_keys`]) and then kept up to date by every
+/// cell added, so only states that serve point reads pay for it. Two keys of one
 /// hash share a list: a listed bucket may not hold the key (the lookup says so), but every
 /// bucket that holds it is listed, once per cell.
 #[derive(Debug, Clone, Default)]
@@ -376,6 +353,12 @@ impl ViewState {
         Ok(())
     }
 
+    /// Builds the key index now (a batch snapshot's views, before readers arrive), instead of
+    /// on the first point read.
+    pub fn index_keys(&self) {
+        self.keys.get_or_init(|| LiveIndex::of(&self.buckets));
+    }
+
     /// Whether both are states of one definition (the same `Arc` in the common case).
     fn same_view(&self, other: &ViewState) -> bool {
         Arc::ptr_eq(&self.view, &other.view) || self.view.fingerprint() == other.view.fingerprint()
@@ -450,41 +433,6 @@ impl ViewState {
             }
         }
         Ok(())
-    }
-
-    /// Folds the cells of one key that a point query selects, found through `index` (built
-    /// from `other`) instead of a lookup in every bucket of the range: a 30-day window of
-    /// minutes costs the key's own cells, not 43,200 probes. Returns false, merging nothing,
-    /// when `query` does not fix every group-by field.
-    pub fn merge_indexed(
-        &mut self,
-        other: &ViewState,
-        index: &KeyIndex,
-        query: &CellQuery,
-    ) -> Result<bool> {
-        self.check_same_view(other)?;
-        let Some(key) = self.point_key(query) else {
-            return Ok(false);
-        };
-        if query.from_ms >= query.to_ms {
-            return Ok(true);
-        }
-        let Some(buckets) = index.0.get(&key) else {
-            return Ok(true);
-        };
-        let start = buckets.partition_point(|&b| b < query.from_ms);
-        for &bucket_ms in buckets[start..].iter().take_while(|&&b| b < query.to_ms) {
-            if let Some(states) = other.buckets.get(&bucket_ms).and_then(|c| c.get(&key)) {
-                self.merge_cell(
-                    CellKey {
-                        bucket_ms,
-                        group: key.clone(),
-                    },
-                    states,
-                )?;
-            }
-        }
-        Ok(true)
     }
 
     /// The one group key a query's filters select, when they fix every group-by field.
