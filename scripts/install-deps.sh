@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Installs the system packages Braid's build and tests need. Idempotent: installs only what is
 # missing, so every entry point can call it on every run.
+#
+#   scripts/install-deps.sh           what building and running Braid needs
+#   scripts/install-deps.sh --tests   also what the tests run: the tansu broker, Prometheus
+#                                     (server and promtool), headless Chromium, and the Python
+#                                     validators of deploy/ (docker-compose, kubernetes-validate)
+#                                     in virtualenvs under $BRAID_TOOLS_DIR
 set -euo pipefail
 
-WITH_TANSU=0
+WITH_TESTS=0
 for arg in "$@"; do
   case "$arg" in
-    --tansu) WITH_TANSU=1 ;;
-    *) echo "install-deps: unknown argument $arg (known: --tansu)" >&2; exit 2 ;;
+    --tests|--tansu) WITH_TESTS=1 ;;
+    *) echo "install-deps: unknown argument $arg (known: --tests)" >&2; exit 2 ;;
   esac
 done
+
+# Where the tests' Python tools live; the tests look there too.
+BRAID_TOOLS_DIR="${BRAID_TOOLS_DIR:-$HOME/.cache/braid-tools}"
 
 # command that must exist -> Debian package that provides it
 # (librdkafka, built from source by rdkafka-sys, needs a C toolchain and make; so does mimalloc)
@@ -17,11 +26,24 @@ declare -A NEEDED=(
   [cc]=gcc
   [make]=make
 )
+if [ "$WITH_TESTS" = 1 ]; then
+  NEEDED+=(
+    [prometheus]=prometheus   # the server the observability test scrapes Braid with
+    [promtool]=prometheus     # checks and unit-tests deploy/prometheus
+    [chromium]=chromium       # loads the dashboard page in the page test
+    [python3]=python3
+  )
+fi
 
 missing=()
 for cmd in "${!NEEDED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
 done
+# Virtualenvs need Debian's venv module (other Pythons ship it).
+if [ "$WITH_TESTS" = 1 ] && command -v python3 >/dev/null 2>&1 \
+  && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is not installed; install Rust from https://rustup.rs first" >&2
@@ -33,31 +55,58 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
-# With --tansu (the test command passes it): also the Kafka-compatible broker that one end-to-end
-# test runs as a separate process. Building it takes about 12 minutes on two cores, so it is built
-# only when missing, and `scripts/braid` (which needs no broker of its own) does not ask for it.
-TANSU_VERSION=0.6.0
-install_tansu() {
-  [ "$WITH_TANSU" = 1 ] || return 0
-  if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+if [ ${#missing[@]} -gt 0 ]; then
+  # Each package once (prometheus provides two commands).
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  echo "install-deps: installing ${missing[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ "$WITH_TESTS" = 1 ] || exit 0
+
+# A virtualenv NAME with pinned packages, made once; remade when the pins change.
+python_tool() {
+  local name="$1"; shift
+  local venv="$BRAID_TOOLS_DIR/$name" pins="$*"
+  if [ -f "$venv/.pins" ] && [ "$(cat "$venv/.pins")" = "$pins" ]; then
     return 0
   fi
+  echo "install-deps: installing $name ($pins) into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+  echo "$pins" > "$venv/.pins"
+}
+# docker-compose 1.29.2 validates compose files without a Docker engine. It needs PyYAML 5,
+# whose source build needs Cython < 3; built first, without build isolation.
+compose_tool() {
+  local venv="$BRAID_TOOLS_DIR/compose" pins="docker-compose==1.29.2 PyYAML==5.4.1 Cython==0.29.37"
+  if [ -f "$venv/.pins" ] && [ "$(cat "$venv/.pins")" = "$pins" ]; then
+    return 0
+  fi
+  echo "install-deps: installing docker-compose 1.29.2 into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check Cython==0.29.37 wheel setuptools
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation PyYAML==5.4.1
+  "$venv/bin/pip" install --quiet --disable-pip-version-check docker-compose==1.29.2
+  echo "$pins" > "$venv/.pins"
+}
+mkdir -p "$BRAID_TOOLS_DIR"
+compose_tool
+python_tool kubernetes-validate kubernetes-validate==1.33.1
+
+# The Kafka-compatible broker that one end-to-end test runs as a separate process. Building it
+# takes about 12 minutes on two cores, so it is built only when missing.
+TANSU_VERSION=0.6.0
+if ! { command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; }; then
   echo "install-deps: building tansu $TANSU_VERSION (once; about 12 minutes)" >&2
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --quiet
-}
-
-if [ ${#missing[@]} -eq 0 ]; then
-  install_tansu
-  exit 0
 fi
-
-echo "install-deps: installing ${missing[*]}" >&2
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
-  sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-install_tansu

@@ -44,7 +44,7 @@ pub enum Command {
         /// Default: the built-in example (payments source, card/merchant/country views).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Generated events per second.
+        /// Generated events per second; 0 runs no generator (produce events yourself).
         #[arg(long, default_value_t = 200)]
         rate: u64,
     },

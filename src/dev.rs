@@ -63,6 +63,7 @@ pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
     let generator_fits = produce::check_source(&source);
     let cancel = CancellationToken::new();
     let generator = match generator_fits {
+        Ok(()) if rate == 0 => None,
         Ok(()) => {
             let producer = match produce::producer(&config, &config.kafka.brokers) {
                 Ok(producer) => producer,

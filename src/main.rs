@@ -3,13 +3,14 @@
 //! - `cli`: commands and options; `check`: the `braid check` report; `run`: `braid run` and
 //!   `braid batch`; `dev`: `braid dev`; `produce`: the generator (`braid produce`);
 //!   `bench_serve`: `braid bench serve`.
-//!   `bench_fraud`: `braid bench fraud`.
+//!   `bench_fraud`: `braid bench fraud`. `metrics`: which layers run.
 
 mod bench_fraud;
 mod bench_serve;
 mod check;
 mod cli;
 mod dev;
+mod metrics;
 mod produce;
 mod run;
 

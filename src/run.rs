@@ -103,6 +103,11 @@ async fn supervise(
 ) -> bool {
     let mut tasks: JoinSet<Ended> = JoinSet::new();
     let mut failed = false;
+    // Installed before any layer starts, so no layer's first counts are lost.
+    let metrics = layers
+        .contains(&Layer::Serve)
+        .then(braid_serving::install_metrics)
+        .flatten();
     let start_failed = |layer: &str, error: String| {
         eprintln!("error: {layer}: {error}");
         cancel.cancel();
@@ -142,6 +147,7 @@ async fn supervise(
                     scorer.connect(Arc::clone(&reader));
                 }
                 speed_reader = Some(reader);
+                crate::metrics::layer_up("speed layer", true);
                 tasks.spawn_blocking(move || {
                     ("speed layer", layer.join().map_err(|e| e.to_string()))
                 });
@@ -153,6 +159,7 @@ async fn supervise(
     if layers.contains(&Layer::Batch) && !cancel.is_cancelled() {
         match Archiver::start(config, cancel.clone()) {
             Ok(archiver) => {
+                crate::metrics::layer_up("archiver", true);
                 tasks.spawn_blocking(move || {
                     ("archiver", archiver.join().map_err(|e| e.to_string()))
                 });
@@ -163,6 +170,7 @@ async fn supervise(
             Ok(scheduler) => {
                 batch_control =
                     Some(Arc::new(scheduler.handle()) as Arc<dyn braid_store::BatchControl>);
+                crate::metrics::layer_up("batch scheduler", true);
                 tasks.spawn_blocking(move || {
                     scheduler.join();
                     ("batch scheduler", Ok(()))
@@ -176,12 +184,13 @@ async fn supervise(
         let backends = Backends {
             speed: speed_reader,
             batch: batch_control,
-            metrics: braid_serving::install_metrics(),
+            metrics,
             snapshot: Some(snapshot),
         };
         match Server::start(Arc::new(config.clone()), backends, cancel.clone()).await {
             Ok(server) => {
                 serving = Some(server.addr());
+                crate::metrics::layer_up("serving layer", true);
                 tasks.spawn(async move {
                     (
                         "serving layer",
@@ -221,6 +230,9 @@ async fn supervise(
 
 /// Prints how a layer ended; returns whether it failed.
 fn report(ended: Result<Ended, tokio::task::JoinError>) -> bool {
+    if let Ok((layer, _)) = &ended {
+        crate::metrics::layer_up(layer, false);
+    }
     match ended {
         Ok((_, Ok(()))) => false,
         Ok((layer, Err(error))) => {

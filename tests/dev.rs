@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use braid_shared::{Config, Decoder};
 use braid_testkit::{cluster, unique, wait_for};
+use common::dev::Dev;
 use common::{free_port, get};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -17,40 +17,11 @@ use rdkafka::message::Message as _;
 #[test]
 fn dev_prints_its_url_and_answers_live_merged_numbers() {
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args(["dev", "--rate", "500"])
-        .env("BRAID__SERVE__LISTEN", format!("127.0.0.1:{port}"))
-        .env("BRAID_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut printed = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !printed.iter().any(|l: &String| l.contains("broker")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        printed.push(
-            lines
-                .recv_timeout(left)
-                .expect("braid dev printed its addresses"),
-        );
-    }
+    let dev = Dev::start(&["--rate", "500"], port, &[], None);
     let url = format!("http://127.0.0.1:{port}/");
-    assert!(printed.iter().any(|l| l.contains(&url)), "{printed:?}");
-    let broker = printed
-        .iter()
-        .find(|l| l.trim_start().starts_with("broker"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .to_owned();
-    assert!(broker.starts_with("127.0.0.1:"), "{broker}");
+    assert_eq!(dev.url, url);
+    assert!(dev.printed.iter().any(|l| l.contains(&url)), "{:?}", dev.printed);
+    assert!(dev.broker.starts_with("127.0.0.1:"), "{}", dev.broker);
 
     let query = format!("{url}v1/views/country_totals?from=now-1h&to=now%2B1h&group_by=");
     let mut answer = serde_json::Value::Null;
@@ -64,21 +35,7 @@ fn dev_prints_its_url_and_answers_live_merged_numbers() {
     );
     assert!(answer["provenance"]["speed"]["positions"].is_object());
     assert_eq!(get(&url).0, 200, "the dashboard page");
-
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "braid dev did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    dev.stop();
 }
 
 #[test]

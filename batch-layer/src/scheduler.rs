@@ -59,6 +59,7 @@ impl BatchScheduler {
         let history = runner.history().clone();
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let interval = config.batch.interval.0;
+        crate::metrics::scheduler_started(interval, last_succeeded(&history));
         let thread = std::thread::Builder::new()
             .name("braid-batch".to_owned())
             .spawn(move || schedule(runner, receiver, interval, cancel))
@@ -79,6 +80,20 @@ impl BatchScheduler {
             tracing::error!("the batch thread panicked");
         }
     }
+}
+
+/// When the newest successful run in the kept history finished, in Unix seconds.
+fn last_succeeded(history: &History) -> Option<f64> {
+    let records = history
+        .list(usize::MAX)
+        .map_err(|error| tracing::warn!(%error, "reading the run history"))
+        .ok()?;
+    records
+        .iter()
+        .filter(|r| r.state == braid_store::RunState::Succeeded)
+        .find_map(|r| r.finished_at.as_deref())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis() as f64 / 1000.0)
 }
 
 fn schedule(

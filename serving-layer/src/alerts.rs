@@ -137,9 +137,12 @@ impl AlertScorer {
         runtime: tokio::runtime::Handle,
         topic: Option<AlertTopic>,
     ) -> Option<Arc<Self>> {
+        let fraud = fraud?;
+        let rules: Vec<String> = fraud.rules.iter().map(|r| r.name.clone()).collect();
+        crate::metrics::register_scorer(&rules);
         Some(Arc::new(Self {
             topic,
-            fraud: fraud?,
+            fraud,
             storage,
             snapshot,
             speed: OnceLock::new(),

@@ -10,12 +10,14 @@ use subtle::ConstantTimeEq;
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
-/// Paths answered without a key: they hold no data.
-const OPEN: [&str; 3] = ["/healthz", "/readyz", "/"];
+/// Paths answered without a key (and `/assets/*`, the page's static files): they hold no data
+/// (metric labels are bounded names, never event values), so probes and Prometheus need no key.
+const OPEN: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/"];
 
 pub async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let keys = &state.0.config.serve.api_keys;
-    if keys.is_empty() || OPEN.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if keys.is_empty() || OPEN.contains(&path) || path.starts_with("/assets/") {
         return next.run(request).await;
     }
     let presented = request

@@ -29,6 +29,12 @@ pub use server::Server;
 pub use snapshot::SnapshotCache;
 pub use state::{AppState, Backends};
 
+/// Bucket bounds of every `*_seconds` histogram: sub-millisecond queries to hour-long batch runs.
+const DURATION_BUCKETS: [f64; 20] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 120.0, 600.0, 3600.0,
+];
+
 /// Installs the process-wide Prometheus recorder (once) and returns its handle for `/metrics`.
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
@@ -36,7 +42,12 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     HANDLE
         .get_or_init(|| {
             metrics_exporter_prometheus::PrometheusBuilder::new()
-                .install_recorder()
+                // Durations as histograms (summaries cannot be aggregated over instances).
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
+                    &DURATION_BUCKETS,
+                )
+                .and_then(|builder| builder.install_recorder())
                 .map_err(|error| tracing::warn!(%error, "no Prometheus recorder"))
                 .ok()
         })

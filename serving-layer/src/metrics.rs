@@ -11,9 +11,30 @@ pub fn request(route: &str, status: u16, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
-pub fn snapshot_loaded(elapsed: Duration) {
+/// A snapshot swapped in, taking `elapsed` to load; `published_ms` is when its run published it
+/// (the snapshot's age is `time() - braid_serve_snapshot_published_timestamp_seconds`).
+pub fn snapshot_loaded(elapsed: Duration, published_ms: Option<i64>) {
     metrics::counter!("braid_serve_snapshot_swaps_total").increment(1);
     metrics::histogram!("braid_serve_snapshot_load_duration_seconds").record(elapsed.as_secs_f64());
+    if let Some(ms) = published_ms {
+        metrics::gauge!("braid_serve_snapshot_published_timestamp_seconds").set(ms as f64 / 1000.0);
+    }
+}
+
+/// Requests being answered now (a streaming answer counts until its headers are sent).
+pub fn in_flight(change: f64) {
+    metrics::gauge!("braid_serve_requests_in_flight").increment(change);
+}
+
+/// A request refused at once because `serve.max_concurrency` requests were being answered.
+pub fn refused_concurrency() {
+    metrics::counter!("braid_serve_concurrency_refused_total").increment(1);
+}
+
+/// Series a rule or dashboard divides by or takes the rate of, present at zero from the start.
+pub fn register_server() {
+    metrics::counter!("braid_serve_concurrency_refused_total").increment(0);
+    metrics::gauge!("braid_serve_requests_in_flight").increment(0.0);
 }
 
 pub fn merge_retry() {
@@ -45,6 +66,17 @@ pub fn scored_applied(elapsed: Duration) {
 /// An applied event that could not be scored, and why (a bounded code).
 pub fn fraud_unscored(reason: &'static str) {
     metrics::counter!("braid_fraud_unscored_total", "reason" => reason).increment(1);
+}
+
+/// The scorer's counters at zero from the start, one per configured rule, so that the first
+/// alert is an increase and the by-rule series exist before any rule fires.
+pub fn register_scorer(rules: &[String]) {
+    metrics::counter!("braid_fraud_alerts_total").increment(0);
+    metrics::counter!("braid_fraud_scored_total", "mode" => "applied").increment(0);
+    for rule in rules {
+        metrics::counter!("braid_fraud_rule_alerts_total", "rule" => rule.clone()).increment(0);
+    }
+    fraud_queue_depth(0);
 }
 
 /// A new alert, counted once per rule that fired.

@@ -125,13 +125,18 @@ impl SnapshotCache {
         match loaded {
             Ok(Ok(snapshot)) => {
                 let run_id = snapshot.pointer.as_ref().map(|p| p.run_id.clone());
+                let published_ms = snapshot
+                    .pointer
+                    .as_ref()
+                    .and_then(|p| chrono::DateTime::parse_from_rfc3339(&p.finished_at).ok())
+                    .map(|t| t.timestamp_millis());
                 if let Ok(mut current) = self.current.write() {
                     *current = Arc::new(snapshot);
                 }
                 self.set_error(None);
                 self.loaded_once
                     .store(true, std::sync::atomic::Ordering::Release);
-                metrics::snapshot_loaded(started.elapsed());
+                metrics::snapshot_loaded(started.elapsed(), published_ms);
                 tracing::info!(run_id = ?run_id, ms = started.elapsed().as_millis(), "batch snapshot swapped in");
                 true
             }

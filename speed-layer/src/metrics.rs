@@ -28,3 +28,16 @@ pub fn checkpoint(seconds: f64, bytes: usize) {
 pub fn live_cells(view: &str, cells: usize) {
     gauge!("braid_speed_live_cells", "view" => view.to_owned()).set(cells as f64);
 }
+
+/// Every source's event counters at zero from the start (each rejection reason too), so rates
+/// and the rejected share exist before the first event and the first rejection is an increase.
+pub fn register_sources<'a>(sources: impl IntoIterator<Item = &'a str>) {
+    for source in sources {
+        consumed(source, 0);
+        applied(source, 0);
+        for reason in braid_shared::RejectReason::CODES {
+            counter!("braid_speed_events_rejected_total", "source" => source.to_owned(), "reason" => reason)
+                .increment(0);
+        }
+    }
+}

@@ -97,8 +97,12 @@ impl utoipa::Modify for BearerAuth {
 /// full), optional keys.
 pub fn router(state: AppState) -> Router {
     let serve = &state.0.config.serve;
+    crate::metrics::register_server();
     let limits = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+        .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
+            if error.is::<tower::load_shed::error::Overloaded>() {
+                crate::metrics::refused_concurrency();
+            }
             ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE)
         }))
         .load_shed()
@@ -127,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi))
         .route("/", get(ops::dashboard))
+        .route("/assets/{file}", get(ops::asset))
         .layer(limits)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -144,7 +149,9 @@ async fn observe(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    crate::metrics::in_flight(1.0);
     let response = next.run(request).await;
+    crate::metrics::in_flight(-1.0);
     let status = response.status();
     crate::metrics::request(&route, status.as_u16(), started.elapsed());
     let is_json = response

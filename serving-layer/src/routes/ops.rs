@@ -1,7 +1,8 @@
-//! `GET /metrics`, `/healthz`, `/readyz`, `/openapi.json` and the dashboard page `/`.
+//! `GET /metrics`, `/healthz`, `/readyz`, `/openapi.json`, the dashboard page `/` and its
+//! static assets (`/assets/*`: the vendored uPlot charting library and its licence).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
@@ -80,4 +81,44 @@ pub async fn openapi() -> Response {
 /// The live dashboard page.
 pub async fn dashboard() -> Html<&'static str> {
     Html(include_str!("../dashboard.html"))
+}
+
+/// The page's static files, compiled in: no CDN, no build step.
+const ASSETS: [(&str, &str, &str); 3] = [
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_str!("../../assets/uPlot.min.css"),
+    ),
+    (
+        "uPlot.LICENSE",
+        "text/plain; charset=utf-8",
+        include_str!("../../assets/uPlot.LICENSE"),
+    ),
+];
+
+/// One of the page's static files.
+pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let (_, content_type, body) = ASSETS
+        .iter()
+        .find(|(file, _, _)| *file == name)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_asset",
+                format!("no asset {:?}", crate::error::abbreviate(&name)),
+            )
+        })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        *body,
+    )
+        .into_response())
 }

@@ -40,6 +40,8 @@ pub struct BatchStatus {
     pub running: bool,
     /// The snapshot answering queries.
     pub snapshot_run_id: Option<String>,
+    /// When that snapshot was published (RFC 3339); its age is how stale the batch part is.
+    pub snapshot_published_at: Option<String>,
     #[schema(value_type = Object)]
     pub coverage: BTreeMap<String, i64>,
     /// Why the newest published snapshot could not be loaded, if so.
@@ -83,6 +85,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
         batch: BatchStatus {
             running: inner.backends.batch.is_some(),
             snapshot_run_id: snapshot.pointer.as_ref().map(|p| p.run_id.clone()),
+            snapshot_published_at: snapshot.pointer.as_ref().map(|p| p.finished_at.clone()),
             coverage: snapshot
                 .coverage()
                 .0

@@ -47,6 +47,7 @@ impl SpeedLayer {
         let segment_size = i64::try_from(config.speed.segment_size).unwrap_or(i64::MAX);
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&config.storage.dir));
         let coverage = read_coverage(storage.as_ref(), segment_size)?;
+        crate::metrics::register_sources(config.sources.iter().map(|s| s.name.as_str()));
         let scoring = scorer
             .zip(config.fraud.as_ref())
             .map(|(scorer, fraud)| Scoring {

@@ -1,0 +1,373 @@
+//! Every file of `deploy/` checked by the tool that reads it for real: Prometheus's config and
+//! rules by `promtool` (and the rules fired from synthetic series by `promtool test rules`),
+//! the compose file by `docker-compose config`, the Kubernetes manifests by
+//! `kubernetes-validate --strict`, and the Braid configs they carry by `braid check`. The live
+//! checks (Prometheus scraping a running Braid, each dashboard query answered) are in
+//! `tests/observe.rs`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use common::tools::{root, run, run_failing, system, venv, yaml_documents};
+use serde_json::{Value as Json, json};
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `braid check` of `config` with `env` on top; returns its output, requiring success.
+fn braid_check(config: &Path, env: &BTreeMap<String, String>) -> String {
+    run(Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .envs(env))
+}
+
+#[test]
+fn prometheus_config_and_rules_pass_promtool() {
+    let promtool = system("promtool");
+    let dir = root().join("deploy/prometheus");
+    let out = run(Command::new(&promtool)
+        .args(["check", "config", "prometheus.yml"])
+        .current_dir(&dir));
+    assert!(out.contains("SUCCESS: 1 rule files found"), "{out}");
+    let out = run(Command::new(&promtool)
+        .args(["check", "rules", "alerts.yml"])
+        .current_dir(&dir));
+    assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
+    // Every alert fires from synthetic series (and stays quiet where it must).
+    let out = run(Command::new(&promtool)
+        .args(["test", "rules", "alerts_test.yml"])
+        .current_dir(&dir));
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn every_alert_has_a_unit_test_and_the_unit_tests_can_fail() {
+    let rules = read("deploy/prometheus/alerts.yml");
+    let tests = read("deploy/prometheus/alerts_test.yml");
+    let alerts: BTreeSet<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert_eq!(alerts.len(), 11, "{alerts:?}");
+    for alert in &alerts {
+        assert!(
+            tests.contains(&format!("alertname: {alert}\n")),
+            "{alert} has no promtool unit test"
+        );
+    }
+    // The same tests against a rule with a changed threshold fail: they check the rules.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        rules.replace("> 0.05\n        for: 10m", "> 0.5\n        for: 10m"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("alerts_test.yml"), &tests).unwrap();
+    let out = run_failing(
+        Command::new(system("promtool"))
+            .args(["test", "rules", "alerts_test.yml"])
+            .current_dir(dir.path()),
+    );
+    assert!(out.contains("BraidRejectedEventRate"), "{out}");
+}
+
+#[test]
+fn kubernetes_scrape_config_passes_promtool() {
+    // Debian's Prometheus is built without Kubernetes discovery, so the pod discovery is
+    // swapped for a static target; the relabelling and the rest are checked as written.
+    let text = read("deploy/kubernetes/prometheus-scrape.yml");
+    let discovery = "    kubernetes_sd_configs:\n      - role: pod\n";
+    assert!(text.contains(discovery), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        text.replace(
+            discovery,
+            "    static_configs:\n      - targets: [\"braid:8080\"]\n",
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("deploy/prometheus/alerts.yml"),
+        dir.path().join("alerts.yml"),
+    )
+    .unwrap();
+    let out = run(Command::new(system("promtool"))
+        .args(["check", "config", "prometheus.yml"])
+        .current_dir(dir.path()));
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// The compose file as docker-compose resolves it (profiles included), as JSON.
+fn compose_config(profile: Option<&str>) -> Json {
+    let mut command = Command::new(venv("compose", "docker-compose"));
+    command.args(["-f", "docker-compose.yml"]);
+    if let Some(profile) = profile {
+        command.args(["--profile", profile]);
+    }
+    let out = run(command.arg("config").current_dir(root().join("deploy")));
+    yaml_documents("compose", &out).remove(0)
+}
+
+/// A service's volumes as (source, target), from docker-compose's `source:target[:mode]`.
+fn mounts(service: &Json) -> Vec<(String, String)> {
+    service["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let mut parts = v.as_str().unwrap().split(':');
+            let source = parts.next().unwrap().to_owned();
+            (source, parts.next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn compose_file_is_valid_and_runs_braid_on_its_kafka_with_prometheus_and_grafana() {
+    let config = compose_config(None);
+    let services: BTreeSet<&str> = config["services"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        services,
+        BTreeSet::from([
+            "kafka",
+            "kafka-init",
+            "braid",
+            "produce",
+            "prometheus",
+            "grafana"
+        ])
+    );
+    // The generator runs only with `--profile demo`.
+    assert_eq!(config["services"]["produce"]["profiles"], json!(["demo"]));
+    let with_demo = compose_config(Some("demo"));
+    let kafka = &config["services"]["kafka"];
+    assert!(
+        kafka["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("apache/kafka:")
+    );
+    assert_eq!(
+        kafka["environment"]["KAFKA_PROCESS_ROLES"],
+        "broker,controller",
+        "KRaft mode"
+    );
+    // Braid and the generator: the example config with the compose environment passes
+    // `braid check`, and names the compose Kafka.
+    for service in ["braid", "produce"] {
+        let service = &with_demo["services"][service];
+        let env: BTreeMap<String, String> = service["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(env["BRAID__KAFKA__BROKERS"], "kafka:9092");
+        let (source, _) = mounts(service)
+            .into_iter()
+            .find(|(_, target)| target == "/etc/braid/braid.toml")
+            .expect("the config is mounted");
+        let out = braid_check(Path::new(&source), &env);
+        assert!(out.contains("config OK"), "{out}");
+    }
+    let build = &config["services"]["braid"]["build"];
+    let context = Path::new(build["context"].as_str().unwrap());
+    assert!(context.join(build["dockerfile"].as_str().unwrap()).is_file());
+    // Prometheus and Grafana get Braid's files.
+    let mounted = |service: &str| -> Vec<String> {
+        mounts(&config["services"][service])
+            .into_iter()
+            .map(|(source, _)| source)
+            .collect()
+    };
+    assert!(
+        mounted("prometheus")
+            .iter()
+            .any(|s| Path::new(s).join("alerts.yml").is_file())
+    );
+    assert!(
+        mounted("grafana")
+            .iter()
+            .any(|s| Path::new(s).join("braid-pipeline.json").is_file())
+    );
+    assert!(
+        mounted("grafana")
+            .iter()
+            .any(|s| Path::new(s).join("datasources/prometheus.yml").is_file())
+    );
+}
+
+#[test]
+fn compose_validation_catches_a_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = read("deploy/docker-compose.yml").replace("stop_grace_period", "stop_grace_perod");
+    std::fs::write(dir.path().join("docker-compose.yml"), text).unwrap();
+    let out = run_failing(
+        Command::new(venv("compose", "docker-compose"))
+            .args(["-f", "docker-compose.yml", "config", "-q"])
+            .current_dir(dir.path()),
+    );
+    assert!(out.contains("stop_grace_perod"), "{out}");
+}
+
+#[test]
+fn dockerfile_builds_with_a_new_enough_rust_and_runs_as_non_root() {
+    let text = read("Dockerfile");
+    let stages: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(stages.len(), 2, "multi-stage: {stages:?}");
+    let rust = stages[0]
+        .strip_prefix("FROM rust:")
+        .and_then(|t| t.split('-').next())
+        .expect("the build stage uses the official Rust image");
+    let manifest = read("Cargo.toml");
+    let needed = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap();
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+    assert!(
+        version(rust) >= version(needed),
+        "the image's Rust {rust} is older than rust-version {needed}"
+    );
+    assert!(stages[1].contains("-slim"), "{}", stages[1]);
+    let user = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .last()
+        .expect("a USER line");
+    assert_ne!(user.split(':').next(), Some("0"));
+    assert_ne!(user.split(':').next(), Some("root"));
+    assert!(text.contains("cargo build --release --locked --bin braid"));
+}
+
+#[test]
+fn kubernetes_manifests_pass_strict_validation_and_carry_a_valid_config() {
+    let path = root().join("deploy/kubernetes/braid.yaml");
+    let out = run(Command::new(venv("kubernetes-validate", "kubernetes-validate"))
+        .args(["--strict", path.to_str().unwrap()]));
+    let documents = yaml_documents("kubernetes-validate", &read("deploy/kubernetes/braid.yaml"));
+    let kinds: Vec<&str> = documents
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Secret",
+            "PersistentVolumeClaim",
+            "Deployment",
+            "Service"
+        ]
+    );
+    assert_eq!(out.matches(" passed for resource ").count(), kinds.len(), "{out}");
+    let by_kind = |kind: &str| documents.iter().find(|d| d["kind"] == kind).unwrap();
+    // The ConfigMap holds the example config as it is, so the two never drift apart.
+    let toml = by_kind("ConfigMap")["data"]["braid.toml"].as_str().unwrap();
+    assert_eq!(toml, read("deploy/config/example.toml"));
+    let pod = &by_kind("Deployment")["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let mut env = BTreeMap::new();
+    for var in container["env"].as_array().unwrap() {
+        let value = match var["value"].as_str() {
+            Some(value) => value.to_owned(),
+            None => {
+                let secret = &var["valueFrom"]["secretKeyRef"];
+                assert_eq!(secret["name"], by_kind("Secret")["metadata"]["name"]);
+                by_kind("Secret")["stringData"][secret["key"].as_str().unwrap()]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+        };
+        env.insert(var["name"].as_str().unwrap().to_owned(), value);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("braid.toml");
+    std::fs::write(&config, toml).unwrap();
+    let out = braid_check(&config, &env);
+    assert!(out.contains("config OK"), "{out}");
+    // Probes, the scrape annotations and the Service all use the port Braid listens on.
+    let port = container["ports"][0]["containerPort"].as_u64().unwrap();
+    assert_eq!(env["BRAID__SERVE__LISTEN"], format!("0.0.0.0:{port}"));
+    assert_eq!(
+        pod["metadata"]["annotations"]["prometheus.io/port"],
+        port.to_string()
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["prometheus.io/path"],
+        "/metrics"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["requests"]["cpu"].is_string());
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        by_kind("Service")["spec"]["ports"][0]["port"].as_u64(),
+        Some(port)
+    );
+}
+
+#[test]
+fn kubernetes_validation_catches_a_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("braid.yaml");
+    std::fs::write(
+        &path,
+        read("deploy/kubernetes/braid.yaml").replace("readinessProbe", "readynessProbe"),
+    )
+    .unwrap();
+    let out = run_failing(
+        Command::new(venv("kubernetes-validate", "kubernetes-validate"))
+            .args(["--strict", path.to_str().unwrap()]),
+    );
+    assert!(out.contains("readynessProbe"), "{out}");
+}
+
+#[test]
+fn grafana_dashboards_use_the_provisioned_data_source() {
+    let datasources = yaml_documents(
+        "compose",
+        &read("deploy/grafana/provisioning/datasources/prometheus.yml"),
+    );
+    let uid = datasources[0]["datasources"][0]["uid"].as_str().unwrap();
+    let mut uids = BTreeSet::new();
+    let mut panels = 0;
+    for name in ["pipeline", "serving", "business"] {
+        let path = format!("deploy/grafana/dashboards/braid-{name}.json");
+        let dashboard: Json = serde_json::from_str(&read(&path)).unwrap();
+        assert!(uids.insert(dashboard["uid"].as_str().unwrap().to_owned()));
+        for panel in dashboard["panels"].as_array().unwrap() {
+            panels += 1;
+            assert_eq!(panel["datasource"]["uid"], uid, "{path}: {}", panel["title"]);
+            for target in panel["targets"].as_array().unwrap() {
+                assert_eq!(target["datasource"]["uid"], uid);
+                assert!(target["expr"].as_str().is_some_and(|e| !e.is_empty()));
+            }
+        }
+    }
+    assert!(panels >= 20, "{panels} panels");
+    let providers = yaml_documents(
+        "compose",
+        &read("deploy/grafana/provisioning/dashboards/braid.yml"),
+    );
+    assert_eq!(
+        providers[0]["providers"][0]["options"]["path"],
+        "/var/lib/grafana/dashboards"
+    );
+}
