@@ -159,8 +159,7 @@ fn compose_file_is_valid_and_runs_braid_on_its_kafka_with_prometheus_and_grafana
             .starts_with("apache/kafka:")
     );
     assert_eq!(
-        kafka["environment"]["KAFKA_PROCESS_ROLES"],
-        "broker,controller",
+        kafka["environment"]["KAFKA_PROCESS_ROLES"], "broker,controller",
         "KRaft mode"
     );
     // Braid and the generator: the example config with the compose environment passes
@@ -183,7 +182,11 @@ fn compose_file_is_valid_and_runs_braid_on_its_kafka_with_prometheus_and_grafana
     }
     let build = &config["services"]["braid"]["build"];
     let context = Path::new(build["context"].as_str().unwrap());
-    assert!(context.join(build["dockerfile"].as_str().unwrap()).is_file());
+    assert!(
+        context
+            .join(build["dockerfile"].as_str().unwrap())
+            .is_file()
+    );
     // Prometheus and Grafana get Braid's files.
     let mounted = |service: &str| -> Vec<String> {
         mounts(&config["services"][service])
@@ -224,10 +227,7 @@ fn compose_validation_catches_a_mistake() {
 #[test]
 fn dockerfile_builds_with_a_new_enough_rust_and_runs_as_non_root() {
     let text = read("Dockerfile");
-    let stages: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("FROM "))
-        .collect();
+    let stages: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
     assert_eq!(stages.len(), 2, "multi-stage: {stages:?}");
     let rust = stages[0]
         .strip_prefix("FROM rust:")
@@ -247,8 +247,8 @@ fn dockerfile_builds_with_a_new_enough_rust_and_runs_as_non_root() {
     assert!(stages[1].contains("-slim"), "{}", stages[1]);
     let user = text
         .lines()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
         .expect("a USER line");
     assert_ne!(user.split(':').next(), Some("0"));
     assert_ne!(user.split(':').next(), Some("root"));
@@ -258,8 +258,10 @@ fn dockerfile_builds_with_a_new_enough_rust_and_runs_as_non_root() {
 #[test]
 fn kubernetes_manifests_pass_strict_validation_and_carry_a_valid_config() {
     let path = root().join("deploy/kubernetes/braid.yaml");
-    let out = run(Command::new(venv("kubernetes-validate", "kubernetes-validate"))
-        .args(["--strict", path.to_str().unwrap()]));
+    let out = run(
+        Command::new(venv("kubernetes-validate", "kubernetes-validate"))
+            .args(["--strict", path.to_str().unwrap()]),
+    );
     let documents = yaml_documents("kubernetes-validate", &read("deploy/kubernetes/braid.yaml"));
     let kinds: Vec<&str> = documents
         .iter()
@@ -275,7 +277,11 @@ fn kubernetes_manifests_pass_strict_validation_and_carry_a_valid_config() {
             "Service"
         ]
     );
-    assert_eq!(out.matches(" passed for resource ").count(), kinds.len(), "{out}");
+    assert_eq!(
+        out.matches(" passed for resource ").count(),
+        kinds.len(),
+        "{out}"
+    );
     let by_kind = |kind: &str| documents.iter().find(|d| d["kind"] == kind).unwrap();
     // The ConfigMap holds the example config as it is, so the two never drift apart.
     let toml = by_kind("ConfigMap")["data"]["braid.toml"].as_str().unwrap();
@@ -354,7 +360,11 @@ fn grafana_dashboards_use_the_provisioned_data_source() {
         assert!(uids.insert(dashboard["uid"].as_str().unwrap().to_owned()));
         for panel in dashboard["panels"].as_array().unwrap() {
             panels += 1;
-            assert_eq!(panel["datasource"]["uid"], uid, "{path}: {}", panel["title"]);
+            assert_eq!(
+                panel["datasource"]["uid"], uid,
+                "{path}: {}",
+                panel["title"]
+            );
             for target in panel["targets"].as_array().unwrap() {
                 assert_eq!(target["datasource"]["uid"], uid);
                 assert!(target["expr"].as_str().is_some_and(|e| !e.is_empty()));

@@ -20,7 +20,11 @@ fn dev_prints_its_url_and_answers_live_merged_numbers() {
     let dev = Dev::start(&["--rate", "500"], port, &[], None);
     let url = format!("http://127.0.0.1:{port}/");
     assert_eq!(dev.url, url);
-    assert!(dev.printed.iter().any(|l| l.contains(&url)), "{:?}", dev.printed);
+    assert!(
+        dev.printed.iter().any(|l| l.contains(&url)),
+        "{:?}",
+        dev.printed
+    );
     assert!(dev.broker.starts_with("127.0.0.1:"), "{}", dev.broker);
 
     let query = format!("{url}v1/views/country_totals?from=now-1h&to=now%2B1h&group_by=");

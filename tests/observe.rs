@@ -24,9 +24,13 @@ struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus with Braid's config, its target and intervals set for a test.
     fn start(dir: &std::path::Path, braid_port: u16) -> Self {
-        let config = std::fs::read_to_string(root().join("deploy/prometheus/prometheus.yml"))
-            .unwrap();
-        for needle in ["scrape_interval: 15s", "evaluation_interval: 15s", "\"braid:8080\""] {
+        let config =
+            std::fs::read_to_string(root().join("deploy/prometheus/prometheus.yml")).unwrap();
+        for needle in [
+            "scrape_interval: 15s",
+            "evaluation_interval: 15s",
+            "\"braid:8080\"",
+        ] {
             assert!(config.contains(needle), "prometheus.yml lacks {needle}");
         }
         let config = config
@@ -42,8 +46,14 @@ impl Prometheus {
         let port = free_port();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new(system("prometheus"))
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -171,7 +181,10 @@ fn rules_and_dashboards_match_what_a_running_braid_exports() {
     let port = free_port();
     let config = root().join("deploy/config/example.toml");
     let env = [
-        ("BRAID__STORAGE__DIR", dir.path().join("data").display().to_string()),
+        (
+            "BRAID__STORAGE__DIR",
+            dir.path().join("data").display().to_string(),
+        ),
         ("BRAID__BATCH__INTERVAL", "1m".to_owned()),
         ("BRAID__BATCH__FLUSH_INTERVAL", "1s".to_owned()),
         ("BRAID__SPEED__CHECKPOINT_INTERVAL", "1s".to_owned()),
@@ -216,7 +229,12 @@ fn rules_and_dashboards_match_what_a_running_braid_exports() {
     let mut labels_of = BTreeMap::new();
     for e in alerts.iter().chain(&panels) {
         let (metrics, labels) = metrics_and_labels(&e.expr);
-        assert!(!metrics.is_empty(), "{}: no metric found in {}", e.origin, e.expr);
+        assert!(
+            !metrics.is_empty(),
+            "{}: no metric found in {}",
+            e.origin,
+            e.expr
+        );
         let mut seen = BTreeSet::new();
         for metric in &metrics {
             let have = labels_of

@@ -182,7 +182,7 @@ fn same_value(api: &Json, page: &Json) -> bool {
         Json::Null => page.is_empty(),
         Json::Number(n) => page.parse::<f64>().ok() == n.as_f64(),
         Json::String(s) => page == s,
-        other => page == other.to_string(),
+        other => serde_json::to_string(other).is_ok_and(|text| text == page),
     }
 }
 
@@ -192,7 +192,10 @@ fn dashboard_shows_the_apis_numbers_as_a_chart_and_a_sortable_table_with_markup_
     let port = free_port();
     let config = root().join("deploy/config/example.toml");
     let env = [
-        ("BRAID__STORAGE__DIR", dir.path().join("data").display().to_string()),
+        (
+            "BRAID__STORAGE__DIR",
+            dir.path().join("data").display().to_string(),
+        ),
         ("BRAID__BATCH__INTERVAL", "off".to_owned()),
     ];
     let dev = Dev::start(
@@ -205,11 +208,15 @@ fn dashboard_shows_the_apis_numbers_as_a_chart_and_a_sortable_table_with_markup_
     produce(&producer(&dev.broker), "payments", &messages);
     let base = format!("http://127.0.0.1:{port}");
     let totals = format!("{base}/v1/views/card_spend?from=now-1h&to=now&group_by=&step=60s");
-    wait_for("every event in the merged answer", Duration::from_secs(60), || {
-        let (_, answer) = get(&totals);
-        let rows = answer["rows"].as_array().cloned().unwrap_or_default();
-        rows.iter().filter_map(|r| r["tx"].as_u64()).sum::<u64>() == messages.len() as u64
-    });
+    wait_for(
+        "every event in the merged answer",
+        Duration::from_secs(60),
+        || {
+            let (_, answer) = get(&totals);
+            let rows = answer["rows"].as_array().cloned().unwrap_or_default();
+            rows.iter().filter_map(|r| r["tx"].as_u64()).sum::<u64>() == messages.len() as u64
+        },
+    );
 
     let browser = Browser::start(&dir.path().join("chromium"));
     let mut page = browser.page();
@@ -239,7 +246,10 @@ fn dashboard_shows_the_apis_numbers_as_a_chart_and_a_sortable_table_with_markup_
     let buckets = get(&totals).1["rows"].as_array().unwrap().len() as u64;
     assert_eq!(buckets, 10);
     assert_eq!(points.as_u64(), Some(buckets), "points drawn");
-    assert!(pixels.as_u64().unwrap() > 200, "{pixels} pixels of the series colour");
+    assert!(
+        pixels.as_u64().unwrap() > 200,
+        "{pixels} pixels of the series colour"
+    );
 
     // The table's values are the API's answer to the same query (each card over the range),
     // value for value; all three cards, so ties in the order cannot change which are shown.
@@ -275,7 +285,11 @@ fn dashboard_shows_the_apis_numbers_as_a_chart_and_a_sortable_table_with_markup_
     // Clicking a column sorts by it, descending first, then ascending.
     for descending in [true, false] {
         page.eval("document.querySelector('#view-card_spend th[data-column=amount]').click()");
-        let state = if descending { "descending" } else { "ascending" };
+        let state = if descending {
+            "descending"
+        } else {
+            "ascending"
+        };
         assert_eq!(
             page.eval("document.querySelector('#view-card_spend th[data-column=amount]').getAttribute('aria-sort')"),
             state
@@ -318,7 +332,10 @@ fn dashboard_shows_the_apis_numbers_as_a_chart_and_a_sortable_table_with_markup_
     let provenance =
         page.eval("document.querySelector('#view-card_spend [data-role=provenance]').textContent");
     assert!(
-        provenance.as_str().unwrap().contains("exact to offsets payments/0@"),
+        provenance
+            .as_str()
+            .unwrap()
+            .contains("exact to offsets payments/0@"),
         "{provenance}"
     );
 
@@ -329,7 +346,11 @@ fn dashboard_shows_the_apis_numbers_as_a_chart_and_a_sortable_table_with_markup_
     let png = base64::engine::general_purpose::STANDARD
         .decode(shot["data"].as_str().unwrap())
         .unwrap();
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
     std::fs::write(dir.path().join("dashboard.png"), &png).unwrap();
     if let Some(copy) = std::env::var_os("BRAID_SCREENSHOT") {
         std::fs::write(copy, &png).unwrap();

@@ -31,8 +31,8 @@ pub use state::{AppState, Backends};
 
 /// Bucket bounds of every `*_seconds` histogram: sub-millisecond queries to hour-long batch runs.
 const DURATION_BUCKETS: [f64; 20] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0, 120.0, 600.0, 3600.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 120.0, 600.0, 3600.0,
 ];
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle for `/metrics`.

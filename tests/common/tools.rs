@@ -15,10 +15,7 @@ pub fn root() -> &'static Path {
 
 fn tools_dir() -> PathBuf {
     std::env::var_os("BRAID_TOOLS_DIR").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/braid-tools")
-        },
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/braid-tools"),
         PathBuf::from,
     )
 }
