@@ -71,37 +71,31 @@ fi
 
 [ "$WITH_TESTS" = 1 ] || exit 0
 
-# A virtualenv NAME with pinned packages, made once; remade when the pins change.
-python_tool() {
-  local name="$1"; shift
-  local venv="$BRAID_TOOLS_DIR/$name" pins="$*"
-  if [ -f "$venv/.pins" ] && [ "$(cat "$venv/.pins")" = "$pins" ]; then
-    return 0
-  fi
-  echo "install-deps: installing $name ($pins) into $venv" >&2
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
-  echo "$pins" > "$venv/.pins"
-}
-# docker-compose 1.29.2 validates compose files without a Docker engine. It needs PyYAML 5,
-# whose source build needs Cython < 3; built first, without build isolation.
-compose_tool() {
-  local venv="$BRAID_TOOLS_DIR/compose" pins="docker-compose==1.29.2 PyYAML==5.4.1 Cython==0.29.37"
-  if [ -f "$venv/.pins" ] && [ "$(cat "$venv/.pins")" = "$pins" ]; then
-    return 0
-  fi
-  echo "install-deps: installing docker-compose 1.29.2 into $venv" >&2
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check Cython==0.29.37 wheel setuptools
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation PyYAML==5.4.1
-  "$venv/bin/pip" install --quiet --disable-pip-version-check docker-compose==1.29.2
-  echo "$pins" > "$venv/.pins"
-}
+# Each Python tool in its own virtualenv, remade only when its pins change (`.pins` records them).
+venv_fresh() { [ -f "$1/.pins" ] && [ "$(cat "$1/.pins")" = "$2" ]; }
+new_venv() { echo "install-deps: installing $2 into $1" >&2; rm -rf "$1"; python3 -m venv "$1"; }
+pip_in() { "$1/bin/pip" install --quiet --disable-pip-version-check "${@:2}"; }
 mkdir -p "$BRAID_TOOLS_DIR"
-compose_tool
-python_tool kubernetes-validate kubernetes-validate==1.33.1
+
+# docker-compose 1.29.2 validates compose files without a Docker engine. It needs PyYAML 5,
+# whose source build needs Cython < 3: built first, without build isolation.
+venv="$BRAID_TOOLS_DIR/compose"
+pins="docker-compose==1.29.2 PyYAML==5.4.1 Cython==0.29.37"
+if ! venv_fresh "$venv" "$pins"; then
+  new_venv "$venv" "$pins"
+  pip_in "$venv" Cython==0.29.37 wheel setuptools
+  pip_in "$venv" --no-build-isolation PyYAML==5.4.1
+  pip_in "$venv" docker-compose==1.29.2
+  echo "$pins" > "$venv/.pins"
+fi
+# kubernetes-validate checks manifests offline against the Kubernetes schemas it ships.
+venv="$BRAID_TOOLS_DIR/kubernetes-validate"
+pins="kubernetes-validate==1.33.1"
+if ! venv_fresh "$venv" "$pins"; then
+  new_venv "$venv" "$pins"
+  pip_in "$venv" $pins
+  echo "$pins" > "$venv/.pins"
+fi
 
 # The Kafka-compatible broker that one end-to-end test runs as a separate process. Building it
 # takes about 12 minutes on two cores, so it is built only when missing.

@@ -178,24 +178,17 @@ fn metrics_and_labels(expr: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 #[test]
 fn rules_and_dashboards_match_what_a_running_braid_exports() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = root().join("deploy/config/example.toml");
-    let env = [
-        (
-            "BRAID__STORAGE__DIR",
-            dir.path().join("data").display().to_string(),
-        ),
-        ("BRAID__BATCH__INTERVAL", "1m".to_owned()),
-        ("BRAID__BATCH__FLUSH_INTERVAL", "1s".to_owned()),
-        ("BRAID__SPEED__CHECKPOINT_INTERVAL", "1s".to_owned()),
-    ];
-    let dev = Dev::start(
-        &["--config", config.to_str().unwrap(), "--rate", "400"],
-        port,
-        &env,
-        Some(&dir.path().join("braid.log")),
+    let dev = Dev::example(
+        dir.path(),
+        400,
+        &[
+            ("BRAID__BATCH__INTERVAL", "1m"),
+            ("BRAID__BATCH__FLUSH_INTERVAL", "1s"),
+            ("BRAID__SPEED__CHECKPOINT_INTERVAL", "1s"),
+        ],
     );
-    let base = format!("http://127.0.0.1:{port}");
+    let base = dev.base().to_owned();
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
     wait_for("braid ready", Duration::from_secs(60), || {
         get(&format!("{base}/readyz")).0 == 200
     });

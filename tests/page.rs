@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use braid_testkit::{Produced, produce, producer, wait_for};
 use common::dev::Dev;
-use common::tools::{root, system};
-use common::{free_port, get};
+use common::get;
+use common::tools::system;
 use serde_json::{Value as Json, json};
 use tungstenite::stream::MaybeTlsStream;
 
@@ -189,24 +189,10 @@ fn same_value(api: &Json, page: &Json) -> bool {
 #[test]
 fn dashboard_shows_the_apis_numbers_as_a_chart_and_a_sortable_table_with_markup_escaped() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = root().join("deploy/config/example.toml");
-    let env = [
-        (
-            "BRAID__STORAGE__DIR",
-            dir.path().join("data").display().to_string(),
-        ),
-        ("BRAID__BATCH__INTERVAL", "off".to_owned()),
-    ];
-    let dev = Dev::start(
-        &["--config", config.to_str().unwrap(), "--rate", "0"],
-        port,
-        &env,
-        Some(&dir.path().join("braid.log")),
-    );
+    let dev = Dev::example(dir.path(), 0, &[("BRAID__BATCH__INTERVAL", "off")]);
     let messages = payments();
     produce(&producer(&dev.broker), "payments", &messages);
-    let base = format!("http://127.0.0.1:{port}");
+    let base = dev.base().to_owned();
     let totals = format!("{base}/v1/views/card_spend?from=now-1h&to=now&group_by=&step=60s");
     wait_for(
         "every event in the merged answer",

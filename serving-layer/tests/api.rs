@@ -603,6 +603,58 @@ async fn api_keys_guard_every_data_endpoint() {
         assert_eq!(body["rows"].as_array().unwrap().len(), 3);
     }
     assert_eq!(get(&f.state, "/healthz").await.0, StatusCode::OK);
+    // What holds no data needs no key: probes, metrics (no recorder in this test: 503), the
+    // page and its static files.
+    for (path, expected) in [
+        ("/readyz", StatusCode::SERVICE_UNAVAILABLE),
+        ("/metrics", StatusCode::SERVICE_UNAVAILABLE),
+        ("/", StatusCode::OK),
+        ("/assets/uPlot.iife.min.js", StatusCode::OK),
+        ("/assets/uPlot.LICENSE", StatusCode::OK),
+        ("/assets/nope.js", StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(get(&f.state, path).await.0, expected, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_served_from_the_binary() {
+    let f = fixture(&[], &events());
+    let (status, page) = get(&f.state, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    let page = page.as_str().unwrap();
+    assert!(page.contains(r#"<script src="/assets/uPlot.iife.min.js"></script>"#));
+    assert!(page.contains(r#"href="/assets/uPlot.min.css""#));
+    for (asset, content_type, needle) in [
+        ("uPlot.iife.min.js", "text/javascript", "var uPlot="),
+        ("uPlot.min.css", "text/css", ".uplot"),
+        ("uPlot.LICENSE", "text/plain", "The MIT License"),
+    ] {
+        let response = router(f.state.clone())
+            .oneshot(
+                Request::builder()
+                    .uri(format!("/assets/{asset}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        let header = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
+        assert!(header.starts_with(content_type), "{asset}: {header}");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains(needle), "{asset}");
+    }
+    // Unknown, overlong and path-like names are a JSON 404 naming no internal path.
+    let long = "a".repeat(5000);
+    for name in ["nope.js", long.as_str(), "..%2FCargo.toml", "%00"] {
+        let (status, body) = get(&f.state, &format!("/assets/{name}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{name}");
+        assert_eq!(body["error"]["code"], "unknown_asset", "{name}");
+        assert!(body.to_string().len() < 400, "{body}");
+    }
 }
 
 #[tokio::test]

@@ -65,22 +65,36 @@ impl Dev {
         }
     }
 
+    /// `braid dev` on the example config (`deploy/config/example.toml`) with `rate` generated
+    /// events/s, storage under `dir/data`, its log in `dir/braid.log`; `env` adds overrides.
+    pub fn example(dir: &Path, rate: u64, env: &[(&str, &str)]) -> Self {
+        let config = super::tools::root().join("deploy/config/example.toml");
+        let mut vars = vec![(
+            "BRAID__STORAGE__DIR",
+            dir.join("data").display().to_string(),
+        )];
+        vars.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        Self::start(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--rate",
+                &rate.to_string(),
+            ],
+            super::free_port(),
+            &vars,
+            Some(&dir.join("braid.log")),
+        )
+    }
+
+    /// `http://127.0.0.1:<port>`, the API's base.
+    pub fn base(&self) -> &str {
+        self.url.trim_end_matches('/')
+    }
+
     /// SIGTERM; asserts a clean exit within 30 s.
     pub fn stop(mut self) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "braid dev did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert_eq!(status.code(), Some(0));
+        assert_eq!(super::terminate(&mut self.child).code(), Some(0));
     }
 }
 
