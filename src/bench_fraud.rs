@@ -125,10 +125,11 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     config.serve.max_concurrency = 10_000;
     fast_fetch(&mut config);
     let cancel = CancellationToken::new();
-    let (speed, snapshot) = start_scoring(&config, &runtime, &cancel)?;
+    let (speed, snapshot, alerts_logged) = start_scoring(&config, &runtime, &cancel)?;
     let backends = Backends {
         speed: Some(Arc::new(speed.handle())),
         snapshot: Some(snapshot),
+        alerts_logged: Some(alerts_logged),
         ..Backends::default()
     };
     let server = start_ready(&runtime, &config, backends, &cancel)?;
@@ -193,7 +194,11 @@ fn start_scoring(
     config: &Config,
     runtime: &tokio::runtime::Runtime,
     cancel: &CancellationToken,
-) -> Result<(SpeedLayer, Arc<SnapshotCache>)> {
+) -> Result<(
+    SpeedLayer,
+    Arc<SnapshotCache>,
+    tokio::sync::watch::Receiver<u64>,
+)> {
     let storage = Arc::new(LocalStorage::new(&config.storage.dir));
     let snapshot = Arc::new(SnapshotCache::new(
         Arc::new(config.clone()),
@@ -210,7 +215,7 @@ fn start_scoring(
     let hook = Arc::clone(&scorer) as Arc<dyn braid_shared::fraud::EventScorer>;
     let layer = SpeedLayer::start_scoring(config, Some(hook), cancel.clone())?;
     scorer.connect(Arc::new(layer.handle()));
-    Ok((layer, snapshot))
+    Ok((layer, snapshot, scorer.logged()))
 }
 
 /// Events per second of one speed layer consuming `events` from offset 0, and the alerts it

@@ -113,6 +113,7 @@ async fn supervise(
         cancel.cancel();
     };
     let mut speed_reader = None;
+    let mut alerts_logged = None;
     // One snapshot cache for the API and the fraud scorer.
     let snapshot = Arc::new(braid_serving::SnapshotCache::new(
         Arc::new(config.clone()),
@@ -145,6 +146,7 @@ async fn supervise(
                 let reader = Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>;
                 if let Some(scorer) = &scorer {
                     scorer.connect(Arc::clone(&reader));
+                    alerts_logged = Some(scorer.logged());
                 }
                 speed_reader = Some(reader);
                 crate::metrics::layer_up("speed layer", true);
@@ -186,6 +188,7 @@ async fn supervise(
             batch: batch_control,
             metrics,
             snapshot: Some(snapshot),
+            alerts_logged,
         };
         match Server::start(Arc::new(config.clone()), backends, cancel.clone()).await {
             Ok(server) => {

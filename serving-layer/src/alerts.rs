@@ -125,6 +125,9 @@ pub struct AlertScorer {
     runtime: tokio::runtime::Handle,
     last_expiry: Mutex<Option<Instant>>,
     topic: Option<AlertTopic>,
+    /// Bumped each time new alerts are logged: live streams in this process wake at once
+    /// instead of at their next poll.
+    logged: tokio::sync::watch::Sender<u64>,
 }
 
 impl AlertScorer {
@@ -148,7 +151,13 @@ impl AlertScorer {
             speed: OnceLock::new(),
             runtime,
             last_expiry: Mutex::new(None),
+            logged: tokio::sync::watch::Sender::new(0),
         }))
+    }
+
+    /// Changes each time this scorer logs new alerts (see [`follow`]).
+    pub fn logged(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.logged.subscribe()
     }
 
     /// The speed layer whose cells the features read (the one that calls the scorer).
@@ -258,6 +267,9 @@ impl EventScorer for AlertScorer {
         // The run's alerts are logged (durably, together) before the run is applied.
         let new = alerts::raise_all(self.storage.as_ref(), &tp.topic, tp.partition, &raised)
             .map_err(|e| e.to_string())?;
+        if new.iter().any(|&n| n) {
+            self.logged.send_modify(|n| *n = n.wrapping_add(1));
+        }
         for (alert, new) in raised.into_iter().zip(new) {
             if new {
                 crate::metrics::alert_raised(&alert.rules);
@@ -318,6 +330,9 @@ struct Follow {
     /// Ids sent that were raised at or after `since_ms`.
     sent: std::collections::HashMap<String, i64>,
     pending: std::collections::VecDeque<axum::response::sse::Event>,
+    /// Wakes the stream when the scorer in this process logs alerts; without it (or once the
+    /// scorer is gone) the stream polls every FOLLOW_INTERVAL only.
+    logged: Option<tokio::sync::watch::Receiver<u64>>,
     /// Keys of the logged alerts already read (see [`alerts::read_new`]).
     seen: std::collections::HashSet<String>,
     first: bool,
@@ -326,11 +341,14 @@ struct Follow {
 
 /// The live stream of new alerts, as `event: alert` messages with the alert's id. With
 /// `last_event_id` (an alert still kept), it starts with the alerts raised after that one;
-/// without it (or with an id no longer kept), with those raised from now on.
+/// without it (or with an id no longer kept), with those raised from now on. It reads the log
+/// when `logged` says the scorer in this process wrote to it, and every FOLLOW_INTERVAL in any
+/// case (alerts logged by another process).
 pub async fn follow(
     storage: Arc<dyn Storage>,
     filter: Filter,
     last_event_id: Option<String>,
+    logged: Option<tokio::sync::watch::Receiver<u64>>,
 ) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
 + Send
 + 'static {
@@ -367,6 +385,7 @@ pub async fn follow(
         since_ms,
         sent,
         pending,
+        logged,
         seen: std::collections::HashSet::new(),
         first: true,
         ended: false,
@@ -380,7 +399,7 @@ pub async fn follow(
                 return None;
             }
             if !f.first {
-                tokio::time::sleep(FOLLOW_INTERVAL).await;
+                f.wait().await;
             }
             f.first = false;
             // Only alerts logged since the last poll are read.
@@ -434,6 +453,25 @@ pub async fn follow(
             }
         }
     })
+}
+
+impl Follow {
+    /// Until the scorer logs alerts or FOLLOW_INTERVAL passes. An alert logged while the stream
+    /// was reading has already changed the version, so this returns at once for it.
+    async fn wait(&mut self) {
+        let Some(logged) = &mut self.logged else {
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+            return;
+        };
+        tokio::select! {
+            changed = logged.changed() => {
+                if changed.is_err() {
+                    self.logged = None;
+                }
+            }
+            () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+        }
+    }
 }
 
 /// Every kept alert, oldest raised first (unreadable ones skipped).

@@ -22,6 +22,9 @@ pub struct Backends {
     /// The snapshot cache to answer from, when another part of the process (the fraud scorer)
     /// shares it; without it the server makes its own.
     pub snapshot: Option<Arc<SnapshotCache>>,
+    /// Changes when the fraud scorer in this process logs alerts
+    /// ([`crate::AlertScorer::logged`]): live alert streams wake at once instead of polling.
+    pub alerts_logged: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 #[derive(Clone)]

@@ -161,8 +161,13 @@ pub async fn alerts(
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let stream =
-            crate::alerts::follow(std::sync::Arc::clone(&inner.storage), filter, last).await;
+        let stream = crate::alerts::follow(
+            std::sync::Arc::clone(&inner.storage),
+            filter,
+            last,
+            inner.backends.alerts_logged.clone(),
+        )
+        .await;
         return Ok(axum::response::IntoResponse::into_response(
             axum::response::sse::Sse::new(stream).keep_alive(
                 axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15)),
