@@ -256,6 +256,33 @@ fn dockerfile_builds_with_a_new_enough_rust_and_runs_as_non_root() {
 }
 
 #[test]
+fn the_binary_needs_only_libraries_of_the_slim_runtime_image() {
+    // The runtime stage is debian:bookworm-slim plus zlib1g: every shared library the braid
+    // binary loads must come from a package that image has (the build stage is bookworm too).
+    let runtime = ["libc6", "libgcc-s1", "zlib1g"];
+    assert!(read("Dockerfile").contains("zlib1g"));
+    let ldd = run(Command::new("ldd").arg(env!("CARGO_BIN_EXE_braid")));
+    let mut libraries = 0;
+    for path in ldd.lines().filter_map(|l| {
+        l.split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(str::to_owned)
+    }) {
+        let owner = run(Command::new("dpkg").arg("-S").arg(&path))
+            .split(':')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert!(
+            runtime.contains(&owner.as_str()),
+            "{path} comes from {owner}, which the runtime image lacks"
+        );
+        libraries += 1;
+    }
+    assert!(libraries >= 3, "{ldd}");
+}
+
+#[test]
 fn kubernetes_manifests_pass_strict_validation_and_carry_a_valid_config() {
     let path = root().join("deploy/kubernetes/braid.yaml");
     let out = run(
