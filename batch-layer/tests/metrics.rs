@@ -1,11 +1,12 @@
 //! The batch layer's metrics: files, rows and rejections archived per source, archive lag per
-//! partition, run duration and rows per second. A recorder is process-wide: one test here.
+//! partition, run duration and rows per second, and when the last run succeeded (also across a
+//! restart, from the run history). A recorder is process-wide: one test here.
 
 mod common;
 
 use std::time::Duration;
 
-use braid_batch::{Archiver, BatchRunner, RunState, Trigger};
+use braid_batch::{Archiver, BatchRunner, BatchScheduler, RunState, Trigger};
 use common::*;
 use metrics_util::debugging::DebuggingRecorder;
 use tokio_util::sync::CancellationToken;
@@ -74,4 +75,27 @@ fn archive_and_run_metrics_match_what_happened() {
         "{seen:?}"
     );
     assert!(value("braid_batch_snapshot_cells{view=card_minute}") > 0.0);
+    let now = || chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let last_success = value("braid_batch_last_success_timestamp_seconds{}");
+    assert!((now() - last_success).abs() < 60.0, "{last_success}");
+
+    // A scheduler started later (a restart) takes the last success from the run history, and
+    // reports its interval and start; the run counters exist at zero for a failure.
+    let finished = chrono::DateTime::parse_from_rfc3339(record.finished_at.as_deref().unwrap())
+        .unwrap()
+        .timestamp_millis() as f64
+        / 1000.0;
+    let mut scheduled = config.clone();
+    scheduled.batch.interval = braid_shared::config::Interval(Some(Duration::from_secs(900)));
+    let cancel = CancellationToken::new();
+    let scheduler = BatchScheduler::start(&scheduled, cancel.clone()).unwrap();
+    seen.refresh(&snapshotter);
+    assert_eq!(
+        seen.value("braid_batch_last_success_timestamp_seconds{}"),
+        finished
+    );
+    assert_eq!(seen.value("braid_batch_interval_seconds{}"), 900.0);
+    assert!((now() - seen.value("braid_batch_scheduler_start_timestamp_seconds{}")).abs() < 60.0);
+    cancel.cancel();
+    scheduler.join();
 }
