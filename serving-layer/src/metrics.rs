@@ -21,9 +21,21 @@ pub fn snapshot_loaded(elapsed: Duration, published_ms: Option<i64>) {
     }
 }
 
-/// Requests being answered now (a streaming answer counts until its headers are sent).
-pub fn in_flight(change: f64) {
-    metrics::gauge!("braid_serve_requests_in_flight").increment(change);
+/// One request being answered, counted in `braid_serve_requests_in_flight` until dropped (also
+/// when its client goes away mid-request; a streaming answer counts until its headers are sent).
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn enter() -> Self {
+        metrics::gauge!("braid_serve_requests_in_flight").increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("braid_serve_requests_in_flight").decrement(1.0);
+    }
 }
 
 /// A request refused at once because `serve.max_concurrency` requests were being answered.

@@ -149,9 +149,9 @@ async fn observe(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    crate::metrics::in_flight(1.0);
+    let in_flight = crate::metrics::InFlight::enter();
     let response = next.run(request).await;
-    crate::metrics::in_flight(-1.0);
+    drop(in_flight);
     let status = response.status();
     crate::metrics::request(&route, status.as_u16(), started.elapsed());
     let is_json = response
