@@ -5,6 +5,8 @@
 //! Setup: a history of generated payments is archived and recomputed into a published batch
 //! snapshot; then the speed layer and the API run while a generator keeps producing. Latency is
 //! measured open-loop from each request's scheduled send time, so a stall counts in full.
+//! With `pin`, the API's runtime runs on one core and the load generator on another (thread
+//! affinity), so the client does not take the server's CPU.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -37,6 +39,30 @@ pub struct Options {
     pub ingest_rate: u64,
     /// Freshness samples.
     pub freshness_samples: usize,
+    /// The API on the first core, the load generator on the second.
+    pub pin: bool,
+}
+
+/// The cores the server and the load generator are pinned to, when pinning.
+struct Pinning {
+    server: core_affinity::CoreId,
+    client: core_affinity::CoreId,
+}
+
+impl Pinning {
+    fn new() -> Result<Self> {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        match cores.as_slice() {
+            [server, client, ..] => Ok(Self {
+                server: *server,
+                client: *client,
+            }),
+            _ => bail!(
+                "--pin needs two cores this process may run on; it has {}",
+                cores.len()
+            ),
+        }
+    }
 }
 
 pub fn run(config: &Config, options: &Options) -> Result<String> {
@@ -84,10 +110,16 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     }
     let speed = SpeedLayer::start(&config, cancel.clone())?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let pinning = options.pin.then(Pinning::new).transpose()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.worker_threads(2).enable_all();
+    if let Some(pinning) = &pinning {
+        let core = pinning.server;
+        runtime.worker_threads(1).on_thread_start(move || {
+            core_affinity::set_for_current(core);
+        });
+    }
+    let runtime = runtime.build()?;
     let backends = Backends {
         speed: Some(Arc::new(speed.handle())),
         ..Backends::default()
@@ -122,6 +154,13 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
         "braid bench serve: {} events in the batch snapshot, {} events/s ingested meanwhile, {} s per query kind",
         options.history, options.ingest_rate, options.seconds
     );
+    if let Some(pinning) = &pinning {
+        let _ = writeln!(
+            report,
+            "  pinned: the API's runtime on core {}, the load generator on core {} (the speed layer, broker and ingest unpinned)",
+            pinning.server.id, pinning.client.id
+        );
+    }
     let cards: Vec<String> = (0..200).map(|i| format!("card-{i:06}")).collect();
     let point = |i: usize| {
         let path = format!(
@@ -163,7 +202,10 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     }
     for (name, path, rate) in kinds {
         eprintln!("bench serve: measuring {name} at {rate} requests/s");
-        let stats = runtime.block_on(load(addr, path, rate, options.seconds))?;
+        let stats = match &pinning {
+            None => runtime.block_on(load(addr, path, rate, options.seconds))?,
+            Some(pinning) => load_pinned(pinning.client, addr, path, rate, options.seconds)?,
+        };
         let _ = writeln!(report, "  {name}, {rate} requests/s: {stats}");
     }
     eprintln!("bench serve: measuring freshness");
@@ -352,6 +394,30 @@ pub(crate) async fn load(
     Ok(stats)
 }
 
+/// [`load`] from a thread of its own on `core`, with a runtime of its own.
+fn load_pinned(
+    core: core_affinity::CoreId,
+    addr: SocketAddr,
+    path: &RequestOf<'_>,
+    rate: u64,
+    seconds: u64,
+) -> Result<Stats> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if !core_affinity::set_for_current(core) {
+                    bail!("cannot pin the load generator to core {}", core.id);
+                }
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(load(addr, path, rate, seconds))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load generator panicked"))?
+    })
+}
+
 /// Produces one marked event at a time and polls a merged answer until it shows.
 async fn freshness(addr: SocketAddr, brokers: &str, topic: &str, samples: usize) -> Result<Stats> {
     let producer: BaseProducer = rdkafka::ClientConfig::new()
@@ -401,6 +467,7 @@ pub(crate) struct Stats {
     errors: usize,
     p50: Duration,
     p99: Duration,
+    p999: Duration,
     max: Duration,
     achieved: Option<f64>,
     /// How late the 99th percentile send started against its schedule.
@@ -421,6 +488,7 @@ impl Stats {
             errors,
             p50: at(0.50),
             p99: at(0.99),
+            p999: at(0.999),
             max: latencies.last().copied().unwrap_or_default(),
             achieved,
             behind_p99: None,
@@ -432,9 +500,10 @@ impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms over {} ({} failed)",
+            "p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.1} ms over {} ({} failed)",
             self.p50.as_secs_f64() * 1e3,
             self.p99.as_secs_f64() * 1e3,
+            self.p999.as_secs_f64() * 1e3,
             self.max.as_secs_f64() * 1e3,
             self.count,
             self.errors

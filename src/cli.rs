@@ -133,6 +133,9 @@ pub enum BenchTarget {
         /// Freshness samples.
         #[arg(long, default_value_t = 200)]
         freshness_samples: usize,
+        /// Pin the API's runtime to the first core and the load generator to the second.
+        #[arg(long)]
+        pin: bool,
     },
     /// Fraud scoring: the speed layer's throughput with and without scoring every event, produce
     /// to alert on the live stream, and `POST /v1/fraud/score` latency at a fixed rate.

@@ -112,6 +112,7 @@ fn bench(target: BenchTarget) -> ExitCode {
             seconds,
             ingest_rate,
             freshness_samples,
+            pin,
         } => match load(config.as_deref()) {
             Ok(config) => {
                 let options = bench_serve::Options {
@@ -120,6 +121,7 @@ fn bench(target: BenchTarget) -> ExitCode {
                     seconds: seconds.max(1),
                     ingest_rate: ingest_rate.max(1),
                     freshness_samples: freshness_samples.max(1),
+                    pin,
                 };
                 bench_serve::run(&config, &options).map_err(|e| format!("{e:#}"))
             }

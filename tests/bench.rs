@@ -1,6 +1,7 @@
-//! `braid bench speed` and `braid bench fraud` run end to end on small sizes and report every
-//! measurement. (What they measure is for people to read; these check the commands work, and
-//! that the fraud bench times exactly the alerts its bursts must raise.)
+//! `braid bench speed`, `braid bench serve` (pinned) and `braid bench fraud` run end to end on
+//! small sizes and report every measurement. (What they measure is for people to read; these
+//! check the commands work, and that the fraud bench times exactly the alerts its bursts must
+//! raise.)
 
 use std::process::Command;
 
@@ -93,6 +94,44 @@ fn bench_fraud_times_every_alert_of_its_bursts() {
     }
     let score = line("POST /v1/fraud/score, 100 requests/s");
     assert!(score.contains("over 100 (0 failed)"), "{score}");
+}
+
+#[test]
+fn bench_serve_pinned_reports_percentiles_of_every_query_kind() {
+    let stdout = bench(&[
+        "serve",
+        "--history",
+        "3000",
+        "--rate",
+        "200",
+        "--seconds",
+        "1",
+        "--ingest-rate",
+        "100",
+        "--freshness-samples",
+        "5",
+        "--pin",
+    ]);
+    assert!(
+        stdout.contains("pinned: the API's runtime on core"),
+        "{stdout}"
+    );
+    for (start, count) in [
+        ("point query (one card, 1 h), 200 requests/s", 200),
+        (
+            "range query (8 countries x 3 hours, sketches), 20 requests/s",
+            20,
+        ),
+        ("POST /v1/fraud/score (one card), 20 requests/s", 20),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("{start} missing in\n{stdout}"));
+        assert!(line.contains(" p99.9 "), "{line}");
+        assert!(line.contains(&format!("over {count} (0 failed)")), "{line}");
+    }
+    assert!(stdout.contains("freshness (produce -> visible in a merged answer)"));
 }
 
 #[test]
