@@ -25,6 +25,7 @@ BRAID_TOOLS_DIR="${BRAID_TOOLS_DIR:-$HOME/.cache/braid-tools}"
 declare -A NEEDED=(
   [cc]=gcc
   [make]=make
+  [curl]=curl   # fetches the DuckDB library below
 )
 if [ "$WITH_TESTS" = 1 ]; then
   NEEDED+=(
@@ -67,6 +68,45 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# DuckDB's official shared library (the SQL endpoint links it; building DuckDB from C++ would
+# take half an hour on two cores). The npm package @duckdb/node-bindings-linux-x64 ships the
+# release build of libduckdb.so with the parquet and json extensions linked in; its sha256 is
+# pinned. It goes to $DUCKDB_PREFIX/lib with an ld.so.conf.d entry, so the binary, the tests and
+# their child processes find it. `.cargo/config.toml` points DUCKDB_LIB_DIR at the same place.
+DUCKDB_VERSION=1.5.6
+DUCKDB_PREFIX=/opt/braid/duckdb-$DUCKDB_VERSION
+DUCKDB_TARBALL=https://registry.npmjs.org/@duckdb/node-bindings-linux-x64/-/node-bindings-linux-x64-$DUCKDB_VERSION-r.1.tgz
+DUCKDB_TARBALL_SHA256=1b9f82478539bb9a1d1df44bd103121a12ae52142c07158dc52b97d2ec1d69ff
+DUCKDB_LIB_SHA256=3f4962cdd266eab2b479a5b5a4a6d063d279b2954ae814ed00385d553b747633
+duckdb_installed() {
+  [ -f "$DUCKDB_PREFIX/lib/libduckdb.so" ] \
+    && echo "$DUCKDB_LIB_SHA256  $DUCKDB_PREFIX/lib/libduckdb.so" | sha256sum --quiet -c - 2>/dev/null \
+    && [ -f /etc/ld.so.conf.d/braid-duckdb.conf ] \
+    && grep -qx "$DUCKDB_PREFIX/lib" /etc/ld.so.conf.d/braid-duckdb.conf
+}
+if ! duckdb_installed; then
+  if [ "$(uname -s)-$(uname -m)" != Linux-x86_64 ]; then
+    echo "install-deps: no pinned DuckDB $DUCKDB_VERSION library for $(uname -s)-$(uname -m); put libduckdb.so $DUCKDB_VERSION in a directory and set DUCKDB_LIB_DIR to it (see the README)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing libduckdb $DUCKDB_VERSION into $DUCKDB_PREFIX" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  curl -fsSL --retry 3 -o "$tmp/duckdb.tgz" "$DUCKDB_TARBALL"
+  echo "$DUCKDB_TARBALL_SHA256  $tmp/duckdb.tgz" | sha256sum --quiet -c - \
+    || { echo "install-deps: the DuckDB download does not match its pinned sha256" >&2; exit 1; }
+  tar -xzf "$tmp/duckdb.tgz" -C "$tmp" package/libduckdb.so package/LICENSE
+  $sudo install -d "$DUCKDB_PREFIX/lib"
+  $sudo install -m 0644 "$tmp/package/libduckdb.so" "$DUCKDB_PREFIX/lib/libduckdb.so"
+  $sudo install -m 0644 "$tmp/package/LICENSE" "$DUCKDB_PREFIX/LICENSE"
+  echo "$DUCKDB_PREFIX/lib" | $sudo tee /etc/ld.so.conf.d/braid-duckdb.conf >/dev/null
+  $sudo ldconfig
+  rm -rf "$tmp"
+  trap - EXIT
 fi
 
 [ "$WITH_TESTS" = 1 ] || exit 0

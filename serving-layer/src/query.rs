@@ -255,7 +255,7 @@ fn parse_group_by(view: &ViewDef, list: &str) -> Result<Vec<usize>, ApiError> {
 }
 
 /// A filter value, read as the field's type.
-fn parse_value(name: &str, text: &str, kind: FieldKind) -> Result<Value, ApiError> {
+pub(crate) fn parse_value(name: &str, text: &str, kind: FieldKind) -> Result<Value, ApiError> {
     let wrong = |what: &str| ApiError::parameter(name, format!("{text:?} is not {what}"));
     match kind {
         FieldKind::String => Ok(Value::Str(text.into())),

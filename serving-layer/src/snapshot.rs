@@ -24,6 +24,9 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub pointer: Option<SnapshotPointer>,
+    /// The snapshot's manifest: every view's cell-file layers and the offsets each covers
+    /// (lineage reads it from here, never from a directory listing).
+    pub manifest: Option<Arc<SnapshotManifest>>,
     views: HashMap<String, Arc<ViewState>>,
     /// Views the snapshot lacks (new or changed definitions), with why.
     missing: BTreeMap<String, String>,
@@ -209,6 +212,7 @@ fn load(
     }
     Ok(Snapshot {
         pointer: Some(pointer),
+        manifest: Some(Arc::new(manifest)),
         views,
         missing,
     })

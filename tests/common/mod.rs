@@ -349,7 +349,7 @@ fn regroup(state: &ViewState, shape: &Shape) -> Vec<Json> {
 }
 
 /// Equal JSON, with floats to 1e-9 relative.
-fn same(got: &Json, expected: &Json, at: &str) -> Result<(), String> {
+pub fn same(got: &Json, expected: &Json, at: &str) -> Result<(), String> {
     match (got, expected) {
         (Json::Number(a), Json::Number(b)) => {
             if a == b {

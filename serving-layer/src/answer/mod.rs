@@ -23,7 +23,7 @@ pub use error::AnswerError;
 pub use groups::{Groups, Regroup};
 pub use provenance::Provenance;
 
-use crate::snapshot::SnapshotCache;
+use crate::snapshot::{Snapshot, SnapshotCache};
 
 /// What an answer reads from: the snapshot in use and the speed layer of this process.
 #[derive(Clone, Copy)]
@@ -77,6 +77,8 @@ impl ViewQuery {
 pub struct Grouped {
     pub groups: Groups,
     pub provenance: Provenance,
+    /// The snapshot the batch part was read from (lineage names its layers).
+    pub snapshot: Arc<Snapshot>,
 }
 
 /// A merged answer, rendered into rows.
@@ -98,9 +100,14 @@ pub async fn grouped(
 ) -> Result<Grouped, AnswerError> {
     let read = read::read(sources, view, cells).await?;
     let provenance_of = read.provenance_parts(topic);
+    let snapshot = Arc::clone(&read.snapshot);
     let groups = groups::regroup(read.state, regroup)?;
     let provenance = provenance_of.finish(view, &groups, now_ms);
-    Ok(Grouped { groups, provenance })
+    Ok(Grouped {
+        groups,
+        provenance,
+        snapshot,
+    })
 }
 
 /// The merged rows of `view` for `query`; more than `max_rows` without a `limit` is refused.
@@ -112,7 +119,9 @@ pub async fn rows(
     max_rows: usize,
     now_ms: i64,
 ) -> Result<Rows, AnswerError> {
-    let Grouped { groups, provenance } = grouped(
+    let Grouped {
+        groups, provenance, ..
+    } = grouped(
         sources,
         view,
         topic,

@@ -2,11 +2,12 @@
 //! whatever a middleware refuses.
 //!
 //! `views`: definitions and merged rows. `trends`: keys rising above their baseline. `fraud`:
-//! on-demand scores. `batch`: runs. `status`: status and rejected events.
+//! on-demand scores. `batch`: runs. `status`: status and rejected events. `lineage`: where a cell's number comes from.
 //! `ops`: metrics, health, readiness, the OpenAPI document, the dashboard.
 
 mod batch;
 mod fraud;
+mod lineage;
 mod ops;
 mod status;
 mod trends;
@@ -44,6 +45,7 @@ use crate::state::AppState;
         batch::get_run,
         status::status,
         status::rejected,
+        lineage::lineage,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -126,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/batch/runs/{id}", get(batch::get_run))
         .route("/v1/status", get(status::status))
         .route("/v1/rejected/{source}", get(status::rejected))
+        .route("/v1/lineage/{view}", get(lineage::lineage))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
