@@ -368,3 +368,255 @@ fn lineage_refuses_bad_cells_naming_the_parameter() {
     assert!(body["error"]["message"].as_str().unwrap().len() < 1_000);
     braid.stop();
 }
+
+/// Files under `dir`, recursively, with their sizes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), entry.metadata().map_or(0, |m| m.len())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn sql(base: &str, query: &str) -> (u16, Json) {
+    post(
+        &format!("{base}/v1/sql"),
+        &serde_json::json!({ "sql": query }).to_string(),
+    )
+}
+
+#[test]
+fn sql_answers_equal_the_reference_and_refuses_all_but_one_read_only_query() {
+    let cluster = cluster(1);
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) =
+        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nsql_timeout = \"1s\"\nmax_rows = 5000",
+    );
+    std::fs::write(&path, text).unwrap();
+    let braid = Braid::start(&path, free_port());
+    let base = braid.base.clone();
+    let messages = payments(99, 3_000, PARTITIONS);
+    braid_testkit::produce(&producer(&bootstrap), &topic, &messages);
+    let mut log = Log::new();
+    log.push(&config, &messages);
+    wait_consumed(&base, &topic, &log);
+    run_batch(&base);
+
+    // The archive, as SQL sees it, ends where the topic does.
+    wait_for(
+        "the archive holds every event",
+        Duration::from_secs(30),
+        || {
+            let (status, answer) = sql(
+                &base,
+                "SELECT _partition, max(_offset) + 1 AS next FROM events_payments GROUP BY 1 ORDER BY 1",
+            );
+            status == 200
+                && answer["rows"].as_array().unwrap().iter().all(|row| {
+                    row[1].as_i64()
+                        == Some(log.partitions[row[0].as_i64().unwrap() as usize].len() as i64)
+                })
+                && answer["rows"].as_array().unwrap().len() == PARTITIONS as usize
+        },
+    );
+    let valid: Vec<&Event> = log.partitions.iter().flatten().flatten().collect();
+    let amount = config.source("payments").unwrap().slot("amount").unwrap();
+    let total: f64 = valid.iter().filter_map(|e| e.values[amount].as_f64()).sum();
+    let (status, answer) = sql(
+        &base,
+        "SELECT count(*) AS n, sum(amount::DOUBLE) AS amount, min(_event_time) AS first FROM events_payments",
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["columns"][0],
+        serde_json::json!({"name": "n", "type": "BIGINT"})
+    );
+    assert_eq!(answer["columns"][2]["type"], "TIMESTAMP");
+    assert_eq!(
+        answer["rows"][0][0].as_u64(),
+        Some(valid.len() as u64),
+        "{answer}"
+    );
+    let got = answer["rows"][0][1].as_f64().unwrap();
+    assert!(
+        (got - total).abs() <= 1e-9 * total.abs(),
+        "{got} != {total}"
+    );
+    assert_eq!(answer["truncated"], false);
+    assert!(answer["elapsed_ms"].is_u64());
+
+    // view_<name> holds the merged cells: the same numbers as GET /v1/views.
+    let (status, answer) = sql(
+        &base,
+        "SELECT card_id, sum(tx) AS tx, sum(amount) AS amount, max(high) AS high FROM view_card_minute GROUP BY card_id ORDER BY card_id",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (_, rows) = get(&format!(
+        "{base}/v1/views/card_minute?from=0&to=now%2B3650d&order_by=tx&limit=5000"
+    ));
+    let mut by_card: std::collections::BTreeMap<String, &Json> = std::collections::BTreeMap::new();
+    for row in rows["rows"].as_array().unwrap() {
+        by_card.insert(row["card_id"].as_str().unwrap().to_owned(), row);
+    }
+    let got = answer["rows"].as_array().unwrap();
+    assert_eq!(got.len(), by_card.len(), "{answer}");
+    for row in got {
+        let expected = by_card[row[0].as_str().unwrap()];
+        assert_eq!(row[1], expected["tx"], "{row:?} vs {expected}");
+        same(&row[2], &expected["amount"], "amount").unwrap();
+        same(&row[3], &expected["high"], "high").unwrap();
+    }
+
+    // rejected_<source>: every malformed message once.
+    let rejected = log
+        .partitions
+        .iter()
+        .flatten()
+        .filter(|e| e.is_none())
+        .count();
+    wait_for("every rejection listed", Duration::from_secs(10), || {
+        let (_, answer) = sql(
+            &base,
+            "SELECT count(*), count(DISTINCT (partition, \"offset\")) FROM rejected_payments",
+        );
+        answer["rows"][0][0].as_u64() == Some(rejected as u64)
+            && answer["rows"][0][1].as_u64() == Some(rejected as u64)
+    });
+
+    // Results beyond serve.max_rows are cut, in the query's own order.
+    let (status, answer) = sql(&base, "SELECT range AS i FROM range(20000) ORDER BY i DESC");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["truncated"], true);
+    assert_eq!(answer["rows"].as_array().unwrap().len(), 5000);
+    assert_eq!(answer["rows"][0][0], 19999);
+    assert_eq!(answer["rows"][4999][0], 15000);
+    let (_, answer) = sql(&base, "WITH t AS (SELECT 1 AS x) SELECT x FROM t; ");
+    assert_eq!(answer["rows"], serde_json::json!([[1]]), "{answer}");
+
+    // Nothing but one read-only query over Braid's tables; nothing written anywhere.
+    let scratch = tempfile::tempdir().unwrap();
+    let target = scratch.path().join("out.csv");
+    let before = files_under(dir.path());
+    let refused = [
+        "INSERT INTO view_card_minute SELECT * FROM view_card_minute".to_owned(),
+        "UPDATE view_card_minute SET tx = 0".to_owned(),
+        "DELETE FROM view_card_minute".to_owned(),
+        "CREATE TABLE t AS SELECT 1".to_owned(),
+        "DROP TABLE view_card_minute".to_owned(),
+        format!("COPY (SELECT 1) TO '{}'", target.display()),
+        format!(
+            "COPY view_card_minute TO '{}' (FORMAT parquet)",
+            target.display()
+        ),
+        format!("EXPORT DATABASE '{}'", scratch.path().display()),
+        format!(
+            "ATTACH '{}' AS other",
+            scratch.path().join("x.db").display()
+        ),
+        "INSTALL httpfs".to_owned(),
+        "LOAD httpfs".to_owned(),
+        "SET threads = 1".to_owned(),
+        "SET enable_external_access = true".to_owned(),
+        "PRAGMA database_list".to_owned(),
+        "CALL pragma_version()".to_owned(),
+        "SELECT 1; SELECT 2".to_owned(),
+        "SELECT 1; DROP TABLE view_card_minute".to_owned(),
+        "SELECT * FROM read_csv('/etc/passwd')".to_owned(),
+        "SELECT * FROM read_text('/etc/hostname')".to_owned(),
+        "SELECT * FROM read_parquet('archive/**/*.parquet')".to_owned(),
+        "SELECT * FROM '/etc/passwd'".to_owned(),
+        "SELECT * FROM 'https://example.com/data.parquet'".to_owned(),
+        "SELECT * FROM glob('/*')".to_owned(),
+        "SELECT getenv('HOME')".to_owned(),
+        "SELECT current_setting('allowed_directories')".to_owned(),
+        "SELECT * FROM duckdb_settings()".to_owned(),
+        "SELECT * FROM information_schema.tables".to_owned(),
+        "SELECT * FROM events_nosuch".to_owned(),
+    ];
+    for statement in &refused {
+        let (status, answer) = sql(&base, statement);
+        assert_eq!(status, 400, "{statement}: {answer}");
+        assert_eq!(
+            answer["error"]["code"], "sql_refused",
+            "{statement}: {answer}"
+        );
+    }
+    assert!(!target.exists());
+    assert!(files_under(scratch.path()).is_empty());
+    // The layers keep writing their own files; nothing else appears in the storage dir.
+    let layers = ["archive", "batch", "speed"].map(|d| dir.path().join(d));
+    for (path, _) in files_under(dir.path()) {
+        assert!(
+            before.iter().any(|(b, _)| *b == path) || layers.iter().any(|l| path.starts_with(l)),
+            "new file {}",
+            path.display()
+        );
+    }
+
+    // Bad bodies and failing queries: 400 naming the problem, never the storage path.
+    let root = dir.path().to_string_lossy().into_owned();
+    let bad: [(&str, u16, &str); 7] = [
+        ("not json", 400, "body"),
+        ("{}", 400, "sql"),
+        (r#"{"sql": "SELECT 1", "extra": 1}"#, 400, "extra"),
+        (r#"{"sql": "   "}"#, 400, "empty"),
+        (r#"{"sql": 42}"#, 400, "body"),
+        (
+            r#"{"sql": "SELECT nope FROM view_card_minute"}"#,
+            400,
+            "nope",
+        ),
+        (r#"{"sql": "SELECT \u0000\u001b[31m"}"#, 400, ""),
+    ];
+    for (body, status, mentions) in bad {
+        let (got, answer) = post(&format!("{base}/v1/sql"), body);
+        assert_eq!(got, status, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(mentions), "{body}: {message}");
+        assert!(!message.contains(&root), "{body}: {message}");
+    }
+    let long = format!("SELECT '{}'", "x".repeat(20_000));
+    let (got, answer) = sql(&base, &long);
+    assert_eq!(got, 400, "{answer}");
+    let (got, _) = sql(&base, &format!("SELECT '{}'", "x".repeat(100_000)));
+    assert_eq!(got, 413);
+
+    // A query past serve.sql_timeout (1s) is interrupted: 408 well within the time limit, and
+    // the engine answers the next query.
+    let started = std::time::Instant::now();
+    let (status, answer) = sql(
+        &base,
+        "SELECT sum(a.range * b.range) FROM range(200000) a, range(200000) b",
+    );
+    assert_eq!(status, 408, "{answer}");
+    assert_eq!(answer["error"]["code"], "sql_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for(
+        "the SQL slot is free again",
+        Duration::from_secs(10),
+        || sql(&base, "SELECT 42").1["rows"] == serde_json::json!([[42]]),
+    );
+    braid.stop();
+}

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     Unauthorized,
     NotFound,
     TooManyRequests,
+    /// The work ran past its time limit and was stopped.
+    Timeout,
     Internal,
     Unavailable,
     /// A refusal a middleware (body limit, timeout, router) answered with this status.
@@ -46,6 +48,7 @@ impl ErrorKind {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Middleware(status) => status,

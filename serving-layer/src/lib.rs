@@ -8,6 +8,7 @@
 //! - `answer`: batch ⊕ speed from one snapshot, regrouped, with provenance; HTTP-free.
 //! - `fraud`: fraud features as merged point reads, and scores; `alerts`: every applied event
 //!   of the fraud source scored, its alert logged once.
+//! - `sql`: read-only DuckDB over the archive, rejections and merged views.
 //! - `auth`: optional bearer keys. `state`, `metrics`, `error`.
 
 mod alerts;
@@ -17,9 +18,11 @@ mod error;
 mod fraud;
 mod metrics;
 mod query;
+mod rejections;
 mod routes;
 mod server;
 mod snapshot;
+mod sql;
 mod state;
 
 pub use alerts::{AlertScorer, AlertTopic};

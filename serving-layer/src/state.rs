@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub started: Instant,
     /// Reads `POST /v1/fraud/score` bodies, when `[fraud]` is configured.
     pub fraud_decoder: Option<braid_shared::Decoder>,
+    /// Runs `POST /v1/sql` queries.
+    pub sql: crate::sql::Engine,
 }
 
 impl AppState {
@@ -57,6 +59,7 @@ impl AppState {
                 .fraud
                 .as_ref()
                 .map(|f| braid_shared::Decoder::new(&f.source)),
+            sql: crate::sql::Engine::new(&config),
             config,
             backends,
             started: Instant::now(),

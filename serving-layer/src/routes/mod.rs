@@ -9,6 +9,7 @@ mod batch;
 mod fraud;
 mod lineage;
 mod ops;
+mod sql;
 mod status;
 mod trends;
 mod views;
@@ -46,6 +47,7 @@ use crate::state::AppState;
         status::status,
         status::rejected,
         lineage::lineage,
+        sql::sql,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -95,26 +97,43 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Body size, request time and concurrency (refused with 503 when full), as one layer stack.
+macro_rules! limits {
+    ($slots:expr, $timeout:expr, $max_body_bytes:expr) => {
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
+                if error.is::<tower::load_shed::error::Overloaded>() {
+                    crate::metrics::refused_concurrency();
+                }
+                ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE)
+            }))
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore($slots))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                $timeout,
+            ))
+            .layer(DefaultBodyLimit::max($max_body_bytes))
+    };
+}
+
 /// The whole API with its limits: body size, request time, concurrency (refused with 503 when
 /// full), optional keys.
 pub fn router(state: AppState) -> Router {
     let serve = &state.0.config.serve;
     crate::metrics::register_server();
-    let limits = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
-            if error.is::<tower::load_shed::error::Overloaded>() {
-                crate::metrics::refused_concurrency();
-            }
-            ApiError::for_status(StatusCode::SERVICE_UNAVAILABLE)
-        }))
-        .load_shed()
-        // One semaphore for every route (`Router::layer` wraps each route on its own).
-        .layer(GlobalConcurrencyLimitLayer::new(serve.max_concurrency))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serve.request_timeout.0,
-        ))
-        .layer(DefaultBodyLimit::max(serve.max_body_bytes));
+    // One semaphore for every route (`Router::layer` wraps each route on its own).
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(serve.max_concurrency));
+    // A SQL query has its own limit (`serve.sql_timeout`, answered 408), on top of the time to
+    // read its body and gather its tables.
+    let sql_timeout = serve.request_timeout.0 + serve.sql_timeout.0;
+    let sql = Router::new()
+        .route("/v1/sql", axum::routing::post(sql::sql))
+        .layer(limits!(
+            std::sync::Arc::clone(&slots),
+            sql_timeout,
+            serve.max_body_bytes
+        ));
     Router::new()
         .route("/v1/views", get(views::list_views))
         .route("/v1/views/{view}", get(views::get_view))
@@ -135,7 +154,12 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .route("/", get(ops::dashboard))
         .route("/assets/{file}", get(ops::asset))
-        .layer(limits)
+        .layer(limits!(
+            slots,
+            serve.request_timeout.0,
+            serve.max_body_bytes
+        ))
+        .merge(sql)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_key,

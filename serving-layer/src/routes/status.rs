@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use braid_shared::{RejectReason, RejectedRecord};
-use braid_store::rejected::{read_archived_rejected, read_rejected};
+use braid_shared::RejectReason;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -14,6 +13,7 @@ use super::batch::ListParams;
 use crate::error::abbreviate;
 use crate::error::{ApiError, ErrorBody};
 use crate::query::Params;
+use crate::rejections::ListedRejection;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,15 +114,6 @@ pub struct RejectedList {
     pub next_cursor: Option<String>,
 }
 
-/// One rejection and the layers that logged it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListedRejection {
-    #[serde(flatten)]
-    pub record: RejectedRecord,
-    /// `speed` (the speed layer's log) and/or `archive` (the archive's rejected files).
-    pub layers: Vec<&'static str>,
-}
-
 /// Events of a source that could not be read, with their reasons: the speed layer's log and the
 /// archive's rejected files merged, each rejection once, ordered by (partition, offset), paged.
 #[utoipa::path(get, path = "/v1/rejected/{source}", tag = "operations",
@@ -166,38 +157,19 @@ pub async fn rejected(
     let after = params.get("cursor").map(Cursor::decode).transpose()?;
     let storage = Arc::clone(&state.0.storage);
     let (topic, source_name) = (source.topic.clone(), name.clone());
-    let read = tokio::task::spawn_blocking(move || {
-        let speed = read_rejected(storage.as_ref(), &topic)?;
-        let archived = read_archived_rejected(storage.as_ref(), &topic, &source_name)?;
-        Ok::<_, braid_store::Error>((speed, archived))
+    let merged = tokio::task::spawn_blocking(move || {
+        crate::rejections::merged(storage.as_ref(), &topic, &source_name)
     })
     .await
-    .map_err(|e| ApiError::internal(format!("reading rejected events: {e}")))?;
-    let (speed, archived) = read.map_err(|error| {
+    .map_err(|e| ApiError::internal(format!("reading rejected events: {e}")))?
+    .map_err(|error| {
         tracing::error!(%error, source = %name, "reading rejected events");
         ApiError::internal("reading rejected events failed; the server log says why")
     })?;
-    // Each rejection once, by (partition, offset); the speed layer's record when both hold it
-    // (it carries when the speed layer read it).
-    let mut merged: BTreeMap<(i32, i64), ListedRejection> = BTreeMap::new();
-    for (record, layer) in speed
+    let merged: BTreeMap<(i32, i64), ListedRejection> = merged
         .into_iter()
-        .map(|r| (r, "speed"))
-        .chain(archived.into_iter().map(|r| (r, "archive")))
-    {
-        if record.source != name || reason.is_some_and(|code| record.reason.code() != code) {
-            continue;
-        }
-        let listed = merged
-            .entry((record.partition, record.offset))
-            .or_insert_with(|| ListedRejection {
-                record,
-                layers: Vec::new(),
-            });
-        if !listed.layers.contains(&layer) {
-            listed.layers.push(layer);
-        }
-    }
+        .filter(|(_, listed)| reason.is_none_or(|code| listed.record.reason.code() == code))
+        .collect();
     let total = merged.len();
     let start = match after {
         Some(c) => std::ops::Bound::Excluded((c.partition, c.offset)),

@@ -217,6 +217,10 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Requests served at once; more are refused at once with 503.
     pub max_concurrency: usize,
+    /// Longest time a `POST /v1/sql` query may run; it is interrupted and answered 408.
+    pub sql_timeout: Period,
+    /// SQL queries run at once, each on its own thread; more are refused with 503.
+    pub sql_concurrency: usize,
 }
 
 impl Default for ServeConfig {
@@ -229,6 +233,8 @@ impl Default for ServeConfig {
             header_timeout: Period(std::time::Duration::from_secs(5)),
             max_body_bytes: 64 * 1024,
             max_concurrency: 512,
+            sql_timeout: Period(std::time::Duration::from_secs(10)),
+            sql_concurrency: 2,
         }
     }
 }

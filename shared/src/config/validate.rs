@@ -229,6 +229,24 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
             format!("{} is outside 1..=100000", serve.max_concurrency),
         );
     }
+    let sql_timeout = serve.sql_timeout.0;
+    if sql_timeout < std::time::Duration::from_millis(100)
+        || sql_timeout > std::time::Duration::from_secs(3600)
+    {
+        issues.push(
+            "serve.sql_timeout",
+            format!(
+                "{} is outside 100ms..=1h",
+                crate::config::format_duration(sql_timeout)
+            ),
+        );
+    }
+    if serve.sql_concurrency == 0 || serve.sql_concurrency > 64 {
+        issues.push(
+            "serve.sql_concurrency",
+            format!("{} is outside 1..=64", serve.sql_concurrency),
+        );
+    }
     for (i, key) in file.serve.api_keys.iter().enumerate() {
         if key.is_empty() || key.chars().any(char::is_whitespace) {
             issues.push(
