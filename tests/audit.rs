@@ -620,3 +620,212 @@ fn sql_answers_equal_the_reference_and_refuses_all_but_one_read_only_query() {
     );
     braid.stop();
 }
+
+/// Records where each produced message landed, from the producer's delivery reports.
+struct Reports(std::sync::Mutex<Vec<(i32, i64, Vec<u8>)>>);
+
+impl rdkafka::ClientContext for Reports {}
+
+impl rdkafka::producer::ProducerContext for Reports {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, report: &rdkafka::message::DeliveryResult<'_>, (): ()) {
+        use rdkafka::Message as _;
+        let message = report.as_ref().expect("delivered");
+        self.0.lock().unwrap().push((
+            message.partition(),
+            message.offset(),
+            message.payload().unwrap_or_default().to_vec(),
+        ));
+    }
+}
+
+/// Every page of `/v1/events` from the start: (partition, offset, archived) in listed order.
+fn all_pages(base: &str, limit: usize) -> Vec<(i32, i64, bool)> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = format!(
+            "{base}/v1/events/payments?from=0&to=now%2B3650d&limit={limit}{}",
+            cursor
+                .as_ref()
+                .map(|c| format!("&cursor={c}"))
+                .unwrap_or_default()
+        );
+        let (status, page) = get(&url);
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().unwrap();
+        assert!(events.len() <= limit);
+        for event in events {
+            out.push((
+                partition_of(event["partition"].as_str().unwrap()),
+                event["offset"].as_i64().unwrap(),
+                event["archived"].as_bool().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert!(events.is_empty(), "{page}");
+                return out;
+            }
+        }
+    }
+}
+
+#[test]
+fn event_pages_list_each_delivered_event_once_while_the_archiver_flushes_and_compacts() {
+    use rdkafka::producer::{BaseRecord, Producer as _};
+    let cluster = cluster(1);
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) =
+        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
+    let braid = Braid::start(&path, free_port());
+    let base = braid.base.clone();
+    let producer: rdkafka::producer::BaseProducer<Reports> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "5")
+        .create_with_context(Reports(std::sync::Mutex::new(Vec::new())))
+        .unwrap();
+    let reports = producer.context();
+    let messages = payments(7, 3_000, PARTITIONS);
+    let decoder = braid_shared::Decoder::new(config.source("payments").unwrap());
+    let delivered_events = |reports: &Reports| -> BTreeSet<(i32, i64)> {
+        reports
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, payload)| decoder.decode(payload).is_ok())
+            .map(|(p, o, _)| (*p, *o))
+            .collect()
+    };
+    let check_pass = |pass: &[(i32, i64, bool)]| {
+        for pair in pass.windows(2) {
+            assert!(
+                (pair[0].0, pair[0].1) < (pair[1].0, pair[1].1),
+                "out of order or repeated: {pair:?}"
+            );
+        }
+    };
+    let mut passes = 0;
+    let mut both = false;
+    for chunk in messages.chunks(250) {
+        for message in chunk {
+            producer
+                .send(
+                    BaseRecord::<(), [u8], ()>::to(&topic)
+                        .partition(message.partition)
+                        .payload(&message.payload),
+                )
+                .unwrap();
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        // A full pass while events keep arriving: every event delivered before it began is
+        // listed, once, in order.
+        let before = delivered_events(reports);
+        let pass = all_pages(&base, 97);
+        check_pass(&pass);
+        let listed: BTreeSet<(i32, i64)> = pass.iter().map(|(p, o, _)| (*p, *o)).collect();
+        assert!(
+            before.is_subset(&listed),
+            "missing {:?}",
+            before.difference(&listed).take(5).collect::<Vec<_>>()
+        );
+        both |= pass.iter().any(|e| e.2) && pass.iter().any(|e| !e.2);
+        passes += 1;
+    }
+    assert!(passes >= 12);
+    assert!(both, "no pass mixed archived and not-yet-archived events");
+    // Once the archive has everything and compacted, a pass lists exactly the delivered events,
+    // all from the archive.
+    let compacted = || {
+        (0..PARTITIONS).any(|p| {
+            std::fs::read(
+                dir.path()
+                    .join(format!("archive/_manifest/{topic}/{p}.json")),
+            )
+            .ok()
+            .is_some_and(|bytes| {
+                serde_json::from_slice::<Json>(&bytes).unwrap()["retired"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+            })
+        })
+    };
+    wait_for("the archive compacted", Duration::from_secs(30), compacted);
+    let delivered = delivered_events(reports);
+    wait_for("every event archived", Duration::from_secs(30), || {
+        let pass = all_pages(&base, 500);
+        check_pass(&pass);
+        let listed: BTreeSet<(i32, i64)> = pass.iter().map(|(p, o, _)| (*p, *o)).collect();
+        assert_eq!(listed.len(), pass.len());
+        assert_eq!(listed, delivered);
+        pass.iter().all(|e| e.2)
+    });
+
+    // Filters and nasty parameters.
+    let card = "card-7";
+    let (status, page) = get(&format!(
+        "{base}/v1/events/payments?from=0&to=now%2B3650d&card_id={card}&limit=1000"
+    ));
+    assert_eq!(status, 200, "{page}");
+    let expected = reports
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, payload)| {
+            decoder.decode(payload).is_ok_and(|e| {
+                e.values[config.source("payments").unwrap().slot("card_id").unwrap()]
+                    == Value::Str(card.into())
+            })
+        })
+        .count();
+    assert_eq!(page["events"].as_array().unwrap().len(), expected);
+    assert!(
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["event"]["card_id"] == card)
+    );
+    let long = "y".repeat(6_000);
+    for (query, status, mentions) in [
+        ("to=now".to_owned(), 400, "from"),
+        ("from=0&to=now&nosuch=1".to_owned(), 400, "nosuch"),
+        ("from=0&to=now&limit=0".to_owned(), 400, "limit"),
+        ("from=0&to=now&limit=100000000".to_owned(), 400, "limit"),
+        ("from=0&to=now&cursor=zz".to_owned(), 400, "cursor"),
+        (
+            format!("from=0&to=now&cursor={}", hex_of("rejected.v1:0:5")),
+            400,
+            "cursor",
+        ),
+        ("from=5&to=1".to_owned(), 400, "before"),
+        (format!("from=0&to=now&card_id={long}%00%1b"), 200, ""),
+    ] {
+        let (got, body) = get(&format!("{base}/v1/events/payments?{query}"));
+        assert_eq!(got, status, "{query}: {body}");
+        if status == 400 {
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(mentions),
+                "{query}: {body}"
+            );
+        }
+    }
+    let (got, _) = get(&format!("{base}/v1/events/{long}?from=0&to=now"));
+    assert_eq!(got, 404);
+    braid.stop();
+}
+
+fn hex_of(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}

@@ -24,6 +24,7 @@ mod server;
 mod snapshot;
 mod sql;
 mod state;
+mod tail;
 
 pub use alerts::{AlertScorer, AlertTopic};
 pub use error::{ApiError, Error, ErrorKind, Result};

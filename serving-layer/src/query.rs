@@ -491,3 +491,32 @@ top = "top_k(card_id, 3)"
         assert!(parse_value("x", "NaN", FieldKind::Float).is_err());
     }
 }
+
+/// Where a page ordered by (partition, offset) ended: the last one listed. Opaque to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Cursor {
+    /// The cursor as text, tagged with `kind` (which endpoint issued it).
+    pub fn encode(&self, kind: &str) -> String {
+        hex::encode(format!("{kind}{}:{}", self.partition, self.offset))
+    }
+
+    /// A cursor `kind`'s endpoint issued; a 400 naming `cursor` otherwise.
+    pub fn decode(kind: &str, text: &str) -> Result<Self, ApiError> {
+        let bad = || ApiError::parameter("cursor", "is not a cursor this endpoint issued");
+        let bytes = hex::decode(text).map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let (partition, offset) = text
+            .strip_prefix(kind)
+            .and_then(|rest| rest.split_once(':'))
+            .ok_or_else(bad)?;
+        Ok(Self {
+            partition: partition.parse().map_err(|_| bad())?,
+            offset: offset.parse().map_err(|_| bad())?,
+        })
+    }
+}

@@ -30,6 +30,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// Archive files could not be read.
+    #[error("reading archive files: {0}")]
+    Parquet(String),
+
     /// Another writer replaced an object this one holds: this writer no longer owns it.
     #[error("{key} was replaced by another writer; this process no longer owns it")]
     Conflict { key: String },

@@ -13,6 +13,7 @@
 //! - `history`: the persisted batch run records, and [`BatchControl`], how runs are requested.
 //! - `columns` (feature `parquet`): Braid values <-> Parquet columns.
 //! - `snapshot` (feature `parquet`): snapshot cell files and reading a published view.
+//! - `events` (feature `parquet`): archived events read back for the audit trail.
 //! - `error`: the crate's error type.
 
 pub mod alerts;
@@ -20,6 +21,8 @@ pub mod checkpoint;
 #[cfg(feature = "parquet")]
 pub mod columns;
 mod error;
+#[cfg(feature = "parquet")]
+pub mod events;
 mod history;
 pub mod layout;
 pub mod manifest;

@@ -6,6 +6,7 @@
 //! `ops`: metrics, health, readiness, the OpenAPI document, the dashboard.
 
 mod batch;
+mod events;
 mod fraud;
 mod lineage;
 mod ops;
@@ -47,6 +48,7 @@ use crate::state::AppState;
         status::status,
         status::rejected,
         lineage::lineage,
+        events::events,
         sql::sql,
         ops::healthz,
         ops::readyz,
@@ -148,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status::status))
         .route("/v1/rejected/{source}", get(status::rejected))
         .route("/v1/lineage/{view}", get(lineage::lineage))
+        .route("/v1/events/{source}", get(events::events))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::batch::ListParams;
 use crate::error::abbreviate;
 use crate::error::{ApiError, ErrorBody};
-use crate::query::Params;
+use crate::query::{Cursor, Params};
 use crate::rejections::ListedRejection;
 use crate::state::AppState;
 
@@ -102,6 +102,9 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
     }))
 }
 
+/// What `GET /v1/rejected` cursors start with.
+const REJECTED_CURSOR: &str = "rejected.v1:";
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RejectedList {
     pub source: String,
@@ -154,7 +157,10 @@ pub async fn rejected(
                 })
         })
         .transpose()?;
-    let after = params.get("cursor").map(Cursor::decode).transpose()?;
+    let after = params
+        .get("cursor")
+        .map(|c| Cursor::decode(REJECTED_CURSOR, c))
+        .transpose()?;
     let storage = Arc::clone(&state.0.storage);
     let (topic, source_name) = (source.topic.clone(), name.clone());
     let merged = tokio::task::spawn_blocking(move || {
@@ -183,7 +189,7 @@ pub async fn rejected(
                 partition: last.record.partition,
                 offset: last.record.offset,
             }
-            .encode(),
+            .encode(REJECTED_CURSOR),
         ),
         _ => None,
     };
@@ -193,37 +199,4 @@ pub async fn rejected(
         events,
         next_cursor,
     }))
-}
-
-/// Where a page of rejections ended: the last (partition, offset) listed. Opaque to clients.
-struct Cursor {
-    partition: i32,
-    offset: i64,
-}
-
-impl Cursor {
-    const PREFIX: &str = "rejected.v1:";
-
-    fn encode(&self) -> String {
-        hex::encode(format!(
-            "{}{}:{}",
-            Self::PREFIX,
-            self.partition,
-            self.offset
-        ))
-    }
-
-    fn decode(text: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::parameter("cursor", "is not a cursor this endpoint issued");
-        let bytes = hex::decode(text).map_err(|_| bad())?;
-        let text = String::from_utf8(bytes).map_err(|_| bad())?;
-        let (partition, offset) = text
-            .strip_prefix(Self::PREFIX)
-            .and_then(|rest| rest.split_once(':'))
-            .ok_or_else(bad)?;
-        Ok(Self {
-            partition: partition.parse().map_err(|_| bad())?,
-            offset: offset.parse().map_err(|_| bad())?,
-        })
-    }
 }

@@ -1,0 +1,293 @@
+//! `GET /v1/events/{source}`: the audit trail. Every event of a source with event time in
+//! `[from, to)` matching the field filters: archived ones read with Polars from the files the
+//! partition manifests list (pruned by the files' event-time ranges and offsets), the ones the
+//! archive has not reached yet from the broker. Ordered by (partition, offset) and paged with a
+//! cursor holding the last (partition, offset) listed, so a page never skips or repeats an
+//! event, whatever the archiver flushes or compacts meanwhile: each offset below a partition's
+//! archived end is read from the archive, each one at or above it from the broker.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use braid_shared::{Decoder, SourceDef, Value};
+use braid_store::columns::ColumnType;
+use braid_store::events::{EventQuery, read_events};
+use braid_store::manifest::{FileKind, PartitionManifest, read_archive_manifests};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody, abbreviate};
+use crate::query::{Cursor, Params, format_time, parse_time, parse_value};
+use crate::state::{AppState, now_ms};
+use crate::tail::Tail;
+
+/// What `GET /v1/events` cursors start with.
+const EVENTS_CURSOR: &str = "events.v1:";
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// At most `limit`, ordered by (partition, offset), after `cursor`.
+    pub events: Vec<AuditEvent>,
+    /// The position after the last event listed: pass it as `cursor` for the next page (and
+    /// again later, to poll for newer events). `null` on an empty page: nothing more for now.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEvent {
+    /// `topic/partition`.
+    pub partition: String,
+    pub offset: i64,
+    pub event_time: String,
+    /// The event's fields as Braid read them.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Map<String, serde_json::Value>,
+    /// Whether it came from the archive (else from the broker, not archived yet).
+    pub archived: bool,
+}
+
+/// Raw events of a source, archived and not yet archived, each with partition and offset.
+#[utoipa::path(get, path = "/v1/events/{source}", tag = "audit",
+    params(("source" = String, Path, description = "a source's name"),
+        ("from" = String, Query, description = "event time from (inclusive): RFC 3339, epoch ms or now[-duration]"),
+        ("to" = String, Query, description = "event time to (exclusive)"),
+        ("<field>" = Option<String>, Query, description = "only events with this value of a field of the source"),
+        ("limit" = Option<usize>, Query, description = "events per page, 1 to serve.max_rows (default 100)"),
+        ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page")),
+    responses(
+        (status = 200, body = EventPage),
+        (status = 400, body = ErrorBody, description = "a bad parameter"),
+        (status = 404, body = ErrorBody, description = "no such source"),
+        (status = 503, body = ErrorBody, description = "the broker did not answer for the events not archived yet"),
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<EventPage>, ApiError> {
+    let config = Arc::clone(&state.0.config);
+    let source = config.source(&name).cloned().ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_source",
+            format!("no source {:?}", abbreviate(&name)),
+        )
+    })?;
+    let params = Params::parse(raw.as_deref())?;
+    let request = Request::parse(&source, &params, now_ms(), config.serve.max_rows.max(1))?;
+    let storage = Arc::clone(&state.0.storage);
+    let root = state.0.sql.root();
+    tokio::task::spawn_blocking(move || {
+        let manifests =
+            read_archive_manifests(storage.as_ref(), &source.topic).map_err(|error| {
+                tracing::error!(%error, "reading the archive manifests for events");
+                ApiError::internal("reading the archive manifests failed; the server log says why")
+            })?;
+        page(&config, &source, &root, &manifests, &request)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("reading events: {e}")))?
+    .map(Json)
+}
+
+struct Request {
+    from_ms: i64,
+    to_ms: i64,
+    filters: Vec<(usize, ColumnType, Value)>,
+    limit: usize,
+    after: Option<Cursor>,
+}
+
+impl Request {
+    fn parse(
+        source: &SourceDef,
+        params: &Params,
+        now_ms: i64,
+        max_rows: usize,
+    ) -> Result<Self, ApiError> {
+        let from_ms = parse_time("from", params.get("from"), now_ms)?;
+        let to_ms = parse_time("to", params.get("to"), now_ms)?;
+        if from_ms >= to_ms {
+            return Err(ApiError::parameter(
+                "from",
+                format!(
+                    "{} must be before to ({}); the range is [from, to)",
+                    format_time(from_ms),
+                    format_time(to_ms)
+                ),
+            ));
+        }
+        let mut filters = Vec::new();
+        for (name, text) in params.pairs() {
+            if ["from", "to", "limit", "cursor"].contains(&name.as_str()) {
+                continue;
+            }
+            let Some(slot) = source.slot(name) else {
+                let fields: Vec<&str> = source.fields.iter().map(|f| f.name.as_str()).collect();
+                return Err(ApiError::parameter(
+                    name,
+                    format!(
+                        "is not a parameter of this endpoint nor a field of source {:?} (filters apply to: {})",
+                        source.name,
+                        fields.join(", ")
+                    ),
+                ));
+            };
+            let kind = source.fields[slot].kind;
+            let value = parse_value(name, text, kind)?;
+            filters.push((slot, ColumnType::of(kind), value));
+        }
+        Ok(Self {
+            from_ms,
+            to_ms,
+            filters,
+            limit: params.limit(100, max_rows)?,
+            after: params
+                .get("cursor")
+                .map(|c| Cursor::decode(EVENTS_CURSOR, c))
+                .transpose()?,
+        })
+    }
+
+    fn matches(&self, time_ms: i64, values: &[Value]) -> bool {
+        (self.from_ms..self.to_ms).contains(&time_ms)
+            && self
+                .filters
+                .iter()
+                .all(|(slot, _, value)| values.get(*slot).unwrap_or(&Value::Null) == value)
+    }
+}
+
+fn page(
+    config: &braid_shared::Config,
+    source: &SourceDef,
+    root: &std::path::Path,
+    manifests: &[PartitionManifest],
+    request: &Request,
+) -> Result<EventPage, ApiError> {
+    let unavailable = |why: String| ApiError::unavailable("broker_unavailable", why);
+    let tail = Tail::new(config, &source.topic).map_err(unavailable)?;
+    let mut partitions: Vec<i32> = tail.partitions().map_err(unavailable)?;
+    partitions.extend(manifests.iter().map(|m| m.partition));
+    partitions.sort_unstable();
+    partitions.dedup();
+    let by_partition: BTreeMap<i32, &PartitionManifest> =
+        manifests.iter().map(|m| (m.partition, m)).collect();
+    let fields: Vec<(String, ColumnType)> = source
+        .fields
+        .iter()
+        .map(|f| (f.name.clone(), ColumnType::of(f.kind)))
+        .collect();
+    let decoder = Decoder::new(source);
+    let mut events = Vec::new();
+    for partition in partitions {
+        if events.len() == request.limit {
+            break;
+        }
+        let start = match request.after {
+            Some(c) if partition < c.partition => continue,
+            Some(c) if partition == c.partition => c.offset.saturating_add(1),
+            _ => 0,
+        };
+        let name = format!("{}/{partition}", source.topic);
+        let manifest = by_partition.get(&partition);
+        let archived_end = manifest.and_then(|m| m.end()).unwrap_or(0);
+        if let Some(manifest) = manifest.filter(|_| start < archived_end) {
+            let files = files(manifest, source, root, start, request);
+            let query = EventQuery {
+                partition,
+                from_offset: start,
+                to_offset: archived_end,
+                from_ms: request.from_ms,
+                to_ms: request.to_ms,
+                filters: request
+                    .filters
+                    .iter()
+                    .map(|(slot, ty, value)| (fields[*slot].0.clone(), *ty, value.clone()))
+                    .collect(),
+                limit: request.limit - events.len(),
+            };
+            let read = read_events(&files, &fields, &query).map_err(|error| {
+                tracing::error!(%error, partition = %name, "reading archived events");
+                ApiError::internal("reading archived events failed; the server log says why")
+            })?;
+            events.extend(read.into_iter().map(|e| AuditEvent {
+                partition: name.clone(),
+                offset: e.offset,
+                event_time: format_time(e.time_ms),
+                event: object(source, &e.values),
+                archived: true,
+            }));
+        }
+        if events.len() == request.limit {
+            break;
+        }
+        tail.read(partition, start.max(archived_end), |offset, payload| {
+            if let Ok(event) = decoder.decode(payload)
+                && request.matches(event.time_ms, &event.values)
+            {
+                events.push(AuditEvent {
+                    partition: name.clone(),
+                    offset,
+                    event_time: format_time(event.time_ms),
+                    event: object(source, &event.values),
+                    archived: false,
+                });
+            }
+            events.len() < request.limit
+        })
+        .map_err(unavailable)?;
+    }
+    let next_cursor = events.last().map(|last| {
+        let partition = last
+            .partition
+            .rsplit_once('/')
+            .map_or(0, |(_, p)| p.parse().unwrap_or(0));
+        Cursor {
+            partition,
+            offset: last.offset,
+        }
+        .encode(EVENTS_CURSOR)
+    });
+    Ok(EventPage {
+        events,
+        next_cursor,
+    })
+}
+
+/// The manifest's event files of the source that may hold events of the request at or above
+/// `start`: pruned by offset range and by the files' event-time ranges.
+fn files(
+    manifest: &PartitionManifest,
+    source: &SourceDef,
+    root: &std::path::Path,
+    start: i64,
+    request: &Request,
+) -> Vec<PathBuf> {
+    manifest
+        .entries
+        .iter()
+        .filter(|entry| entry.to > start)
+        .flat_map(|entry| &entry.files)
+        .filter(|file| {
+            file.kind == FileKind::Events
+                && file.source == source.name
+                && file
+                    .time_range_ms
+                    .is_none_or(|(min, max)| min < request.to_ms && max >= request.from_ms)
+        })
+        .map(|file| braid_store::layout::local(root, &file.path))
+        .collect()
+}
+
+fn object(source: &SourceDef, values: &[Value]) -> serde_json::Map<String, serde_json::Value> {
+    source
+        .fields
+        .iter()
+        .zip(values)
+        .filter(|(_, v)| !matches!(v, Value::Null))
+        .map(|(field, value)| (field.name.clone(), value.to_json()))
+        .collect()
+}

@@ -1,0 +1,112 @@
+//! Archived events read back for the audit trail: Polars over the Parquet files a partition's
+//! manifest lists, filtered by event time, offsets and field values, in offset order.
+
+use std::path::PathBuf;
+
+use braid_shared::Value;
+use polars::prelude::*;
+
+use crate::columns::{ColumnType, EVENT_TIME, OFFSET, PARTITION, ValueReader};
+use crate::error::{Error, Result};
+
+/// Which archived events of one partition to read.
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    pub partition: i32,
+    /// Offsets `[from_offset, to_offset)`.
+    pub from_offset: i64,
+    pub to_offset: i64,
+    /// Event times `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Required field values: name, how it is stored, value.
+    pub filters: Vec<(String, ColumnType, Value)>,
+    pub limit: usize,
+}
+
+/// One archived event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedEvent {
+    pub offset: i64,
+    pub time_ms: i64,
+    /// The source's fields, in its order (null where absent).
+    pub values: Vec<Value>,
+}
+
+/// The events of `files` (all of `query.partition`) that `query` selects, by offset, at most
+/// `query.limit`. `fields` are the source's fields and how each is stored.
+pub fn read_events(
+    files: &[PathBuf],
+    fields: &[(String, ColumnType)],
+    query: &EventQuery,
+) -> Result<Vec<ArchivedEvent>> {
+    if files.is_empty() || query.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let polars = |e: PolarsError| Error::Parquet(e.to_string());
+    let args = ScanArgsParquet {
+        allow_missing_columns: true,
+        hive_options: HiveOptions {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        glob: false,
+        cache: false,
+        ..Default::default()
+    };
+    let paths: Vec<PlRefPath> = files
+        .iter()
+        .map(|p| PlRefPath::try_from_path(p))
+        .collect::<PolarsResult<_>>()
+        .map_err(polars)?;
+    let mut filter = col(PARTITION)
+        .eq(lit(query.partition))
+        .and(col(OFFSET).gt_eq(lit(query.from_offset)))
+        .and(col(OFFSET).lt(lit(query.to_offset)))
+        .and(col(EVENT_TIME).gt_eq(lit(query.from_ms)))
+        .and(col(EVENT_TIME).lt(lit(query.to_ms)));
+    for (name, ty, value) in &query.filters {
+        // The value as the archive stores it, so the comparison is the stored one.
+        let stored = ty.column("v", std::iter::once(value));
+        let Ok(Some(first)) = stored.get(0).map(|v| v.into_static()).map(Some) else {
+            continue;
+        };
+        if first.is_null() {
+            filter = filter.and(col(name.as_str()).is_null());
+        } else {
+            filter = filter.and(col(name.as_str()).eq(lit(Scalar::new(ty.dtype(), first))));
+        }
+    }
+    let mut select: Vec<Expr> = vec![col(OFFSET), col(EVENT_TIME)];
+    select.extend(fields.iter().map(|(name, _)| col(name.as_str())));
+    let limit = u32::try_from(query.limit).unwrap_or(u32::MAX);
+    let df = LazyFrame::scan_parquet_files(paths.into(), args)
+        .map_err(polars)?
+        .filter(filter)
+        .select(select)
+        .sort([OFFSET], SortMultipleOptions::default())
+        .limit(limit.into())
+        .collect()
+        .map_err(polars)?;
+    let column = |name: &str| df.column(name).map_err(polars);
+    let offsets = column(OFFSET)?.i64().map_err(polars)?.clone();
+    let times = column(EVENT_TIME)?.i64().map_err(polars)?.clone();
+    let mut values = Vec::with_capacity(fields.len());
+    for (name, ty) in fields {
+        let read = ValueReader::new(column(name)?, *ty)
+            .map_err(polars)?
+            .values()
+            .map_err(Error::Parquet)?;
+        values.push(read);
+    }
+    Ok((0..df.height())
+        .map(|row| ArchivedEvent {
+            offset: offsets.get(row).unwrap_or(-1),
+            time_ms: times.get(row).unwrap_or(0),
+            values: values
+                .iter()
+                .map(|field| field.get(row).cloned().unwrap_or(Value::Null))
+                .collect(),
+        })
+        .collect())
+}
