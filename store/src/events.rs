@@ -85,7 +85,7 @@ pub fn read_events(
         .filter(filter)
         .select(select)
         .sort([OFFSET], SortMultipleOptions::default())
-        .limit(limit.into())
+        .limit(limit)
         .collect()
         .map_err(polars)?;
     let column = |name: &str| df.column(name).map_err(polars);
