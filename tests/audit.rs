@@ -829,3 +829,123 @@ fn event_pages_list_each_delivered_event_once_while_the_archiver_flushes_and_com
 fn hex_of(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn as_of_answers_equal_the_remembered_ones_after_more_events_and_two_batch_runs() {
+    let cluster = cluster(1);
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) =
+        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
+    let braid = Braid::start(&path, free_port());
+    let base = braid.base.clone();
+    let producer = producer(&bootstrap);
+    let messages = payments(31, 4_000, PARTITIONS);
+    let (early, late) = messages.split_at(2_000);
+    braid_testkit::produce(&producer, &topic, early);
+    let mut log = Log::new();
+    log.push(&config, early);
+    wait_consumed(&base, &topic, &log);
+
+    // Answers a dashboard showed, remembered with their provenance.
+    let range = "from=1789990000000&to=1790010000000";
+    let queries = [
+        format!("card_minute?{range}&step=10m&card_id=card-7"),
+        format!("card_minute?{range}&group_by="),
+        format!("card_minute?{range}&order_by=amount&limit=5"),
+        format!("country_hour?{range}&step=1h"),
+    ];
+    let remembered: Vec<(String, Json)> = queries
+        .iter()
+        .map(|q| {
+            let (status, answer) = get(&format!("{base}/v1/views/{q}"));
+            assert_eq!(status, 200, "{answer}");
+            assert!(
+                !answer["rows"].as_array().unwrap().is_empty(),
+                "{q}: {answer}"
+            );
+            (q.clone(), answer)
+        })
+        .collect();
+    let as_of = |answer: &Json| -> String {
+        answer["provenance"]["offsets"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(tp, o)| format!("{tp}:{o}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+
+    // Past the archive's end: 409 naming the partition.
+    let (status, body) = get(&format!(
+        "{base}/v1/views/{}&as_of={topic}/1:99999999",
+        queries[0]
+    ));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "not_archived");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{topic}/1"))
+    );
+
+    // More events and two batch runs later ...
+    braid_testkit::produce(&producer, &topic, late);
+    log.push(&config, late);
+    wait_consumed(&base, &topic, &log);
+    run_batch(&base);
+    run_batch(&base);
+    for (query, answer) in &remembered {
+        let url = format!("{base}/v1/views/{query}&as_of={}", as_of(answer));
+        let mut again = Json::Null;
+        wait_for(
+            "the archive reached the remembered offsets",
+            Duration::from_secs(30),
+            || {
+                let (status, body) = get(&url);
+                assert!(status == 200 || status == 409, "{status}: {body}");
+                again = body;
+                status == 200
+            },
+        );
+        // ... the remembered answer, row for row.
+        if let Err(difference) = same(&again["rows"], &answer["rows"], "rows") {
+            panic!(
+                "{query}: {difference}\n now   {}\n then  {}",
+                again["rows"], answer["rows"]
+            );
+        }
+        assert_eq!(again["total_rows"], answer["total_rows"]);
+        assert_eq!(
+            again["provenance"]["offsets"],
+            answer["provenance"]["offsets"]
+        );
+        // And the live answer has moved on.
+        let (_, live) = get(&format!("{base}/v1/views/{query}"));
+        assert_ne!(
+            live["provenance"]["offsets"],
+            answer["provenance"]["offsets"]
+        );
+    }
+
+    for bad in [
+        "",
+        "nonsense",
+        &format!("other/0:5"),
+        &format!("{topic}/x:5"),
+        &format!("{topic}/0:-1"),
+        &format!("{topic}/0:1,{topic}/0:2"),
+    ] {
+        let (status, body) = get(&format!("{base}/v1/views/{}&as_of={bad}", queries[0]));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("as_of"),
+            "{body}"
+        );
+    }
+    braid.stop();
+}

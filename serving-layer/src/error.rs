@@ -35,6 +35,8 @@ pub enum ErrorKind {
     TooManyRequests,
     /// The work ran past its time limit and was stopped.
     Timeout,
+    /// What was asked for is not there yet (an as-of offset the archive has not reached).
+    Conflict,
     Internal,
     Unavailable,
     /// A refusal a middleware (body limit, timeout, router) answered with this status.
@@ -49,6 +51,7 @@ impl ErrorKind {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Conflict => StatusCode::CONFLICT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Middleware(status) => status,

@@ -11,7 +11,9 @@ use crate::answer::{OrderBy, ViewQuery};
 use crate::error::ApiError;
 
 /// Parameters with a meaning of their own; every other one filters a group-by field.
-pub const RESERVED: [&str; 6] = ["from", "to", "step", "group_by", "order_by", "limit"];
+pub const RESERVED: [&str; 7] = [
+    "from", "to", "step", "group_by", "order_by", "limit", "as_of",
+];
 
 /// A query string's pairs, read once for every route that takes parameters: unreadable text is
 /// a 400 `invalid_query`, a name given twice a 400 naming it.

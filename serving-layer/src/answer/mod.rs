@@ -144,3 +144,30 @@ pub async fn rows(
         provenance,
     })
 }
+
+/// The rows of `query` from `state`, cells folded elsewhere (an as-of answer recomputed from
+/// the archive), with the provenance of those `offsets`; regrouped and finalized exactly as a
+/// merged answer is.
+pub fn rows_of(
+    view: &Arc<ViewDef>,
+    query: &ViewQuery,
+    state: braid_shared::ViewState,
+    offsets: std::collections::BTreeMap<String, i64>,
+    max_rows: usize,
+) -> Result<Rows, AnswerError> {
+    let groups = groups::regroup(state, &query.regroup())?;
+    let total_rows = groups.len();
+    if query.limit.is_none() && total_rows > max_rows {
+        return Err(AnswerError::TooManyRows {
+            rows: total_rows,
+            max: max_rows,
+        });
+    }
+    let provenance = Provenance::as_of(view, &groups, offsets);
+    let rows = rows::finalize(view, query, groups);
+    Ok(Rows {
+        rows,
+        total_rows,
+        provenance,
+    })
+}

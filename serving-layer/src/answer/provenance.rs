@@ -116,6 +116,20 @@ impl Parts {
     }
 }
 
+impl Provenance {
+    /// The provenance of an as-of answer: recomputed from the archive at exactly `offsets`.
+    pub fn as_of(view: &ViewDef, groups: &Groups, offsets: BTreeMap<String, i64>) -> Self {
+        let error_bounds = error_bounds(view, groups);
+        Self {
+            batch: None,
+            speed: None,
+            offsets,
+            exact: error_bounds.is_empty(),
+            error_bounds,
+        }
+    }
+}
+
 /// For each sketch metric of the answer, its error bound (for top-k, the largest of the rows).
 fn error_bounds(view: &ViewDef, groups: &Groups) -> BTreeMap<String, serde_json::Value> {
     let mut bounds = BTreeMap::new();

@@ -5,6 +5,7 @@
 //! on-demand scores. `batch`: runs. `status`: status and rejected events. `lineage`: where a cell's number comes from.
 //! `ops`: metrics, health, readiness, the OpenAPI document, the dashboard.
 
+mod as_of;
 mod batch;
 mod events;
 mod fraud;

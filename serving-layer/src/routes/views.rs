@@ -67,6 +67,10 @@ pub struct ViewParams {
     order_by: Option<String>,
     /// Rows kept after sorting, 1 to `serve.max_rows`.
     limit: Option<usize>,
+    /// `topic/partition:offset,...` (an earlier answer's `provenance.offsets`): the answer as it
+    /// stood at exactly those offsets, recomputed from the archive (409 while the archive is
+    /// behind them).
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -152,6 +156,7 @@ fn topic_of(config: &braid_shared::Config, source: &str) -> String {
         (status = 200, body = ViewAnswer),
         (status = 400, body = ErrorBody, description = "a bad parameter, or more rows than serve.max_rows"),
         (status = 404, body = ErrorBody, description = "no such view"),
+        (status = 409, body = ErrorBody, description = "as_of names an offset the archive has not reached yet"),
         (status = 503, body = ErrorBody, description = "the view is not in the published snapshot yet"),
     ))]
 pub async fn get_view(
@@ -165,19 +170,27 @@ pub async fn get_view(
     let params = Params::parse(raw.as_deref())?;
     let now = now_ms();
     let query = query::parse(view, source, params.pairs(), now, config.serve.max_rows)?;
-    let sources = answer::Sources {
-        snapshot: &inner.snapshot,
-        speed: inner.backends.speed.as_deref(),
+    let merged = match params.get("as_of") {
+        Some(text) => {
+            let offsets = super::as_of::parse(source, text)?;
+            super::as_of::rows(&state, view, source, &query, offsets).await?
+        }
+        None => {
+            let sources = answer::Sources {
+                snapshot: &inner.snapshot,
+                speed: inner.backends.speed.as_deref(),
+            };
+            answer::rows(
+                sources,
+                view,
+                &source.topic,
+                &query,
+                config.serve.max_rows,
+                now,
+            )
+            .await?
+        }
     };
-    let merged = answer::rows(
-        sources,
-        view,
-        &source.topic,
-        &query,
-        config.serve.max_rows,
-        now,
-    )
-    .await?;
     Ok(Json(ViewAnswer {
         view: view.name.clone(),
         from: format_time(query.from_ms),
