@@ -935,7 +935,7 @@ fn as_of_answers_equal_the_remembered_ones_after_more_events_and_two_batch_runs(
     for bad in [
         "",
         "nonsense",
-        &format!("other/0:5"),
+        "other/0:5",
         &format!("{topic}/x:5"),
         &format!("{topic}/0:-1"),
         &format!("{topic}/0:1,{topic}/0:2"),
