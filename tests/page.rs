@@ -295,6 +295,57 @@ fn dashboard_shows_the_apis_numbers_as_a_chart_and_a_sortable_table_with_markup_
         assert_eq!(amounts, sorted, "descending: {descending}");
     }
 
+    // Each row's trace links show its newest cell's lineage and its raw events, fetched by the
+    // page itself (markup in a card id included).
+    let cards = page.eval(
+        "[...document.querySelectorAll('#view-card_spend a[data-trace=lineage]')].map(a => JSON.parse(a.dataset.key).card_id)",
+    );
+    let cards = cards.as_array().unwrap().clone();
+    assert_eq!(cards.len(), 3, "{cards:?}");
+    for (i, card) in cards.iter().enumerate() {
+        for kind in ["lineage", "events"] {
+            page.eval(
+                "document.querySelector('#view-card_spend [data-role=trace]').textContent = ''",
+            );
+            page.eval(&format!(
+                "document.querySelectorAll('#view-card_spend a[data-trace={kind}]')[{i}].click()"
+            ));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let shown = loop {
+                let text = page.eval(
+                    "document.querySelector('#view-card_spend [data-role=trace]').textContent",
+                );
+                let text = text.as_str().unwrap_or_default().to_owned();
+                if text.starts_with("GET ") || Instant::now() > deadline {
+                    break text;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let (request, body) = shown
+                .split_once('\n')
+                .unwrap_or_else(|| panic!("{kind}: {shown}"));
+            assert!(
+                request.starts_with(&format!("GET /v1/{kind}/")),
+                "{request}"
+            );
+            let answer: Json = serde_json::from_str(body).unwrap();
+            if kind == "lineage" {
+                assert_eq!(answer["key"]["card_id"], *card, "{answer}");
+                assert!(answer["value"]["tx"].as_u64().unwrap() >= 1, "{answer}");
+                // The page's lineage is the API's for the same cell.
+                let (_, direct) = get(&format!("{base}{}", &request[4..]));
+                assert_eq!(direct["value"], answer["value"]);
+            } else {
+                let events = answer["events"].as_array().unwrap();
+                assert!(!events.is_empty(), "{answer}");
+                assert!(
+                    events.iter().all(|e| e["event"]["card_id"] == *card),
+                    "{answer}"
+                );
+            }
+        }
+    }
+
     // Markup in an event value is shown as text: no script ran, no element was made.
     let markup = page.eval(&format!(
         "(() => {{ const cells = [...document.querySelectorAll('#view-card_spend td')]; return {{
