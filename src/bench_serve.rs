@@ -319,6 +319,14 @@ impl Connection {
         self.send(path, None).await
     }
 
+    pub(crate) async fn post(
+        &mut self,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, serde_json::Value)> {
+        self.send(path, Some(body)).await
+    }
+
     /// GET `path`, or POST `body` to it.
     async fn send(&mut self, path: &str, body: Option<&str>) -> Result<(u16, serde_json::Value)> {
         self.sender.ready().await?;

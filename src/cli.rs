@@ -162,6 +162,22 @@ pub enum BenchTarget {
         #[arg(long, default_value_t = 2_000)]
         ingest_rate: u64,
     },
+    /// The audit endpoints over a generated archive: lineage of a cell, pages of 1,000 events,
+    /// an as-of answer over one day, and a `view_*` SQL aggregate against `GET /v1/views`.
+    Audit {
+        /// Config whose first source and its views are measured; default: the built-in example.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Events in the archive.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
+        /// Event-time milliseconds between events (10M events 20 ms apart span 2.3 days).
+        #[arg(long, default_value_t = 20)]
+        spacing_ms: i64,
+        /// Requests per measured kind.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// The speed layer: decode + apply in-process (alone and with readers), end to end from the
     /// embedded broker, and memory per live cell.
     Speed {

@@ -5,6 +5,7 @@
 //!   `bench_serve`: `braid bench serve`.
 //!   `bench_fraud`: `braid bench fraud`. `metrics`: which layers run.
 
+mod bench_audit;
 mod bench_fraud;
 mod bench_serve;
 mod check;
@@ -146,6 +147,22 @@ fn bench(target: BenchTarget) -> ExitCode {
                     ingest_rate: ingest_rate.max(1),
                 };
                 bench_fraud::run(&config, &options).map_err(|e| format!("{e:#}"))
+            }
+            Err(error) => return config_error(&error),
+        },
+        BenchTarget::Audit {
+            config,
+            events,
+            spacing_ms,
+            requests,
+        } => match load(config.as_deref()) {
+            Ok(config) => {
+                let options = bench_audit::Options {
+                    events: events.max(1),
+                    spacing_ms: spacing_ms.max(1),
+                    requests: requests.max(1),
+                };
+                bench_audit::run(&config, &options).map_err(|e| format!("{e:#}"))
             }
             Err(error) => return config_error(&error),
         },

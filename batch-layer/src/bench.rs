@@ -175,6 +175,61 @@ fn measure(config: &Config, events: usize, increment_percent: f64, dir: &Path) -
     Ok(out)
 }
 
+/// Generated events archived in `dir` as the archiver writes them (`PARTITIONS` partitions,
+/// event times from `START_MS`, `spacing_ms` apart) and one full recompute published: the
+/// storage the audit benchmark serves from. Returns the config pointed at `dir`, its first
+/// source and that source's views only, and how long archiving and the run took.
+pub fn prepare(
+    config: &Config,
+    events: usize,
+    spacing_ms: i64,
+    dir: &Path,
+) -> Result<(Config, std::time::Duration, std::time::Duration)> {
+    let mut config = config.clone();
+    config.storage.dir = dir.to_owned();
+    config.speed.segment_size = 1000;
+    let source = config
+        .sources
+        .first()
+        .cloned()
+        .ok_or_else(|| BenchError::Setup("the config has no source".into()))?;
+    config.views.retain(|v| v.source == source.name);
+    config.sources = vec![Arc::clone(&source)];
+    config.fraud = None;
+    let plan = archive_plan(&config)?;
+    let topic = plan
+        .topics
+        .first()
+        .ok_or_else(|| BenchError::Setup("the config has no topic".into()))?;
+    let shape = PaymentsShape {
+        spacing_ms,
+        ..PaymentsShape::default()
+    };
+    let mut generator = Payments::new(42, START_MS, shape);
+    let mut buffers: Vec<PartitionBuffer> = (0..PARTITIONS)
+        .map(|p| PartitionBuffer::new(PartitionManifest::new(&topic.topic, p), topic.sources.len()))
+        .collect();
+    let started = Instant::now();
+    archive(
+        dir,
+        topic,
+        &mut buffers,
+        &mut generator,
+        events,
+        config.batch.flush_rows,
+    )?;
+    let archived = started.elapsed();
+    let started = Instant::now();
+    let run = BatchRunner::new(&config)?.run(Trigger::Command, true, &CancellationToken::new())?;
+    seconds(&run)?;
+    Ok((config, archived, started.elapsed()))
+}
+
+/// Partitions of the benchmarks' generated topics.
+pub const BENCH_PARTITIONS: i32 = PARTITIONS;
+/// Event time of the first generated event.
+pub const BENCH_START_MS: i64 = START_MS;
+
 fn seconds(record: &RunRecord) -> Result<f64> {
     match (&record.error, record.duration_ms) {
         (Some(error), _) => Err(BenchError::Setup(format!(

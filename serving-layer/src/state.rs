@@ -41,6 +41,11 @@ pub(crate) struct Inner {
     pub fraud_decoder: Option<braid_shared::Decoder>,
     /// Runs `POST /v1/sql` queries.
     pub sql: crate::sql::Engine,
+    /// Broker readers of the not-yet-archived events, per topic, made on first use and kept
+    /// (one connection, reused by every page).
+    pub tails: std::sync::Mutex<
+        std::collections::HashMap<String, Arc<std::sync::Mutex<crate::tail::Tail>>>,
+    >,
 }
 
 impl AppState {
@@ -60,6 +65,7 @@ impl AppState {
                 .as_ref()
                 .map(|f| braid_shared::Decoder::new(&f.source)),
             sql: crate::sql::Engine::new(&config),
+            tails: std::sync::Mutex::default(),
             config,
             backends,
             started: Instant::now(),

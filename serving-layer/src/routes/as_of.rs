@@ -116,6 +116,18 @@ fn fold(
         .iter()
         .map(|f| (f.name.clone(), ColumnType::of(f.kind)))
         .collect();
+    // Only the fields the view reads are read back; the others stay null in the folded events.
+    let mut needed: Vec<usize> = view.group_by.iter().map(|f| f.slot).collect();
+    needed.extend(
+        view.metrics
+            .iter()
+            .filter_map(|m| m.expr.field())
+            .filter_map(|name| source.slot(name)),
+    );
+    needed.sort_unstable();
+    needed.dedup();
+    let read_fields: Vec<(String, ColumnType)> =
+        needed.iter().map(|&slot| fields[slot].clone()).collect();
     let filters: Vec<(String, ColumnType, braid_shared::Value)> = query
         .filters
         .iter()
@@ -156,7 +168,7 @@ fn fold(
             .collect();
         let read = read_events(
             &files,
-            &fields,
+            &read_fields,
             &EventQuery {
                 partition,
                 from_offset: 0,
@@ -173,9 +185,15 @@ fn fold(
         })?;
         let events: Vec<Event> = read
             .into_iter()
-            .map(|e| Event {
-                time_ms: e.time_ms,
-                values: e.values,
+            .map(|e| {
+                let mut values = vec![braid_shared::Value::Null; fields.len()];
+                for (&slot, value) in needed.iter().zip(e.values) {
+                    values[slot] = value;
+                }
+                Event {
+                    time_ms: e.time_ms,
+                    values,
+                }
             })
             .collect();
         state.apply(&events);

@@ -79,13 +79,17 @@ pub async fn events(
     let request = Request::parse(&source, &params, now_ms(), config.serve.max_rows.max(1))?;
     let storage = Arc::clone(&state.0.storage);
     let root = state.0.sql.root();
+    let tail = tail(&state, &config, &source.topic)?;
     tokio::task::spawn_blocking(move || {
         let manifests =
             read_archive_manifests(storage.as_ref(), &source.topic).map_err(|error| {
                 tracing::error!(%error, "reading the archive manifests for events");
                 ApiError::internal("reading the archive manifests failed; the server log says why")
             })?;
-        page(&config, &source, &root, &manifests, &request)
+        let tail = tail
+            .lock()
+            .map_err(|_| ApiError::internal("the broker reader failed earlier"))?;
+        page(&tail, &source, &root, &manifests, &request)
     })
     .await
     .map_err(|e| ApiError::internal(format!("reading events: {e}")))?
@@ -160,15 +164,35 @@ impl Request {
     }
 }
 
-fn page(
+/// The topic's broker reader, made on first use.
+fn tail(
+    state: &AppState,
     config: &braid_shared::Config,
+    topic: &str,
+) -> Result<Arc<std::sync::Mutex<Tail>>, ApiError> {
+    let mut tails = state
+        .0
+        .tails
+        .lock()
+        .map_err(|_| ApiError::internal("the broker readers failed earlier"))?;
+    if let Some(tail) = tails.get(topic) {
+        return Ok(Arc::clone(tail));
+    }
+    let tail = Arc::new(std::sync::Mutex::new(
+        Tail::new(config, topic).map_err(|why| ApiError::unavailable("broker_unavailable", why))?,
+    ));
+    tails.insert(topic.to_owned(), Arc::clone(&tail));
+    Ok(tail)
+}
+
+fn page(
+    tail: &Tail,
     source: &SourceDef,
     root: &std::path::Path,
     manifests: &[PartitionManifest],
     request: &Request,
 ) -> Result<EventPage, ApiError> {
     let unavailable = |why: String| ApiError::unavailable("broker_unavailable", why);
-    let tail = Tail::new(config, &source.topic).map_err(unavailable)?;
     let mut partitions: Vec<i32> = tail.partitions().map_err(unavailable)?;
     partitions.extend(manifests.iter().map(|m| m.partition));
     partitions.sort_unstable();
@@ -195,31 +219,37 @@ fn page(
         let manifest = by_partition.get(&partition);
         let archived_end = manifest.and_then(|m| m.end()).unwrap_or(0);
         if let Some(manifest) = manifest.filter(|_| start < archived_end) {
-            let files = files(manifest, source, root, start, request);
-            let query = EventQuery {
-                partition,
-                from_offset: start,
-                to_offset: archived_end,
-                from_ms: request.from_ms,
-                to_ms: request.to_ms,
-                filters: request
-                    .filters
-                    .iter()
-                    .map(|(slot, ty, value)| (fields[*slot].0.clone(), *ty, value.clone()))
-                    .collect(),
-                limit: request.limit - events.len(),
-            };
-            let read = read_events(&files, &fields, &query).map_err(|error| {
-                tracing::error!(%error, partition = %name, "reading archived events");
-                ApiError::internal("reading archived events failed; the server log says why")
-            })?;
-            events.extend(read.into_iter().map(|e| AuditEvent {
-                partition: name.clone(),
-                offset: e.offset,
-                event_time: format_time(e.time_ms),
-                event: object(source, &e.values),
-                archived: true,
-            }));
+            // Range by range in offset order, so a page reads about a page's worth of files.
+            for entry in manifest.entries.iter().filter(|e| e.to > start) {
+                if events.len() == request.limit {
+                    break;
+                }
+                let files = files(entry, source, root, request);
+                let query = EventQuery {
+                    partition,
+                    from_offset: start.max(entry.from),
+                    to_offset: entry.to,
+                    from_ms: request.from_ms,
+                    to_ms: request.to_ms,
+                    filters: request
+                        .filters
+                        .iter()
+                        .map(|(slot, ty, value)| (fields[*slot].0.clone(), *ty, value.clone()))
+                        .collect(),
+                    limit: request.limit - events.len(),
+                };
+                let read = read_events(&files, &fields, &query).map_err(|error| {
+                    tracing::error!(%error, partition = %name, "reading archived events");
+                    ApiError::internal("reading archived events failed; the server log says why")
+                })?;
+                events.extend(read.into_iter().map(|e| AuditEvent {
+                    partition: name.clone(),
+                    offset: e.offset,
+                    event_time: format_time(e.time_ms),
+                    event: object(source, &e.values),
+                    archived: true,
+                }));
+            }
         }
         if events.len() == request.limit {
             break;
@@ -257,20 +287,17 @@ fn page(
     })
 }
 
-/// The manifest's event files of the source that may hold events of the request at or above
-/// `start`: pruned by offset range and by the files' event-time ranges.
+/// An archive range's event files of the source that may hold events of the request: pruned
+/// by the files' event-time ranges.
 fn files(
-    manifest: &PartitionManifest,
+    entry: &braid_store::manifest::ArchiveEntry,
     source: &SourceDef,
     root: &std::path::Path,
-    start: i64,
     request: &Request,
 ) -> Vec<PathBuf> {
-    manifest
-        .entries
+    entry
+        .files
         .iter()
-        .filter(|entry| entry.to > start)
-        .flat_map(|entry| &entry.files)
         .filter(|file| {
             file.kind == FileKind::Events
                 && file.source == source.name
