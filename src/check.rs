@@ -38,13 +38,15 @@ pub fn describe(config: &Config) -> String {
     let serve = &config.serve;
     let _ = writeln!(
         out,
-        "serve: listen={} ({auth}); at most {} rows per answer, {} requests at once, {} bytes per body; requests time out after {}, headers after {}",
+        "serve: listen={} ({auth}); at most {} rows per answer, {} requests at once, {} bytes per body; requests time out after {}, headers after {}; SQL: {} at once, interrupted after {}",
         serve.listen,
         serve.max_rows,
         serve.max_concurrency,
         serve.max_body_bytes,
         format_duration(serve.request_timeout.0),
-        format_duration(serve.header_timeout.0)
+        format_duration(serve.header_timeout.0),
+        serve.sql_concurrency,
+        format_duration(serve.sql_timeout.0)
     );
     let speed = &config.speed;
     let _ = writeln!(

@@ -150,3 +150,35 @@ fn bench_fraud_needs_a_fraud_section() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no [fraud] section"), "{stderr}");
 }
+
+#[test]
+fn bench_audit_reports_every_endpoint_and_checks_its_answers() {
+    let stdout = bench(&[
+        "audit",
+        "--events",
+        "40000",
+        "--spacing-ms",
+        "5000",
+        "--requests",
+        "5",
+    ]);
+    for line in [
+        "lineage of one cell: p50 ",
+        "page of 1,000 events, following the cursor (5000 listed): p50 ",
+        "page of one key's events over a day (filter pushed into the scan): p50 ",
+        "as-of answer over one day, recomputed from the archive: p50 ",
+        "top 10 country by tx over a day: SQL over view_country_totals p50 ",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(line)),
+            "{line} missing in\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("(0 failed)"), "{stdout}");
+    assert!(!stdout.contains("failed:"), "{stdout}");
+    assert!(
+        stdout.contains("rows equal to the live answer: true"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("same top value: true"), "{stdout}");
+}

@@ -71,6 +71,42 @@ fn environment_overrides_reach_the_check() {
     let output = braid(&["check"], &[("BRAID__BATCH__INTERVAL", "sometimes")]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("batch.interval"));
+
+    let output = braid(
+        &["check"],
+        &[
+            ("BRAID__SERVE__SQL_TIMEOUT", "3s"),
+            ("BRAID__SERVE__SQL_CONCURRENCY", "4"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("SQL: 4 at once, interrupted after 3s"),
+        "{stdout}"
+    );
+    for (key, value, named) in [
+        ("BRAID__SERVE__SQL_TIMEOUT", "0s", "serve.sql_timeout"),
+        ("BRAID__SERVE__SQL_TIMEOUT", "2h", "serve.sql_timeout"),
+        (
+            "BRAID__SERVE__SQL_CONCURRENCY",
+            "0",
+            "serve.sql_concurrency",
+        ),
+        (
+            "BRAID__SERVE__SQL_CONCURRENCY",
+            "65",
+            "serve.sql_concurrency",
+        ),
+    ] {
+        let output = braid(&["check"], &[(key, value)]);
+        assert_eq!(output.status.code(), Some(2), "{key}={value}");
+        assert!(
+            text(&output.stderr).contains(named),
+            "{key}={value}: {}",
+            text(&output.stderr)
+        );
+    }
 }
 
 #[test]
