@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braid_shared::{Config, Event, Value, ViewState};
-use braid_testkit::{by_partition, cluster, payments, producer, unique, wait_for};
+use braid_testkit::{by_partition, fixture, payments, producer, wait_for};
 use common::{Braid, free_port, get, post, same};
 use serde_json::Value as Json;
 
@@ -181,6 +181,21 @@ fn cell_events(cell: &Cell, count: usize, tag: &str) -> Vec<braid_testkit::Produ
         .collect()
 }
 
+/// Waits until compaction retired files in some partition's archive manifest.
+fn wait_compacted(dir: &std::path::Path, topic: &str) {
+    wait_for("the archive compacted", Duration::from_secs(30), || {
+        (0..PARTITIONS).any(|p| {
+            std::fs::read(dir.join(format!("archive/_manifest/{topic}/{p}.json")))
+                .ok()
+                .is_some_and(|bytes| {
+                    serde_json::from_slice::<Json>(&bytes).unwrap()["retired"]
+                        .as_array()
+                        .is_some_and(|r| !r.is_empty())
+                })
+        })
+    });
+}
+
 fn run_batch(base: &str) -> String {
     let (status, body) = post(&format!("{base}/v1/batch/runs"), "");
     assert_eq!(status, 202, "{body}");
@@ -206,15 +221,11 @@ fn wait_consumed(base: &str, topic: &str, log: &Log) {
 
 #[test]
 fn lineage_refolds_to_the_cell_from_speed_batch_and_both_across_swaps_and_compaction() {
-    let cluster = cluster(1);
-    let bootstrap = cluster.bootstrap_servers();
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (path, config) =
-        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
+    let world = fixture(PARTITIONS, "");
+    let (bootstrap, topic, dir) = (world.cluster.bootstrap_servers(), &world.topic, &world.dir);
+    let (path, config) = (&world.path, &world.config);
     let producer = producer(&bootstrap);
-    let braid = Braid::start(&path, free_port());
+    let braid = Braid::start(path, free_port());
     let base = braid.base.clone();
     let mut log = Log::new();
 
@@ -222,11 +233,11 @@ fn lineage_refolds_to_the_cell_from_speed_batch_and_both_across_swaps_and_compac
     // partition, which compaction merges later.
     let messages = payments(4242, 2_400, PARTITIONS);
     for chunk in messages.chunks(400) {
-        braid_testkit::produce(&producer, &topic, chunk);
-        log.push(&config, chunk);
+        braid_testkit::produce(&producer, topic, chunk);
+        log.push(config, chunk);
         std::thread::sleep(Duration::from_millis(300));
     }
-    wait_consumed(&base, &topic, &log);
+    wait_consumed(&base, topic, &log);
 
     // The busiest cell of the stream's early offsets, which the first batch run covers.
     let view = Arc::clone(config.view("card_minute").unwrap());
@@ -259,7 +270,7 @@ fn lineage_refolds_to_the_cell_from_speed_batch_and_both_across_swaps_and_compac
     };
 
     // Speed only: no snapshot yet.
-    let lineage = check(&base, dir.path(), &config, &log, &cell);
+    let lineage = check(&base, dir.path(), config, &log, &cell);
     assert!(lineage["batch"].is_null(), "{lineage}");
     assert_eq!(lineage["speed"]["ranges"].as_array().unwrap().len(), 3);
 
@@ -268,7 +279,7 @@ fn lineage_refolds_to_the_cell_from_speed_batch_and_both_across_swaps_and_compac
     wait_for("the snapshot swapped in", Duration::from_secs(30), || {
         get(&cell.url(&base)).1["batch"]["run_id"] == first.as_str()
     });
-    let lineage = check(&base, dir.path(), &config, &log, &cell);
+    let lineage = check(&base, dir.path(), config, &log, &cell);
     let layers = lineage["batch"]["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1, "{lineage}");
     assert!(
@@ -279,10 +290,10 @@ fn lineage_refolds_to_the_cell_from_speed_batch_and_both_across_swaps_and_compac
     // Both: more events of the cell arrive after the run, then a second run adds a layer
     // (a snapshot swap), and still more arrive after it.
     let more = cell_events(&cell, 12, "late-a");
-    braid_testkit::produce(&producer, &topic, &more);
-    log.push(&config, &more);
-    wait_consumed(&base, &topic, &log);
-    let lineage = check(&base, dir.path(), &config, &log, &cell);
+    braid_testkit::produce(&producer, topic, &more);
+    log.push(config, &more);
+    wait_consumed(&base, topic, &log);
+    let lineage = check(&base, dir.path(), config, &log, &cell);
     assert!(
         lineage["speed"]["ranges"]
             .as_array()
@@ -294,18 +305,18 @@ fn lineage_refolds_to_the_cell_from_speed_batch_and_both_across_swaps_and_compac
     // Flushes apart, so the archive's small ranges reach the compaction threshold.
     for round in 0..4 {
         let chunk = cell_events(&cell, 3, &format!("late-b{round}-"));
-        braid_testkit::produce(&producer, &topic, &chunk);
-        log.push(&config, &chunk);
+        braid_testkit::produce(&producer, topic, &chunk);
+        log.push(config, &chunk);
         std::thread::sleep(Duration::from_millis(300));
     }
-    wait_consumed(&base, &topic, &log);
+    wait_consumed(&base, topic, &log);
     let second = run_batch(&base);
     wait_for(
         "the second snapshot swapped in",
         Duration::from_secs(30),
         || get(&cell.url(&base)).1["batch"]["run_id"] == second.as_str(),
     );
-    let lineage = check(&base, dir.path(), &config, &log, &cell);
+    let lineage = check(&base, dir.path(), config, &log, &cell);
     assert_eq!(
         lineage["batch"]["layers"].as_array().unwrap().len(),
         2,
@@ -313,33 +324,16 @@ fn lineage_refolds_to_the_cell_from_speed_batch_and_both_across_swaps_and_compac
     );
 
     // After compaction the lineage names the merged files, and still folds to the value.
-    let compacted = || {
-        (0..PARTITIONS).any(|p| {
-            let manifest = dir
-                .path()
-                .join(format!("archive/_manifest/{topic}/{p}.json"));
-            std::fs::read(manifest).ok().is_some_and(|bytes| {
-                let manifest: Json = serde_json::from_slice(&bytes).unwrap();
-                manifest["retired"]
-                    .as_array()
-                    .is_some_and(|r| !r.is_empty())
-            })
-        })
-    };
-    wait_for("the archive compacted", Duration::from_secs(30), compacted);
-    check(&base, dir.path(), &config, &log, &cell);
+    wait_compacted(dir.path(), topic);
+    check(&base, dir.path(), config, &log, &cell);
     braid.stop();
 }
 
 #[test]
 fn lineage_refuses_bad_cells_naming_the_parameter() {
-    let cluster = cluster(1);
-    let bootstrap = cluster.bootstrap_servers();
-    let topic = unique("payments");
-    cluster.create_topic(&topic, 1, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
-    let braid = Braid::start(&path, free_port());
+    let world = fixture(1, "");
+    let path = &world.path;
+    let braid = Braid::start(path, free_port());
     let base = &braid.base;
     let long = "x".repeat(6_000);
     let cases: [(&str, u16, &str); 8] = [
@@ -399,25 +393,21 @@ fn sql(base: &str, query: &str) -> (u16, Json) {
 
 #[test]
 fn sql_answers_equal_the_reference_and_refuses_all_but_one_read_only_query() {
-    let cluster = cluster(1);
-    let bootstrap = cluster.bootstrap_servers();
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (path, config) =
-        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
-    let text = std::fs::read_to_string(&path).unwrap().replace(
+    let world = fixture(PARTITIONS, "");
+    let (bootstrap, topic, dir) = (world.cluster.bootstrap_servers(), &world.topic, &world.dir);
+    let (path, config) = (&world.path, &world.config);
+    let text = std::fs::read_to_string(path).unwrap().replace(
         "listen = \"127.0.0.1:0\"",
         "listen = \"127.0.0.1:0\"\nsql_timeout = \"1s\"\nmax_rows = 5000",
     );
-    std::fs::write(&path, text).unwrap();
-    let braid = Braid::start(&path, free_port());
+    std::fs::write(path, text).unwrap();
+    let braid = Braid::start(path, free_port());
     let base = braid.base.clone();
     let messages = payments(99, 3_000, PARTITIONS);
-    braid_testkit::produce(&producer(&bootstrap), &topic, &messages);
+    braid_testkit::produce(&producer(&bootstrap), topic, &messages);
     let mut log = Log::new();
-    log.push(&config, &messages);
-    wait_consumed(&base, &topic, &log);
+    log.push(config, &messages);
+    wait_consumed(&base, topic, &log);
     run_batch(&base);
 
     // The archive, as SQL sees it, ends where the topic does.
@@ -676,14 +666,10 @@ fn all_pages(base: &str, limit: usize) -> Vec<(i32, i64, bool)> {
 #[test]
 fn event_pages_list_each_delivered_event_once_while_the_archiver_flushes_and_compacts() {
     use rdkafka::producer::{BaseRecord, Producer as _};
-    let cluster = cluster(1);
-    let bootstrap = cluster.bootstrap_servers();
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (path, config) =
-        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
-    let braid = Braid::start(&path, free_port());
+    let world = fixture(PARTITIONS, "");
+    let (bootstrap, topic, dir) = (world.cluster.bootstrap_servers(), &world.topic, &world.dir);
+    let (path, config) = (&world.path, &world.config);
+    let braid = Braid::start(path, free_port());
     let base = braid.base.clone();
     let producer: rdkafka::producer::BaseProducer<Reports> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -717,7 +703,7 @@ fn event_pages_list_each_delivered_event_once_while_the_archiver_flushes_and_com
         for message in chunk {
             producer
                 .send(
-                    BaseRecord::<(), [u8], ()>::to(&topic)
+                    BaseRecord::<(), [u8], ()>::to(topic)
                         .partition(message.partition)
                         .payload(&message.payload),
                 )
@@ -743,21 +729,7 @@ fn event_pages_list_each_delivered_event_once_while_the_archiver_flushes_and_com
     assert!(both, "no pass mixed archived and not-yet-archived events");
     // Once the archive has everything and compacted, a pass lists exactly the delivered events,
     // all from the archive.
-    let compacted = || {
-        (0..PARTITIONS).any(|p| {
-            std::fs::read(
-                dir.path()
-                    .join(format!("archive/_manifest/{topic}/{p}.json")),
-            )
-            .ok()
-            .is_some_and(|bytes| {
-                serde_json::from_slice::<Json>(&bytes).unwrap()["retired"]
-                    .as_array()
-                    .is_some_and(|r| !r.is_empty())
-            })
-        })
-    };
-    wait_for("the archive compacted", Duration::from_secs(30), compacted);
+    wait_compacted(dir.path(), topic);
     let delivered = delivered_events(reports);
     wait_for("every event archived", Duration::from_secs(30), || {
         let pass = all_pages(&base, 500);
@@ -832,22 +804,18 @@ fn hex_of(text: &str) -> String {
 
 #[test]
 fn as_of_answers_equal_the_remembered_ones_after_more_events_and_two_batch_runs() {
-    let cluster = cluster(1);
-    let bootstrap = cluster.bootstrap_servers();
-    let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (path, config) =
-        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
-    let braid = Braid::start(&path, free_port());
+    let world = fixture(PARTITIONS, "");
+    let (bootstrap, topic) = (world.cluster.bootstrap_servers(), &world.topic);
+    let (path, config) = (&world.path, &world.config);
+    let braid = Braid::start(path, free_port());
     let base = braid.base.clone();
     let producer = producer(&bootstrap);
     let messages = payments(31, 4_000, PARTITIONS);
     let (early, late) = messages.split_at(2_000);
-    braid_testkit::produce(&producer, &topic, early);
+    braid_testkit::produce(&producer, topic, early);
     let mut log = Log::new();
-    log.push(&config, early);
-    wait_consumed(&base, &topic, &log);
+    log.push(config, early);
+    wait_consumed(&base, topic, &log);
 
     // Answers a dashboard showed, remembered with their provenance.
     let range = "from=1789990000000&to=1790010000000";
@@ -894,9 +862,9 @@ fn as_of_answers_equal_the_remembered_ones_after_more_events_and_two_batch_runs(
     );
 
     // More events and two batch runs later ...
-    braid_testkit::produce(&producer, &topic, late);
-    log.push(&config, late);
-    wait_consumed(&base, &topic, &log);
+    braid_testkit::produce(&producer, topic, late);
+    log.push(config, late);
+    wait_consumed(&base, topic, &log);
     run_batch(&base);
     run_batch(&base);
     for (query, answer) in &remembered {

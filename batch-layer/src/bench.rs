@@ -60,22 +60,10 @@ pub fn run(
 
 fn measure(config: &Config, events: usize, increment_percent: f64, dir: &Path) -> Result<String> {
     let dir = dir.to_owned();
-    let mut config = config.clone();
-    config.storage.dir = dir.clone();
-    config.speed.segment_size = 1000;
+    let (mut config, source) = bench_config(config, &dir)?;
     config.batch.keep_snapshots = 2;
-    let source = config
-        .sources
-        .first()
-        .cloned()
-        .ok_or_else(|| BenchError::Setup("the config has no source".into()))?;
-    config.views.retain(|v| v.source == source.name);
-    config.sources = vec![Arc::clone(&source)];
     let plan = archive_plan(&config)?;
-    let topic = plan
-        .topics
-        .first()
-        .ok_or_else(|| BenchError::Setup("the config has no topic".into()))?;
+    let topic = first_topic(&plan)?;
 
     let mut out = String::new();
     let _ = writeln!(
@@ -185,22 +173,9 @@ pub fn prepare(
     spacing_ms: i64,
     dir: &Path,
 ) -> Result<(Config, std::time::Duration, std::time::Duration)> {
-    let mut config = config.clone();
-    config.storage.dir = dir.to_owned();
-    config.speed.segment_size = 1000;
-    let source = config
-        .sources
-        .first()
-        .cloned()
-        .ok_or_else(|| BenchError::Setup("the config has no source".into()))?;
-    config.views.retain(|v| v.source == source.name);
-    config.sources = vec![Arc::clone(&source)];
-    config.fraud = None;
+    let (config, _) = bench_config(config, dir)?;
     let plan = archive_plan(&config)?;
-    let topic = plan
-        .topics
-        .first()
-        .ok_or_else(|| BenchError::Setup("the config has no topic".into()))?;
+    let topic = first_topic(&plan)?;
     let shape = PaymentsShape {
         spacing_ms,
         ..PaymentsShape::default()
@@ -229,6 +204,29 @@ pub fn prepare(
 pub const BENCH_PARTITIONS: i32 = PARTITIONS;
 /// Event time of the first generated event.
 pub const BENCH_START_MS: i64 = START_MS;
+
+/// `config` pointed at `dir`, with its first source and that source's views only (no fraud
+/// scoring), and the segment size the benchmarks' coverage falls on.
+fn bench_config(config: &Config, dir: &Path) -> Result<(Config, Arc<braid_shared::SourceDef>)> {
+    let mut config = config.clone();
+    config.storage.dir = dir.to_owned();
+    config.speed.segment_size = 1000;
+    let source = config
+        .sources
+        .first()
+        .cloned()
+        .ok_or_else(|| BenchError::Setup("the config has no source".into()))?;
+    config.views.retain(|v| v.source == source.name);
+    config.sources = vec![Arc::clone(&source)];
+    config.fraud = None;
+    Ok((config, source))
+}
+
+fn first_topic(plan: &braid_kafka::Plan) -> Result<&TopicPlan> {
+    plan.topics
+        .first()
+        .ok_or_else(|| BenchError::Setup("the config has no topic".into()))
+}
 
 fn seconds(record: &RunRecord) -> Result<f64> {
     match (&record.error, record.duration_ms) {

@@ -89,18 +89,7 @@ pub fn parse(
 ) -> Result<ViewQuery, ApiError> {
     check_unique(params)?;
     let get = |name: &str| get(params, name);
-    let from_ms = parse_time("from", get("from"), now_ms)?;
-    let to_ms = parse_time("to", get("to"), now_ms)?;
-    if from_ms >= to_ms {
-        return Err(ApiError::parameter(
-            "from",
-            format!(
-                "{} must be before to ({}); the range is [from, to)",
-                format_time(from_ms),
-                format_time(to_ms)
-            ),
-        ));
-    }
+    let (from_ms, to_ms) = parse_range(get("from"), get("to"), now_ms)?;
     let step_ms = match get("step") {
         None => None,
         Some(text) => Some(parse_step(text, view.granularity_ms)?),
@@ -152,6 +141,27 @@ pub fn parse(
         order_by,
         limit,
     })
+}
+
+/// `from` and `to`, a non-empty half-open range.
+pub fn parse_range(
+    from: Option<&str>,
+    to: Option<&str>,
+    now_ms: i64,
+) -> Result<(i64, i64), ApiError> {
+    let from_ms = parse_time("from", from, now_ms)?;
+    let to_ms = parse_time("to", to, now_ms)?;
+    if from_ms >= to_ms {
+        return Err(ApiError::parameter(
+            "from",
+            format!(
+                "{} must be before to ({}); the range is [from, to)",
+                format_time(from_ms),
+                format_time(to_ms)
+            ),
+        ));
+    }
+    Ok((from_ms, to_ms))
 }
 
 /// RFC 3339, epoch milliseconds, `now`, or `now-<duration>` / `now+<duration>`.

@@ -33,6 +33,21 @@ pub struct ArchivedEvent {
     pub values: Vec<Value>,
 }
 
+/// How archive files are scanned: exactly the listed files (no globbing, no Hive columns from
+/// the `source=`/`date=` path parts: the rows carry everything), columns a file lacks as null.
+pub fn scan_args() -> ScanArgsParquet {
+    ScanArgsParquet {
+        allow_missing_columns: true,
+        hive_options: HiveOptions {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        glob: false,
+        cache: false,
+        ..Default::default()
+    }
+}
+
 /// The events of `files` (all of `query.partition`) that `query` selects, by offset, at most
 /// `query.limit`. `fields` are the source's fields and how each is stored.
 pub fn read_events(
@@ -44,16 +59,7 @@ pub fn read_events(
         return Ok(Vec::new());
     }
     let polars = |e: PolarsError| Error::Parquet(e.to_string());
-    let args = ScanArgsParquet {
-        allow_missing_columns: true,
-        hive_options: HiveOptions {
-            enabled: Some(false),
-            ..Default::default()
-        },
-        glob: false,
-        cache: false,
-        ..Default::default()
-    };
+    let args = scan_args();
     let paths: Vec<PlRefPath> = files
         .iter()
         .map(|p| PlRefPath::try_from_path(p))

@@ -121,17 +121,7 @@ pub fn compute_all(
 /// One lazy frame over every file: the files read whole in one scan, each straddling file in
 /// its own scan with an offset filter.
 fn scan(files: &[ScanFile]) -> Result<LazyFrame> {
-    let args = || ScanArgsParquet {
-        allow_missing_columns: true,
-        // The paths' `source=`/`date=` parts are for other readers; the rows carry everything.
-        hive_options: HiveOptions {
-            enabled: Some(false),
-            ..Default::default()
-        },
-        glob: false,
-        cache: false,
-        ..Default::default()
-    };
+    let args = braid_store::events::scan_args;
     let path = |f: &ScanFile| PlRefPath::try_from_path(&f.path);
     let whole: Vec<PlRefPath> = files
         .iter()

@@ -20,7 +20,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody, abbreviate};
-use crate::query::{Cursor, Params, format_time, parse_time, parse_value};
+use crate::query::{Cursor, Params, format_time, parse_range, parse_value};
 use crate::state::{AppState, now_ms};
 use crate::tail::Tail;
 
@@ -111,18 +111,7 @@ impl Request {
         now_ms: i64,
         max_rows: usize,
     ) -> Result<Self, ApiError> {
-        let from_ms = parse_time("from", params.get("from"), now_ms)?;
-        let to_ms = parse_time("to", params.get("to"), now_ms)?;
-        if from_ms >= to_ms {
-            return Err(ApiError::parameter(
-                "from",
-                format!(
-                    "{} must be before to ({}); the range is [from, to)",
-                    format_time(from_ms),
-                    format_time(to_ms)
-                ),
-            ));
-        }
+        let (from_ms, to_ms) = parse_range(params.get("from"), params.get("to"), now_ms)?;
         let mut filters = Vec::new();
         for (name, text) in params.pairs() {
             if ["from", "to", "limit", "cursor"].contains(&name.as_str()) {
