@@ -2,11 +2,10 @@
 //!
 //! - `archive`: the archiver (Kafka -> Parquet, per-partition manifests of offset ranges,
 //!   compaction), kill -9 safe.
-//! - `recompute`: a view's cells from archive files with Polars.
 //! - `run`: one batch run (coverage, incremental or full per view, publish, retention).
 //! - `scheduler`: periodic and requested runs. `files`: durable Parquet writes, checked reads.
-//! - Run records, snapshot cell files and Parquet columns are `braid-store`'s, shared with the
-//!   serving layer.
+//! - Run records, snapshot cell files, Parquet columns and the recompute of a view's cells from
+//!   archive files with Polars are `braid-store`'s, shared with the serving layer.
 //! - `bench`: the `braid bench batch` measurements. `metrics`, `error`.
 
 mod archive;
@@ -15,7 +14,6 @@ pub mod bench;
 mod error;
 mod files;
 mod metrics;
-pub mod recompute;
 mod run;
 mod scheduler;
 

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::files::write_parquet;
 use crate::metrics;
-use crate::recompute::{self, files_between};
 use braid_store::pointer::{pointer_version, publish_pointer, read_pointer};
+use braid_store::recompute::{self, files_between};
 use braid_store::{
     History, LocalStorage, RunRecord, RunState, Storage, Trigger, ViewRun, layout, now_rfc3339,
 };

@@ -34,6 +34,21 @@ pub enum Error {
     #[error("reading archive files: {0}")]
     Parquet(String),
 
+    /// A file an archive manifest lists is gone or damaged.
+    #[error("archive file {}: {reason}", path.display())]
+    ArchiveFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
+    #[cfg(feature = "parquet")]
+    #[error("polars: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+
+    /// A bug: data this crate wrote does not read back as it should.
+    #[error("internal: {0}")]
+    Internal(String),
+
     /// Another writer replaced an object this one holds: this writer no longer owns it.
     #[error("{key} was replaced by another writer; this process no longer owns it")]
     Conflict { key: String },

@@ -48,6 +48,15 @@ pub fn scan_args() -> ScanArgsParquet {
     }
 }
 
+/// Rows whose field `name` (stored as `ty`) holds `value`, compared as the archive stores it.
+pub(crate) fn equals(name: &str, ty: ColumnType, value: &Value) -> Expr {
+    let stored = ty.column("v", std::iter::once(value));
+    match stored.get(0).map(|v| v.into_static()) {
+        Ok(first) if !first.is_null() => col(name).eq(lit(Scalar::new(ty.dtype(), first))),
+        _ => col(name).is_null(),
+    }
+}
+
 /// The events of `files` (all of `query.partition`) that `query` selects, by offset, at most
 /// `query.limit`. `fields` are the source's fields and how each is stored.
 pub fn read_events(
@@ -72,16 +81,7 @@ pub fn read_events(
         .and(col(EVENT_TIME).gt_eq(lit(query.from_ms)))
         .and(col(EVENT_TIME).lt(lit(query.to_ms)));
     for (name, ty, value) in &query.filters {
-        // The value as the archive stores it, so the comparison is the stored one.
-        let stored = ty.column("v", std::iter::once(value));
-        let Ok(Some(first)) = stored.get(0).map(|v| v.into_static()).map(Some) else {
-            continue;
-        };
-        if first.is_null() {
-            filter = filter.and(col(name.as_str()).is_null());
-        } else {
-            filter = filter.and(col(name.as_str()).eq(lit(Scalar::new(ty.dtype(), first))));
-        }
+        filter = filter.and(equals(name, *ty, value));
     }
     let mut select: Vec<Expr> = vec![col(OFFSET), col(EVENT_TIME)];
     select.extend(fields.iter().map(|(name, _)| col(name.as_str())));

@@ -14,6 +14,8 @@
 //! - `columns` (feature `parquet`): Braid values <-> Parquet columns.
 //! - `snapshot` (feature `parquet`): snapshot cell files and reading a published view.
 //! - `events` (feature `parquet`): archived events read back for the audit trail.
+//! - `recompute` (feature `parquet`): a view's cells from archive files with Polars, for the
+//!   batch layer's runs and the serving layer's as-of answers.
 //! - `error`: the crate's error type.
 
 pub mod alerts;
@@ -27,6 +29,8 @@ mod history;
 pub mod layout;
 pub mod manifest;
 pub mod pointer;
+#[cfg(feature = "parquet")]
+pub mod recompute;
 pub mod rejected;
 #[cfg(feature = "parquet")]
 pub mod snapshot;

@@ -23,13 +23,20 @@ pub struct Regroup {
     pub group_by: Vec<usize>,
 }
 
+impl Regroup {
+    /// The answer's bucket of a cell of bucket `bucket_ms`.
+    pub fn bucket_of(&self, bucket_ms: i64) -> i64 {
+        match self.step_ms {
+            Some(step) => bucket_ms - bucket_ms.rem_euclid(step),
+            None => self.from_ms,
+        }
+    }
+}
+
 pub(super) fn regroup(state: ViewState, spec: &Regroup) -> Result<Groups, AnswerError> {
     let mut groups: Groups = BTreeMap::new();
     for (key, states) in state.into_cells() {
-        let bucket = match spec.step_ms {
-            Some(step) => key.bucket_ms - key.bucket_ms.rem_euclid(step),
-            None => spec.from_ms,
-        };
+        let bucket = spec.bucket_of(key.bucket_ms);
         let group: Vec<Value> = spec
             .group_by
             .iter()

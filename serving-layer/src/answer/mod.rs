@@ -130,32 +130,36 @@ pub async fn rows(
         now_ms,
     )
     .await?;
-    let total_rows = groups.len();
-    if query.limit.is_none() && total_rows > max_rows {
-        return Err(AnswerError::TooManyRows {
-            rows: total_rows,
-            max: max_rows,
-        });
-    }
-    let rows = rows::finalize(view, query, groups);
-    Ok(Rows {
-        rows,
-        total_rows,
-        provenance,
-    })
+    finish(view, query, groups, |_| provenance, max_rows)
 }
 
-/// The rows of `query` from `state`, cells folded elsewhere (an as-of answer recomputed from
-/// the archive), with the provenance of those `offsets`; regrouped and finalized exactly as a
-/// merged answer is.
+/// The rows of `query` from `groups`, cells folded elsewhere (an as-of answer recomputed from
+/// the archive), with the provenance of those `offsets`; finalized exactly as a merged answer
+/// is.
 pub fn rows_of(
     view: &Arc<ViewDef>,
     query: &ViewQuery,
-    state: braid_shared::ViewState,
+    groups: Groups,
     offsets: std::collections::BTreeMap<String, i64>,
     max_rows: usize,
 ) -> Result<Rows, AnswerError> {
-    let groups = groups::regroup(state, &query.regroup())?;
+    finish(
+        view,
+        query,
+        groups,
+        |groups| Provenance::as_of(view, groups, offsets),
+        max_rows,
+    )
+}
+
+/// Finalized rows; more than `max_rows` without a `limit` is refused.
+fn finish(
+    view: &Arc<ViewDef>,
+    query: &ViewQuery,
+    groups: Groups,
+    provenance: impl FnOnce(&Groups) -> Provenance,
+    max_rows: usize,
+) -> Result<Rows, AnswerError> {
     let total_rows = groups.len();
     if query.limit.is_none() && total_rows > max_rows {
         return Err(AnswerError::TooManyRows {
@@ -163,7 +167,7 @@ pub fn rows_of(
             max: max_rows,
         });
     }
-    let provenance = Provenance::as_of(view, &groups, offsets);
+    let provenance = provenance(&groups);
     let rows = rows::finalize(view, query, groups);
     Ok(Rows {
         rows,

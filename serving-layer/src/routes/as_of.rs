@@ -1,20 +1,21 @@
 //! `GET /v1/views/{view}?...&as_of=<topic/p:offset,...>`: the query as it stood at exactly
 //! those offsets (an earlier answer's `provenance.offsets`), recomputed from the archive: the
-//! events below each offset are read with Polars from the files the manifests list (restricted
-//! to the query's buckets and filters) and folded with the same states, regrouping and
-//! finalization as a merged answer, so the rows equal the earlier answer's. A partition the
-//! archive has not reached yet is a 409 `not_archived`.
+//! view's cells over the events below each offset are computed with Polars from the files the
+//! manifests list, as a batch run computes them (restricted to the query's buckets and
+//! filters), and merged into the answer's groups with the same states and finalization as a
+//! merged answer, so the rows equal the earlier answer's. A partition the archive has not
+//! reached yet is a 409 `not_archived`.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use braid_shared::{Event, SourceDef, ViewDef, ViewState};
+use braid_shared::aggregate::MetricState;
+use braid_shared::{Coverage, SourceDef, TopicPartition, Value, ViewDef};
 use braid_store::columns::ColumnType;
-use braid_store::events::{EventQuery, read_events};
-use braid_store::manifest::{FileKind, read_archive_manifests};
+use braid_store::manifest::read_archive_manifests;
+use braid_store::recompute::{AnswerGroups, Restriction, files_between, group_cells};
 
-use crate::answer::{self, Rows, ViewQuery};
+use crate::answer::{self, Groups, Rows, ViewQuery};
 use crate::error::{ApiError, ErrorKind, abbreviate};
 use crate::state::AppState;
 
@@ -77,7 +78,7 @@ pub async fn rows(
     let root = inner.sql.root();
     let (view_def, source_def, cells) = (Arc::clone(view), Arc::clone(source), query.clone());
     let asked = offsets.clone();
-    let state = tokio::task::spawn_blocking(move || {
+    let groups = tokio::task::spawn_blocking(move || {
         fold(&*storage, &root, &view_def, &source_def, &cells, &asked)
     })
     .await
@@ -89,12 +90,15 @@ pub async fn rows(
     Ok(answer::rows_of(
         view,
         query,
-        state,
+        groups,
         named,
         inner.config.serve.max_rows,
     )?)
 }
 
+/// The answer's groups at `offsets`: the view's cells recomputed with Polars from the archive
+/// files below those offsets (the batch layer's path, restricted to the query's buckets and
+/// filters), each cell's states merged into its answer group in the cells' order.
 fn fold(
     storage: &dyn braid_store::Storage,
     root: &std::path::Path,
@@ -102,47 +106,18 @@ fn fold(
     source: &SourceDef,
     query: &ViewQuery,
     offsets: &BTreeMap<i32, i64>,
-) -> Result<ViewState, ApiError> {
-    let manifests = read_archive_manifests(storage, &source.topic).map_err(|error| {
-        tracing::error!(%error, "reading the archive manifests for an as-of answer");
-        ApiError::internal("reading the archive manifests failed; the server log says why")
-    })?;
-    // Events whose bucket starts in [from, to).
-    let g = view.granularity_ms;
-    let align_up = |t: i64| t.saturating_add((g - t.rem_euclid(g)) % g);
-    let (from_ms, to_ms) = (align_up(query.from_ms), align_up(query.to_ms));
-    let fields: Vec<(String, ColumnType)> = source
-        .fields
-        .iter()
-        .map(|f| (f.name.clone(), ColumnType::of(f.kind)))
-        .collect();
-    // Only the fields the view reads are read back; the others stay null in the folded events.
-    let mut needed: Vec<usize> = view.group_by.iter().map(|f| f.slot).collect();
-    needed.extend(
-        view.metrics
+) -> Result<Groups, ApiError> {
+    let read_failed = |error: braid_store::Error| {
+        tracing::error!(%error, "reading the archive for an as-of answer");
+        ApiError::internal("reading the archive failed; the server log says why")
+    };
+    let manifests = read_archive_manifests(storage, &source.topic).map_err(read_failed)?;
+    for (&partition, &offset) in offsets.iter().filter(|(_, o)| **o > 0) {
+        let end = manifests
             .iter()
-            .filter_map(|m| m.expr.field())
-            .filter_map(|name| source.slot(name)),
-    );
-    needed.sort_unstable();
-    needed.dedup();
-    let read_fields: Vec<(String, ColumnType)> =
-        needed.iter().map(|&slot| fields[slot].clone()).collect();
-    let filters: Vec<(String, ColumnType, braid_shared::Value)> = query
-        .filters
-        .iter()
-        .map(|(i, value)| {
-            let slot = view.group_by[*i].slot;
-            (fields[slot].0.clone(), fields[slot].1, value.clone())
-        })
-        .collect();
-    let mut state = ViewState::new(Arc::clone(view));
-    for (&partition, &offset) in offsets {
-        if offset == 0 {
-            continue;
-        }
-        let manifest = manifests.iter().find(|m| m.partition == partition);
-        let end = manifest.and_then(|m| m.end()).unwrap_or(0);
+            .find(|m| m.partition == partition)
+            .and_then(|m| m.end())
+            .unwrap_or(0);
         if end < offset {
             return Err(ApiError::new(
                 ErrorKind::Conflict,
@@ -153,50 +128,102 @@ fn fold(
                 ),
             ));
         }
-        let files: Vec<PathBuf> = manifest
-            .into_iter()
-            .flat_map(|m| &m.entries)
-            .filter(|e| e.from < offset)
-            .flat_map(|e| &e.files)
-            .filter(|f| {
-                f.kind == FileKind::Events
-                    && f.source == source.name
-                    && f.time_range_ms
-                        .is_none_or(|(min, max)| min < to_ms && max >= from_ms)
-            })
-            .map(|f| braid_store::layout::local(root, &f.path))
-            .collect();
-        let read = read_events(
-            &files,
-            &read_fields,
-            &EventQuery {
-                partition,
-                from_offset: 0,
-                to_offset: offset,
-                from_ms,
-                to_ms,
-                filters: filters.clone(),
-                limit: usize::MAX,
-            },
-        )
-        .map_err(|error| {
-            tracing::error!(%error, "reading archived events for an as-of answer");
-            ApiError::internal("reading archived events failed; the server log says why")
-        })?;
-        let events: Vec<Event> = read
-            .into_iter()
-            .map(|e| {
-                let mut values = vec![braid_shared::Value::Null; fields.len()];
-                for (&slot, value) in needed.iter().zip(e.values) {
-                    values[slot] = value;
-                }
-                Event {
-                    time_ms: e.time_ms,
-                    values,
-                }
-            })
-            .collect();
-        state.apply(&events);
     }
-    Ok(state)
+    let filters = query
+        .filters
+        .iter()
+        .map(|(i, value)| {
+            // A field the source does not declare is stored as a JSON literal.
+            let field = &view.group_by[*i];
+            let ty = source
+                .fields
+                .get(field.slot)
+                .map_or(ColumnType::Literal, |f| ColumnType::of(f.kind));
+            (field.name.clone(), ty, value.clone())
+        })
+        .collect();
+    let restriction = Restriction {
+        from_ms: query.from_ms,
+        to_ms: query.to_ms,
+        filters,
+    };
+    let (first_ms, end_ms) = restriction.event_times(view.granularity_ms);
+    let to = Coverage(
+        offsets
+            .iter()
+            .map(|(&p, &o)| (TopicPartition::new(source.topic.as_str(), p), o))
+            .collect(),
+    );
+    let mut files = files_between(root, source, &manifests, &Coverage::default(), &to);
+    files.retain(|f| {
+        f.time_range_ms
+            .is_none_or(|(min, max)| min < end_ms && max >= first_ms)
+    });
+    let regroup = query.regroup();
+    let answer = AnswerGroups {
+        step_ms: regroup.step_ms,
+        from_ms: regroup.from_ms,
+        group_by: regroup.group_by.clone(),
+    };
+    let cells =
+        group_cells(view, source, &files, &restriction, Some(&answer)).map_err(read_failed)?;
+
+    // Each row's answer group (rows are cells where the view cannot be grouped straight into
+    // the answer's groups).
+    let buckets = cells.buckets().map_err(read_failed)?;
+    let kept = regroup
+        .group_by
+        .iter()
+        .map(|&i| cells.group_values(i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_failed)?;
+    let mut slots: HashMap<(i64, Vec<Value>), usize> = HashMap::new();
+    let mut keys = Vec::new();
+    let group_of: Vec<usize> = (0..cells.len())
+        .map(|cell| {
+            let key = (
+                regroup.bucket_of(buckets[cell]),
+                kept.iter().map(|values| values[cell].clone()).collect(),
+            );
+            *slots.entry(key).or_insert_with_key(|key| {
+                keys.push(key.clone());
+                keys.len() - 1
+            })
+        })
+        .collect();
+    let metrics = view.metrics.len();
+    let mut states: Vec<Vec<Option<MetricState>>> = (0..keys.len())
+        .map(|_| std::iter::repeat_with(|| None).take(metrics).collect())
+        .collect();
+    let mut failed = None;
+    cells
+        .states(|metric, cell, state| {
+            let slot = &mut states[group_of[cell]][metric];
+            match slot {
+                Some(into) => {
+                    if let Err(error) = into.merge(&state) {
+                        failed.get_or_insert(error);
+                    }
+                }
+                None => *slot = Some(state),
+            }
+        })
+        .map_err(read_failed)?;
+    if let Some(error) = failed {
+        return Err(ApiError::internal(format!(
+            "merging recomputed cells: {error}"
+        )));
+    }
+    Ok(keys
+        .into_iter()
+        .zip(states)
+        .map(|(key, states)| {
+            let states = states
+                .into_iter()
+                .zip(&view.metrics)
+                .map(|(state, m)| state.unwrap_or_else(|| MetricState::empty(&m.expr)))
+                .collect();
+            (key, states)
+        })
+        .collect())
 }

@@ -1,15 +1,16 @@
-//! The grouped frame, one row per (group key, bucket), becomes the cell frame written as a
-//! snapshot layer: the bucket, the group-by columns as they are, and per metric the encoded state
-//! of each cell. States live only while they are encoded, so no view state is built in memory.
+//! The grouped frame, one row per (group key, bucket), gives each cell's states. The batch layer
+//! writes them as a snapshot layer's cell frame: the bucket, the group-by columns as they are,
+//! and per metric the encoded state of each cell. States live only while they are encoded, so no
+//! view state is built in memory.
 
 use braid_shared::aggregate::{AvgState, Extreme, MetricState, SumState};
 use braid_shared::{MetricExpr, Value, ViewDef};
 use polars::prelude::*;
 
 use super::plan::{Agg, BUCKET, ViewPlan};
+use crate::columns::{ColumnType, ValueReader};
 use crate::error::{Error, Result};
-use braid_store::columns::{ColumnType, ValueReader};
-use braid_store::snapshot::{BUCKET_COLUMN, state_column};
+use crate::snapshot::{BUCKET_COLUMN, state_column};
 
 /// Builds the cell frame; also returns the number of archive rows grouped.
 pub(crate) fn frame(
@@ -29,28 +30,51 @@ pub(crate) fn frame(
     for (field, ty) in view.group_by.iter().zip(&plan.key_types) {
         columns.push(grouped.column(&field.name)?.cast(&ty.dtype())?);
     }
+    let mut encoders: Vec<Encoder> = view.metrics.iter().map(|_| Encoder::new(height)).collect();
+    each_state(view, plan, grouped, |i, _, state| encoders[i].push(&state))?;
+    for (metric, encoder) in view.metrics.iter().zip(encoders) {
+        columns.push(encoder.finish(&state_column(&metric.name)));
+    }
+    Ok((DataFrame::new(height, columns)?, rows))
+}
+
+/// Hands every cell's state of every metric to `each(metric, cell, state)`, metric by metric,
+/// cells in the grouped frame's order.
+pub(crate) fn each_state(
+    view: &ViewDef,
+    plan: &ViewPlan,
+    grouped: &DataFrame,
+    mut each: impl FnMut(usize, usize, MetricState),
+) -> Result<()> {
+    if grouped.height() == 0 {
+        return Ok(());
+    }
     for (i, (agg, metric)) in plan.aggs.iter().zip(&view.metrics).enumerate() {
         let column = match agg {
             Agg::Fold(_) => grouped.column(&plan.list_column(i))?,
             _ => grouped.column(&ViewPlan::column(i))?,
         };
-        let mut encoder = Encoder::new(height);
+        let mut row = 0;
+        let mut push = |state: MetricState| {
+            each(i, row, state);
+            row += 1;
+        };
         match *agg {
             Agg::Count => {
                 for n in column.u64()?.iter() {
-                    encoder.push(&MetricState::Count(n.unwrap_or(0)));
+                    push(MetricState::Count(n.unwrap_or(0)));
                 }
             }
             Agg::Sum(ty) => {
                 for v in checked_sums(grouped, i, column, ty)? {
-                    encoder.push(&MetricState::Sum(sum_of(&v)));
+                    push(MetricState::Sum(sum_of(&v)));
                 }
             }
             Agg::Min(ty) | Agg::Max(ty) => {
                 let is_min = matches!(agg, Agg::Min(_));
                 for v in numbers(column, ty)? {
                     let extreme = Extreme((!v.is_null()).then_some(v));
-                    encoder.push(&if is_min {
+                    push(if is_min {
                         MetricState::Min(extreme)
                     } else {
                         MetricState::Max(extreme)
@@ -63,17 +87,16 @@ pub(crate) fn frame(
                     .iter()
                     .zip(counts.iter())
                 {
-                    encoder.push(&MetricState::Avg(Box::new(AvgState {
+                    push(MetricState::Avg(Box::new(AvgState {
                         sum: sum_of(sum),
                         count: count.unwrap_or(0),
                     })));
                 }
             }
-            Agg::Fold(ty) => fold(column, ty, &metric.expr, &metric.name, &mut encoder)?,
+            Agg::Fold(ty) => fold(column, ty, &metric.expr, &metric.name, &mut push)?,
         }
-        columns.push(encoder.finish(&state_column(&metric.name)));
     }
-    Ok((DataFrame::new(height, columns)?, rows))
+    Ok(())
 }
 
 /// Encoded states back to back in one buffer, cut by offsets.
@@ -148,13 +171,13 @@ fn sum_of(value: &Value) -> SumState {
     sum
 }
 
-/// Folds each group's list of values into a fresh state of the metric and encodes it.
+/// Folds each group's list of values into a fresh state of the metric.
 fn fold(
     column: &Column,
     ty: ColumnType,
     expr: &MetricExpr,
     name: &str,
-    encoder: &mut Encoder,
+    push: &mut impl FnMut(MetricState),
 ) -> Result<()> {
     let lists = column.list()?;
     let mut scratch = String::new();
@@ -192,7 +215,7 @@ fn fold(
                 }
             }
         }
-        encoder.push(&state);
+        push(state);
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use braid_shared::{MetricExpr, SourceDef, ViewDef};
 use polars::prelude::*;
 
-use braid_store::columns::ColumnType;
+use crate::columns::ColumnType;
 
 pub(crate) const BUCKET: &str = "_bucket";
 
@@ -24,10 +24,24 @@ pub(crate) enum Agg {
     Fold(ColumnType),
 }
 
+/// The bucket a row is grouped into.
+#[derive(Debug, Clone, Copy)]
+enum Bucket {
+    /// Its cell's: the view's granularity.
+    Cell,
+    /// An answer's re-bucketing width.
+    Step(i64),
+    /// One bucket for every row, starting here.
+    Whole(i64),
+}
+
 pub(crate) struct ViewPlan {
     pub view: Arc<ViewDef>,
     /// Per group-by field: its column's type.
     pub key_types: Vec<ColumnType>,
+    /// The group-by fields grouped by, by index into the view's (all of them for cells).
+    pub kept: Vec<usize>,
+    bucket: Bucket,
     /// Per metric.
     pub aggs: Vec<Agg>,
     fields: Vec<Option<String>>,
@@ -37,7 +51,46 @@ pub(crate) struct ViewPlan {
 }
 
 impl ViewPlan {
+    /// Grouped into the view's cells.
     pub fn new(view: &Arc<ViewDef>, source: &SourceDef) -> Self {
+        Self::grouped(
+            view,
+            source,
+            Bucket::Cell,
+            (0..view.group_by.len()).collect(),
+        )
+    }
+
+    /// Grouped straight into an answer's groups (`step_ms` wide buckets, or one from
+    /// `from_ms`; the `kept` group-by fields), where that equals merging the cells: `None` when
+    /// a metric of the view is split-sensitive (`top_k`). Float sums are then folded from each
+    /// group's values as the speed layer folds them, not summed by Polars.
+    pub fn answer(
+        view: &Arc<ViewDef>,
+        source: &SourceDef,
+        step_ms: Option<i64>,
+        from_ms: i64,
+        kept: Vec<usize>,
+    ) -> Option<Self> {
+        if view
+            .metrics
+            .iter()
+            .any(|m| matches!(m.expr, MetricExpr::TopK { .. }))
+        {
+            return None;
+        }
+        let bucket = step_ms.map_or(Bucket::Whole(from_ms), Bucket::Step);
+        let mut plan = Self::grouped(view, source, bucket, kept);
+        for agg in &mut plan.aggs {
+            if let Agg::Sum(ColumnType::Float64) | Agg::Avg(ColumnType::Float64) = agg {
+                *agg = Agg::Fold(ColumnType::Float64);
+            }
+        }
+        plan.lists = plan.list_columns();
+        Some(plan)
+    }
+
+    fn grouped(view: &Arc<ViewDef>, source: &SourceDef, bucket: Bucket, kept: Vec<usize>) -> Self {
         let type_of = |slot: usize| {
             source
                 .fields
@@ -69,42 +122,50 @@ impl ViewPlan {
                 }
             })
             .collect();
-        // A distinct count needs each value once: its list holds the group's unique values
-        // (the sketch of the unique values is the sketch of all of them). Metrics that list
-        // the same values share one list column.
-        let list_key = |i: usize| {
-            let unique = matches!(view.metrics[i].expr, MetricExpr::ApproxDistinct { .. });
-            (fields[i].clone(), unique)
-        };
-        let lists = (0..aggs.len())
-            .map(|i| {
-                (0..i)
-                    .find(|&j| {
-                        matches!(aggs[j], Agg::Fold(_))
-                            && matches!(aggs[i], Agg::Fold(_))
-                            && list_key(j) == list_key(i)
-                    })
-                    .unwrap_or(i)
-            })
-            .collect();
-        Self {
+        let mut plan = Self {
             view: Arc::clone(view),
             key_types,
+            kept,
+            bucket,
             aggs,
             fields,
-            lists,
-        }
+            lists: Vec::new(),
+        };
+        plan.lists = plan.list_columns();
+        plan
     }
 
-    /// Group keys: the view's fields, then the bucket.
+    /// Per metric, the metric whose list column it reads. A distinct count needs each value
+    /// once: its list holds the group's unique values (the sketch of the unique values is the
+    /// sketch of all of them). Metrics that list the same values share one list column.
+    fn list_columns(&self) -> Vec<usize> {
+        let list_key = |i: usize| {
+            let unique = matches!(self.view.metrics[i].expr, MetricExpr::ApproxDistinct { .. });
+            (self.fields[i].clone(), unique)
+        };
+        let folded = |i: usize| matches!(self.aggs[i], Agg::Fold(_));
+        (0..self.aggs.len())
+            .map(|i| {
+                (0..i)
+                    .find(|&j| folded(j) && folded(i) && list_key(j) == list_key(i))
+                    .unwrap_or(i)
+            })
+            .collect()
+    }
+
+    /// Group keys: the kept group-by fields, then the bucket.
     pub fn keys(&self) -> Vec<Expr> {
         let mut keys: Vec<Expr> = self
-            .view
-            .group_by
+            .kept
             .iter()
-            .map(|f| col(f.name.as_str()))
+            .map(|&i| col(self.view.group_by[i].name.as_str()))
             .collect();
-        keys.push(super::bucket_expr(self.view.granularity_ms).alias(BUCKET));
+        let bucket = match self.bucket {
+            Bucket::Cell => super::bucket_expr(self.view.granularity_ms),
+            Bucket::Step(step) => super::bucket_expr(step),
+            Bucket::Whole(from_ms) => lit(from_ms),
+        };
+        keys.push(bucket.alias(BUCKET));
         keys
     }
 
