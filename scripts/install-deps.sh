@@ -6,7 +6,7 @@
 #   scripts/install-deps.sh --tests   also what the tests run: the tansu broker, Prometheus
 #                                     (server and promtool), headless Chromium, and the Python
 #                                     validators of deploy/ (docker-compose, kubernetes-validate)
-#                                     in virtualenvs under $BRAID_TOOLS_DIR
+#                                     and moto's S3 server in virtualenvs under $BRAID_TOOLS_DIR
 set -euo pipefail
 
 WITH_TESTS=0
@@ -134,6 +134,14 @@ pins="kubernetes-validate==1.33.1"
 if ! venv_fresh "$venv" "$pins"; then
   new_venv "$venv" "$pins"
   pip_in "$venv" $pins
+  echo "$pins" > "$venv/.pins"
+fi
+# moto's S3 server: the object storage the storage tests write to.
+venv="$BRAID_TOOLS_DIR/moto"
+pins="moto[server]==5.2.1"
+if ! venv_fresh "$venv" "$pins"; then
+  new_venv "$venv" "$pins"
+  pip_in "$venv" "$pins"
   echo "$pins" > "$venv/.pins"
 fi
 

@@ -1,6 +1,9 @@
 //! Test support shared by every crate's integration tests: librdkafka's mock cluster, a
 //! producer, a payments stream with late and malformed events, a config per test, the reference
-//! state computed independently from the produced bytes, and polling with a deadline.
+//! state computed independently from the produced bytes, and polling with a deadline; moto's S3
+//! server (`moto`).
+
+pub mod moto;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,14 +5,16 @@
 //! the version its writer last read, so a writer that lost ownership is refused, not obeyed.
 //!
 //! Keys are `/`-separated paths relative to the storage root (`batch/CURRENT.json`), laid out
-//! by [`crate::layout`]. [`LocalStorage`] keeps them under a directory; object storage is one
-//! more implementation of the same trait.
+//! by [`crate::layout`]. [`LocalStorage`] keeps them under a directory, [`ObjectStorage`] in
+//! an S3 bucket.
 
 mod local;
+mod object;
 
 use std::fmt;
 
 pub use local::{LocalStorage, sync_dir};
+pub use object::ObjectStorage;
 
 /// An object's version, as its store reports it: compared, never interpreted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
