@@ -48,14 +48,26 @@ pub fn describe(config: &Config) -> String {
         serve.sql_concurrency,
         format_duration(serve.sql_timeout.0)
     );
+    if !serve.speed_peers.is_empty() {
+        let _ = writeln!(
+            out,
+            "serve: speed cells from the speed peers {} (when no speed layer runs in the process), every partition waited for up to {}",
+            serve.speed_peers.join(", "),
+            format_duration(serve.speed_timeout.0)
+        );
+    }
     let speed = &config.speed;
     let _ = writeln!(
         out,
-        "speed: segment_size={} checkpoint every {} or {} events, max_batch={}",
+        "speed: segment_size={} checkpoint every {} or {} events, max_batch={}{}",
         speed.segment_size,
         format_duration(speed.checkpoint_interval.0),
         speed.checkpoint_events,
-        speed.max_batch
+        speed.max_batch,
+        speed
+            .listen
+            .map(|addr| format!("; answers serving instances on {addr}"))
+            .unwrap_or_default()
     );
 
     let _ = writeln!(out, "\nsources ({}):", config.sources.len());

@@ -148,6 +148,25 @@ async fn supervise(
                     scorer.connect(Arc::clone(&reader));
                     alerts_logged = Some(scorer.logged());
                 }
+                if let Some(listen) = config.speed.listen {
+                    match braid_serving::serve_speed(listen, Arc::clone(&reader), cancel.clone())
+                        .await
+                    {
+                        Ok((addr, server)) => {
+                            tracing::info!(%addr, "answering serving instances");
+                            tasks.spawn(async move {
+                                let ended = match server.await {
+                                    Ok(result) => result.map_err(|e| e.to_string()),
+                                    Err(e) => Err(e.to_string()),
+                                };
+                                ("speed endpoint", ended)
+                            });
+                        }
+                        Err(error) => {
+                            start_failed("speed layer", format!("speed.listen {listen}: {error}"));
+                        }
+                    }
+                }
                 speed_reader = Some(reader);
                 crate::metrics::layer_up("speed layer", true);
                 tasks.spawn_blocking(move || {
@@ -179,6 +198,20 @@ async fn supervise(
                 });
             }
             Err(error) => start_failed("batch layer", error.to_string()),
+        }
+    }
+    let peers = &config.serve.speed_peers;
+    if layers.contains(&Layer::Serve) && !peers.is_empty() {
+        if speed_reader.is_some() {
+            tracing::warn!(
+                "serve.speed_peers is ignored: the speed layer runs in this process and is read directly"
+            );
+        } else {
+            tracing::info!(?peers, "speed cells from the speed peers");
+            speed_reader = Some(
+                Arc::new(braid_serving::RemoteSpeed::new(Arc::new(config.clone())))
+                    as Arc<dyn braid_shared::SpeedReader>,
+            );
         }
     }
     let mut serving = None;

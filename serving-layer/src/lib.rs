@@ -9,6 +9,7 @@
 //! - `fraud`: fraud features as merged point reads, and scores; `alerts`: every applied event
 //!   of the fraud source scored, its alert logged once.
 //! - `sql`: read-only DuckDB over the archive, rejections and merged views.
+//! - `peer`: the speed tier's endpoint, and the serving tier's reader of it (`RemoteSpeed`).
 //! - `auth`: optional bearer keys. `state`, `metrics`, `error`.
 
 mod alerts;
@@ -17,6 +18,7 @@ mod auth;
 mod error;
 mod fraud;
 mod metrics;
+mod peer;
 mod query;
 mod rejections;
 mod routes;
@@ -28,6 +30,7 @@ mod tail;
 
 pub use alerts::{AlertScorer, AlertTopic};
 pub use error::{ApiError, Error, ErrorKind, Result};
+pub use peer::{RemoteSpeed, serve as serve_speed};
 pub use routes::{ApiDoc, router};
 pub use server::Server;
 pub use snapshot::SnapshotCache;

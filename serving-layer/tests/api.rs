@@ -11,8 +11,8 @@ use axum::http::{Method, Request, StatusCode, header};
 use braid_serving::{AppState, Backends, Server, router};
 use braid_shared::coverage::SpeedCells;
 use braid_shared::{
-    CellQuery, Config, Coverage, Decoder, Event, PartitionStatus, SpeedReader, TopicPartition,
-    ViewState,
+    CellQuery, Config, Coverage, Decoder, Event, PartitionCells, PartitionStatus, SpeedReader,
+    TopicPartition, ViewState,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -77,16 +77,41 @@ impl SpeedReader for FakeSpeed {
         let def = self.config.view(view).unwrap();
         let mut state = ViewState::new(Arc::clone(def));
         let mut partitions = BTreeMap::new();
-        let status = self.status();
-        for (p, events) in self.partitions.iter().enumerate() {
-            let tp = TopicPartition::new("payments", p as i32);
-            let from = coverage.of(&tp) as usize;
-            let mut part = ViewState::new(Arc::clone(def));
-            part.apply(&events[from.min(events.len())..]);
-            state.merge_matching(&part, query)?;
-            partitions.insert(tp.clone(), status[&tp]);
+        for part in self.read_each(view, query, coverage)? {
+            state.merge_matching(&part.state, query)?;
+            partitions.insert(part.tp, part.status);
         }
-        Ok(SpeedCells { state, partitions })
+        Ok(SpeedCells {
+            state,
+            partitions,
+            missing: Vec::new(),
+        })
+    }
+
+    fn read_each(
+        &self,
+        view: &str,
+        _query: &CellQuery,
+        coverage: &Coverage,
+    ) -> braid_shared::Result<Vec<PartitionCells>> {
+        let def = self.config.view(view).unwrap();
+        let status = self.status();
+        Ok(self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, events)| {
+                let tp = TopicPartition::new("payments", p as i32);
+                let from = coverage.of(&tp) as usize;
+                let mut state = ViewState::new(Arc::clone(def));
+                state.apply(&events[from.min(events.len())..]);
+                PartitionCells {
+                    status: status[&tp],
+                    tp,
+                    state,
+                }
+            })
+            .collect())
     }
 }
 

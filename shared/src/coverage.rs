@@ -133,6 +133,18 @@ pub struct SpeedCells {
     /// Per partition held, as of this read: `position` is the next offset to be applied
     /// (everything below it is in `state`), with the lag seen at the same moment.
     pub partitions: BTreeMap<TopicPartition, PartitionStatus>,
+    /// Partitions of the topic no speed instance answered for (a rebalance under way, an
+    /// instance gone): their events above the coverage are not in `state`. Always empty when
+    /// the speed layer runs in the same process.
+    pub missing: Vec<TopicPartition>,
+}
+
+/// One partition's cells above a coverage, as the speed instance holding it read them.
+#[derive(Debug, Clone)]
+pub struct PartitionCells {
+    pub tp: TopicPartition,
+    pub status: PartitionStatus,
+    pub state: ViewState,
 }
 
 impl SpeedCells {
@@ -146,7 +158,7 @@ impl SpeedCells {
 }
 
 /// One partition as the speed layer holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionStatus {
     /// The next offset to apply: everything below it is held (or covered by the batch layer).
     pub position: i64,
@@ -166,4 +178,13 @@ pub trait SpeedReader: Send + Sync {
     /// needs (a newer snapshot was published): re-read the snapshot pointer and ask again; with
     /// [`Error::CoverageMisaligned`] for a coverage off the segment grid (a bug).
     fn read(&self, view: &str, query: &CellQuery, coverage: &Coverage) -> Result<SpeedCells>;
+
+    /// [`SpeedReader::read`] with each partition's cells apart, for a serving tier that
+    /// gathers partitions from several speed instances and takes each once.
+    fn read_each(
+        &self,
+        view: &str,
+        query: &CellQuery,
+        coverage: &Coverage,
+    ) -> Result<Vec<PartitionCells>>;
 }

@@ -23,7 +23,9 @@ pub mod rejected;
 pub mod view;
 
 pub use config::Config;
-pub use coverage::{CellQuery, Coverage, PartitionStatus, SpeedReader, TopicPartition};
+pub use coverage::{
+    CellQuery, Coverage, PartitionCells, PartitionStatus, SpeedReader, TopicPartition,
+};
 pub use error::{ConfigIssue, Error, Result};
 pub use event::{Decoder, Event, RejectReason, Value};
 pub use metric::MetricExpr;

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use braid_shared::RejectedRecord;
 use braid_shared::coverage::SpeedCells;
 use braid_shared::{
-    CellQuery, Coverage, Event, PartitionStatus, SpeedReader, TopicPartition, ViewState,
+    CellQuery, Coverage, Event, PartitionCells, PartitionStatus, SpeedReader, TopicPartition,
+    ViewState,
 };
 
 use crate::metrics;
@@ -419,20 +420,61 @@ impl SpeedReader for SpeedHandle {
         query: &CellQuery,
         coverage: &Coverage,
     ) -> braid_shared::Result<SpeedCells> {
-        let shared = &self.shared;
-        let (topic, index) = shared
+        let mut parts = self.read_parts(view, query, coverage, false)?;
+        let partitions = parts.iter().map(|p| (p.tp.clone(), p.status)).collect();
+        let state = match parts.pop() {
+            Some(first) => first.state,
+            None => {
+                let (topic, index) = self.view_plan(view)?;
+                ViewState::new(Arc::clone(&topic.views[index]))
+            }
+        };
+        Ok(SpeedCells {
+            state,
+            partitions,
+            missing: Vec::new(),
+        })
+    }
+
+    fn read_each(
+        &self,
+        view: &str,
+        query: &CellQuery,
+        coverage: &Coverage,
+    ) -> braid_shared::Result<Vec<PartitionCells>> {
+        self.read_parts(view, query, coverage, true)
+    }
+}
+
+impl SpeedHandle {
+    fn view_plan(&self, view: &str) -> braid_shared::Result<(&TopicPlan, usize)> {
+        self.shared
             .plan
             .view(view)
-            .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))?;
+            .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))
+    }
+
+    /// The cells of `view` above `coverage` in every partition held: one state per partition
+    /// when `apart`, else all of them in the last partition's state (the others' left empty).
+    fn read_parts(
+        &self,
+        view: &str,
+        query: &CellQuery,
+        coverage: &Coverage,
+        apart: bool,
+    ) -> braid_shared::Result<Vec<PartitionCells>> {
+        let shared = &self.shared;
+        let (topic, index) = self.view_plan(view)?;
         let size = u64::try_from(shared.segment_size).unwrap_or(1);
         coverage.check_aligned(size)?;
-        let mut state = ViewState::new(Arc::clone(&topic.views[index]));
-        let mut partitions = BTreeMap::new();
         let lag = self.lag();
         let held = shared
             .assigned()
             .into_iter()
             .filter(|(tp, _)| tp.topic == topic.topic);
+        let fresh = || ViewState::new(Arc::clone(&topic.views[index]));
+        let mut merged = fresh();
+        let mut parts: Vec<PartitionCells> = Vec::new();
         for (tp, partition) in held {
             let covered = coverage.of(&tp);
             let progress = partition.progress();
@@ -442,13 +484,15 @@ impl SpeedReader for SpeedHandle {
                     progress.floor
                 )));
             }
+            let mut own = apart.then(fresh);
+            let into = own.as_mut().unwrap_or(&mut merged);
             // The position reported is what the merged segments hold, read under their locks.
             let mut position = progress.position();
             for (_, segment) in partition.segments_from(covered, shared.segment_size) {
                 let Ok(segment) = segment.read() else {
                     continue;
                 };
-                state.merge_matching(&segment.views[index], query)?;
+                into.merge_matching(&segment.views[index], query)?;
                 position = position.max(segment.next_offset);
             }
             let last = partition.last_message_ms.load(Ordering::Relaxed);
@@ -457,9 +501,16 @@ impl SpeedReader for SpeedHandle {
                 lag_messages: lag.get(&tp).copied(),
                 last_message_ms: (last > 0).then_some(last),
             };
-            partitions.insert(tp, status);
+            parts.push(PartitionCells {
+                tp,
+                status,
+                state: own.unwrap_or_else(fresh),
+            });
         }
-        Ok(SpeedCells { state, partitions })
+        if let (false, Some(last)) = (apart, parts.last_mut()) {
+            last.state = merged;
+        }
+        Ok(parts)
     }
 }
 

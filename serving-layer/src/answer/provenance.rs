@@ -27,6 +27,12 @@ pub struct Provenance {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     #[schema(value_type = Object)]
     pub error_bounds: BTreeMap<String, serde_json::Value>,
+    /// False when a partition of the view's topic had no speed instance answering for it in
+    /// time (a rebalance under way, an instance gone): its events above the batch coverage
+    /// are not in the answer. `missing` names those partitions.
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -52,6 +58,7 @@ pub(super) struct Parts {
     offsets: BTreeMap<String, i64>,
     /// Positions, and the newest message time of partitions still behind the broker.
     speed: Option<(BTreeMap<String, i64>, Option<i64>)>,
+    missing: Vec<String>,
 }
 
 impl Parts {
@@ -59,6 +66,7 @@ impl Parts {
         topic: &str,
         snapshot: &Snapshot,
         speed: Option<&BTreeMap<TopicPartition, PartitionStatus>>,
+        missing: &[TopicPartition],
     ) -> Self {
         let of_topic = |tp: &TopicPartition| tp.topic == topic;
         let batch = snapshot.pointer.as_ref().map(|pointer| BatchProvenance {
@@ -96,6 +104,11 @@ impl Parts {
             batch,
             offsets,
             speed,
+            missing: missing
+                .iter()
+                .filter(|tp| of_topic(tp))
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 
@@ -112,6 +125,8 @@ impl Parts {
             offsets: self.offsets,
             exact: error_bounds.is_empty(),
             error_bounds,
+            complete: self.missing.is_empty(),
+            missing: self.missing,
         }
     }
 }
@@ -126,6 +141,8 @@ impl Provenance {
             offsets,
             exact: error_bounds.is_empty(),
             error_bounds,
+            complete: true,
+            missing: Vec::new(),
         }
     }
 }

@@ -21,11 +21,13 @@ pub struct Read {
     pub snapshot: Arc<Snapshot>,
     /// The speed layer's partitions as of the read; `None` without a speed layer.
     pub speed: Option<BTreeMap<TopicPartition, PartitionStatus>>,
+    /// Partitions no speed instance answered for (speed peers in other processes).
+    pub missing: Vec<TopicPartition>,
 }
 
 impl Read {
     pub(super) fn provenance_parts(&self, topic: &str) -> Parts {
-        Parts::new(topic, &self.snapshot, self.speed.as_ref())
+        Parts::new(topic, &self.snapshot, self.speed.as_ref(), &self.missing)
     }
 }
 
@@ -62,12 +64,16 @@ fn read_once(
     let coverage = snapshot.coverage();
     // The speed layer's cells (built for this query) are the base; the batch cells are merged
     // into them, so cells are copied once.
-    let (mut state, speed) = match sources.speed {
+    let (mut state, speed, missing) = match sources.speed {
         Some(reader) => {
-            let SpeedCells { state, partitions } = reader.read(&view.name, cells, &coverage)?;
-            (state, Some(partitions))
+            let SpeedCells {
+                state,
+                partitions,
+                missing,
+            } = reader.read(&view.name, cells, &coverage)?;
+            (state, Some(partitions), missing)
         }
-        None => (ViewState::new(Arc::clone(view)), None),
+        None => (ViewState::new(Arc::clone(view)), None, Vec::new()),
     };
     if let Some(batch) = batch {
         state.merge_matching(batch, cells)?;
@@ -76,5 +82,6 @@ fn read_once(
         state,
         snapshot,
         speed,
+        missing,
     })
 }

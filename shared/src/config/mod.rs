@@ -221,6 +221,12 @@ pub struct ServeConfig {
     pub sql_timeout: Period,
     /// SQL queries run at once, each on its own thread; more are refused with 503.
     pub sql_concurrency: usize,
+    /// Speed instances (`host:port` of their `speed.listen`) a serving instance without a
+    /// speed layer of its own gathers speed cells from; empty: none.
+    pub speed_peers: Vec<String>,
+    /// How long an answer waits for every partition to be reported by some speed peer before
+    /// it says which are missing.
+    pub speed_timeout: Period,
 }
 
 impl Default for ServeConfig {
@@ -235,6 +241,8 @@ impl Default for ServeConfig {
             max_concurrency: 512,
             sql_timeout: Period(std::time::Duration::from_secs(10)),
             sql_concurrency: 2,
+            speed_peers: Vec::new(),
+            speed_timeout: Period(std::time::Duration::from_secs(2)),
         }
     }
 }
@@ -246,6 +254,12 @@ fn socket_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Sock
             "invalid listen address {text:?} (expected ip:port, e.g. \"127.0.0.1:8080\")"
         ))
     })
+}
+
+fn optional_socket_addr<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(deserializer).map(Some)
 }
 
 /// Speed-layer tuning. `segment_size` is also the grain of batch coverage: a batch snapshot
@@ -261,6 +275,10 @@ pub struct SpeedConfig {
     pub checkpoint_events: u64,
     /// Most messages handled in one poll batch.
     pub max_batch: usize,
+    /// Where this speed instance answers serving instances (`serve.speed_peers`) with its
+    /// partitions' cells; unset: nowhere (the serving layer in the same process reads them).
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for SpeedConfig {
@@ -270,6 +288,7 @@ impl Default for SpeedConfig {
             checkpoint_interval: Period(std::time::Duration::from_secs(5)),
             checkpoint_events: 100_000,
             max_batch: 5_000,
+            listen: None,
         }
     }
 }

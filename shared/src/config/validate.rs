@@ -247,6 +247,34 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
             format!("{} is outside 1..=64", serve.sql_concurrency),
         );
     }
+    for (i, peer) in serve.speed_peers.iter().enumerate() {
+        let port = peer.rsplit_once(':').and_then(|(host, port)| {
+            (!host.is_empty() && !host.contains('/'))
+                .then(|| port.parse::<u16>().ok())
+                .flatten()
+        });
+        if port.is_none_or(|p| p == 0) {
+            issues.push(
+                format!("serve.speed_peers[{i}]"),
+                format!(
+                    "{:?} is not host:port (a speed instance's speed.listen)",
+                    shortened(peer)
+                ),
+            );
+        }
+    }
+    let speed_timeout = serve.speed_timeout.0;
+    if speed_timeout < std::time::Duration::from_millis(10)
+        || speed_timeout > std::time::Duration::from_secs(60)
+    {
+        issues.push(
+            "serve.speed_timeout",
+            format!(
+                "{} is outside 10ms..=60s",
+                crate::config::format_duration(speed_timeout)
+            ),
+        );
+    }
     for (i, key) in file.serve.api_keys.iter().enumerate() {
         if key.is_empty() || key.chars().any(char::is_whitespace) {
             issues.push(
@@ -254,6 +282,14 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
                 "is empty or contains whitespace",
             );
         }
+    }
+}
+
+/// At most 80 characters of `text`, for a message.
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
     }
 }
 

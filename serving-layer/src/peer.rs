@@ -1,0 +1,547 @@
+//! Speed and serving tiers in separate processes. A speed instance (`braid run --layers speed`
+//! with `speed.listen`) answers, per partition it holds, its cells of a view above a given
+//! coverage and the offset it reached ([`serve`]); a serving instance without a speed layer of
+//! its own gathers them from `serve.speed_peers` in parallel ([`RemoteSpeed`]), takes each
+//! partition once (the larger position when two instances report one during a hand-over: both
+//! are exact prefixes of the partition) and names the partitions nobody reported in time.
+//!
+//! The endpoint is internal: a JSON request, and a binary answer that starts with a magic and a
+//! version byte, then per partition its status and the view state as checkpoints encode it
+//! (which carries the view's fingerprint, so instances running different definitions of a view
+//! are refused instead of merged).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use braid_shared::coverage::SpeedCells;
+use braid_shared::{
+    CellQuery, Config, Coverage, PartitionCells, PartitionStatus, SpeedReader, TopicPartition,
+    Value, ViewState,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::tail::Tail;
+
+pub const CELLS_PATH: &str = "/internal/v1/speed/cells";
+pub const STATUS_PATH: &str = "/internal/v1/speed/status";
+/// What every answer of the endpoint starts with: magic, then the format version.
+const MAGIC: &[u8; 4] = b"BRSP";
+const VERSION: u8 = 1;
+/// Pause between two gathers while a partition has no reporting owner.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long the topic's partition list is reused.
+const METADATA_TTL: Duration = Duration::from_secs(10);
+/// Largest request the endpoint reads.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CellsRequest {
+    view: String,
+    from_ms: i64,
+    to_ms: i64,
+    filters: Vec<(usize, Value)>,
+    coverage: Coverage,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WirePartition {
+    topic: String,
+    partition: i32,
+    status: PartitionStatus,
+    /// [`ViewState::encode`].
+    state: Vec<u8>,
+}
+
+/// Encodes one speed instance's answer.
+fn encode(parts: &[PartitionCells]) -> Vec<u8> {
+    let wire: Vec<WirePartition> = parts
+        .iter()
+        .map(|p| WirePartition {
+            topic: p.tp.topic.clone(),
+            partition: p.tp.partition,
+            status: p.status,
+            state: p.state.encode(),
+        })
+        .collect();
+    let mut out = MAGIC.to_vec();
+    out.push(VERSION);
+    out.extend(postcard::to_stdvec(&wire).unwrap_or_default());
+    out
+}
+
+/// Decodes a speed instance's answer for `view`.
+fn decode(config: &Config, view: &str, bytes: &[u8]) -> Result<Vec<PartitionCells>, String> {
+    let def = config
+        .view(view)
+        .ok_or_else(|| format!("no view {view:?}"))?;
+    let payload = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or("not a speed instance's answer (no magic)")?;
+    let (&version, payload) = payload.split_first().ok_or("an empty answer")?;
+    if version != VERSION {
+        return Err(format!(
+            "answer format version {version}; this instance reads version {VERSION}: run one Braid version"
+        ));
+    }
+    let wire: Vec<WirePartition> =
+        postcard::from_bytes(payload).map_err(|e| format!("a damaged answer: {e}"))?;
+    wire.into_iter()
+        .map(|w| {
+            let state = ViewState::decode(Arc::clone(def), &w.state).map_err(|e| {
+                format!("{e} (does the speed instance run the same definition of the view?)")
+            })?;
+            Ok(PartitionCells {
+                tp: TopicPartition::new(w.topic, w.partition),
+                status: w.status,
+                state,
+            })
+        })
+        .collect()
+}
+
+/// Serves `reader`'s partitions on `listen` until `cancel`; returns the bound address and the
+/// server's task.
+pub async fn serve(
+    listen: SocketAddr,
+    reader: Arc<dyn SpeedReader>,
+    cancel: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(CELLS_PATH, post(cells))
+        .route(STATUS_PATH, get(status))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(reader);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+    });
+    Ok((addr, task))
+}
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    (status, message).into_response()
+}
+
+async fn cells(State(reader): State<Arc<dyn SpeedReader>>, body: Bytes) -> Response {
+    let request: CellsRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("bad request: {e}")),
+    };
+    let query = CellQuery {
+        from_ms: request.from_ms,
+        to_ms: request.to_ms,
+        filters: request.filters,
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        reader.read_each(&request.view, &query, &request.coverage)
+    })
+    .await;
+    match read {
+        Ok(Ok(parts)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            encode(&parts),
+        )
+            .into_response(),
+        Ok(Err(braid_shared::Error::CoverageDropped(message))) => {
+            refuse(StatusCode::CONFLICT, message)
+        }
+        Ok(Err(braid_shared::Error::UnknownView(view))) => {
+            refuse(StatusCode::NOT_FOUND, format!("no view {view:?}"))
+        }
+        Ok(Err(e)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn status(State(reader): State<Arc<dyn SpeedReader>>) -> Response {
+    let status: BTreeMap<String, PartitionStatus> = reader
+        .status()
+        .into_iter()
+        .map(|(tp, s)| (tp.to_string(), s))
+        .collect();
+    axum::Json(status).into_response()
+}
+
+/// What one speed instance answered.
+enum Reported {
+    Cells(Vec<PartitionCells>),
+    /// It has dropped events the coverage needs: a newer snapshot is out.
+    CoverageDropped(String),
+    /// Unreachable, or it failed: its partitions count as missing.
+    Failed(String),
+}
+
+/// The speed layer as `serve.speed_peers` hold it.
+pub struct RemoteSpeed {
+    config: Arc<Config>,
+    peers: Vec<String>,
+    timeout: Duration,
+    agent: ureq::Agent,
+    /// Per topic: a metadata reader, and its partitions as last read.
+    topics: Mutex<HashMap<String, (Tail, Option<Listed>)>>,
+}
+
+/// A topic's partitions, and when the broker listed them.
+type Listed = (Instant, Vec<i32>);
+
+impl RemoteSpeed {
+    pub fn new(config: Arc<Config>) -> Self {
+        let timeout = config.serve.speed_timeout.0;
+        let agent = ureq::Agent::new_with_config(
+            ureq::config::Config::builder()
+                .timeout_global(Some(timeout))
+                .http_status_as_error(false)
+                .build(),
+        );
+        Self {
+            peers: config.serve.speed_peers.clone(),
+            config,
+            timeout,
+            agent,
+            topics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every partition of `topic`, as the broker lists it (reused for a while); `None` when
+    /// the broker did not answer.
+    fn partitions(&self, topic: &str) -> Option<Vec<i32>> {
+        let mut topics = self.topics.lock().ok()?;
+        if !topics.contains_key(topic) {
+            let tail = Tail::new(&self.config, topic)
+                .map_err(|error| tracing::warn!(%error, topic, "no metadata reader"))
+                .ok()?;
+            topics.insert(topic.to_owned(), (tail, None));
+        }
+        let (tail, listed) = topics.get_mut(topic)?;
+        if let Some((at, partitions)) = listed
+            && at.elapsed() < METADATA_TTL
+        {
+            return Some(partitions.clone());
+        }
+        match tail.partitions() {
+            Ok(partitions) => {
+                *listed = Some((Instant::now(), partitions.clone()));
+                Some(partitions)
+            }
+            Err(error) => {
+                tracing::warn!(%error, topic, "listing the topic's partitions");
+                listed.as_ref().map(|(_, p)| p.clone())
+            }
+        }
+    }
+
+    fn ask(
+        &self,
+        peer: &str,
+        request: &[u8],
+        deadline: Instant,
+        config: &Config,
+        view: &str,
+    ) -> Reported {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let url = format!("http://{peer}{CELLS_PATH}");
+        let response = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(Some(left.max(Duration::from_millis(1))))
+            .build()
+            .content_type("application/json")
+            .send(request);
+        let mut response = match response {
+            Ok(response) => response,
+            Err(e) => return Reported::Failed(format!("{peer}: {e}")),
+        };
+        let status = response.status().as_u16();
+        let body = match response.body_mut().read_to_vec() {
+            Ok(body) => body,
+            Err(e) => return Reported::Failed(format!("{peer}: {e}")),
+        };
+        match status {
+            200 => match decode(config, view, &body) {
+                Ok(parts) => Reported::Cells(parts),
+                Err(e) => Reported::Failed(format!("{peer}: {e}")),
+            },
+            409 => Reported::CoverageDropped(String::from_utf8_lossy(&body).into_owned()),
+            _ => Reported::Failed(format!(
+                "{peer}: {status} {}",
+                String::from_utf8_lossy(&body)
+            )),
+        }
+    }
+
+    /// Asks every peer at once, until every partition of the topic is reported or the deadline.
+    fn gather(
+        &self,
+        view: &str,
+        query: &CellQuery,
+        coverage: &Coverage,
+    ) -> braid_shared::Result<(
+        BTreeMap<TopicPartition, PartitionCells>,
+        Vec<TopicPartition>,
+    )> {
+        let def = self
+            .config
+            .view(view)
+            .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))?;
+        let topic = self
+            .config
+            .source(&def.source)
+            .map(|s| s.topic.clone())
+            .unwrap_or_default();
+        let request = serde_json::to_vec(&CellsRequest {
+            view: view.to_owned(),
+            from_ms: query.from_ms,
+            to_ms: query.to_ms,
+            filters: query.filters.clone(),
+            coverage: coverage.clone(),
+        })
+        .unwrap_or_default();
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let reports: Vec<Reported> = std::thread::scope(|scope| {
+                let asks: Vec<_> = self
+                    .peers
+                    .iter()
+                    .map(|peer| {
+                        let request = &request;
+                        let config = &*self.config;
+                        scope.spawn(move || self.ask(peer, request, deadline, config, view))
+                    })
+                    .collect();
+                asks.into_iter()
+                    .map(|ask| {
+                        ask.join()
+                            .unwrap_or_else(|_| Reported::Failed("a peer read panicked".into()))
+                    })
+                    .collect()
+            });
+            let mut taken: BTreeMap<TopicPartition, PartitionCells> = BTreeMap::new();
+            for report in reports {
+                match report {
+                    Reported::Cells(parts) => take_each_once(&mut taken, parts),
+                    Reported::CoverageDropped(message) => {
+                        return Err(braid_shared::Error::CoverageDropped(message));
+                    }
+                    Reported::Failed(error) => {
+                        tracing::debug!(%error, "a speed peer did not answer");
+                    }
+                }
+            }
+            let mut known: BTreeSet<TopicPartition> = self
+                .partitions(&topic)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| TopicPartition::new(topic.as_str(), p))
+                .collect();
+            known.extend(coverage.0.keys().filter(|tp| tp.topic == topic).cloned());
+            let missing: Vec<TopicPartition> = known
+                .into_iter()
+                .filter(|tp| !taken.contains_key(tp))
+                .collect();
+            if missing.is_empty() || Instant::now() + RETRY_PAUSE >= deadline {
+                return Ok((taken, missing));
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        }
+    }
+}
+
+/// Adds `parts` to `taken`, keeping for each partition the report with the larger position.
+fn take_each_once(
+    taken: &mut BTreeMap<TopicPartition, PartitionCells>,
+    parts: Vec<PartitionCells>,
+) {
+    for part in parts {
+        match taken.get(&part.tp) {
+            Some(kept) if kept.status.position >= part.status.position => {}
+            _ => {
+                taken.insert(part.tp.clone(), part);
+            }
+        }
+    }
+}
+
+/// Runs `work`, which blocks on the network, without stalling the async runtime's other tasks.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+impl SpeedReader for RemoteSpeed {
+    fn status(&self) -> BTreeMap<TopicPartition, PartitionStatus> {
+        blocking(|| {
+            let mut out: BTreeMap<TopicPartition, PartitionStatus> = BTreeMap::new();
+            for peer in &self.peers {
+                let url = format!("http://{peer}{STATUS_PATH}");
+                let Ok(mut response) = self.agent.get(&url).call() else {
+                    continue;
+                };
+                let Ok(listed) = response
+                    .body_mut()
+                    .read_json::<BTreeMap<String, PartitionStatus>>()
+                else {
+                    continue;
+                };
+                for (name, status) in listed {
+                    let Some(tp) = parse_tp(&name) else { continue };
+                    let kept = out.entry(tp).or_insert(status);
+                    if status.position > kept.position {
+                        *kept = status;
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    fn read(
+        &self,
+        view: &str,
+        query: &CellQuery,
+        coverage: &Coverage,
+    ) -> braid_shared::Result<SpeedCells> {
+        let (taken, missing) = blocking(|| self.gather(view, query, coverage))?;
+        let def = self
+            .config
+            .view(view)
+            .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))?;
+        let mut state = ViewState::new(Arc::clone(def));
+        let mut partitions = BTreeMap::new();
+        for (tp, part) in taken {
+            state.merge_matching(&part.state, query)?;
+            partitions.insert(tp, part.status);
+        }
+        Ok(SpeedCells {
+            state,
+            partitions,
+            missing,
+        })
+    }
+
+    fn read_each(
+        &self,
+        view: &str,
+        query: &CellQuery,
+        coverage: &Coverage,
+    ) -> braid_shared::Result<Vec<PartitionCells>> {
+        let (taken, _) = blocking(|| self.gather(view, query, coverage))?;
+        Ok(taken.into_values().collect())
+    }
+}
+
+/// `topic/partition` -> the pair.
+fn parse_tp(text: &str) -> Option<TopicPartition> {
+    let (topic, partition) = text.rsplit_once('/')?;
+    Some(TopicPartition::new(topic, partition.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9"
+[storage]
+dir = "unused"
+[[source]]
+name = "payments"
+topic = "payments"
+event_time = "ts"
+[[view]]
+name = "cards"
+source = "payments"
+group_by = ["card"]
+granularity = "1m"
+[view.metrics]
+tx = "count"
+cards = "approx_distinct(card)"
+"#;
+
+    fn part(config: &Config, partition: i32, events: &[(i64, &str)]) -> PartitionCells {
+        let view = config.view("cards").unwrap();
+        let source = config.source("payments").unwrap();
+        let mut state = ViewState::new(Arc::clone(view));
+        let slot = source.slot("card").unwrap();
+        let applied: Vec<braid_shared::Event> = events
+            .iter()
+            .map(|(t, card)| {
+                let mut values = vec![Value::Null; source.fields.len().max(slot + 1)];
+                values[slot] = Value::Str((*card).into());
+                braid_shared::Event {
+                    time_ms: *t,
+                    values,
+                }
+            })
+            .collect();
+        state.apply(&applied);
+        PartitionCells {
+            tp: TopicPartition::new("payments", partition),
+            status: PartitionStatus {
+                position: events.len() as i64,
+                lag_messages: Some(0),
+                last_message_ms: None,
+            },
+            state,
+        }
+    }
+
+    #[test]
+    fn answers_round_trip_and_other_versions_or_views_are_refused() {
+        let config = Config::from_toml(CONFIG).unwrap();
+        let parts = vec![
+            part(&config, 0, &[(60_000, "a"), (61_000, "b")]),
+            part(&config, 3, &[(120_000, "a")]),
+        ];
+        let bytes = encode(&parts);
+        let back = decode(&config, "cards", &bytes).unwrap();
+        assert_eq!(back.len(), 2);
+        for (a, b) in parts.iter().zip(&back) {
+            assert_eq!((&a.tp, a.status), (&b.tp, b.status));
+            assert!(a.state.approx_eq(&b.state, 0.0).is_ok());
+        }
+        let mut other = bytes.clone();
+        other[4] = VERSION + 1;
+        assert!(
+            decode(&config, "cards", &other)
+                .unwrap_err()
+                .contains("version")
+        );
+        assert!(decode(&config, "cards", b"nonsense").is_err());
+        assert!(decode(&config, "cards", &bytes[..bytes.len() - 3]).is_err());
+        // A speed instance running another definition of the view is refused.
+        let changed = Config::from_toml(&CONFIG.replace("1m", "5m")).unwrap();
+        assert!(decode(&changed, "cards", &bytes).is_err());
+    }
+
+    #[test]
+    fn a_partition_reported_twice_is_taken_once_at_the_larger_position() {
+        let config = Config::from_toml(CONFIG).unwrap();
+        let mut taken = BTreeMap::new();
+        // The old owner still answers with a shorter prefix of partition 1; the new owner
+        // has read further. Either order of the answers keeps the new owner's.
+        let old = part(&config, 1, &[(60_000, "a")]);
+        let new = part(&config, 1, &[(60_000, "a"), (60_500, "b"), (61_000, "c")]);
+        take_each_once(&mut taken, vec![old.clone(), part(&config, 0, &[])]);
+        take_each_once(&mut taken, vec![new.clone()]);
+        take_each_once(&mut taken, vec![old]);
+        assert_eq!(taken.len(), 2);
+        let kept = &taken[&TopicPartition::new("payments", 1)];
+        assert_eq!(kept.status.position, 3);
+        assert!(kept.state.approx_eq(&new.state, 0.0).is_ok());
+    }
+}

@@ -1,0 +1,255 @@
+//! Speed and serving tiers as separate processes on librdkafka's mock cluster: two speed
+//! instances in one consumer group (`braid run --layers speed`, each answering on its
+//! `speed.listen`), an archiver (`--layers batch`), one-shot `braid batch` runs, and a serving
+//! instance with no speed layer of its own (`--layers serve` with `serve.speed_peers`), all on
+//! one storage directory. Every complete answer equals the reference at exactly its offsets;
+//! while a killed instance's partitions have no owner, answers say which are missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use braid_testkit::{Trickle, by_partition, cluster, payments, unique, wait_for};
+use common::{COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get};
+use serde_json::Value as Json;
+
+const PARTITIONS: i32 = 4;
+
+const SHAPES: [Shape; 2] = [
+    COUNTRY_HOURS,
+    Shape {
+        view: "card_minute",
+        params: "&group_by=",
+        keep: Some(&[]),
+        step_ms: None,
+        filters: &[],
+    },
+];
+
+/// `braid run --layers <layers>` on its own config file, killed when dropped.
+struct Instance {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Instance {
+    fn start(dir: &Path, name: &str, config: &str, layers: &str) -> Self {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_braid"))
+            .args([
+                "run",
+                "--config",
+                path.to_str().unwrap(),
+                "--layers",
+                layers,
+            ])
+            .env("BRAID_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The partitions a speed instance says it holds.
+fn held(port: u16) -> Vec<String> {
+    let (_, status) = get(&format!("http://127.0.0.1:{port}/internal/v1/speed/status"));
+    status
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn batch_run(config: &Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["batch", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn speed_and_serving_tiers_in_separate_processes_answer_exactly_and_name_missing_partitions() {
+    let cluster = cluster(1);
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique("payments");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) =
+        braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let messages = payments(606, 6_000, PARTITIONS);
+    let produced = Produced::new(&config, "payments", &by_partition(&messages, PARTITIONS));
+
+    let (a, b, serve_port) = (free_port(), free_port(), free_port());
+    let speed_config = |port: u16| {
+        text.replace(
+            "[speed]\n",
+            &format!("[speed]\nlisten = \"127.0.0.1:{port}\"\n"),
+        )
+    };
+    let mut speed_a = Instance::start(dir.path(), "speed-a", &speed_config(a), "speed");
+    let speed_b = Instance::start(dir.path(), "speed-b", &speed_config(b), "speed");
+    let archiver = Instance::start(dir.path(), "archiver", &text, "batch");
+    let serve = Instance::start(
+        dir.path(),
+        "serve",
+        &text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!(
+                "listen = \"127.0.0.1:{serve_port}\"\nspeed_peers = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\nspeed_timeout = \"400ms\""
+            ),
+        ),
+        "serve",
+    );
+    let base = format!("http://127.0.0.1:{serve_port}");
+    let log_files: Vec<PathBuf> = [&speed_a, &speed_b, &serve, &archiver]
+        .iter()
+        .map(|i| i.log.clone())
+        .collect();
+    let logs = || {
+        log_files
+            .iter()
+            .map(|f| {
+                format!(
+                    "--- {}\n{}",
+                    f.display(),
+                    std::fs::read_to_string(f).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    wait_for(
+        "both speed instances holding partitions",
+        Duration::from_secs(60),
+        || !held(a).is_empty() && !held(b).is_empty() && held(a).len() + held(b).len() == 4,
+    );
+    wait_for("the serving instance", Duration::from_secs(60), || {
+        get(&format!("{base}/readyz")).0 == 200
+    });
+
+    let trickle = Trickle::start(
+        &bootstrap,
+        &topic,
+        &messages,
+        100,
+        Duration::from_millis(100),
+    );
+    let check = |answer: &Json, shape: &Shape| {
+        let provenance = &answer["provenance"];
+        if provenance["complete"] == true {
+            assert!(provenance.get("missing").is_none(), "{provenance}");
+            assert_exact(&config, &topic, &produced, shape, answer);
+            true
+        } else {
+            assert_eq!(provenance["complete"], false, "{provenance}");
+            assert!(
+                !provenance["missing"].as_array().unwrap().is_empty(),
+                "{provenance}"
+            );
+            false
+        }
+    };
+    let (mut complete, mut batch_runs) = (0, 0);
+    let started = Instant::now();
+    while trickle.produced() < messages.len() / 2 {
+        assert!(started.elapsed() < Duration::from_secs(120), "too slow");
+        for shape in &SHAPES {
+            let (status, answer) = get(&shape.url(&base));
+            assert_eq!(status, 200, "{answer}\n{}", logs());
+            // Both instances alive: every partition reported, each once.
+            assert!(check(&answer, shape), "{answer}\n{}", logs());
+            assert_eq!(
+                answer["provenance"]["speed"]["positions"]
+                    .as_object()
+                    .unwrap()
+                    .len(),
+                4
+            );
+            complete += 1;
+        }
+        if batch_runs == 0 && trickle.produced() > messages.len() / 4 {
+            batch_run(&path);
+            batch_runs += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Speed instance A dies. Until the group hands its partitions over (the session times out
+    // after 6 s), answers name them as missing instead of leaving them out silently.
+    let lost = held(a);
+    assert!(!lost.is_empty());
+    speed_a.kill();
+    let (_, answer) = get(&SHAPES[0].url(&base));
+    assert_eq!(answer["provenance"]["complete"], false, "{answer}");
+    let mut missing: Vec<String> = answer["provenance"]["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect();
+    missing.sort();
+    assert_eq!(missing, lost);
+
+    // B takes them over from A's checkpoints, and every later complete answer is exact.
+    let mut incomplete = 0;
+    while trickle.produced() < messages.len() {
+        assert!(started.elapsed() < Duration::from_secs(180), "too slow");
+        for shape in &SHAPES {
+            let (status, answer) = get(&shape.url(&base));
+            assert_eq!(status, 200, "{answer}\n{}", logs());
+            if check(&answer, shape) {
+                complete += 1;
+            } else {
+                incomplete += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    trickle.finish();
+    batch_run(&path);
+    for shape in &SHAPES {
+        let mut answer = Json::Null;
+        wait_for(
+            "every event in a complete answer",
+            Duration::from_secs(60),
+            || {
+                answer = get(&shape.url(&base)).1;
+                answer["provenance"]["complete"] == true
+                    && (0..PARTITIONS).all(|p| {
+                        answer["provenance"]["offsets"][format!("{topic}/{p}")].as_i64()
+                            == Some(produced.len(p as usize))
+                    })
+            },
+        );
+        assert_exact(&config, &topic, &produced, shape, &answer);
+        assert!(answer["provenance"]["batch"]["run_id"].is_string());
+    }
+    assert_eq!(held(b).len(), 4);
+    assert!(complete >= 10, "{complete} complete answers checked");
+    eprintln!(
+        "{complete} complete answers checked, {incomplete} incomplete ones during the hand-over"
+    );
+}
