@@ -214,6 +214,12 @@ async fn supervise(
             );
         }
     }
+    if layers.contains(&Layer::Serve) && batch_control.is_none() {
+        // Runs requested here are taken by the batch instance through storage.
+        batch_control = Some(Arc::new(braid_store::StoredRequests::new(Arc::new(
+            braid_store::LocalStorage::new(&config.storage.dir),
+        ))) as Arc<dyn braid_store::BatchControl>);
+    }
     let mut serving = None;
     if layers.contains(&Layer::Serve) && !cancel.is_cancelled() {
         let backends = Backends {

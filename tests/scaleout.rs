@@ -1,7 +1,8 @@
 //! Speed and serving tiers as separate processes on librdkafka's mock cluster: two speed
 //! instances in one consumer group (`braid run --layers speed`, each answering on its
-//! `speed.listen`), an archiver (`--layers batch`), one-shot `braid batch` runs, and a serving
-//! instance with no speed layer of its own (`--layers serve` with `serve.speed_peers`), all on
+//! `speed.listen`), an archiver and scheduler (`--layers batch`), a one-shot `braid batch` run,
+//! and a serving instance with no speed or batch layer of its own (`--layers serve` with
+//! `serve.speed_peers`; its `POST /v1/batch/runs` reaches the scheduler through storage), all on
 //! one storage directory. Every complete answer equals the reference at exactly its offsets;
 //! while a killed instance's partitions have no owner, answers say which are missing.
 
@@ -229,7 +230,17 @@ fn speed_and_serving_tiers_in_separate_processes_answer_exactly_and_name_missing
         std::thread::sleep(Duration::from_millis(50));
     }
     trickle.finish();
-    batch_run(&path);
+    // A run requested on the serving instance reaches the batch instance through storage.
+    let (status, accepted) = common::post(&format!("{base}/v1/batch/runs"), "");
+    assert_eq!(status, 202, "{accepted}");
+    let run = accepted["run_id"].as_str().unwrap().to_owned();
+    let mut record = Json::Null;
+    wait_for("the requested run", Duration::from_secs(60), || {
+        record = get(&format!("{base}/v1/batch/runs/{run}")).1;
+        record["state"] == "succeeded" || record["state"] == "failed"
+    });
+    assert_eq!(record["state"], "succeeded", "{record}\n{}", logs());
+    assert_eq!(record["trigger"], "api");
     for shape in &SHAPES {
         let mut answer = Json::Null;
         wait_for(
@@ -245,8 +256,12 @@ fn speed_and_serving_tiers_in_separate_processes_answer_exactly_and_name_missing
             },
         );
         assert_exact(&config, &topic, &produced, shape, &answer);
-        assert!(answer["provenance"]["batch"]["run_id"].is_string());
     }
+    wait_for(
+        "the requested run's snapshot",
+        Duration::from_secs(30),
+        || get(&SHAPES[0].url(&base)).1["provenance"]["batch"]["run_id"] == run.as_str(),
+    );
     assert_eq!(held(b).len(), 4);
     assert!(complete >= 10, "{complete} complete answers checked");
     eprintln!(

@@ -1,5 +1,6 @@
 //! Runs recomputes inside a long-running process: every `[batch] interval`, and whenever one is
-//! requested (the HTTP API). One dedicated thread runs them one at a time, so Polars never runs
+//! requested (the HTTP API of this process, or of a serving instance elsewhere through a request
+//! object in storage). One dedicated thread runs them one at a time, so Polars never runs
 //! on the async runtime.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -110,6 +111,15 @@ fn schedule(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let due = next.is_some_and(|n| Instant::now() >= n);
+        // Runs requested through storage by serving instances in other processes.
+        let record = record.or_else(|| {
+            runner
+                .history()
+                .take_request()
+                .map_err(|error| tracing::warn!(%error, "reading the run requests in storage"))
+                .ok()
+                .flatten()
+        });
         let record = match (record, due) {
             (Some(record), _) => record,
             (None, true) => RunRecord::queued(runner.history().new_id(), Trigger::Schedule, false),

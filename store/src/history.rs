@@ -129,6 +129,44 @@ pub trait BatchControl: Send + Sync {
     fn request(&self, full: bool) -> Result<String>;
 }
 
+/// Requests waiting in storage at most; more are refused until the batch instance takes one.
+pub const STORED_REQUESTS: usize = 4;
+
+/// Runs requested through storage, for a process with no batch layer of its own: the request
+/// is a queued run record (listed by `GET /v1/batch/runs` at once) plus a create-once request
+/// object under `batch/requests/`, which the batch instance's scheduler takes.
+#[derive(Debug, Clone)]
+pub struct StoredRequests {
+    history: History,
+}
+
+impl StoredRequests {
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self {
+            history: History::new(storage),
+        }
+    }
+}
+
+impl BatchControl for StoredRequests {
+    fn request(&self, full: bool) -> Result<String> {
+        let waiting = self.history.requests()?;
+        if waiting.len() >= STORED_REQUESTS {
+            return Err(Error::QueueFull(STORED_REQUESTS));
+        }
+        let record = RunRecord::queued(self.history.new_id(), Trigger::Api, full);
+        self.history.save(&record)?;
+        let json = serde_json::to_vec(&record).map_err(|e| Error::Encode {
+            what: "run request",
+            reason: e.to_string(),
+        })?;
+        self.history
+            .storage
+            .put_if_absent(&layout::request(&record.id), &json)?;
+        Ok(record.id)
+    }
+}
+
 /// The run records of a storage dir.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -235,6 +273,39 @@ impl History {
         Ok(())
     }
 
+    /// Keys of the runs requested through storage, oldest first.
+    fn requests(&self) -> Result<Vec<String>> {
+        let prefix = format!("{}/", layout::REQUESTS);
+        let mut keys: Vec<String> = self
+            .storage
+            .list(&prefix)?
+            .into_iter()
+            .map(|l| l.key)
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        // By run id (`...-625` before `...-625-1`), not by key.
+        keys.sort_by(|a, b| a.trim_end_matches(".json").cmp(b.trim_end_matches(".json")));
+        Ok(keys)
+    }
+
+    /// Takes the oldest run requested through storage ([`StoredRequests`]), if any: its
+    /// request object is removed, its record is returned to be run.
+    pub fn take_request(&self) -> Result<Option<RunRecord>> {
+        let Some(key) = self.requests()?.into_iter().next() else {
+            return Ok(None);
+        };
+        let record = match self.storage.get(&key)? {
+            Some(object) => serde_json::from_slice::<RunRecord>(&object.bytes)
+                .map_err(|e| Error::codec("run request", &key)(e.to_string())),
+            None => return Ok(None),
+        };
+        self.storage.delete(&key)?;
+        let mut record = record?;
+        // The batch instance runs it from here on.
+        record.pid = std::process::id();
+        Ok(Some(record))
+    }
+
     /// Removes the oldest records beyond the kept number.
     pub fn prune(&self) -> Result<()> {
         for id in self.ids()?.into_iter().skip(KEEP_RECORDS) {
@@ -248,4 +319,44 @@ impl History {
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
     !proc.exists() || proc.join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalStorage;
+
+    #[test]
+    fn runs_requested_through_storage_are_taken_oldest_first_once_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+        let control = StoredRequests::new(Arc::clone(&storage));
+        let history = History::new(storage);
+        let ids: Vec<String> = (0..STORED_REQUESTS)
+            .map(|i| control.request(i % 2 == 0).unwrap())
+            .collect();
+        // Listed at once, queued.
+        for id in &ids {
+            let record = history.get(id).unwrap();
+            assert_eq!(
+                (record.state, record.trigger),
+                (RunState::Queued, Trigger::Api)
+            );
+        }
+        assert!(matches!(
+            control.request(false),
+            Err(Error::QueueFull(STORED_REQUESTS))
+        ));
+        let first = history.take_request().unwrap().unwrap();
+        assert_eq!((first.id.as_str(), first.full), (ids[0].as_str(), true));
+        // Taken once; room for one more.
+        let more = control.request(false).unwrap();
+        let mut taken = vec![first.id];
+        while let Some(record) = history.take_request().unwrap() {
+            taken.push(record.id);
+        }
+        let mut expected = ids.clone();
+        expected.push(more);
+        assert_eq!(taken, expected);
+    }
 }

@@ -50,6 +50,13 @@ pub fn history(run_id: &str) -> String {
     format!("{HISTORY}/{run_id}.json")
 }
 
+/// Runs requested of a batch instance in another process, until it takes them.
+pub const REQUESTS: &str = "batch/requests";
+
+pub fn request(run_id: &str) -> String {
+    format!("{REQUESTS}/{run_id}.json")
+}
+
 pub fn speed_checkpoint(topic: &str, partition: i32) -> String {
     format!("speed/checkpoints/{topic}/{partition}.ckpt")
 }

@@ -38,7 +38,7 @@ pub mod storage;
 
 pub use error::{Error, Result};
 pub use history::{
-    BatchControl, History, MAX_RUN_ID_LEN, RunRecord, RunState, Trigger, ViewRun, check_run_id,
-    now_rfc3339,
+    BatchControl, History, MAX_RUN_ID_LEN, RunRecord, RunState, StoredRequests, Trigger, ViewRun,
+    check_run_id, now_rfc3339,
 };
 pub use storage::{LocalStorage, ObjectStorage, Storage, StorageError, Version};
