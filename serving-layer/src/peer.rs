@@ -419,17 +419,7 @@ impl SpeedReader for RemoteSpeed {
             .config
             .view(view)
             .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))?;
-        let mut state = ViewState::new(Arc::clone(def));
-        let mut partitions = BTreeMap::new();
-        for (tp, part) in taken {
-            state.merge_matching(&part.state, query)?;
-            partitions.insert(tp, part.status);
-        }
-        Ok(SpeedCells {
-            state,
-            partitions,
-            missing,
-        })
+        SpeedCells::merged(def, taken.into_values(), query, missing)
     }
 
     fn read_each(

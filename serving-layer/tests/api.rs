@@ -75,17 +75,8 @@ impl SpeedReader for FakeSpeed {
         coverage: &Coverage,
     ) -> braid_shared::Result<SpeedCells> {
         let def = self.config.view(view).unwrap();
-        let mut state = ViewState::new(Arc::clone(def));
-        let mut partitions = BTreeMap::new();
-        for part in self.read_each(view, query, coverage)? {
-            state.merge_matching(&part.state, query)?;
-            partitions.insert(part.tp, part.status);
-        }
-        Ok(SpeedCells {
-            state,
-            partitions,
-            missing: Vec::new(),
-        })
+        let parts = self.read_each(view, query, coverage)?;
+        SpeedCells::merged(def, parts, query, Vec::new())
     }
 
     fn read_each(

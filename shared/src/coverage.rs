@@ -148,6 +148,26 @@ pub struct PartitionCells {
 }
 
 impl SpeedCells {
+    /// The cells of `parts` that `query` selects, merged into one state of `view`.
+    pub fn merged(
+        view: &std::sync::Arc<crate::ViewDef>,
+        parts: impl IntoIterator<Item = PartitionCells>,
+        query: &CellQuery,
+        missing: Vec<TopicPartition>,
+    ) -> Result<Self> {
+        let mut state = ViewState::new(std::sync::Arc::clone(view));
+        let mut partitions = BTreeMap::new();
+        for part in parts {
+            state.merge_matching(&part.state, query)?;
+            partitions.insert(part.tp, part.status);
+        }
+        Ok(Self {
+            state,
+            partitions,
+            missing,
+        })
+    }
+
     /// Per partition held, the next offset to be applied.
     pub fn positions(&self) -> BTreeMap<TopicPartition, i64> {
         self.partitions
