@@ -337,21 +337,7 @@ fn kubernetes_manifests_pass_strict_validation_and_carry_a_valid_config() {
     assert_eq!(toml, read("deploy/config/example.toml"));
     let pod = &by_kind("Deployment")["spec"]["template"];
     let container = &pod["spec"]["containers"][0];
-    let mut env = BTreeMap::new();
-    for var in container["env"].as_array().unwrap() {
-        let value = match var["value"].as_str() {
-            Some(value) => value.to_owned(),
-            None => {
-                let secret = &var["valueFrom"]["secretKeyRef"];
-                assert_eq!(secret["name"], by_kind("Secret")["metadata"]["name"]);
-                by_kind("Secret")["stringData"][secret["key"].as_str().unwrap()]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            }
-        };
-        env.insert(var["name"].as_str().unwrap().to_owned(), value);
-    }
+    let env = container_env(container, &[by_kind("Secret")]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("braid.toml");
     std::fs::write(&config, toml).unwrap();
@@ -375,6 +361,156 @@ fn kubernetes_manifests_pass_strict_validation_and_carry_a_valid_config() {
     assert_eq!(
         by_kind("Service")["spec"]["ports"][0]["port"].as_u64(),
         Some(port)
+    );
+}
+
+/// A container's environment, secrets resolved from `secrets`.
+fn container_env(container: &Json, secrets: &[&Json]) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for var in container["env"].as_array().unwrap() {
+        let value = match var["value"].as_str() {
+            Some(value) => value.to_owned(),
+            None => {
+                let reference = &var["valueFrom"]["secretKeyRef"];
+                let secret = secrets
+                    .iter()
+                    .find(|s| s["metadata"]["name"] == reference["name"])
+                    .expect("the referenced Secret is in the file");
+                secret["stringData"][reference["key"].as_str().unwrap()]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+        };
+        env.insert(var["name"].as_str().unwrap().to_owned(), value);
+    }
+    env
+}
+
+#[test]
+fn kubernetes_tiers_pass_strict_validation_and_wire_serving_to_every_speed_replica() {
+    let path = root().join("deploy/kubernetes/tiers.yaml");
+    let out = run(
+        Command::new(venv("kubernetes-validate", "kubernetes-validate"))
+            .args(["--strict", path.to_str().unwrap()]),
+    );
+    let documents = yaml_documents("kubernetes-validate", &read("deploy/kubernetes/tiers.yaml"));
+    let kinds: Vec<&str> = documents
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Secret",
+            "PersistentVolumeClaim",
+            "Service",
+            "StatefulSet",
+            "Deployment",
+            "Service",
+            "Deployment",
+            "CronJob"
+        ]
+    );
+    assert_eq!(
+        out.matches(" passed for resource ").count(),
+        kinds.len(),
+        "{out}"
+    );
+    let named = |kind: &str, name: &str| {
+        documents
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let toml = named("ConfigMap", "braid-tiers-config")["data"]["braid.toml"]
+        .as_str()
+        .unwrap();
+    assert_eq!(toml, read("deploy/config/example.toml"));
+    let secret = named("Secret", "braid-tiers-api-keys");
+    let claim = named("PersistentVolumeClaim", "braid-shared");
+    assert_eq!(claim["spec"]["accessModes"], json!(["ReadWriteMany"]));
+
+    let speed = named("StatefulSet", "braid-speed");
+    let serve = named("Deployment", "braid-serve");
+    let batch = named("Deployment", "braid-batch");
+    let cron = named("CronJob", "braid-recompute");
+    let pods = [
+        (&speed["spec"]["template"]["spec"], "speed"),
+        (&serve["spec"]["template"]["spec"], "serve"),
+        (&batch["spec"]["template"]["spec"], "batch"),
+        (&cron["spec"]["jobTemplate"]["spec"]["template"]["spec"], ""),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("braid.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut envs = Vec::new();
+    for (pod, layers) in pods {
+        let container = &pod["containers"][0];
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        if layers.is_empty() {
+            assert!(
+                args.contains(&"batch") && !args.contains(&"--layers"),
+                "{args:?}"
+            );
+        } else {
+            let at = args.iter().position(|a| *a == "--layers").unwrap();
+            assert_eq!(args[at + 1], layers);
+        }
+        // Every tier on the one shared claim, and a config `braid check` accepts.
+        let claims: Vec<&Json> = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.get("persistentVolumeClaim"))
+            .collect();
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0]["claimName"], claim["metadata"]["name"]);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        let env = container_env(container, &[secret]);
+        let out = braid_check(&config, &env);
+        assert!(out.contains("config OK"), "{layers}: {out}");
+        envs.push((env, out));
+    }
+
+    // The serving tier asks every speed replica, by its stable name, on the port it listens on.
+    let speed_container = &speed["spec"]["template"]["spec"]["containers"][0];
+    let port = speed_container["ports"][0]["containerPort"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(envs[0].0["BRAID__SPEED__LISTEN"], format!("0.0.0.0:{port}"));
+    let headless = named("Service", speed["spec"]["serviceName"].as_str().unwrap());
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert_eq!(headless["spec"]["ports"][0]["port"].as_u64(), Some(port));
+    let replicas = speed["spec"]["replicas"].as_u64().unwrap();
+    let peers: Vec<String> = (0..replicas)
+        .map(|i| format!("braid-speed-{i}.braid-speed:{port}"))
+        .collect();
+    assert!(
+        envs[1].1.contains(&format!(
+            "speed cells from the speed peers {}",
+            peers.join(", ")
+        )),
+        "{}",
+        envs[1].1
+    );
+    // The scheduler leaves scheduled runs to the CronJob; one CronJob run at a time.
+    assert!(envs[2].1.contains("interval=off"), "{}", envs[2].1);
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    // The public Service selects the serving pods.
+    let service = named("Service", "braid");
+    assert_eq!(
+        service["spec"]["selector"],
+        serve["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+            .as_str()
+            .map(|n| json!({ "app.kubernetes.io/name": n }))
+            .unwrap()
     );
 }
 
