@@ -306,30 +306,15 @@ fn the_binary_needs_only_libraries_of_the_slim_runtime_image() {
 
 #[test]
 fn kubernetes_manifests_pass_strict_validation_and_carry_a_valid_config() {
-    let path = root().join("deploy/kubernetes/braid.yaml");
-    let out = run(
-        Command::new(venv("kubernetes-validate", "kubernetes-validate"))
-            .args(["--strict", path.to_str().unwrap()]),
-    );
-    let documents = yaml_documents("kubernetes-validate", &read("deploy/kubernetes/braid.yaml"));
-    let kinds: Vec<&str> = documents
-        .iter()
-        .map(|d| d["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kinds,
-        [
+    let documents = strictly_valid(
+        "deploy/kubernetes/braid.yaml",
+        &[
             "ConfigMap",
             "Secret",
             "PersistentVolumeClaim",
             "Deployment",
-            "Service"
-        ]
-    );
-    assert_eq!(
-        out.matches(" passed for resource ").count(),
-        kinds.len(),
-        "{out}"
+            "Service",
+        ],
     );
     let by_kind = |kind: &str| documents.iter().find(|d| d["kind"] == kind).unwrap();
     // The ConfigMap holds the example config as it is, so the two never drift apart.
@@ -364,6 +349,28 @@ fn kubernetes_manifests_pass_strict_validation_and_carry_a_valid_config() {
     );
 }
 
+/// The documents of a manifest file that `kubernetes-validate --strict` passes one by one,
+/// required to be of `kinds`, in order.
+fn strictly_valid(file: &str, kinds: &[&str]) -> Vec<Json> {
+    let path = root().join(file);
+    let out = run(
+        Command::new(venv("kubernetes-validate", "kubernetes-validate"))
+            .args(["--strict", path.to_str().unwrap()]),
+    );
+    let documents = yaml_documents("kubernetes-validate", &read(file));
+    let found: Vec<&str> = documents
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, kinds);
+    assert_eq!(
+        out.matches(" passed for resource ").count(),
+        kinds.len(),
+        "{out}"
+    );
+    documents
+}
+
 /// A container's environment, secrets resolved from `secrets`.
 fn container_env(container: &Json, secrets: &[&Json]) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -389,19 +396,9 @@ fn container_env(container: &Json, secrets: &[&Json]) -> BTreeMap<String, String
 
 #[test]
 fn kubernetes_tiers_pass_strict_validation_and_wire_serving_to_every_speed_replica() {
-    let path = root().join("deploy/kubernetes/tiers.yaml");
-    let out = run(
-        Command::new(venv("kubernetes-validate", "kubernetes-validate"))
-            .args(["--strict", path.to_str().unwrap()]),
-    );
-    let documents = yaml_documents("kubernetes-validate", &read("deploy/kubernetes/tiers.yaml"));
-    let kinds: Vec<&str> = documents
-        .iter()
-        .map(|d| d["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kinds,
-        [
+    let documents = strictly_valid(
+        "deploy/kubernetes/tiers.yaml",
+        &[
             "ConfigMap",
             "Secret",
             "PersistentVolumeClaim",
@@ -410,13 +407,8 @@ fn kubernetes_tiers_pass_strict_validation_and_wire_serving_to_every_speed_repli
             "Deployment",
             "Service",
             "Deployment",
-            "CronJob"
-        ]
-    );
-    assert_eq!(
-        out.matches(" passed for resource ").count(),
-        kinds.len(),
-        "{out}"
+            "CronJob",
+        ],
     );
     let named = |kind: &str, name: &str| {
         documents

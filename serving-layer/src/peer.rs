@@ -241,14 +241,7 @@ impl RemoteSpeed {
         }
     }
 
-    fn ask(
-        &self,
-        peer: &str,
-        request: &[u8],
-        deadline: Instant,
-        config: &Config,
-        view: &str,
-    ) -> Reported {
+    fn ask(&self, peer: &str, request: &[u8], deadline: Instant, view: &str) -> Reported {
         let left = deadline.saturating_duration_since(Instant::now());
         let url = format!("http://{peer}{CELLS_PATH}");
         let response = self
@@ -269,7 +262,7 @@ impl RemoteSpeed {
             Err(e) => return Reported::Failed(format!("{peer}: {e}")),
         };
         match status {
-            200 => match decode(config, view, &body) {
+            200 => match decode(&self.config, view, &body) {
                 Ok(parts) => Reported::Cells(parts),
                 Err(e) => Reported::Failed(format!("{peer}: {e}")),
             },
@@ -316,8 +309,7 @@ impl RemoteSpeed {
                     .iter()
                     .map(|peer| {
                         let request = &request;
-                        let config = &*self.config;
-                        scope.spawn(move || self.ask(peer, request, deadline, config, view))
+                        scope.spawn(move || self.ask(peer, request, deadline, view))
                     })
                     .collect();
                 asks.into_iter()

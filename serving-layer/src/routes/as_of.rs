@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use braid_shared::aggregate::MetricState;
 use braid_shared::{Coverage, SourceDef, TopicPartition, Value, ViewDef};
-use braid_store::columns::ColumnType;
 use braid_store::manifest::read_archive_manifests;
-use braid_store::recompute::{AnswerGroups, Restriction, files_between, group_cells};
+use braid_store::recompute::{AnswerGroups, event_times, files_between, group_cells};
 
 use crate::answer::{self, Groups, Rows, ViewQuery};
 use crate::error::{ApiError, ErrorKind, abbreviate};
@@ -129,25 +128,8 @@ fn fold(
             ));
         }
     }
-    let filters = query
-        .filters
-        .iter()
-        .map(|(i, value)| {
-            // A field the source does not declare is stored as a JSON literal.
-            let field = &view.group_by[*i];
-            let ty = source
-                .fields
-                .get(field.slot)
-                .map_or(ColumnType::Literal, |f| ColumnType::of(f.kind));
-            (field.name.clone(), ty, value.clone())
-        })
-        .collect();
-    let restriction = Restriction {
-        from_ms: query.from_ms,
-        to_ms: query.to_ms,
-        filters,
-    };
-    let (first_ms, end_ms) = restriction.event_times(view.granularity_ms);
+    let selected = query.cells();
+    let (first_ms, end_ms) = event_times(&selected, view.granularity_ms);
     let to = Coverage(
         offsets
             .iter()
@@ -165,8 +147,7 @@ fn fold(
         from_ms: regroup.from_ms,
         group_by: regroup.group_by.clone(),
     };
-    let cells =
-        group_cells(view, source, &files, &restriction, Some(&answer)).map_err(read_failed)?;
+    let cells = group_cells(view, source, &files, &selected, Some(&answer)).map_err(read_failed)?;
 
     // Each row's answer group (rows are cells where the view cannot be grouped straight into
     // the answer's groups).

@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use braid_shared::aggregate::MetricState;
-use braid_shared::{Coverage, SourceDef, Value, ViewDef};
+use braid_shared::{CellQuery, Coverage, SourceDef, Value, ViewDef};
 use polars::prelude::*;
 
-use crate::columns::{ColumnType, EVENT_TIME, OFFSET, ValueReader};
+use crate::columns::{EVENT_TIME, OFFSET, ValueReader};
 use crate::error::{Error, Result};
 use crate::manifest::{FileKind, PartitionManifest};
 
@@ -127,15 +127,6 @@ pub fn compute_all(
     Ok(out)
 }
 
-/// Which rows of the scanned files a query wants beyond their offsets: buckets starting in
-/// `[from_ms, to_ms)` and required group-by values (name, how it is stored, value).
-#[derive(Debug, Clone)]
-pub struct Restriction {
-    pub from_ms: i64,
-    pub to_ms: i64,
-    pub filters: Vec<(String, ColumnType, Value)>,
-}
-
 /// One view's cells over some archive files, grouped but not yet states: one row per cell, or
 /// per answer group (see [`group_cells`]).
 pub struct GroupedCells {
@@ -192,7 +183,8 @@ pub struct AnswerGroups {
     pub group_by: Vec<usize>,
 }
 
-/// The cells of `view` over `files`, restricted to what `restriction` selects. With `answer`,
+/// The cells of `view` over `files`, restricted to those `cells` selects (buckets and
+/// group-by values). With `answer`,
 /// rows are that answer's groups instead, wherever that gives the same states as merging the
 /// cells: every sketch but `top_k` gives exactly the sketch of the whole for any split of its
 /// input, so only a view with a `top_k` metric is grouped into cells then.
@@ -200,7 +192,7 @@ pub fn group_cells(
     view: &Arc<ViewDef>,
     source: &SourceDef,
     files: &[ScanFile],
-    restriction: &Restriction,
+    cells: &CellQuery,
     answer: Option<&AnswerGroups>,
 ) -> Result<GroupedCells> {
     for file in files {
@@ -212,7 +204,7 @@ pub fn group_cells(
     let frame = if files.is_empty() {
         DataFrame::empty()
     } else {
-        scan(files, Some(restriction.filter(view.granularity_ms)))?
+        scan(files, Some(selection(view, &plan, cells)))?
             .group_by(plan.keys())
             .agg(plan.aggregations())
             .collect()
@@ -225,26 +217,25 @@ pub fn group_cells(
     })
 }
 
-impl Restriction {
-    /// The event times `[first, end)` of the buckets selected, for buckets `granularity_ms`
-    /// wide: from the first bucket's start to the last's end.
-    pub fn event_times(&self, granularity_ms: i64) -> (i64, i64) {
-        let g = granularity_ms;
-        let align_up = |t: i64| t.saturating_add((g - t.rem_euclid(g)) % g);
-        (align_up(self.from_ms), align_up(self.to_ms))
-    }
+/// The event times `[first, end)` of the buckets `cells` selects, for buckets `granularity_ms`
+/// wide: from the first bucket's start to the last's end.
+pub fn event_times(cells: &CellQuery, granularity_ms: i64) -> (i64, i64) {
+    let g = granularity_ms;
+    let align_up = |t: i64| t.saturating_add((g - t.rem_euclid(g)) % g);
+    (align_up(cells.from_ms), align_up(cells.to_ms))
+}
 
-    /// Rows whose bucket starts in `[from_ms, to_ms)`, with the required values.
-    fn filter(&self, granularity_ms: i64) -> Expr {
-        let (first, end) = self.event_times(granularity_ms);
-        let mut filter = col(EVENT_TIME)
-            .gt_eq(lit(first))
-            .and(col(EVENT_TIME).lt(lit(end)));
-        for (name, ty, value) in &self.filters {
-            filter = filter.and(crate::events::equals(name, *ty, value));
-        }
-        filter
+/// Rows of the buckets and with the group-by values `cells` selects, compared as stored.
+fn selection(view: &ViewDef, plan: &ViewPlan, cells: &CellQuery) -> Expr {
+    let (first, end) = event_times(cells, view.granularity_ms);
+    let mut filter = col(EVENT_TIME)
+        .gt_eq(lit(first))
+        .and(col(EVENT_TIME).lt(lit(end)));
+    for (i, value) in &cells.filters {
+        let name = &view.group_by[*i].name;
+        filter = filter.and(crate::events::equals(name, plan.key_types[*i], value));
     }
+    filter
 }
 
 /// Checks that a listed file is there, has the listed size and ends like a Parquet file, so a
@@ -475,10 +466,10 @@ top = "top_k(merchant_id, 2)"
         let view = config.view("cards").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let files = [archive(dir.path(), 20_000)];
-        let restriction = Restriction {
+        let restriction = CellQuery {
             from_ms: 1_790_000_600_000,
             to_ms: 1_790_006_000_000,
-            filters: vec![("country".into(), ColumnType::Utf8, Value::Str("FR".into()))],
+            filters: vec![(1, Value::Str("FR".into()))],
         };
         for answer in [
             AnswerGroups {
@@ -541,6 +532,11 @@ top = "top_k(merchant_id, 2)"
             step_ms: None,
             from_ms: 0,
             group_by: vec![],
+        };
+        // The same selection; `country` is this view's first group-by field.
+        let restriction = CellQuery {
+            filters: vec![(0, Value::Str("FR".into()))],
+            ..restriction
         };
         let cells = group_cells(heavy, source, &files, &restriction, Some(&answer)).unwrap();
         assert_eq!(cells.len(), 90, "one cell a minute of the 90 selected");
