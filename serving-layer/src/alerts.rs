@@ -256,7 +256,13 @@ impl EventScorer for AlertScorer {
             let now = chrono::Utc::now().timestamp_millis();
             let (score, features) = self
                 .runtime
-                .block_on(crate::fraud::score(sources, fraud, event, prior, now))
+                .block_on(crate::fraud::score(
+                    sources,
+                    fraud,
+                    event,
+                    prior,
+                    (false, now),
+                ))
                 .map_err(|e| e.to_string())?;
             prior.push(event);
             crate::metrics::scored_applied(started.elapsed());
@@ -264,7 +270,7 @@ impl EventScorer for AlertScorer {
                 raised.push(self.alert(tp, offset, event, &score, &features.values));
             }
         }
-        // The run's alerts are logged (durably, together) before the run is applied.
+        // The run's alerts are logged before the run is applied (durable before the checkpoint).
         let new = alerts::raise_all(self.storage.as_ref(), &tp.topic, tp.partition, &raised)
             .map_err(|e| e.to_string())?;
         if new.iter().any(|&n| n) {
@@ -292,6 +298,10 @@ impl EventScorer for AlertScorer {
         }
         crate::metrics::fraud_queue_depth(0);
         self.expire_if_due()
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        alerts::flush(self.storage.as_ref()).map_err(|e| e.to_string())
     }
 }
 

@@ -2,100 +2,115 @@
 //! answer module) of one view for the event's key over the feature's window, so a 30-day
 //! profile costs one lookup per bucket of the key, never a scan of other keys.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use braid_shared::Event;
 use braid_shared::aggregate::MetricState;
 use braid_shared::fraud::{FraudDef, Score};
-use braid_shared::{CellQuery, Event, ViewState};
+use braid_shared::view::{GroupKey, PointKey};
 
-use crate::answer::{self, AnswerError, Provenance, Regroup, Sources};
+use crate::answer::{self, AnswerError, Provenance, Sources};
 
 /// Feature values of one event, and where they were read from.
 pub struct Features {
     /// By feature index; `None`: the metric has no value over the window (an empty average).
     pub values: Vec<Option<f64>>,
-    /// `None` when no feature is configured (rules over the event's own fields only).
+    /// `None` when not asked for, or when no feature is configured (rules over the event's own
+    /// fields only).
     pub provenance: Option<Provenance>,
 }
 
 /// Reads every feature of `fraud` for `event`, counting `prior` (events of its key not yet in
 /// the views, in order) and then the event as the next of its key. `event` must carry the key
-/// (checked by callers).
+/// (checked by callers). Each view is read once, over the longest window of its features, and
+/// each cell read is folded straight into the windows holding its bucket.
 pub async fn features(
     sources: Sources<'_>,
     fraud: &FraudDef,
     event: &Event,
     prior: &[&Event],
-    now_ms: i64,
+    (provenance, now_ms): (bool, i64),
 ) -> Result<Features, AnswerError> {
     let key = event
         .values
         .get(fraud.key_slot)
         .cloned()
         .unwrap_or(braid_shared::Value::Null);
+    let key = PointKey::new(GroupKey(Box::new([key])));
     let mut values = vec![None; fraud.features.len()];
-    let mut provenance = None;
-    // One read per view, over the longest window of its features.
-    let mut by_view: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, feature) in fraud.features.iter().enumerate() {
-        by_view.entry(&feature.view.name).or_default().push(i);
-    }
-    for indices in by_view.values() {
-        let view = &fraud.features[indices[0]].view;
-        let (from_ms, to_ms) = indices
+    let mut read_from = None;
+    let mut done = vec![false; fraud.features.len()];
+    let mut scratch = String::new();
+    for first in 0..fraud.features.len() {
+        if done[first] {
+            continue;
+        }
+        // The features of this view, with their windows.
+        let view = &fraud.features[first].view;
+        let of_view: Vec<(usize, (i64, i64))> = (first..fraud.features.len())
+            .filter(|&i| Arc::ptr_eq(&fraud.features[i].view, view))
+            .map(|i| (i, fraud.features[i].window(event.time_ms)))
+            .collect();
+        let span = of_view
             .iter()
-            .map(|&i| fraud.features[i].window(event.time_ms))
-            .fold((i64::MAX, i64::MIN), |(f, t), (a, b)| (f.min(a), t.max(b)));
-        let cells = CellQuery {
-            from_ms,
-            to_ms,
-            filters: vec![(0, key.clone())],
+            .fold((i64::MAX, i64::MIN), |(f, t), (_, (a, b))| {
+                (f.min(*a), t.max(*b))
+            });
+        let metric_of = |i: usize| &view.metrics[fraud.features[i].metric];
+        let point = answer::PointQuery {
+            view,
+            topic: &fraud.source.topic,
+            key: &key,
+            span,
+            provenance: provenance && read_from.is_none(),
+            now_ms,
         };
-        let regroup = Regroup {
-            from_ms,
-            step_ms: Some(view.granularity_ms),
-            group_by: vec![0],
-        };
-        let mut grouped =
-            answer::grouped(sources, view, &fraud.source.topic, &cells, &regroup, now_ms).await?;
-        {
-            let mut own = ViewState::new(Arc::clone(view));
-            for earlier in prior {
-                own.apply(std::slice::from_ref(*earlier));
-            }
-            own.apply(std::slice::from_ref(event));
-            for (cell, states) in own.into_cells() {
-                let slot = grouped
-                    .groups
-                    .entry((cell.bucket_ms, cell.group.0.to_vec()))
-                    .or_insert_with(|| {
-                        view.metrics
-                            .iter()
-                            .map(|m| MetricState::empty(&m.expr))
-                            .collect()
-                    });
-                for (into, from) in slot.iter_mut().zip(states.iter()) {
-                    into.merge(from)?;
+        let read = answer::fold_point(
+            sources,
+            &point,
+            || {
+                of_view
+                    .iter()
+                    .map(|&(i, _)| MetricState::empty(&metric_of(i).expr))
+                    .collect::<Vec<_>>()
+            },
+            |totals, bucket, states| {
+                for ((i, (from, to)), total) in of_view.iter().zip(totals.iter_mut()) {
+                    if (*from..*to).contains(&bucket) {
+                        total.merge(&states[fraud.features[*i].metric])?;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        let mut totals = read.folded;
+        // The run's earlier events of the key, then the event itself, as the views will hold
+        // them once applied.
+        for own in prior.iter().copied().chain([event]) {
+            let bucket = view.bucket_of(own.time_ms);
+            for ((i, (from, to)), total) in of_view.iter().zip(totals.iter_mut()) {
+                if (*from..*to).contains(&bucket) {
+                    let value = metric_of(*i)
+                        .slot
+                        .and_then(|slot| own.values.get(slot))
+                        .unwrap_or(&braid_shared::Value::Null);
+                    total.update(value, &mut scratch);
                 }
             }
         }
-        for &i in indices {
-            let feature = &fraud.features[i];
-            let (from, to) = feature.window(event.time_ms);
-            let expr = &view.metrics[feature.metric].expr;
-            let mut total = MetricState::empty(expr);
-            for ((bucket, _), states) in grouped.groups.range((from, Vec::new())..) {
-                if *bucket >= to {
-                    break;
-                }
-                total.merge(&states[feature.metric])?;
-            }
-            values[i] = total.finalize(expr).as_f64();
+        for ((i, _), total) in of_view.iter().zip(&totals) {
+            values[*i] = total.finalize(&metric_of(*i).expr).as_f64();
+            done[*i] = true;
         }
-        provenance.get_or_insert(grouped.provenance);
+        if read_from.is_none() {
+            read_from = read.provenance;
+        }
     }
-    Ok(Features { values, provenance })
+    Ok(Features {
+        values,
+        provenance: read_from,
+    })
 }
 
 /// Scores `event` against the merged views.
@@ -104,9 +119,9 @@ pub async fn score(
     fraud: &FraudDef,
     event: &Event,
     prior: &[&Event],
-    now_ms: i64,
+    provenance: (bool, i64),
 ) -> Result<(Score, Features), AnswerError> {
-    let features = features(sources, fraud, event, prior, now_ms).await?;
+    let features = features(sources, fraud, event, prior, provenance).await?;
     let score = fraud.score(event, &features.values);
     Ok((score, features))
 }

@@ -35,10 +35,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// The coverage of the snapshot; empty (nothing covered) before the first one.
     pub fn coverage(&self) -> Coverage {
-        self.pointer
-            .as_ref()
-            .map(|p| p.coverage.clone())
-            .unwrap_or_default()
+        self.coverage_ref().clone()
+    }
+
+    /// [`Snapshot::coverage`] without a copy.
+    pub fn coverage_ref(&self) -> &Coverage {
+        static NOTHING: Coverage = Coverage(std::collections::BTreeMap::new());
+        self.pointer.as_ref().map_or(&NOTHING, |p| &p.coverage)
     }
 
     /// A view's batch cells: `Ok(None)` before any snapshot, `Err` with why when the published

@@ -6,9 +6,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::MetricState;
 use crate::error::{Error, Result};
 use crate::event::Value;
-use crate::view::ViewState;
+use crate::view::{PointKey, ViewState};
 
 /// A Kafka topic partition, written `topic/partition` in files and answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -207,4 +208,43 @@ pub trait SpeedReader: Send + Sync {
         query: &CellQuery,
         coverage: &Coverage,
     ) -> Result<Vec<PartitionCells>>;
+
+    /// Visits, without copying them, the cells of one group key of `view` in the buckets
+    /// `[from_ms, to_ms)` from events at or above `coverage`: the cells [`SpeedReader::read`]
+    /// would select for that key, for a reader that folds them (fraud features), not keeps
+    /// them. With `statuses`, says where they were read from as `read` does; otherwise
+    /// [`SpeedPositions::partitions`] is left empty.
+    fn visit_point(
+        &self,
+        view: &str,
+        key: &PointKey,
+        (from_ms, to_ms): (i64, i64),
+        coverage: &Coverage,
+        statuses: bool,
+        visit: &mut dyn FnMut(i64, &[MetricState]) -> Result<()>,
+    ) -> Result<SpeedPositions> {
+        let query = CellQuery {
+            from_ms,
+            to_ms,
+            filters: key.group.0.iter().cloned().enumerate().collect(),
+        };
+        let cells = self.read(view, &query, coverage)?;
+        cells.state.visit_point(key, from_ms, to_ms, visit)?;
+        Ok(SpeedPositions {
+            partitions: if statuses {
+                cells.partitions
+            } else {
+                BTreeMap::new()
+            },
+            missing: cells.missing,
+        })
+    }
+}
+
+/// Where the cells of a [`SpeedReader::visit_point`] were read from: [`SpeedCells`] without
+/// the cells.
+#[derive(Debug, Clone, Default)]
+pub struct SpeedPositions {
+    pub partitions: BTreeMap<TopicPartition, PartitionStatus>,
+    pub missing: Vec<TopicPartition>,
 }

@@ -24,7 +24,8 @@ pub mod view;
 
 pub use config::Config;
 pub use coverage::{
-    CellQuery, Coverage, PartitionCells, PartitionStatus, SpeedReader, TopicPartition,
+    CellQuery, Coverage, PartitionCells, PartitionStatus, SpeedPositions, SpeedReader,
+    TopicPartition,
 };
 pub use error::{ConfigIssue, Error, Result};
 pub use event::{Decoder, Event, RejectReason, Value};

@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use braid_store::checkpoint::{Unframed, frame, unframe};
+use braid_store::layout;
 use braid_store::rejected::Keep;
-use braid_store::{Storage, layout};
 
 use braid_shared::{TopicPartition, ViewState};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::state::{PartitionState, Progress, Segment};
+use crate::state::{PartitionState, Progress, Segment, Shared};
 use braid_kafka::TopicPlan;
 
 const FORMAT_VERSION: u8 = 2;
@@ -158,12 +158,17 @@ pub(crate) fn decode(
 
 /// Writes a partition's checkpoint durably, over the version this owner holds, after making
 /// its rejected log durable. Returns the bytes written.
-pub(crate) fn write(
-    storage: &dyn Storage,
-    plan: &TopicPlan,
-    state: &PartitionState,
-    segment_size: i64,
-) -> Result<usize> {
+pub(crate) fn write(shared: &Shared, plan: &TopicPlan, state: &PartitionState) -> Result<usize> {
+    let (storage, segment_size) = (shared.storage.as_ref(), shared.segment_size);
+    // The alerts of the events this checkpoint covers are durable before it is.
+    if let Some(scoring) = &shared.scoring {
+        scoring.scorer.flush().map_err(|why| {
+            Error::Internal(format!(
+                "making the fraud alerts of {} durable: {why}",
+                state.tp
+            ))
+        })?;
+    }
     // The writer lock keeps the consumer out while the checkpoint is taken.
     let mut writer = state
         .writer

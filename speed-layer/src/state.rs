@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use braid_shared::RejectedRecord;
+use braid_shared::aggregate::MetricState;
 use braid_shared::coverage::SpeedCells;
+use braid_shared::view::PointKey;
 use braid_shared::{
-    CellQuery, Coverage, Event, PartitionCells, PartitionStatus, SpeedReader, TopicPartition,
-    ViewState,
+    CellQuery, Coverage, Event, PartitionCells, PartitionStatus, SpeedPositions, SpeedReader,
+    TopicPartition, ViewState,
 };
 
 use crate::metrics;
@@ -270,6 +272,46 @@ impl PartitionState {
     }
 
     /// The segments at or above a coverage offset.
+    /// Calls `visit` with each segment at or above the batch coverage `coverage` asks from
+    /// (read-locked in turn); returns the position those segments hold. Fails when events the
+    /// coverage needs were already dropped for a newer snapshot.
+    pub fn visit_segments(
+        &self,
+        tp: &TopicPartition,
+        coverage: &Coverage,
+        segment_size: i64,
+        mut visit: impl FnMut(&Segment) -> braid_shared::Result<()>,
+    ) -> braid_shared::Result<i64> {
+        let covered = coverage.of(tp);
+        let progress = self.progress();
+        if covered < progress.floor {
+            return Err(braid_shared::Error::CoverageDropped(format!(
+                "{tp}: events below offset {} were dropped for a newer snapshot; asked from {covered}",
+                progress.floor
+            )));
+        }
+        // The position reported is what the visited segments hold, read under their locks.
+        let mut position = progress.position();
+        for (_, segment) in self.segments_from(covered, segment_size) {
+            let Ok(segment) = segment.read() else {
+                continue;
+            };
+            visit(&segment)?;
+            position = position.max(segment.next_offset);
+        }
+        Ok(position)
+    }
+
+    /// The partition's status for a read that found it at `position`.
+    pub fn status(&self, position: i64, lag_messages: Option<i64>) -> PartitionStatus {
+        let last = self.last_message_ms.load(Ordering::Relaxed);
+        PartitionStatus {
+            position,
+            lag_messages,
+            last_message_ms: (last > 0).then_some(last),
+        }
+    }
+
     pub fn segments_from(
         &self,
         covered: i64,
@@ -444,6 +486,38 @@ impl SpeedReader for SpeedHandle {
     ) -> braid_shared::Result<Vec<PartitionCells>> {
         self.read_parts(view, query, coverage, true)
     }
+
+    fn visit_point(
+        &self,
+        view: &str,
+        key: &PointKey,
+        (from_ms, to_ms): (i64, i64),
+        coverage: &Coverage,
+        statuses: bool,
+        visit: &mut dyn FnMut(i64, &[MetricState]) -> braid_shared::Result<()>,
+    ) -> braid_shared::Result<SpeedPositions> {
+        let shared = &self.shared;
+        let (topic, index) = self.view_plan(view)?;
+        coverage.check_aligned(u64::try_from(shared.segment_size).unwrap_or(1))?;
+        let mut positions = SpeedPositions::default();
+        // Under the read locks for the whole visit: no copy of the partitions held or the lag.
+        // A poisoned lock reads as nothing held, as `Shared::assigned` does.
+        let Ok(held) = shared.partitions.read() else {
+            return Ok(positions);
+        };
+        let lag = shared.lag.read().ok();
+        for (tp, partition) in held.iter().filter(|(tp, _)| tp.topic == topic.topic) {
+            let position = partition.visit_segments(tp, coverage, shared.segment_size, |s| {
+                s.views[index].visit_point(key, from_ms, to_ms, &mut *visit)
+            })?;
+            if statuses {
+                let lag = lag.as_ref().and_then(|lag| lag.get(tp).copied());
+                let status = partition.status(position, lag);
+                positions.partitions.insert(tp.clone(), status);
+            }
+        }
+        Ok(positions)
+    }
 }
 
 impl SpeedHandle {
@@ -476,34 +550,14 @@ impl SpeedHandle {
         let mut merged = fresh();
         let mut parts: Vec<PartitionCells> = Vec::new();
         for (tp, partition) in held {
-            let covered = coverage.of(&tp);
-            let progress = partition.progress();
-            if covered < progress.floor {
-                return Err(braid_shared::Error::CoverageDropped(format!(
-                    "{tp}: events below offset {} were dropped for a newer snapshot; asked from {covered}",
-                    progress.floor
-                )));
-            }
             let mut own = apart.then(fresh);
             let into = own.as_mut().unwrap_or(&mut merged);
-            // The position reported is what the merged segments hold, read under their locks.
-            let mut position = progress.position();
-            for (_, segment) in partition.segments_from(covered, shared.segment_size) {
-                let Ok(segment) = segment.read() else {
-                    continue;
-                };
-                into.merge_matching(&segment.views[index], query)?;
-                position = position.max(segment.next_offset);
-            }
-            let last = partition.last_message_ms.load(Ordering::Relaxed);
-            let status = PartitionStatus {
-                position,
-                lag_messages: lag.get(&tp).copied(),
-                last_message_ms: (last > 0).then_some(last),
-            };
+            let position = partition.visit_segments(&tp, coverage, shared.segment_size, |s| {
+                into.merge_matching(&s.views[index], query)
+            })?;
             parts.push(PartitionCells {
+                status: partition.status(position, lag.get(&tp).copied()),
                 tp,
-                status,
                 state: own.unwrap_or_else(fresh),
             });
         }
@@ -600,5 +654,118 @@ n = "count"
             .collect();
         assert_eq!(offsets, vec![3, 10, 17, 24]);
         assert_eq!(state.cells_per_view(1), vec![1]);
+    }
+
+    #[test]
+    fn a_point_visit_sees_exactly_the_cells_a_filtered_read_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, shared) = shared(dir.path());
+        let keys = ["a", "b", "c"];
+        for partition in 0..2 {
+            let tp = TopicPartition::new("t".to_owned(), partition);
+            let rejected = RejectedLog::open(
+                Arc::clone(&shared.storage),
+                "t",
+                partition,
+                Keep::BelowOffset(0),
+            )
+            .unwrap();
+            let start = Progress {
+                next_offset: 0,
+                floor: 0,
+            };
+            let state = PartitionState::new(tp.clone(), start, BTreeMap::new(), rejected, None);
+            // 35 offsets over 4 segments of 10; keys and minutes vary with the offset.
+            let payloads: Vec<Vec<u8>> = (0..35)
+                .map(|i| {
+                    let key = keys[(i * 7 + partition as usize) % 3];
+                    format!(r#"{{"ts": {}, "k": "{key}"}}"#, (i % 5) * 60_000).into_bytes()
+                })
+                .collect();
+            let messages: Vec<Message<'_>> = payloads
+                .iter()
+                .enumerate()
+                .map(|(i, payload)| Message {
+                    offset: i as i64,
+                    payload,
+                })
+                .collect();
+            state
+                .apply(&shared.plan.topics[0], &messages, 10, 0, None)
+                .unwrap();
+            shared
+                .partitions
+                .write()
+                .unwrap()
+                .insert(tp, Arc::new(state));
+        }
+        let handle = SpeedHandle {
+            shared: Arc::clone(&shared),
+        };
+        let mut coverage = Coverage::default();
+        coverage
+            .0
+            .insert(TopicPartition::new("t".to_owned(), 0), 10);
+        let count = &shared.plan.topics[0].views[0].metrics[0].expr;
+        for key in keys {
+            for (from, to) in [(i64::MIN, i64::MAX), (60_000, 180_000), (240_000, 240_001)] {
+                let value = braid_shared::Value::Str(key.into());
+                let query = CellQuery {
+                    from_ms: from,
+                    to_ms: to,
+                    filters: vec![(0, value.clone())],
+                };
+                let read = handle.read("v", &query, &coverage).unwrap();
+                let mut expected: BTreeMap<i64, MetricState> = BTreeMap::new();
+                for (cell, states) in read.state.cells() {
+                    expected.insert(cell.bucket_ms, states[0].clone());
+                }
+                let point = PointKey::new(braid_shared::view::GroupKey(Box::new([value])));
+                let mut visited: BTreeMap<i64, MetricState> = BTreeMap::new();
+                let positions = handle
+                    .visit_point(
+                        "v",
+                        &point,
+                        (from, to),
+                        &coverage,
+                        true,
+                        &mut |bucket, states| {
+                            visited
+                                .entry(bucket)
+                                .or_insert_with(|| MetricState::empty(count))
+                                .merge(&states[0])
+                        },
+                    )
+                    .unwrap();
+                assert!(!expected.is_empty() || to - from == 1, "{key} {from}..{to}");
+                assert_eq!(visited, expected, "{key} {from}..{to}");
+                assert_eq!(positions.partitions, read.partitions);
+                let quiet = handle
+                    .visit_point(
+                        "v",
+                        &point,
+                        (from, to),
+                        &coverage,
+                        false,
+                        &mut |_, _| Ok(()),
+                    )
+                    .unwrap();
+                assert!(quiet.partitions.is_empty());
+            }
+        }
+        // Below what a newer snapshot dropped: refused, as a read is.
+        shared.partitions.read().unwrap()[&TopicPartition::new("t".to_owned(), 1)]
+            .drop_below(20, 10);
+        let point = PointKey::new(braid_shared::view::GroupKey(Box::new([
+            braid_shared::Value::Str("a".into()),
+        ])));
+        let refused =
+            handle.visit_point("v", &point, (0, i64::MAX), &coverage, false, &mut |_, _| {
+                Ok(())
+            });
+        assert!(
+            matches!(refused, Err(braid_shared::Error::CoverageDropped(_))),
+            "{refused:?}"
+        );
     }
 }

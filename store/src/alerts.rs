@@ -1,6 +1,8 @@
 //! The fraud alert log: one object per alert, `fraud/alerts/<topic>/<p>/<offset>.json`, created
 //! only if absent. An alert's id is its event's `<topic>/<partition>/<offset>`, so the event
 //! replayed after a crash, a restart or a rebalance finds its alert there and raises none.
+//! Alerts are visible when logged and durable at the next [`flush`], which the speed layer
+//! makes before the checkpoint that covers their events: a crash before it replays them.
 
 use std::collections::BTreeMap;
 
@@ -32,8 +34,10 @@ pub struct Alert {
     pub raised_at_ms: i64,
 }
 
-/// Logs the alerts of one run of a partition, each created only if its id has none yet, all
-/// durable when this returns: whether each is new (false: a replay found it logged).
+/// Logs the alerts of one run of a partition, each created only if its id has none yet,
+/// visible when this returns and durable at the next [`flush`]: whether each is new (false: a
+/// replay found it logged). An alert found damaged (a machine crash before the flush of its
+/// first write) is replaced, and counts as new.
 pub fn raise_all(
     storage: &dyn Storage,
     topic: &str,
@@ -48,11 +52,36 @@ pub fn raise_all(
         })?;
         objects.push((layout::fraud_alert(topic, partition, alert.offset), bytes));
     }
-    Ok(storage
-        .put_all_if_absent(&objects)?
-        .into_iter()
-        .map(|put| matches!(put, Put::Written(_)))
-        .collect())
+    let puts = storage.put_all_if_absent_unflushed(&objects)?;
+    let mut new = Vec::with_capacity(puts.len());
+    for ((key, bytes), put) in objects.iter().zip(puts) {
+        new.push(match put {
+            Put::Written(_) => true,
+            Put::Conflict => replace_if_damaged(storage, key, bytes)?,
+        });
+    }
+    Ok(new)
+}
+
+/// Makes every alert logged so far durable.
+pub fn flush(storage: &dyn Storage) -> Result<()> {
+    Ok(storage.flush()?)
+}
+
+/// Replaces the logged alert at `key` with `bytes` if it does not read as an alert.
+fn replace_if_damaged(storage: &dyn Storage, key: &str, bytes: &[u8]) -> Result<bool> {
+    let Some(object) = storage.get(key)? else {
+        // Removed by retention since: the alert was logged.
+        return Ok(false);
+    };
+    if serde_json::from_slice::<Alert>(&object.bytes).is_ok() {
+        return Ok(false);
+    }
+    tracing::warn!(key, "a damaged fraud alert is written again");
+    Ok(matches!(
+        storage.put_if_unchanged(key, bytes, &object.version)?,
+        Put::Written(_)
+    ))
 }
 
 /// The logged alert of one event, if any.
@@ -181,5 +210,35 @@ mod tests {
         assert_eq!(expire(&storage, 200).unwrap(), 1);
         let (alerts, _) = read_all(&storage).unwrap();
         assert_eq!(alerts.iter().map(|a| a.offset).collect::<Vec<_>>(), vec![8]);
+    }
+
+    #[test]
+    fn an_alert_damaged_before_its_flush_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        // What a machine crash can leave of an alert logged but not yet flushed.
+        let key = layout::fraud_alert("t", 0, 5);
+        storage.put_if_absent(&key, b"").unwrap();
+        // Its replay replaces it and counts as new; a whole alert found is kept.
+        assert_eq!(
+            raise_all(&storage, "t", 0, &[alert(5, 100), alert(6, 100)]).unwrap(),
+            [true, true]
+        );
+        assert_eq!(read(&storage, "t", 0, 5).unwrap(), Some(alert(5, 100)));
+        assert_eq!(
+            raise_all(&storage, "t", 0, &[alert(5, 200)]).unwrap(),
+            [false]
+        );
+        assert_eq!(
+            read(&storage, "t", 0, 5).unwrap().unwrap().raised_at_ms,
+            100
+        );
+        // Visible before the flush; the flush leaves them as they are.
+        flush(&storage).unwrap();
+        flush(&storage).unwrap();
+        assert_eq!(
+            read_all(&storage).unwrap(),
+            (vec![alert(5, 100), alert(6, 100)], 0)
+        );
     }
 }

@@ -59,6 +59,25 @@ fn contract(storage: &dyn Storage) {
     assert!(matches!(puts[0], Put::Written(_)));
     assert_eq!(puts[1], Put::Conflict);
     assert!(matches!(puts[2], Put::Written(_)));
+    // Unflushed: the same create-once, visible at once, durable at the flush.
+    let puts = storage
+        .put_all_if_absent_unflushed(&[
+            ("alerts/p/0/2.json".to_owned(), b"two".to_vec()),
+            ("alerts/p/0/3.json".to_owned(), b"3".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(puts[0], Put::Conflict);
+    assert!(matches!(puts[1], Put::Written(_)));
+    assert_eq!(
+        storage.get("alerts/p/0/2.json").unwrap().unwrap().bytes,
+        b"2"
+    );
+    assert_eq!(
+        storage.get("alerts/p/0/3.json").unwrap().unwrap().bytes,
+        b"3"
+    );
+    storage.flush().unwrap();
+    storage.delete("alerts/p/0/3.json").unwrap();
 
     // Listing by prefix, folders or not, in key order, with sizes.
     storage.put_if_absent("batch/runsx/b.json", b"bb").unwrap();

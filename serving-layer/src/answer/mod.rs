@@ -22,6 +22,7 @@ use braid_shared::{CellQuery, SpeedReader, Value, ViewDef};
 pub use error::AnswerError;
 pub use groups::{Groups, Regroup};
 pub use provenance::Provenance;
+pub use read::{PointQuery, fold_point};
 
 use crate::snapshot::{Snapshot, SnapshotCache};
 

@@ -5,11 +5,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use braid_shared::aggregate::MetricState;
 use braid_shared::coverage::SpeedCells;
-use braid_shared::{CellQuery, PartitionStatus, TopicPartition, ViewDef, ViewState};
+use braid_shared::view::PointKey;
+use braid_shared::{
+    CellQuery, PartitionStatus, SpeedPositions, TopicPartition, ViewDef, ViewState,
+};
 
 use super::provenance::Parts;
-use super::{AnswerError, Sources};
+use super::{AnswerError, Groups, Provenance, Sources};
 use crate::snapshot::Snapshot;
 
 /// Reads of one answer when a snapshot swap races it.
@@ -84,4 +88,78 @@ fn read_once(
         speed,
         missing,
     })
+}
+
+/// What [`fold_point`] folded, and where from.
+pub struct PointFold<A> {
+    pub folded: A,
+    /// With `provenance` asked: where the folded cells come from, as an answer's provenance
+    /// (its sketch bounds those of the view's metrics, not of folded rows).
+    pub provenance: Option<Provenance>,
+}
+
+/// One group key of a view over the buckets `[from, to)` of `span`.
+pub struct PointQuery<'a> {
+    pub view: &'a Arc<ViewDef>,
+    /// The view's topic (the provenance names its partitions).
+    pub topic: &'a str,
+    pub key: &'a PointKey,
+    pub span: (i64, i64),
+    /// Whether to say where the cells come from ([`PointFold::provenance`]), as of `now_ms`.
+    pub provenance: bool,
+    pub now_ms: i64,
+}
+
+/// Folds the cells `point` selects, batch and speed, into a value made by `start`, without
+/// copying a cell: the exact merge of a point read for a reader that needs numbers, not cells
+/// (fraud features). A snapshot swap during the read starts the fold again from `start()` over
+/// the newer snapshot.
+pub async fn fold_point<A>(
+    sources: Sources<'_>,
+    point: &PointQuery<'_>,
+    start: impl Fn() -> A,
+    mut fold: impl FnMut(&mut A, i64, &[MetricState]) -> braid_shared::Result<()>,
+) -> Result<PointFold<A>, AnswerError> {
+    let PointQuery {
+        view,
+        topic,
+        key,
+        span,
+        provenance,
+        now_ms,
+    } = *point;
+    let mut attempt = 0;
+    loop {
+        let snapshot = sources.snapshot.current();
+        let batch = snapshot
+            .view(&view.name)
+            .map_err(AnswerError::NotInSnapshot)?;
+        let mut folded = start();
+        let mut visit = |bucket: i64, states: &[MetricState]| fold(&mut folded, bucket, states);
+        let speed = sources.speed.map(|reader| {
+            let coverage = snapshot.coverage_ref();
+            reader.visit_point(&view.name, key, span, coverage, provenance, &mut visit)
+        });
+        let speed = match speed.transpose() {
+            Err(braid_shared::Error::CoverageDropped(_)) if attempt + 1 < ATTEMPTS => {
+                crate::metrics::merge_retry();
+                attempt += 1;
+                sources.snapshot.refresh().await;
+                continue;
+            }
+            other => other?,
+        };
+        if let Some(batch) = batch {
+            batch.visit_point(key, span.0, span.1, &mut visit)?;
+        }
+        let provenance = provenance.then(|| {
+            let SpeedPositions {
+                partitions,
+                missing,
+            } = speed.unwrap_or_default();
+            let statuses = sources.speed.map(|_| &partitions);
+            Parts::new(topic, &snapshot, statuses, &missing).finish(view, &Groups::new(), now_ms)
+        });
+        return Ok(PointFold { folded, provenance });
+    }
 }

@@ -80,7 +80,7 @@ pub async fn score(
         speed: inner.backends.speed.as_deref(),
     };
     let started = std::time::Instant::now();
-    let (score, features) = fraud::score(sources, fraud, &event, &[], now_ms()).await?;
+    let (score, features) = fraud::score(sources, fraud, &event, &[], (true, now_ms())).await?;
     crate::metrics::scored_on_demand(started.elapsed(), score.alert);
     Ok(Json(ScoreAnswer {
         score: score.score,

@@ -170,14 +170,19 @@ impl FraudDef {
 pub trait EventScorer: Send + Sync {
     /// `events`, at `offsets`, are consecutive events of `tp` in offset order, not yet applied:
     /// each is scored as of itself (the views before the run plus the run's earlier events).
-    /// Returns once every alert among them is durable; an error stops the speed layer before a
-    /// checkpoint covers the events, so none is lost.
+    /// Returns once every alert among them is logged (durable at the next
+    /// [`EventScorer::flush`]); an error stops the speed layer before a checkpoint covers the
+    /// events, so none is lost.
     fn score(
         &self,
         tp: &crate::TopicPartition,
         offsets: &[i64],
         events: &[Event],
     ) -> std::result::Result<(), String>;
+
+    /// Makes every alert logged so far durable: called before each checkpoint, so that a
+    /// checkpoint never covers an event whose alert could still be lost.
+    fn flush(&self) -> std::result::Result<(), String>;
 }
 
 /// The event fields the rules of `fraud` read, for the source's decoder.

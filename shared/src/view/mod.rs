@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::{FieldType, Format};
 use crate::metric::MetricExpr;
 
-pub use state::{CellKey, GroupKey, Row, ViewState};
+pub use state::{CellKey, GroupKey, PointKey, Row, ViewState};
 
 /// What a field slot of a source accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

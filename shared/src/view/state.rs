@@ -117,6 +117,21 @@ fn key_hash<'a>(values: impl Iterator<Item = &'a Value>) -> u64 {
     hasher.finish()
 }
 
+/// A group key with the hash its point reads look it up by, computed once for every state a
+/// read visits.
+#[derive(Debug, Clone)]
+pub struct PointKey {
+    pub group: GroupKey,
+    hash: u64,
+}
+
+impl PointKey {
+    pub fn new(group: GroupKey) -> Self {
+        let hash = key_hash(group.0.iter());
+        Self { group, hash }
+    }
+}
+
 /// The state of one view: mergeable cells. Built by `apply` in both layers and compared in
 /// tests against `recompute`.
 #[derive(Debug, Clone)]
@@ -389,31 +404,17 @@ impl ViewState {
             return Ok(());
         }
         // Filters on every group-by field name one key: visit the buckets the key has cells in.
-        let point = self.point_key(query);
-        if let Some(key) = &point {
-            let keys = other.keys.get_or_init(|| LiveIndex::of(&other.buckets));
-            let Some(listed) = keys.0.get(&key_hash(key.0.iter())) else {
-                return Ok(());
-            };
-            let mut buckets: Vec<i64> = listed
-                .iter()
-                .copied()
-                .filter(|b| (query.from_ms..query.to_ms).contains(b))
-                .collect();
-            buckets.sort_unstable();
-            buckets.dedup();
-            for bucket_ms in buckets {
-                if let Some(states) = other.buckets.get(&bucket_ms).and_then(|c| c.get(key)) {
-                    self.merge_cell(
-                        CellKey {
-                            bucket_ms,
-                            group: key.clone(),
-                        },
-                        states,
-                    )?;
-                }
-            }
-            return Ok(());
+        if let Some(key) = self.point_key(query) {
+            let key = PointKey::new(key);
+            return other.visit_point(&key, query.from_ms, query.to_ms, |bucket_ms, states| {
+                self.merge_cell(
+                    CellKey {
+                        bucket_ms,
+                        group: key.group.clone(),
+                    },
+                    states,
+                )
+            });
         }
         for (&bucket_ms, cells) in other.buckets.range(query.from_ms..query.to_ms) {
             for (group, states) in cells {
@@ -430,6 +431,38 @@ impl ViewState {
                         states,
                     )?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits the cells of one group key in the buckets `[from_ms, to_ms)`, in bucket order,
+    /// without copying them: only the key's own buckets are looked at (see [`LiveIndex`]).
+    pub fn visit_point(
+        &self,
+        key: &PointKey,
+        from_ms: i64,
+        to_ms: i64,
+        mut visit: impl FnMut(i64, &[MetricState]) -> Result<()>,
+    ) -> Result<()> {
+        if from_ms >= to_ms {
+            return Ok(());
+        }
+        let keys = self.keys.get_or_init(|| LiveIndex::of(&self.buckets));
+        let Some(listed) = keys.0.get(&key.hash) else {
+            return Ok(());
+        };
+        let mut buckets: Vec<i64> = listed
+            .iter()
+            .copied()
+            .filter(|b| (from_ms..to_ms).contains(b))
+            .collect();
+        buckets.sort_unstable();
+        // Two keys of one hash in one bucket list it twice.
+        buckets.dedup();
+        for bucket_ms in buckets {
+            if let Some(states) = self.buckets.get(&bucket_ms).and_then(|c| c.get(&key.group)) {
+                visit(bucket_ms, states)?;
             }
         }
         Ok(())

@@ -199,7 +199,7 @@ fn checkpoint_all(shared: &Shared) -> Result<Commit> {
             continue;
         }
         let started = Instant::now();
-        let bytes = checkpoint::write(shared.storage.as_ref(), plan, &state, shared.segment_size)?;
+        let bytes = checkpoint::write(shared, plan, &state)?;
         metrics::checkpoint(started.elapsed().as_secs_f64(), bytes);
         commit.push((tp, state.progress().next_offset));
     }

@@ -107,7 +107,7 @@ impl braid_kafka::Partitions for SpeedPartitions {
         let (Some(state), Some(plan)) = (removed, shared.plan.topic(&tp.topic)) else {
             return Ok(());
         };
-        checkpoint::write(shared.storage.as_ref(), plan, &state, shared.segment_size)?;
+        checkpoint::write(shared, plan, &state)?;
         let next_offset = state.progress().next_offset;
         tracing::info!(partition = %tp, next_offset, "partition released");
         Ok(())

@@ -7,7 +7,8 @@
 use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{Listed, Object, Put, Storage, StorageError, Version, check_key};
 
@@ -18,13 +19,18 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// Set after an unflushed write, cleared by the flush that covers it (shared by clones).
+    unflushed: Arc<AtomicBool>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl LocalStorage {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            unflushed: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -37,7 +43,7 @@ impl LocalStorage {
     }
 
     /// Writes a synced temp file beside `path`; returns its path.
-    fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    fn write_temp(path: &Path, bytes: &[u8], durable: bool) -> io::Result<PathBuf> {
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -45,7 +51,9 @@ impl LocalStorage {
         let temp = dir.join(format!(".{name}.{}-{n}{TEMP_SUFFIX}", std::process::id()));
         let mut file = File::create(&temp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         Ok(temp)
     }
 }
@@ -70,8 +78,14 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 impl LocalStorage {
     /// Writes `bytes` to a synced temp file and links it to `path` unless that exists; the
     /// folder is not synced (callers do, once per folder).
-    fn link_new(&self, key: &str, path: &Path, bytes: &[u8]) -> Result<Put, StorageError> {
-        let temp = Self::write_temp(path, bytes).map_err(io("put", key))?;
+    fn link_new(
+        &self,
+        key: &str,
+        path: &Path,
+        bytes: &[u8],
+        durable: bool,
+    ) -> Result<Put, StorageError> {
+        let temp = Self::write_temp(path, bytes, durable).map_err(io("put", key))?;
         // A hard link fails if the name exists: create-if-absent, atomically.
         let linked = fs::hard_link(&temp, path);
         let _ = fs::remove_file(&temp);
@@ -146,7 +160,7 @@ impl Storage for LocalStorage {
 
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<Put, StorageError> {
         let path = self.path(key)?;
-        let put = self.link_new(key, &path, bytes)?;
+        let put = self.link_new(key, &path, bytes, true)?;
         if matches!(put, Put::Written(_)) {
             sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(io("put", key))?;
         }
@@ -159,7 +173,7 @@ impl Storage for LocalStorage {
         let mut folders: Vec<(PathBuf, &str)> = Vec::new();
         for (key, bytes) in objects {
             let path = self.path(key)?;
-            let put = self.link_new(key, &path, bytes)?;
+            let put = self.link_new(key, &path, bytes, true)?;
             if matches!(put, Put::Written(_)) {
                 let folder = path.parent().unwrap_or(Path::new(".")).to_owned();
                 if !folders.iter().any(|(f, _)| *f == folder) {
@@ -172,6 +186,44 @@ impl Storage for LocalStorage {
             sync_dir(&folder).map_err(io("put", key))?;
         }
         Ok(puts)
+    }
+
+    fn put_all_if_absent_unflushed(
+        &self,
+        objects: &[(String, Vec<u8>)],
+    ) -> Result<Vec<Put>, StorageError> {
+        let mut puts = Vec::with_capacity(objects.len());
+        for (key, bytes) in objects {
+            let path = self.path(key)?;
+            puts.push(self.link_new(key, &path, bytes, false)?);
+        }
+        // After the writes: a flush that starts later covers them.
+        if puts.iter().any(|p| matches!(p, Put::Written(_))) {
+            self.unflushed.store(true, Ordering::Release);
+        }
+        Ok(puts)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        if !self.unflushed.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // One flush of the file system for every file and directory entry written since the
+        // last one, instead of one per file.
+        let flushed = File::open(&self.root).and_then(|root| {
+            #[cfg(target_os = "linux")]
+            rustix::fs::syncfs(&root)?;
+            #[cfg(not(target_os = "linux"))]
+            {
+                drop(root);
+                rustix::fs::sync();
+            }
+            Ok(())
+        });
+        flushed.map_err(|e| {
+            self.unflushed.store(true, Ordering::Release);
+            io("flush", "unflushed objects")(e)
+        })
     }
 
     fn put_if_unchanged(
@@ -193,7 +245,7 @@ impl Storage for LocalStorage {
         if current.as_ref() != Some(expected) {
             return Ok(Put::Conflict);
         }
-        let temp = Self::write_temp(&path, bytes).map_err(io("put", key))?;
+        let temp = Self::write_temp(&path, bytes, true).map_err(io("put", key))?;
         if let Err(e) = fs::rename(&temp, &path) {
             let _ = fs::remove_file(&temp);
             return Err(io("put", key)(e));

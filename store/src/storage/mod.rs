@@ -79,6 +79,24 @@ pub trait Storage: Send + Sync + fmt::Debug {
             .collect()
     }
 
+    /// [`Storage::put_all_if_absent`] whose new objects are visible at once but may become
+    /// durable only at the next [`Storage::flush`], so that many writes share one flush: for a
+    /// log whose entries are made durable before the checkpoint that covers them (fraud
+    /// alerts). After a machine crash (not a process crash) an object written so and not yet
+    /// flushed may be missing or damaged; the log's writer replaces a damaged one when it
+    /// writes it again. Default: durable at once, as `put_all_if_absent`.
+    fn put_all_if_absent_unflushed(
+        &self,
+        objects: &[(String, Vec<u8>)],
+    ) -> Result<Vec<Put>, StorageError> {
+        self.put_all_if_absent(objects)
+    }
+
+    /// Makes every object written so far by [`Storage::put_all_if_absent_unflushed`] durable.
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Replaces `key` with `bytes`, durably, if it still is `expected`.
     fn put_if_unchanged(
         &self,
