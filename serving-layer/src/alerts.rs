@@ -1,11 +1,13 @@
 //! Scoring every event of the fraud source as the speed layer applies it, and the alerts it
 //! raises. The speed layer hands each run of decoded events to [`AlertScorer`] before applying
 //! it; each event is scored as of itself (the merged views before the run plus the run's earlier
-//! events of its key), and an alert is written, once per event id, before the call returns: the
-//! partition's checkpoint, which comes after, never covers an event whose alert is not durable.
+//! events of its key). Alerts are logged, once per event id, by a thread of their own (off the
+//! speed layer's thread), and the speed layer's flush before each checkpoint waits until every
+//! alert handed over is logged and durable: a checkpoint never covers an event whose alert is
+//! not.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use braid_shared::fraud::{EventScorer, FraudDef};
@@ -116,18 +118,41 @@ impl AlertTopic {
 /// How often alerts past `fraud.retention` are removed.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Runs of alerts queued for the log; a full queue holds the scorer (and the speed layer) back.
+const LOG_QUEUE: usize = 256;
+
 /// Scores applied events and keeps their alerts; see the module documentation.
 pub struct AlertScorer {
     fraud: Arc<FraudDef>,
-    storage: Arc<dyn Storage>,
     snapshot: Arc<SnapshotCache>,
     speed: OnceLock<Arc<dyn SpeedReader>>,
     runtime: tokio::runtime::Handle,
-    last_expiry: Mutex<Option<Instant>>,
-    topic: Option<AlertTopic>,
+    /// To the thread that logs alerts (and produces them to `fraud.alerts_topic`), off the
+    /// speed layer's thread.
+    log: std::sync::mpsc::SyncSender<LogJob>,
     /// Bumped each time new alerts are logged: live streams in this process wake at once
     /// instead of at their next poll.
     logged: tokio::sync::watch::Sender<u64>,
+}
+
+enum LogJob {
+    /// The alerts of one run of a partition.
+    Raise(TopicPartition, Vec<Alert>),
+    /// Every job before it done, the alerts logged made durable together; answers with the
+    /// first failure since the last flush, if any.
+    Flush(std::sync::mpsc::Sender<Result<(), String>>),
+}
+
+/// What the log thread owns.
+struct AlertLog {
+    fraud: Arc<FraudDef>,
+    storage: Arc<dyn Storage>,
+    topic: Option<AlertTopic>,
+    last_expiry: Option<Instant>,
+    logged: tokio::sync::watch::Sender<u64>,
+    /// The first failure since the last flush: that flush fails with it, so no checkpoint
+    /// covers an event whose alert was not logged.
+    failed: Option<String>,
 }
 
 impl AlertScorer {
@@ -143,15 +168,35 @@ impl AlertScorer {
         let fraud = fraud?;
         let rules: Vec<String> = fraud.rules.iter().map(|r| r.name.clone()).collect();
         crate::metrics::register_scorer(&rules);
-        Some(Arc::new(Self {
-            topic,
-            fraud,
+        let logged = tokio::sync::watch::Sender::new(0);
+        let (send, jobs) = std::sync::mpsc::sync_channel(LOG_QUEUE);
+        let mut log = AlertLog {
+            fraud: Arc::clone(&fraud),
             storage,
+            topic,
+            last_expiry: None,
+            logged: logged.clone(),
+            failed: None,
+        };
+        // Ends when the scorer is dropped (its sender with it), after the jobs queued.
+        let spawned = std::thread::Builder::new()
+            .name("braid-alerts".to_owned())
+            .spawn(move || {
+                for job in jobs {
+                    log.run(job);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the fraud alert log thread");
+            return None;
+        }
+        Some(Arc::new(Self {
+            fraud,
             snapshot,
             speed: OnceLock::new(),
             runtime,
-            last_expiry: Mutex::new(None),
-            logged: tokio::sync::watch::Sender::new(0),
+            log: send,
+            logged,
         }))
     }
 
@@ -210,14 +255,74 @@ impl AlertScorer {
         }
     }
 
-    fn expire_if_due(&self) -> Result<(), String> {
-        let Ok(mut last) = self.last_expiry.lock() else {
-            return Ok(());
-        };
-        if last.is_some_and(|at| at.elapsed() < EXPIRY_INTERVAL) {
+    fn send(&self, job: LogJob) -> Result<(), String> {
+        self.log
+            .send(job)
+            .map_err(|_| "the fraud alert log thread has stopped".to_owned())
+    }
+}
+
+impl AlertLog {
+    fn run(&mut self, job: LogJob) {
+        match job {
+            LogJob::Raise(tp, raised) => {
+                if self.failed.is_none()
+                    && let Err(why) = self.raise(&tp, raised)
+                {
+                    self.failed = Some(why);
+                }
+            }
+            LogJob::Flush(reply) => {
+                let result = match self.failed.take() {
+                    Some(why) => Err(why),
+                    None => alerts::flush(self.storage.as_ref()).map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Logs the alerts of one run (each once per id; durable at the next flush) and produces
+    /// them to the alerts topic.
+    fn raise(&mut self, tp: &TopicPartition, raised: Vec<Alert>) -> Result<(), String> {
+        let storage = self.storage.as_ref();
+        let new = alerts::raise_all(storage, &tp.topic, tp.partition, &raised)
+            .map_err(|e| e.to_string())?;
+        if new.iter().any(|&n| n) {
+            self.logged.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        let mut to_publish = Vec::new();
+        for (alert, new) in raised.into_iter().zip(new) {
+            if new {
+                crate::metrics::alert_raised(&alert.rules);
+            }
+            if self.topic.is_some() {
+                // The logged alert (the first write) is what the topic carries, replays too.
+                let logged = if new {
+                    alert
+                } else {
+                    let offset = alert.offset;
+                    alerts::read(storage, &tp.topic, tp.partition, offset)
+                        .map_err(|e| e.to_string())?
+                        .unwrap_or(alert)
+                };
+                to_publish.push(logged);
+            }
+        }
+        if let (Some(topic), false) = (&self.topic, to_publish.is_empty()) {
+            topic.publish(&to_publish)?;
+        }
+        self.expire_if_due()
+    }
+
+    fn expire_if_due(&mut self) -> Result<(), String> {
+        if self
+            .last_expiry
+            .is_some_and(|at| at.elapsed() < EXPIRY_INTERVAL)
+        {
             return Ok(());
         }
-        *last = Some(Instant::now());
+        self.last_expiry = Some(Instant::now());
         let before = chrono::Utc::now().timestamp_millis() - self.fraud.retention_ms;
         let removed = alerts::expire(self.storage.as_ref(), before).map_err(|e| e.to_string())?;
         if removed > 0 {
@@ -237,7 +342,6 @@ impl EventScorer for AlertScorer {
             speed: Some(speed.as_ref()),
         };
         crate::metrics::fraud_queue_depth(events.len());
-        let mut to_publish = Vec::new();
         let mut raised = Vec::new();
         let slot = fraud.key_slot;
         fn key_of(e: &Event, slot: usize) -> Option<&Value> {
@@ -270,38 +374,20 @@ impl EventScorer for AlertScorer {
                 raised.push(self.alert(tp, offset, event, &score, &features.values));
             }
         }
-        // The run's alerts are logged before the run is applied (durable before the checkpoint).
-        let new = alerts::raise_all(self.storage.as_ref(), &tp.topic, tp.partition, &raised)
-            .map_err(|e| e.to_string())?;
-        if new.iter().any(|&n| n) {
-            self.logged.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        for (alert, new) in raised.into_iter().zip(new) {
-            if new {
-                crate::metrics::alert_raised(&alert.rules);
-            }
-            if self.topic.is_some() {
-                // The logged alert (the first write) is what the topic carries, replays too.
-                let logged = if new {
-                    alert
-                } else {
-                    let offset = alert.offset;
-                    alerts::read(self.storage.as_ref(), &tp.topic, tp.partition, offset)
-                        .map_err(|e| e.to_string())?
-                        .unwrap_or(alert)
-                };
-                to_publish.push(logged);
-            }
-        }
-        if let (Some(topic), false) = (&self.topic, to_publish.is_empty()) {
-            topic.publish(&to_publish)?;
+        // Logged by the log thread; the flush before the checkpoint waits for it.
+        if !raised.is_empty() {
+            self.send(LogJob::Raise(tp.clone(), raised))?;
         }
         crate::metrics::fraud_queue_depth(0);
-        self.expire_if_due()
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), String> {
-        alerts::flush(self.storage.as_ref()).map_err(|e| e.to_string())
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.send(LogJob::Flush(reply))?;
+        answer
+            .recv()
+            .map_err(|_| "the fraud alert log thread has stopped".to_owned())?
     }
 }
 

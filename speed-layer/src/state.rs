@@ -271,7 +271,6 @@ impl PartitionState {
         before - segments.len()
     }
 
-    /// The segments at or above a coverage offset.
     /// Calls `visit` with each segment at or above the batch coverage `coverage` asks from
     /// (read-locked in turn); returns the position those segments hold. Fails when events the
     /// coverage needs were already dropped for a newer snapshot.
@@ -292,7 +291,15 @@ impl PartitionState {
         }
         // The position reported is what the visited segments hold, read under their locks.
         let mut position = progress.position();
-        for (_, segment) in self.segments_from(covered, segment_size) {
+        // Under the map's read lock, with no copy of it: the consumer never waits for the map
+        // while it holds a segment's lock, so taking a segment's lock here cannot deadlock.
+        let Ok(segments) = self.segments.read() else {
+            return Ok(position);
+        };
+        // The first segment starting at or above `covered`.
+        let size = segment_size.max(1);
+        let first = covered.div_euclid(size) + i64::from(covered.rem_euclid(size) != 0);
+        for segment in segments.range(first..).map(|(_, s)| s) {
             let Ok(segment) = segment.read() else {
                 continue;
             };
@@ -312,6 +319,7 @@ impl PartitionState {
         }
     }
 
+    /// The segments at or above a coverage offset.
     pub fn segments_from(
         &self,
         covered: i64,

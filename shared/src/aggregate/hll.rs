@@ -86,11 +86,38 @@ impl Hll {
 
     pub fn merge(&mut self, other: &Self) {
         match other {
-            Self::Sparse(entries) => {
-                for e in entries {
-                    self.raise(e >> 8, (e & 0xff) as u8);
+            Self::Sparse(theirs) => match self {
+                Self::Sparse(mine) if mine.is_empty() => mine.extend_from_slice(theirs),
+                Self::Sparse(mine) => {
+                    // Both sorted by index: one pass, the larger rank of a shared index kept.
+                    let mut merged = Vec::with_capacity(mine.len() + theirs.len());
+                    let (mut a, mut b) = (mine.iter().peekable(), theirs.iter().peekable());
+                    while let (Some(&&x), Some(&&y)) = (a.peek(), b.peek()) {
+                        match (x >> 8).cmp(&(y >> 8)) {
+                            std::cmp::Ordering::Less => merged.push(x),
+                            std::cmp::Ordering::Greater => merged.push(y),
+                            std::cmp::Ordering::Equal => merged.push(x.max(y)),
+                        }
+                        if x >> 8 <= y >> 8 {
+                            a.next();
+                        }
+                        if y >> 8 <= x >> 8 {
+                            b.next();
+                        }
+                    }
+                    merged.extend(a);
+                    merged.extend(b);
+                    *mine = merged;
+                    if mine.len() > SPARSE_LIMIT {
+                        self.densify();
+                    }
                 }
-            }
+                Self::Dense(_) => {
+                    for e in theirs {
+                        self.raise(e >> 8, (e & 0xff) as u8);
+                    }
+                }
+            },
             Self::Dense(theirs) => {
                 self.densify();
                 if let Self::Dense(mine) = self {
@@ -229,6 +256,24 @@ mod tests {
                 "n={n} estimate={estimate} error={error}"
             );
         }
+    }
+
+    #[test]
+    fn sparse_merges_equal_the_whole_on_both_sides_of_the_sparse_limit() {
+        for (a, b, end) in [(0..100, 50..300, 300), (0..1_500, 1_000..2_600, 2_600)] {
+            let whole = sketch(0..end);
+            let mut merged = sketch(a.clone());
+            assert!(matches!(merged, Hll::Sparse(_)));
+            merged.merge(&sketch(b.clone()));
+            assert_eq!(merged, whole, "{a:?} + {b:?}");
+            let mut from_empty = Hll::default();
+            from_empty.merge(&whole);
+            assert_eq!(from_empty, whole);
+        }
+        assert!(
+            matches!(sketch(0..2_600), Hll::Dense(_)),
+            "the limit is crossed"
+        );
     }
 
     #[test]

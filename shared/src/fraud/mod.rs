@@ -170,7 +170,7 @@ impl FraudDef {
 pub trait EventScorer: Send + Sync {
     /// `events`, at `offsets`, are consecutive events of `tp` in offset order, not yet applied:
     /// each is scored as of itself (the views before the run plus the run's earlier events).
-    /// Returns once every alert among them is logged (durable at the next
+    /// Their alerts may still be on their way to the log when this returns (see
     /// [`EventScorer::flush`]); an error stops the speed layer before a checkpoint covers the
     /// events, so none is lost.
     fn score(
@@ -180,8 +180,9 @@ pub trait EventScorer: Send + Sync {
         events: &[Event],
     ) -> std::result::Result<(), String>;
 
-    /// Makes every alert logged so far durable: called before each checkpoint, so that a
-    /// checkpoint never covers an event whose alert could still be lost.
+    /// Returns once the alerts of every event scored so far are durable, or with the first
+    /// failure to log one: called before each checkpoint, so that a checkpoint never covers an
+    /// event whose alert could still be lost.
     fn flush(&self) -> std::result::Result<(), String>;
 }
 
