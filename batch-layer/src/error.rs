@@ -33,9 +33,6 @@ pub enum Error {
         covered: i64,
     },
 
-    #[error("another batch run holds {} (one run at a time)", path.display())]
-    Busy { path: PathBuf },
-
     /// A bug or an earlier panic left the layer unable to go on.
     #[error("internal: {0}")]
     Internal(String),

@@ -4,7 +4,6 @@
 //! Nothing is published unless every view succeeded; the previous snapshot stays in service.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::files::write_parquet;
 use crate::metrics;
+use braid_store::lease;
 use braid_store::pointer::{pointer_version, publish_pointer, read_pointer};
 use braid_store::recompute::{self, files_between};
 use braid_store::{
@@ -74,10 +74,10 @@ impl BatchRunner {
         mut record: RunRecord,
         cancel: &CancellationToken,
     ) -> Result<RunRecord> {
-        let lock_path = self.dir().join("batch").join("LOCK");
-        let _lock = match acquire(&lock_path) {
-            Ok(lock) => lock,
+        let lease = match lease::acquire(Arc::clone(&self.storage), &record.id) {
+            Ok(lease) => lease,
             Err(error) => {
+                let error = Error::from(error);
                 record.state = RunState::Failed;
                 record.finished_at = Some(now_rfc3339());
                 record.error = Some(error.to_string());
@@ -91,7 +91,7 @@ impl BatchRunner {
         self.history.save(&record)?;
         let started = Instant::now();
         tracing::info!(run = %record.id, full = record.full, "batch run started");
-        let outcome = self.execute(&mut record, cancel);
+        let outcome = self.execute(&mut record, &lease, cancel);
         let seconds = started.elapsed().as_secs_f64();
         record.finished_at = Some(now_rfc3339());
         record.duration_ms = Some((seconds * 1000.0) as u64);
@@ -118,10 +118,16 @@ impl BatchRunner {
         }
         self.history.save(&record)?;
         self.history.prune()?;
+        lease.release()?;
         Ok(record)
     }
 
-    fn execute(&self, record: &mut RunRecord, cancel: &CancellationToken) -> Result<()> {
+    fn execute(
+        &self,
+        record: &mut RunRecord,
+        lease: &lease::Lease,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
         let dir = self.dir().to_owned();
         let storage = self.storage.as_ref();
         // Published over at the end: a run that another run beat to it fails, never overwrites.
@@ -287,6 +293,8 @@ impl BatchRunner {
             finished_at: now_rfc3339(),
             manifest: manifest_key,
         };
+        // A run paused past its lease, which another run took meanwhile, stops here.
+        lease.confirm()?;
         publish_pointer(storage, &pointer, pointer_held.as_ref())?;
         Ok(())
     }
@@ -366,24 +374,4 @@ pub fn target_coverage(manifests: &[PartitionManifest], segment_size: u64) -> Co
         }
     }
     Coverage(coverage)
-}
-
-/// Takes the run lock, or fails naming it when another process holds it.
-fn acquire(path: &Path) -> Result<File> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
-    }
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(Error::io(path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy {
-            path: path.to_owned(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path)(e)),
-    }
 }

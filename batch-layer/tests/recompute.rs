@@ -269,19 +269,21 @@ fn a_damaged_archive_fails_the_run_and_keeps_the_previous_snapshot() {
 #[test]
 fn one_run_at_a_time() {
     let world = fixture(1, "");
-    let lock_path = world.config.storage.dir.join("batch/LOCK");
-    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
-    let holder = std::fs::File::create(&lock_path).unwrap();
-    holder.lock().unwrap();
+    let storage: std::sync::Arc<dyn braid_store::Storage> =
+        std::sync::Arc::new(braid_store::LocalStorage::new(&world.config.storage.dir));
+    // Another instance's run holds the lease in storage.
+    let holder = braid_store::lease::acquire(storage, "elsewhere").unwrap();
     let error = BatchRunner::new(&world.config)
         .unwrap()
         .run(Trigger::Command, false, &CancellationToken::new())
         .unwrap_err();
     assert!(
-        error.to_string().contains("another batch run holds"),
+        error
+            .to_string()
+            .contains("batch run elsewhere holds the run lease"),
         "{error}"
     );
-    holder.unlock().unwrap();
+    holder.release().unwrap();
     let record = run(&world.config, false);
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     assert_eq!(
@@ -289,4 +291,6 @@ fn one_run_at_a_time() {
         0,
         "an empty archive covers nothing"
     );
+    // Released after the run: the next one takes it at once.
+    assert_eq!(run(&world.config, false).state, RunState::Succeeded);
 }

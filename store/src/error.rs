@@ -13,6 +13,10 @@ pub enum Error {
     #[error("{0} batch runs are already queued; try again when one has finished")]
     QueueFull(usize),
 
+    /// Another batch run holds the run lease, or this one lost it.
+    #[error("{0}")]
+    RunBusy(String),
+
     #[error("encoding {what}: {reason}")]
     Encode { what: &'static str, reason: String },
 

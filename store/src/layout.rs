@@ -7,7 +7,7 @@
 //! batch/CURRENT.json                      SnapshotPointer of the published snapshot
 //! batch/snapshots/<run>/                  a snapshot's manifest.json and cell files (<view>.parquet)
 //! batch/history/<run>.json                one batch run's record
-//! batch/LOCK                              held by the process running a recompute
+//! batch/lease.json                        the run lease: which recompute runs, until when
 //! speed/checkpoints/<topic>/<p>.ckpt      speed state and next offset of one partition
 //! speed/rejected/<topic>/<p>.json         manifest of the chunks of events the speed layer rejected
 //! speed/rejected/<topic>/<p>/<n>.jsonl    one chunk: the rejections between two checkpoints
@@ -23,7 +23,7 @@ pub const ARCHIVE: &str = "archive";
 pub const SNAPSHOT_POINTER: &str = "batch/CURRENT.json";
 pub const SNAPSHOTS: &str = "batch/snapshots";
 pub const HISTORY: &str = "batch/history";
-pub const BATCH_LOCK: &str = "batch/LOCK";
+pub const BATCH_LEASE: &str = "batch/lease.json";
 pub const FRAUD_ALERTS: &str = "fraud/alerts/";
 
 pub fn fraud_alert(topic: &str, partition: i32, offset: i64) -> String {

@@ -27,6 +27,7 @@ mod error;
 pub mod events;
 mod history;
 pub mod layout;
+pub mod lease;
 pub mod manifest;
 pub mod pointer;
 #[cfg(feature = "parquet")]

@@ -2,6 +2,9 @@
 //! server). Creates happen once, replaces only over the version the writer read, so a writer
 //! that lost ownership (a zombie) is refused; listing is by key prefix, in key order.
 
+use std::sync::Arc;
+
+use braid_store::lease;
 use braid_store::storage::{Put, put_over};
 use braid_store::{LocalStorage, ObjectStorage, Storage, StorageError};
 use braid_testkit::moto::Moto;
@@ -131,10 +134,28 @@ fn contract(storage: &dyn Storage) {
     }
 }
 
+/// The batch run lease, on conditional writes alone: one holder; the next takes it once
+/// released.
+fn lease_contract(storage: Arc<dyn Storage>) {
+    let held = lease::acquire(Arc::clone(&storage), "run-1").unwrap();
+    let busy = lease::acquire(Arc::clone(&storage), "run-2").err().unwrap();
+    assert!(
+        busy.to_string()
+            .contains("batch run run-1 holds the run lease"),
+        "{busy}"
+    );
+    held.confirm().unwrap();
+    held.release().unwrap();
+    let next = lease::acquire(Arc::clone(&storage), "run-2").unwrap();
+    next.confirm().unwrap();
+    next.release().unwrap();
+}
+
 #[test]
 fn a_local_directory_keeps_the_storage_contract() {
     let dir = tempfile::tempdir().unwrap();
     contract(&LocalStorage::new(dir.path()));
+    lease_contract(Arc::new(LocalStorage::new(dir.path().join("lease"))));
 }
 
 #[test]
@@ -146,6 +167,9 @@ fn an_s3_bucket_keeps_the_storage_contract_under_its_prefix() {
     let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let storage = ObjectStorage::new(&format!("s3://{bucket}/team/braid"), &options).unwrap();
     contract(&storage);
+    lease_contract(Arc::new(
+        ObjectStorage::new(&format!("s3://{bucket}/lease"), &options).unwrap(),
+    ));
 
     // Everything under the URL's prefix, nothing beside it: another prefix of the same bucket
     // is another, empty storage.
