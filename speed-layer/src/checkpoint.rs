@@ -82,6 +82,7 @@ pub(crate) fn encode(
 }
 
 /// Why a checkpoint cannot be restored.
+#[derive(Debug)]
 pub(crate) enum Unusable {
     /// Written for other view definitions or another segment size: rebuild the partition.
     Incompatible(String),

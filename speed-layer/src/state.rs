@@ -776,4 +776,67 @@ n = "count"
             "{refused:?}"
         );
     }
+
+    #[test]
+    fn a_zombie_owner_cannot_overwrite_the_checkpoint_its_successor_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, shared) = shared(dir.path());
+        let plan = &shared.plan.topics[0];
+        let tp = TopicPartition::new("t".to_owned(), 0);
+        let payloads: Vec<Vec<u8>> = (0..30)
+            .map(|i| format!(r#"{{"ts": {}, "k": "a"}}"#, i * 1_000).into_bytes())
+            .collect();
+        let messages = |range: std::ops::Range<usize>| -> Vec<Message<'_>> {
+            range
+                .map(|i| Message {
+                    offset: i as i64,
+                    payload: &payloads[i],
+                })
+                .collect()
+        };
+        let owner = |restored: Option<&[u8]>, version: Option<Version>| {
+            let rejected =
+                RejectedLog::open(Arc::clone(&shared.storage), "t", 0, Keep::BelowOffset(0))
+                    .unwrap();
+            let (progress, segments) = match restored {
+                Some(bytes) => {
+                    let restored =
+                        crate::checkpoint::decode(plan, &tp, shared.segment_size, bytes).unwrap();
+                    (restored.progress, restored.segments)
+                }
+                None => (
+                    Progress {
+                        next_offset: 0,
+                        floor: 0,
+                    },
+                    BTreeMap::new(),
+                ),
+            };
+            PartitionState::new(tp.clone(), progress, segments, rejected, version)
+        };
+        let key = braid_store::layout::speed_checkpoint("t", 0);
+        let zombie = owner(None, None);
+        zombie.apply(plan, &messages(0..10), 10, 0, None).unwrap();
+        crate::checkpoint::write(&shared, plan, &zombie).unwrap();
+        // The partition is reassigned while the zombie is paused: the successor restores from
+        // its checkpoint and moves it on.
+        let stored = shared.storage.get(&key).unwrap().unwrap();
+        let successor = owner(Some(&stored.bytes), Some(stored.version));
+        assert_eq!(successor.progress().next_offset, 10);
+        successor
+            .apply(plan, &messages(10..20), 10, 0, None)
+            .unwrap();
+        crate::checkpoint::write(&shared, plan, &successor).unwrap();
+        let written = shared.storage.get(&key).unwrap().unwrap();
+        // The zombie resumes with what it held: its checkpoint is refused, the successor's
+        // stays.
+        zombie.apply(plan, &messages(10..30), 10, 0, None).unwrap();
+        let refused = crate::checkpoint::write(&shared, plan, &zombie);
+        assert!(refused.is_err(), "a zombie overwrote the checkpoint");
+        let kept = shared.storage.get(&key).unwrap().unwrap();
+        assert_eq!(kept.bytes, written.bytes);
+        let restored =
+            crate::checkpoint::decode(plan, &tp, shared.segment_size, &kept.bytes).unwrap();
+        assert_eq!(restored.progress.next_offset, 20);
+    }
 }

@@ -1,10 +1,12 @@
 //! The storage contract, held by both stores: the local directory and an S3 bucket (moto's
 //! server). Creates happen once, replaces only over the version the writer read, so a writer
-//! that lost ownership (a zombie) is refused; listing is by key prefix, in key order.
+//! that lost ownership (a zombie) is refused, at the level of the archive manifest too; listing
+//! is by key prefix, in key order. The batch run lease holds on both.
 
 use std::sync::Arc;
 
 use braid_store::lease;
+use braid_store::manifest::{ArchiveEntry, PartitionManifest};
 use braid_store::storage::{Put, put_over};
 use braid_store::{LocalStorage, ObjectStorage, Storage, StorageError};
 use braid_testkit::moto::Moto;
@@ -151,10 +153,42 @@ fn lease_contract(storage: Arc<dyn Storage>) {
     next.release().unwrap();
 }
 
+/// A zombie owner of a partition (paused while the partition was reassigned) can never
+/// overwrite the archive manifest its successor wrote.
+fn zombie_contract(storage: &dyn Storage) {
+    let entry = |from, to| ArchiveEntry {
+        from,
+        to,
+        files: Vec::new(),
+        written_at_ms: 0,
+    };
+    let mut zombie = PartitionManifest::new("t", 3);
+    zombie.entries = vec![entry(0, 10)];
+    zombie.publish(storage).unwrap();
+    // The successor reads what the zombie last wrote and moves the manifest on.
+    let mut successor = PartitionManifest::read(storage, "t", 3).unwrap().unwrap();
+    successor.entries.push(entry(10, 20));
+    successor.publish(storage).unwrap();
+    // The zombie resumes from the version it holds: refused, the successor's manifest stays.
+    zombie.entries.push(entry(10, 30));
+    let refused = zombie.publish(storage);
+    assert!(
+        matches!(refused, Err(braid_store::Error::Conflict { .. })),
+        "{refused:?}"
+    );
+    let stored = PartitionManifest::read(storage, "t", 3).unwrap().unwrap();
+    assert_eq!(stored.end(), Some(20));
+    // The successor goes on over its own version.
+    let mut successor = stored;
+    successor.entries.push(entry(20, 25));
+    successor.publish(storage).unwrap();
+}
+
 #[test]
 fn a_local_directory_keeps_the_storage_contract() {
     let dir = tempfile::tempdir().unwrap();
     contract(&LocalStorage::new(dir.path()));
+    zombie_contract(&LocalStorage::new(dir.path().join("zombie")));
     lease_contract(Arc::new(LocalStorage::new(dir.path().join("lease"))));
 }
 
@@ -167,6 +201,7 @@ fn an_s3_bucket_keeps_the_storage_contract_under_its_prefix() {
     let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let storage = ObjectStorage::new(&format!("s3://{bucket}/team/braid"), &options).unwrap();
     contract(&storage);
+    zombie_contract(&ObjectStorage::new(&format!("s3://{bucket}/zombie"), &options).unwrap());
     lease_contract(Arc::new(
         ObjectStorage::new(&format!("s3://{bucket}/lease"), &options).unwrap(),
     ));
