@@ -1,8 +1,6 @@
 //! Fraud features and scores: each feature is a merged point read (batch ⊕ speed, through the
 //! answer module) of one view for the event's key over the feature's window, so a 30-day
-//! profile costs one lookup per bucket of the key, never a scan of other keys.
-
-use std::sync::Arc;
+//! profile visits only the key's own cells, never a scan of other keys, and copies none.
 
 use braid_shared::Event;
 use braid_shared::aggregate::MetricState;
@@ -48,7 +46,7 @@ pub async fn features(
         // The features of this view, with their windows.
         let view = &fraud.features[first].view;
         let of_view: Vec<(usize, (i64, i64))> = (first..fraud.features.len())
-            .filter(|&i| Arc::ptr_eq(&fraud.features[i].view, view))
+            .filter(|&i| fraud.features[i].view.name == view.name)
             .map(|i| (i, fraud.features[i].window(event.time_ms)))
             .collect();
         let span = of_view
