@@ -611,6 +611,16 @@ n = "count"
         (config, shared)
     }
 
+    /// The payloads of `range` as messages at their index's offset.
+    fn messages(payloads: &[Vec<u8>], range: std::ops::Range<usize>) -> Vec<Message<'_>> {
+        range
+            .map(|i| Message {
+                offset: i as i64,
+                payload: &payloads[i],
+            })
+            .collect()
+    }
+
     #[test]
     fn messages_a_snapshot_overtook_are_still_checked_for_rejections() {
         let dir = tempfile::tempdir().unwrap();
@@ -637,14 +647,7 @@ n = "count"
                 }
             })
             .collect();
-        let messages = |range: std::ops::Range<usize>| -> Vec<Message<'_>> {
-            range
-                .map(|i| Message {
-                    offset: i as i64,
-                    payload: &payloads[i],
-                })
-                .collect()
-        };
+        let messages = |range: std::ops::Range<usize>| messages(&payloads, range);
         assert_eq!(apply(&state, &messages(0..5)).unwrap(), 4);
         // A snapshot covering offsets below 20 is published while the partition is at 5.
         state.drop_below(20, 10);
@@ -690,16 +693,14 @@ n = "count"
                     format!(r#"{{"ts": {}, "k": "{key}"}}"#, (i % 5) * 60_000).into_bytes()
                 })
                 .collect();
-            let messages: Vec<Message<'_>> = payloads
-                .iter()
-                .enumerate()
-                .map(|(i, payload)| Message {
-                    offset: i as i64,
-                    payload,
-                })
-                .collect();
             state
-                .apply(&shared.plan.topics[0], &messages, 10, 0, None)
+                .apply(
+                    &shared.plan.topics[0],
+                    &messages(&payloads, 0..35),
+                    10,
+                    0,
+                    None,
+                )
                 .unwrap();
             shared
                 .partitions
@@ -786,14 +787,7 @@ n = "count"
         let payloads: Vec<Vec<u8>> = (0..30)
             .map(|i| format!(r#"{{"ts": {}, "k": "a"}}"#, i * 1_000).into_bytes())
             .collect();
-        let messages = |range: std::ops::Range<usize>| -> Vec<Message<'_>> {
-            range
-                .map(|i| Message {
-                    offset: i as i64,
-                    payload: &payloads[i],
-                })
-                .collect()
-        };
+        let messages = |range: std::ops::Range<usize>| messages(&payloads, range);
         let owner = |restored: Option<&[u8]>, version: Option<Version>| {
             let rejected =
                 RejectedLog::open(Arc::clone(&shared.storage), "t", 0, Keep::BelowOffset(0))
