@@ -4,6 +4,9 @@
 //!
 //! 1. Throughput: the same generated payments consumed end to end by a speed layer without the
 //!    scorer and by one with it (fresh group and storage each, alternated, best of each kept).
+//!    The events are keyed by the fraud key, as a fraud source's producers key them, or with
+//!    `--spread` sent round-robin: then every partition holds cells of every busy key, and a
+//!    score visits each of them.
 //! 2. Produce to alert on `GET /v1/fraud/alerts` (`text/event-stream`): while background payments
 //!    are ingested, fraud-like bursts of fresh cards (many merchants, large amounts, seconds
 //!    apart) are produced to partition 0 one event at a time; each alert that arrives names its
@@ -24,7 +27,7 @@ use braid_store::LocalStorage;
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, Producer as _};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::bench_serve::{RequestOf, Stats, fast_fetch, load, send, send_spread, start_ready};
@@ -42,6 +45,8 @@ pub struct Options {
     pub seconds: u64,
     /// Background events per second during the latency measurements.
     pub ingest_rate: u64,
+    /// Throughput events round-robin over the partitions, not keyed by the fraud key.
+    pub spread: bool,
 }
 
 pub fn run(config: &Config, options: &Options) -> Result<String> {
@@ -50,6 +55,8 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
         .clone()
         .context("the config has no [fraud] section to measure")?;
     let topic = fraud.source.topic.clone();
+    // Metrics recorded as `braid run` records them, with and without scoring.
+    braid_serving::install_metrics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -75,7 +82,13 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     // Recent event times, so the velocity windows hold real neighbours.
     let start_ms = chrono::Utc::now().timestamp_millis() - options.events as i64;
     let mut payments = Payments::new(5, start_ms, PaymentsShape::default());
-    send_spread(&producer, &topic, partitions, &mut payments, options.events)?;
+    let layout = if options.spread {
+        send_spread(&producer, &topic, partitions, &mut payments, options.events)?;
+        "spread round-robin over the partitions".to_owned()
+    } else {
+        send_keyed(&producer, &topic, &fraud.key, &mut payments, options.events)?;
+        format!("keyed by {}", fraud.key)
+    };
     let (mut plain, mut scored) = (0.0f64, 0.0f64);
     let mut alerts = 0;
     for round in 0..options.rounds.max(1) {
@@ -104,7 +117,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     }
     let _ = writeln!(
         report,
-        "  speed layer end to end, {} events, best of {}: {:.0} events/s without scoring, {:.0} events/s scoring every event ({alerts} alerts raised): {:.1}% slower",
+        "  speed layer end to end, {} events {layout} over {partitions} partitions, best of {}: {:.0} events/s without scoring, {:.0} events/s scoring every event ({alerts} alerts raised): {:.1}% slower",
         options.events,
         options.rounds.max(1),
         plain,
@@ -187,6 +200,34 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     runtime.block_on(server.join())?;
     speed.join()?;
     Ok(report)
+}
+
+/// Produces `n` generated payments with the fraud key's value as the Kafka key, so the
+/// producer's partitioner keeps each key's events in one partition, as producers of a fraud
+/// source do (it also orders each key's events).
+fn send_keyed(
+    producer: &BaseProducer,
+    topic: &str,
+    key_field: &str,
+    payments: &mut Payments,
+    n: usize,
+) -> Result<()> {
+    for _ in 0..n {
+        let event = payments.next_event();
+        let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&event)?;
+        let key = match fields.get(key_field) {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+            None => bail!("generated payments have no field {key_field:?} to key them by"),
+        };
+        let mut record = BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&event);
+        while let Err((_, back)) = producer.send(record) {
+            producer.poll(Duration::from_millis(5));
+            record = back;
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(())
 }
 
 /// A speed layer handing every applied event of the fraud source to an [`AlertScorer`].

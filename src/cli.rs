@@ -161,6 +161,10 @@ pub enum BenchTarget {
         /// Background events per second during the latency measurements.
         #[arg(long, default_value_t = 2_000)]
         ingest_rate: u64,
+        /// Spread the throughput events round-robin over the partitions instead of keying them
+        /// by the fraud key: every partition then holds cells of every busy key (the worst case).
+        #[arg(long)]
+        spread: bool,
     },
     /// The audit endpoints over a generated archive: lineage of a cell, pages of 1,000 events,
     /// an as-of answer over one day, and a `view_*` SQL aggregate against `GET /v1/views`.

@@ -136,9 +136,11 @@ fn bench(target: BenchTarget) -> ExitCode {
             rate,
             seconds,
             ingest_rate,
+            spread,
         } => match load(config.as_deref()) {
             Ok(config) => {
                 let options = bench_fraud::Options {
+                    spread,
                     events: events.max(1),
                     rounds: rounds.max(1),
                     bursts: bursts.max(1),

@@ -6,7 +6,7 @@
 //! alert handed over is logged and durable: a checkpoint never covers an event whose alert is
 //! not.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -341,44 +341,44 @@ impl EventScorer for AlertScorer {
             snapshot: &self.snapshot,
             speed: Some(speed.as_ref()),
         };
-        crate::metrics::fraud_queue_depth(events.len());
-        let mut raised = Vec::new();
+        // Looked up once per run, not per event.
+        let meters = crate::metrics::AppliedScoring::new();
+        meters.queue_depth(events.len());
         let slot = fraud.key_slot;
         fn key_of(e: &Event, slot: usize) -> Option<&Value> {
             e.values.get(slot).filter(|v| !v.is_null())
         }
-        // The run's events so far, by key: what each event's features add to the views.
-        let mut earlier: HashMap<&Value, Vec<&Event>> = HashMap::new();
-        for (i, (event, &offset)) in events.iter().zip(offsets).enumerate() {
-            crate::metrics::fraud_queue_depth(events.len() - i);
-            let Some(key) = key_of(event, slot) else {
-                crate::metrics::fraud_unscored("no_key");
-                continue;
-            };
-            let prior = earlier.entry(key).or_default();
-            let started = Instant::now();
-            let now = chrono::Utc::now().timestamp_millis();
-            let (score, features) = self
-                .runtime
-                .block_on(crate::fraud::score(
-                    sources,
-                    fraud,
-                    event,
-                    prior,
-                    (false, now),
-                ))
-                .map_err(|e| e.to_string())?;
-            prior.push(event);
-            crate::metrics::scored_applied(started.elapsed());
-            if score.alert {
-                raised.push(self.alert(tp, offset, event, &score, &features.values));
+        // One runtime entry for the whole run.
+        let raised = self.runtime.block_on(async {
+            let mut raised = Vec::new();
+            // The run's events so far, by key: what each event's features add to the views.
+            let mut earlier: FxHashMap<&Value, Vec<&Event>> = FxHashMap::default();
+            for (i, (event, &offset)) in events.iter().zip(offsets).enumerate() {
+                meters.queue_depth(events.len() - i);
+                let Some(key) = key_of(event, slot) else {
+                    crate::metrics::fraud_unscored("no_key");
+                    continue;
+                };
+                let prior = earlier.entry(key).or_default();
+                let started = Instant::now();
+                let now = chrono::Utc::now().timestamp_millis();
+                let (score, features) =
+                    crate::fraud::score(sources, fraud, event, prior, (false, now))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                prior.push(event);
+                meters.scored(started.elapsed());
+                if score.alert {
+                    raised.push(self.alert(tp, offset, event, &score, &features.values));
+                }
             }
-        }
+            Ok::<_, String>(raised)
+        })?;
         // Logged by the log thread; the flush before the checkpoint waits for it.
         if !raised.is_empty() {
             self.send(LogJob::Raise(tp.clone(), raised))?;
         }
-        crate::metrics::fraud_queue_depth(0);
+        meters.queue_depth(0);
         Ok(())
     }
 

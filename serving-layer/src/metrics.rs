@@ -63,16 +63,35 @@ pub fn scored_on_demand(elapsed: Duration, alert: bool) {
         .record(elapsed.as_secs_f64());
 }
 
-/// Events handed to the scorer and not yet scored.
-pub fn fraud_queue_depth(events: usize) {
-    metrics::gauge!("braid_fraud_queue_depth").set(events as f64);
+/// The series of scoring applied events, looked up once for a run of events.
+pub struct AppliedScoring {
+    queue_depth: metrics::Gauge,
+    scored: metrics::Counter,
+    duration: metrics::Histogram,
 }
 
-/// One applied event scored.
-pub fn scored_applied(elapsed: Duration) {
-    metrics::counter!("braid_fraud_scored_total", "mode" => "applied").increment(1);
-    metrics::histogram!("braid_fraud_scoring_duration_seconds", "mode" => "applied")
-        .record(elapsed.as_secs_f64());
+impl AppliedScoring {
+    pub fn new() -> Self {
+        Self {
+            queue_depth: metrics::gauge!("braid_fraud_queue_depth"),
+            scored: metrics::counter!("braid_fraud_scored_total", "mode" => "applied"),
+            duration: metrics::histogram!(
+                "braid_fraud_scoring_duration_seconds",
+                "mode" => "applied"
+            ),
+        }
+    }
+
+    /// Events handed to the scorer and not yet scored.
+    pub fn queue_depth(&self, events: usize) {
+        self.queue_depth.set(events as f64);
+    }
+
+    /// One applied event scored.
+    pub fn scored(&self, elapsed: Duration) {
+        self.scored.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
 }
 
 /// An applied event that could not be scored, and why (a bounded code).
@@ -88,7 +107,7 @@ pub fn register_scorer(rules: &[String]) {
     for rule in rules {
         metrics::counter!("braid_fraud_rule_alerts_total", "rule" => rule.clone()).increment(0);
     }
-    fraud_queue_depth(0);
+    AppliedScoring::new().queue_depth(0);
 }
 
 /// A new alert, counted once per rule that fired.

@@ -452,18 +452,29 @@ impl ViewState {
         let Some(listed) = keys.0.get(&key.hash) else {
             return Ok(());
         };
+        let mut visit_bucket =
+            |bucket_ms: i64| match self.buckets.get(&bucket_ms).and_then(|c| c.get(&key.group)) {
+                Some(states) => visit(bucket_ms, states),
+                None => Ok(()),
+            };
+        let window = from_ms..to_ms;
+        // Cells are mostly added in bucket order: then the list is visited as it is.
+        if listed.is_sorted_by(|a, b| a < b) {
+            for &bucket_ms in listed.iter().filter(|b| window.contains(b)) {
+                visit_bucket(bucket_ms)?;
+            }
+            return Ok(());
+        }
         let mut buckets: Vec<i64> = listed
             .iter()
             .copied()
-            .filter(|b| (from_ms..to_ms).contains(b))
+            .filter(|b| window.contains(b))
             .collect();
         buckets.sort_unstable();
         // Two keys of one hash in one bucket list it twice.
         buckets.dedup();
         for bucket_ms in buckets {
-            if let Some(states) = self.buckets.get(&bucket_ms).and_then(|c| c.get(&key.group)) {
-                visit(bucket_ms, states)?;
-            }
+            visit_bucket(bucket_ms)?;
         }
         Ok(())
     }
