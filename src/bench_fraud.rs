@@ -84,7 +84,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     let mut payments = Payments::new(5, start_ms, PaymentsShape::default());
     let layout = if options.spread {
         send_spread(&producer, &topic, partitions, &mut payments, options.events)?;
-        "spread round-robin over the partitions".to_owned()
+        "round-robin".to_owned()
     } else {
         send_keyed(&producer, &topic, &fraud.key, &mut payments, options.events)?;
         format!("keyed by {}", fraud.key)

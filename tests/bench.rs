@@ -79,11 +79,20 @@ fn bench_fraud_times_every_alert_of_its_bursts() {
             .unwrap_or_else(|| panic!("{start} missing in\n{stdout}"))
             .to_owned()
     };
-    let throughput = line("speed layer end to end, 20000 events");
+    let throughput =
+        line("speed layer end to end, 20000 events keyed by card_id over 2 partitions");
     assert!(
         throughput.contains("events/s scoring every event"),
         "{throughput}"
     );
+    // The generator's fraud-like bursts alert in the throughput run too.
+    let raised: usize = throughput
+        .split(" alerts raised")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no alert count in {throughput}"));
+    assert!(raised > 0, "{throughput}");
     // The example's rules alert from the 8th payment of a burst on: 5 of each burst's 12.
     for start in [
         "produced -> alert logged",
