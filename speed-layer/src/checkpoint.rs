@@ -6,7 +6,10 @@
 //! single-file log, which a restore migrates.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use braid_store::checkpoint::{Unframed, frame, unframe};
 use braid_store::layout;
@@ -16,6 +19,7 @@ use braid_shared::{TopicPartition, ViewState};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::metrics;
 use crate::state::{PartitionState, Progress, Segment, Shared};
 use braid_kafka::TopicPlan;
 
@@ -157,11 +161,34 @@ pub(crate) fn decode(
     })
 }
 
-/// Writes a partition's checkpoint durably, over the version this owner holds, after making
-/// its rejected log durable. Returns the bytes written.
-pub(crate) fn write(shared: &Shared, plan: &TopicPlan, state: &PartitionState) -> Result<usize> {
-    let (storage, segment_size) = (shared.storage.as_ref(), shared.segment_size);
-    // The alerts of the events this checkpoint covers are durable before it is.
+/// A partition's checkpoint, encoded and not yet written.
+pub(crate) struct Taken {
+    pub bytes: Vec<u8>,
+    /// The offset the checkpoint resumes from.
+    pub next_offset: i64,
+}
+
+/// Takes a partition's checkpoint after making its rejected log durable: the events applied so
+/// far count as checkpointed from here on.
+pub(crate) fn take(plan: &TopicPlan, state: &PartitionState, segment_size: i64) -> Result<Taken> {
+    // The writer lock keeps the consumer out while the checkpoint is taken.
+    let mut writer = state
+        .writer
+        .lock()
+        .map_err(|_| Error::Internal(format!("state of {} is unusable after a panic", state.tp)))?;
+    let rejected_chunks = writer.rejected.sync()?;
+    let bytes = encode(plan, state, segment_size, rejected_chunks);
+    writer.pending = 0;
+    Ok(Taken {
+        bytes,
+        next_offset: state.progress().next_offset,
+    })
+}
+
+/// Writes a taken checkpoint durably, over the version this owner holds.
+pub(crate) fn persist(shared: &Shared, state: &PartitionState, taken: &Taken) -> Result<()> {
+    // The alerts of the events this checkpoint covers were handed over before it was taken:
+    // they are durable before it is.
     if let Some(scoring) = &shared.scoring {
         scoring.scorer.flush().map_err(|why| {
             Error::Internal(format!(
@@ -170,18 +197,159 @@ pub(crate) fn write(shared: &Shared, plan: &TopicPlan, state: &PartitionState) -
             ))
         })?;
     }
-    // The writer lock keeps the consumer out while the checkpoint is taken.
-    let mut writer = state
-        .writer
+    let mut held = state
+        .checkpoint
         .lock()
         .map_err(|_| Error::Internal(format!("state of {} is unusable after a panic", state.tp)))?;
-    let rejected_chunks = writer.rejected.sync()?;
-    let bytes = encode(plan, state, segment_size, rejected_chunks);
     let key = layout::speed_checkpoint(&state.tp.topic, state.tp.partition);
-    let version = braid_store::storage::put_over(storage, &key, &bytes, writer.checkpoint.as_ref())
-        .map_err(braid_store::Error::from)?
-        .ok_or(braid_store::Error::Conflict { key })?;
-    writer.checkpoint = Some(version);
-    writer.pending = 0;
-    Ok(bytes.len())
+    let version =
+        braid_store::storage::put_over(shared.storage.as_ref(), &key, &taken.bytes, held.as_ref())
+            .map_err(braid_store::Error::from)?
+            .ok_or(braid_store::Error::Conflict { key })?;
+    *held = Some(version);
+    Ok(())
+}
+
+/// Takes and writes a partition's checkpoint now. Returns the bytes written.
+pub(crate) fn write(shared: &Shared, plan: &TopicPlan, state: &PartitionState) -> Result<usize> {
+    let taken = take(plan, state, shared.segment_size)?;
+    persist(shared, state, &taken)?;
+    Ok(taken.bytes.len())
+}
+
+/// Writes checkpoints taken on the consumer thread on a thread of its own, in the order they
+/// were taken, so that a slow file sync or object store write never holds up applying events
+/// (a 1 MB checkpoint's sync sometimes takes over 100 ms on a busy disk).
+pub(crate) struct Background {
+    jobs: Option<SyncSender<Job>>,
+    outcome: Arc<(Mutex<Outcome>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Job {
+    state: Arc<PartitionState>,
+    taken: Taken,
+    started: Instant,
+}
+
+#[derive(Default)]
+struct Outcome {
+    /// Checkpoints written since last reported: partition and the offset each resumes from.
+    written: Vec<(TopicPartition, i64)>,
+    /// The first write that failed since last reported.
+    failed: Option<Error>,
+    in_flight: usize,
+}
+
+/// Checkpoints handed over and not yet written, at most: the consumer takes no new one of a
+/// partition whose previous one is still being written.
+const BACKGROUND_QUEUE: usize = 256;
+
+impl Background {
+    pub fn start(shared: Arc<Shared>) -> Result<Self> {
+        let (send, jobs) = sync_channel::<Job>(BACKGROUND_QUEUE);
+        let outcome = Arc::new((Mutex::new(Outcome::default()), Condvar::new()));
+        let reported = Arc::clone(&outcome);
+        let thread = std::thread::Builder::new()
+            .name("braid-checkpoint".to_owned())
+            .spawn(move || {
+                for job in jobs {
+                    let result = persist(&shared, &job.state, &job.taken);
+                    metrics::checkpoint(job.started.elapsed().as_secs_f64(), job.taken.bytes.len());
+                    job.state.writing.store(false, Ordering::Release);
+                    let (lock, done) = &*reported;
+                    if let Ok(mut outcome) = lock.lock() {
+                        outcome.in_flight -= 1;
+                        match result {
+                            Ok(()) => outcome
+                                .written
+                                .push((job.state.tp.clone(), job.taken.next_offset)),
+                            Err(error) => {
+                                outcome.failed.get_or_insert(error);
+                            }
+                        }
+                    }
+                    done.notify_all();
+                }
+            })
+            .map_err(Error::io("the checkpoint writer thread"))?;
+        Ok(Self {
+            jobs: Some(send),
+            outcome,
+            thread: Some(thread),
+        })
+    }
+
+    /// Takes a partition's checkpoint and hands it to the writer thread, unless the previous
+    /// one is still being written (then the events stay pending for the next round).
+    pub fn submit(
+        &self,
+        plan: &TopicPlan,
+        state: &Arc<PartitionState>,
+        segment_size: i64,
+    ) -> Result<()> {
+        if state.writing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let taken = match take(plan, state, segment_size) {
+            Ok(taken) => taken,
+            Err(error) => {
+                state.writing.store(false, Ordering::Release);
+                return Err(error);
+            }
+        };
+        self.lock()?.in_flight += 1;
+        let job = Job {
+            state: Arc::clone(state),
+            taken,
+            started,
+        };
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(Error::Internal(
+                "the checkpoint writer thread has stopped".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The checkpoints written since the last call, or the first write that failed.
+    pub fn written(&self) -> Result<Vec<(TopicPartition, i64)>> {
+        let mut outcome = self.lock()?;
+        match outcome.failed.take() {
+            Some(error) => Err(error),
+            None => Ok(std::mem::take(&mut outcome.written)),
+        }
+    }
+
+    /// Waits until every checkpoint handed over is written; then as [`Background::written`].
+    pub fn wait(&self) -> Result<Vec<(TopicPartition, i64)>> {
+        let (_, done) = &*self.outcome;
+        let mut outcome = self.lock()?;
+        while outcome.in_flight > 0 {
+            outcome = done
+                .wait(outcome)
+                .map_err(|_| Error::Internal("the checkpoint writer panicked".to_owned()))?;
+        }
+        drop(outcome);
+        self.written()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Outcome>> {
+        self.outcome
+            .0
+            .lock()
+            .map_err(|_| Error::Internal("the checkpoint writer panicked".to_owned()))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // The thread ends after the checkpoints queued.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! Segments let a published batch coverage drop exactly the events it includes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use braid_shared::RejectedRecord;
@@ -55,10 +55,7 @@ impl Progress {
 /// What only the consumer thread touches.
 pub(crate) struct Writer {
     pub rejected: RejectedLog,
-    /// The version of the partition's checkpoint this owner read or wrote last; a checkpoint
-    /// is written only over it, so an owner that lost the partition is refused.
-    pub checkpoint: Option<Version>,
-    /// Events applied since the last checkpoint.
+    /// Events applied since the last checkpoint was taken.
     pub pending: u64,
 }
 
@@ -71,6 +68,12 @@ pub(crate) struct PartitionState {
     /// Segment index -> segment. Only the newest segment changes.
     pub segments: RwLock<BTreeMap<i64, Arc<RwLock<Segment>>>>,
     pub writer: Mutex<Writer>,
+    /// The version of the partition's checkpoint this owner read or wrote last; a checkpoint
+    /// is written only over it, so an owner that lost the partition is refused. Apart from
+    /// `writer`: a checkpoint is written while the consumer goes on applying.
+    pub checkpoint: Mutex<Option<Version>>,
+    /// A checkpoint of this partition is handed to the background writer and not written yet.
+    pub writing: AtomicBool,
     /// Kafka timestamp of the newest message applied (0: none yet).
     pub last_message_ms: AtomicI64,
 }
@@ -94,9 +97,10 @@ impl PartitionState {
             ),
             writer: Mutex::new(Writer {
                 rejected,
-                checkpoint,
                 pending: 0,
             }),
+            checkpoint: Mutex::new(checkpoint),
+            writing: AtomicBool::new(false),
             last_message_ms: AtomicI64::new(0),
         }
     }
@@ -832,5 +836,27 @@ n = "count"
         let restored =
             crate::checkpoint::decode(plan, &tp, shared.segment_size, &kept.bytes).unwrap();
         assert_eq!(restored.progress.next_offset, 20);
+
+        // The same through the background writer, as the consumer checkpoints on schedule.
+        let background = crate::checkpoint::Background::start(Arc::clone(&shared)).unwrap();
+        let successor = Arc::new(successor);
+        successor
+            .apply(plan, &messages(20..25), 10, 0, None)
+            .unwrap();
+        background.submit(plan, &successor, 10).unwrap();
+        assert_eq!(background.wait().unwrap(), vec![(tp.clone(), 25)]);
+        assert_eq!(successor.pending(), 0);
+        let written = shared.storage.get(&key).unwrap().unwrap();
+        let restored =
+            crate::checkpoint::decode(plan, &tp, shared.segment_size, &written.bytes).unwrap();
+        assert_eq!(restored.progress.next_offset, 25);
+        // The zombie's is refused off the consumer thread too, and the refusal is reported.
+        let zombie = Arc::new(zombie);
+        zombie.apply(plan, &messages(30..30), 10, 0, None).unwrap();
+        background.submit(plan, &zombie, 10).unwrap();
+        assert!(background.wait().is_err(), "a zombie overwrote the checkpoint");
+        assert_eq!(shared.storage.get(&key).unwrap().unwrap().bytes, written.bytes);
+        // Nothing is reported twice.
+        assert_eq!(background.written().unwrap(), vec![]);
     }
 }

@@ -64,8 +64,10 @@ impl SpeedLayer {
             lag: RwLock::new(BTreeMap::new()),
         });
         let topics = config.topics();
+        let background = Arc::new(checkpoint::Background::start(Arc::clone(&shared))?);
         let worker = SpeedWorker {
             shared: Arc::clone(&shared),
+            background: Arc::clone(&background),
             checkpoint_interval: config.speed.checkpoint_interval.0,
             checkpoint_events: config.speed.checkpoint_events,
             last_checkpoint: Instant::now(),
@@ -77,6 +79,7 @@ impl SpeedLayer {
             &topics,
             Arc::new(SpeedPartitions {
                 shared: Arc::clone(&shared),
+                background,
             }),
             worker,
             config.speed.max_batch,
@@ -114,6 +117,8 @@ fn read_coverage(storage: &dyn Storage, segment_size: i64) -> Result<Coverage> {
 
 struct SpeedWorker {
     shared: Arc<Shared>,
+    /// Writes the checkpoints taken on schedule, off the consumer thread.
+    background: Arc<checkpoint::Background>,
     checkpoint_interval: Duration,
     checkpoint_events: u64,
     last_checkpoint: Instant,
@@ -167,12 +172,19 @@ impl braid_kafka::Worker for SpeedWorker {
     fn tick(&mut self) -> Result<Commit> {
         let shared = &self.shared;
         let pending: u64 = shared.assigned().iter().map(|(_, s)| s.pending()).sum();
-        let mut commit = Commit::new();
+        // What the writer thread made durable since the last tick.
+        let commit = self.background.written()?;
         crate::state::list_due_rejections(shared)?;
         if pending >= self.checkpoint_events
             || (pending > 0 && self.last_checkpoint.elapsed() >= self.checkpoint_interval)
         {
-            commit = checkpoint_all(shared)?;
+            for (tp, state) in shared.assigned() {
+                if let Some(plan) = shared.plan.topic(&tp.topic)
+                    && state.pending() > 0
+                {
+                    self.background.submit(plan, &state, shared.segment_size)?;
+                }
+            }
             self.last_checkpoint = Instant::now();
         }
         if self.last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
@@ -184,11 +196,13 @@ impl braid_kafka::Worker for SpeedWorker {
 
     /// Makes everything applied durable, whether the loop was cancelled or failed.
     fn finish(&mut self, _clean: bool) -> Result<Commit> {
-        checkpoint_all(&self.shared)
+        let mut commit = self.background.wait()?;
+        commit.extend(checkpoint_all(&self.shared)?);
+        Ok(commit)
     }
 }
 
-/// Checkpoints every partition with unsaved events; returns their offsets for Kafka.
+/// Checkpoints every partition with unsaved events now; returns their offsets for Kafka.
 fn checkpoint_all(shared: &Shared) -> Result<Commit> {
     let mut commit = Commit::new();
     for (tp, state) in shared.assigned() {

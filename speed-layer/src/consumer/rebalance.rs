@@ -16,6 +16,8 @@ use crate::state::{PartitionState, Progress, Shared};
 
 pub(crate) struct SpeedPartitions {
     pub shared: Arc<Shared>,
+    /// Checkpoints being written: a released partition's last one is written after them.
+    pub background: Arc<checkpoint::Background>,
 }
 
 impl braid_kafka::Partitions for SpeedPartitions {
@@ -107,6 +109,7 @@ impl braid_kafka::Partitions for SpeedPartitions {
         let (Some(state), Some(plan)) = (removed, shared.plan.topic(&tp.topic)) else {
             return Ok(());
         };
+        self.background.wait()?;
         checkpoint::write(shared, plan, &state)?;
         let next_offset = state.progress().next_offset;
         tracing::info!(partition = %tp, next_offset, "partition released");
