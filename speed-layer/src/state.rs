@@ -854,8 +854,14 @@ n = "count"
         let zombie = Arc::new(zombie);
         zombie.apply(plan, &messages(30..30), 10, 0, None).unwrap();
         background.submit(plan, &zombie, 10).unwrap();
-        assert!(background.wait().is_err(), "a zombie overwrote the checkpoint");
-        assert_eq!(shared.storage.get(&key).unwrap().unwrap().bytes, written.bytes);
+        assert!(
+            background.wait().is_err(),
+            "a zombie overwrote the checkpoint"
+        );
+        assert_eq!(
+            shared.storage.get(&key).unwrap().unwrap().bytes,
+            written.bytes
+        );
         // Nothing is reported twice.
         assert_eq!(background.written().unwrap(), vec![]);
     }
