@@ -7,6 +7,12 @@
 //! measured open-loop from each request's scheduled send time, so a stall counts in full.
 //! With `pin`, the API's runtime runs on one core and the load generator on another (thread
 //! affinity), so the client does not take the server's CPU.
+//!
+//! With `peers`, the in-process speed layer then stops (its last checkpoint hands its partitions
+//! over), two speed instances in its consumer group take them up and answer on their own
+//! listen addresses, and the point queries run again, at the same rate, through a serving
+//! instance that gathers the speed cells from both over HTTP, as `braid run --layers serve`
+//! with `serve.speed_peers` does.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -41,6 +47,8 @@ pub struct Options {
     pub freshness_samples: usize,
     /// The API on the first core, the load generator on the second.
     pub pin: bool,
+    /// Point queries again through two speed peers over HTTP.
+    pub peers: bool,
 }
 
 /// The cores the server and the load generator are pinned to, when pinning.
@@ -108,7 +116,9 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     if record.error.is_some() {
         bail!("batch run failed: {:?}", record.error);
     }
-    let speed = SpeedLayer::start(&config, cancel.clone())?;
+    // The in-process speed layer and its API stop before the speed peers take over.
+    let in_process = cancel.child_token();
+    let speed = SpeedLayer::start(&config, in_process.clone())?;
 
     let pinning = options.pin.then(Pinning::new).transpose()?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -124,8 +134,9 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
         speed: Some(Arc::new(speed.handle())),
         ..Backends::default()
     };
-    let server = start_ready(&runtime, &config, backends, &cancel)?;
+    let server = start_ready(&runtime, &config, backends, &in_process)?;
     let addr = server.addr();
+    let mut local = Some((server, speed));
 
     // Live ingest in the background for the whole measurement.
     let ingest_stop = CancellationToken::new();
@@ -200,13 +211,16 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     if config.fraud.is_some() {
         kinds.push(("POST /v1/fraud/score (one card)", &score, range_rate));
     }
+    let measure = |addr: SocketAddr, path: &RequestOf<'_>, rate: u64| match &pinning {
+        None => runtime.block_on(load(addr, path, rate, options.seconds)),
+        Some(pinning) => load_pinned(pinning.client, addr, path, rate, options.seconds),
+    };
+    let mut in_process_point = None;
     for (name, path, rate) in kinds {
         eprintln!("bench serve: measuring {name} at {rate} requests/s");
-        let stats = match &pinning {
-            None => runtime.block_on(load(addr, path, rate, options.seconds))?,
-            Some(pinning) => load_pinned(pinning.client, addr, path, rate, options.seconds)?,
-        };
+        let stats = measure(addr, path, rate)?;
         let _ = writeln!(report, "  {name}, {rate} requests/s: {stats}");
+        in_process_point.get_or_insert((stats.p50, stats.p99));
     }
     eprintln!("bench serve: measuring freshness");
     let freshness = runtime.block_on(freshness(
@@ -219,16 +233,117 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
         report,
         "  freshness (produce -> visible in a merged answer): {freshness}"
     );
+    if options.peers {
+        in_process.cancel();
+        if let Some((server, speed)) = local.take() {
+            runtime.block_on(server.join())?;
+            speed.join()?;
+        }
+        let peers = SpeedPeers::start(&config, &cancel)?;
+        let mut remote = config.clone();
+        remote.serve.speed_peers = peers.addrs.iter().map(ToString::to_string).collect();
+        let backends = Backends {
+            speed: Some(Arc::new(braid_serving::RemoteSpeed::new(Arc::new(
+                remote.clone(),
+            )))),
+            ..Backends::default()
+        };
+        let server = start_ready(&runtime, &remote, backends, &cancel)?;
+        let first = point(0).0;
+        runtime.block_on(peers.complete(server.addr(), &first))?;
+        eprintln!("bench serve: measuring point queries through two speed peers over HTTP");
+        let stats = measure(server.addr(), &point, options.rate)?;
+        let _ = writeln!(
+            report,
+            "  point query (one card, 1 h) through 2 speed peers over HTTP, {} requests/s: {stats}",
+            options.rate
+        );
+        if let Some((p50, p99)) = in_process_point {
+            let added =
+                |over: Duration, base: Duration| (over.as_secs_f64() - base.as_secs_f64()) * 1e3;
+            let _ = writeln!(
+                report,
+                "  added by the speed peers over HTTP: p50 {:+.3} ms, p99 {:+.3} ms",
+                added(stats.p50, p50),
+                added(stats.p99, p99)
+            );
+        }
+        cancel.cancel();
+        runtime.block_on(server.join())?;
+        peers.join()?;
+    }
     ingest_stop.cancel();
     let ingested = ingest
         .join()
         .map_err(|_| anyhow::anyhow!("ingest thread panicked"))??;
     let _ = writeln!(report, "  events ingested during the run: {ingested}");
     cancel.cancel();
-    runtime.block_on(server.join())?;
-    speed.join()?;
+    if let Some((server, speed)) = local.take() {
+        runtime.block_on(server.join())?;
+        speed.join()?;
+    }
     archiver.join()?;
     Ok(report)
+}
+
+/// Two speed instances in one consumer group, each answering serving instances on its own
+/// address, from a runtime of their own (as separate processes would), not the API's.
+struct SpeedPeers {
+    layers: Vec<SpeedLayer>,
+    addrs: Vec<SocketAddr>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl SpeedPeers {
+    fn start(config: &Config, cancel: &CancellationToken) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("braid-bench-peer")
+            .enable_all()
+            .build()?;
+        let (mut layers, mut addrs) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let layer = SpeedLayer::start(config, cancel.clone())?;
+            let reader = Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>;
+            let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            let (addr, _task) =
+                runtime.block_on(braid_serving::serve_speed(listen, reader, cancel.clone()))?;
+            layers.push(layer);
+            addrs.push(addr);
+        }
+        Ok(Self {
+            layers,
+            addrs,
+            runtime,
+        })
+    }
+
+    /// Waits until both instances hold partitions and an answer through them is complete.
+    async fn complete(&self, addr: SocketAddr, path: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let shared = self
+                .layers
+                .iter()
+                .all(|layer| !layer.handle().positions().is_empty());
+            let (status, body) = fetch(addr, path).await?;
+            if shared && status == 200 && body["provenance"]["complete"] == true {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the speed peers never answered completely: {status} {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn join(self) -> Result<()> {
+        for layer in self.layers {
+            layer.join()?;
+        }
+        self.runtime.shutdown_timeout(Duration::from_secs(5));
+        Ok(())
+    }
 }
 
 /// The API over `backends`, once `/readyz` says the speed layer holds every partition.

@@ -136,6 +136,10 @@ pub enum BenchTarget {
         /// Pin the API's runtime to the first core and the load generator to the second.
         #[arg(long)]
         pin: bool,
+        /// Then hand the partitions to two speed instances and time the same point queries
+        /// through a serving instance that gathers from them over HTTP (`serve.speed_peers`).
+        #[arg(long)]
+        peers: bool,
     },
     /// Fraud scoring: the speed layer's throughput with and without scoring every event, produce
     /// to alert on the live stream, and `POST /v1/fraud/score` latency at a fixed rate.

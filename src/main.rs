@@ -114,9 +114,11 @@ fn bench(target: BenchTarget) -> ExitCode {
             ingest_rate,
             freshness_samples,
             pin,
+            peers,
         } => match load(config.as_deref()) {
             Ok(config) => {
                 let options = bench_serve::Options {
+                    peers,
                     history: history.max(1),
                     rate: rate.max(1),
                     seconds: seconds.max(1),

@@ -1,4 +1,4 @@
-//! `braid bench speed`, `braid bench serve` (pinned) and `braid bench fraud` run end to end on
+//! `braid bench speed`, `braid bench serve` (pinned, then through two speed peers) and `braid bench fraud` run end to end on
 //! small sizes and report every measurement. (What they measure is for people to read; these
 //! check the commands work, and that the fraud bench times exactly the alerts its bursts must
 //! raise.)
@@ -106,7 +106,7 @@ fn bench_fraud_times_every_alert_of_its_bursts() {
 }
 
 #[test]
-fn bench_serve_pinned_reports_percentiles_of_every_query_kind() {
+fn bench_serve_pinned_reports_percentiles_of_every_query_kind_in_process_and_through_peers() {
     let stdout = bench(&[
         "serve",
         "--history",
@@ -120,6 +120,7 @@ fn bench_serve_pinned_reports_percentiles_of_every_query_kind() {
         "--freshness-samples",
         "5",
         "--pin",
+        "--peers",
     ]);
     assert!(
         stdout.contains("pinned: the API's runtime on core"),
@@ -132,6 +133,10 @@ fn bench_serve_pinned_reports_percentiles_of_every_query_kind() {
             20,
         ),
         ("POST /v1/fraud/score (one card), 20 requests/s", 20),
+        (
+            "point query (one card, 1 h) through 2 speed peers over HTTP, 200 requests/s",
+            200,
+        ),
     ] {
         let line = stdout
             .lines()
@@ -141,6 +146,10 @@ fn bench_serve_pinned_reports_percentiles_of_every_query_kind() {
         assert!(line.contains(&format!("over {count} (0 failed)")), "{line}");
     }
     assert!(stdout.contains("freshness (produce -> visible in a merged answer)"));
+    assert!(
+        stdout.contains("added by the speed peers over HTTP: p50 "),
+        "{stdout}"
+    );
 }
 
 #[test]
