@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use braid_store::checkpoint::{Unframed, frame, unframe};
 use braid_store::layout;
@@ -307,9 +307,9 @@ impl Background {
         };
         let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
         if !matches!(sent, Some(Ok(()))) {
-            return Err(Error::Internal(
-                "the checkpoint writer thread has stopped".to_owned(),
-            ));
+            self.lock()?.in_flight -= 1;
+            state.writing.store(false, Ordering::Release);
+            return Err(stopped());
         }
         Ok(())
     }
@@ -328,9 +328,15 @@ impl Background {
         let (_, done) = &*self.outcome;
         let mut outcome = self.lock()?;
         while outcome.in_flight > 0 {
+            // A writer thread that died (a panic) leaves checkpoints unwritten: say so rather
+            // than wait for ever.
+            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                return Err(stopped());
+            }
             outcome = done
-                .wait(outcome)
-                .map_err(|_| Error::Internal("the checkpoint writer panicked".to_owned()))?;
+                .wait_timeout(outcome, Duration::from_millis(100))
+                .map_err(|_| Error::Internal("the checkpoint writer panicked".to_owned()))?
+                .0;
         }
         drop(outcome);
         self.written()
@@ -342,6 +348,10 @@ impl Background {
             .lock()
             .map_err(|_| Error::Internal("the checkpoint writer panicked".to_owned()))
     }
+}
+
+fn stopped() -> Error {
+    Error::Internal("the checkpoint writer thread stopped with checkpoints unwritten".to_owned())
 }
 
 impl Drop for Background {
