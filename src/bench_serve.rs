@@ -286,6 +286,9 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     Ok(report)
 }
 
+/// Messages behind the topic's end below which a speed peer counts as caught up.
+const CAUGHT_UP: i64 = 1_000;
+
 /// Two speed instances in one consumer group, each answering serving instances on its own
 /// address, from a runtime of their own (as separate processes would), not the API's.
 struct SpeedPeers {
@@ -296,6 +299,12 @@ struct SpeedPeers {
 
 impl SpeedPeers {
     fn start(config: &Config, cancel: &CancellationToken) -> Result<Self> {
+        // A group of their own: the in-process layer's member is not waited out (the embedded
+        // broker would drop the events behind them meanwhile); they restore from its
+        // checkpoints all the same.
+        let mut config = config.clone();
+        config.kafka.group_id = "braid-bench-serve-peers".to_owned();
+        let config = &config;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("braid-bench-peer")
@@ -318,14 +327,18 @@ impl SpeedPeers {
         })
     }
 
-    /// Waits until both instances hold partitions and an answer through them is complete.
+    /// Waits until both instances hold partitions and have caught up with the topic, and an
+    /// answer through them is complete.
     async fn complete(&self, addr: SocketAddr, path: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let shared = self
-                .layers
-                .iter()
-                .all(|layer| !layer.handle().positions().is_empty());
+            let shared = self.layers.iter().all(|layer| {
+                let handle = layer.handle();
+                let lag = handle.lag();
+                !handle.positions().is_empty()
+                    && lag.len() == handle.positions().len()
+                    && lag.values().all(|&behind| behind < CAUGHT_UP)
+            });
             let (status, body) = fetch(addr, path).await?;
             if shared && status == 200 && body["provenance"]["complete"] == true {
                 return Ok(());
