@@ -30,7 +30,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench_serve::{RequestOf, Stats, fast_fetch, load, send, send_spread, start_ready};
+use crate::bench_serve::{
+    RequestOf, Stats, fast_fetch, load, send, send_record, send_spread, start_ready,
+};
 
 pub struct Options {
     /// Events for each throughput run.
@@ -220,11 +222,10 @@ fn send_keyed(
             Some(other) => other.to_string(),
             None => bail!("generated payments have no field {key_field:?} to key them by"),
         };
-        let mut record = BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&event);
-        while let Err((_, back)) = producer.send(record) {
-            producer.poll(Duration::from_millis(5));
-            record = back;
-        }
+        send_record(
+            producer,
+            BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&event),
+        );
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(())

@@ -334,9 +334,9 @@ impl SpeedPeers {
         loop {
             let shared = self.layers.iter().all(|layer| {
                 let handle = layer.handle();
-                let lag = handle.lag();
-                !handle.positions().is_empty()
-                    && lag.len() == handle.positions().len()
+                let (held, lag) = (handle.positions(), handle.lag());
+                !held.is_empty()
+                    && lag.len() == held.len()
                     && lag.values().all(|&behind| behind < CAUGHT_UP)
             });
             let (status, body) = fetch(addr, path).await?;
@@ -406,17 +406,22 @@ pub(crate) fn send_spread(
 }
 
 pub(crate) fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &[u8]) {
-    let mut record = BaseRecord::<(), [u8]>::to(topic)
-        .partition(partition)
-        .payload(payload);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, back)) => {
-                producer.poll(Duration::from_millis(5));
-                record = back;
-            }
-        }
+    send_record(
+        producer,
+        BaseRecord::<(), [u8]>::to(topic)
+            .partition(partition)
+            .payload(payload),
+    );
+}
+
+/// Sends `record`, waiting for room in the producer's queue while it is full.
+pub(crate) fn send_record<K: rdkafka::message::ToBytes + ?Sized>(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, K, [u8]>,
+) {
+    while let Err((_, back)) = producer.send(record) {
+        producer.poll(Duration::from_millis(5));
+        record = back;
     }
 }
 

@@ -58,7 +58,7 @@ pub(crate) fn encode(
 ) -> Vec<u8> {
     let progress = state.progress();
     let segments = state
-        .segments_from(i64::MIN, 1)
+        .segments()
         .into_iter()
         .filter_map(|(index, segment)| {
             let segment = segment.read().ok()?;

@@ -323,27 +323,18 @@ impl PartitionState {
         }
     }
 
-    /// The segments at or above a coverage offset.
-    pub fn segments_from(
-        &self,
-        covered: i64,
-        segment_size: i64,
-    ) -> Vec<(i64, Arc<RwLock<Segment>>)> {
+    /// Every segment held, by index.
+    pub fn segments(&self) -> Vec<(i64, Arc<RwLock<Segment>>)> {
         self.segments
             .read()
-            .map(|map| {
-                map.iter()
-                    .filter(|&(&segment, _)| segment * segment_size >= covered)
-                    .map(|(&k, s)| (k, Arc::clone(s)))
-                    .collect()
-            })
+            .map(|map| map.iter().map(|(&k, s)| (k, Arc::clone(s))).collect())
             .unwrap_or_default()
     }
 
     /// Number of live cells per view.
     pub fn cells_per_view(&self, views: usize) -> Vec<usize> {
         let mut cells = vec![0; views];
-        for (_, segment) in self.segments_from(i64::MIN, 1) {
+        for (_, segment) in self.segments() {
             let Ok(segment) = segment.read() else {
                 continue;
             };
