@@ -196,6 +196,25 @@ fn wait_compacted(dir: &std::path::Path, topic: &str) {
     });
 }
 
+/// Waits until every partition's archive manifest ends where the log does, so a batch run
+/// covers every event produced so far (rounded down to the segment grid).
+fn wait_archived(dir: &std::path::Path, topic: &str, log: &Log) {
+    wait_for("every event archived", Duration::from_secs(60), || {
+        (0..PARTITIONS).all(|p| {
+            std::fs::read(dir.join(format!("archive/_manifest/{topic}/{p}.json")))
+                .ok()
+                .is_some_and(|bytes| {
+                    let manifest = serde_json::from_slice::<Json>(&bytes).unwrap();
+                    manifest["entries"]
+                        .as_array()
+                        .and_then(|entries| entries.last())
+                        .and_then(|last| last["to"].as_i64())
+                        == Some(log.partitions[p as usize].len() as i64)
+                })
+        })
+    });
+}
+
 fn run_batch(base: &str) -> String {
     let (status, body) = post(&format!("{base}/v1/batch/runs"), "");
     assert_eq!(status, 202, "{body}");
@@ -275,6 +294,7 @@ fn lineage_refolds_to_the_cell_from_speed_batch_and_both_across_swaps_and_compac
     assert_eq!(lineage["speed"]["ranges"].as_array().unwrap().len(), 3);
 
     // Batch (almost) only: a run covers the archive, rounded down to the segment grid.
+    wait_archived(dir.path(), topic, &log);
     let first = run_batch(&base);
     wait_for("the snapshot swapped in", Duration::from_secs(30), || {
         get(&cell.url(&base)).1["batch"]["run_id"] == first.as_str()
@@ -310,6 +330,7 @@ fn lineage_refolds_to_the_cell_from_speed_batch_and_both_across_swaps_and_compac
         std::thread::sleep(Duration::from_millis(300));
     }
     wait_consumed(&base, topic, &log);
+    wait_archived(dir.path(), topic, &log);
     let second = run_batch(&base);
     wait_for(
         "the second snapshot swapped in",
