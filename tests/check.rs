@@ -151,6 +151,14 @@ fn broken_configs_exit_2_naming_the_problem() {
             vec!["view[card_spend].granularity", "\"7s\""],
         ),
         (
+            "reset.toml",
+            example.replace(
+                "group_id = \"braid\"\n",
+                "group_id = \"braid\"\n\n[kafka.config]\n\"auto.offset.reset\" = \"earliest\"\n",
+            ),
+            vec!["kafka.config.\"auto.offset.reset\"", "never a skip"],
+        ),
+        (
             "syntax.toml",
             "[kafka\n".to_owned(),
             vec!["TOML parse error", "syntax.toml"],

@@ -195,3 +195,41 @@ fn merged_answers_are_exact_through_batch_swaps_and_kill_9() {
     assert_eq!(kills, 2);
     braid.stop();
 }
+
+/// A consumer that falls behind the topic's retention stops with the lost offsets named; it
+/// never skips them. The mock broker keeps about 5 MB per partition, so big messages produced
+/// while `braid run` is paused (SIGSTOP) delete the offsets it reads next.
+#[test]
+fn offsets_deleted_while_paused_stop_braid_naming_them() {
+    let world = braid_testkit::fixture(1, "");
+    let (bootstrap, topic) = (world.cluster.bootstrap_servers(), &world.topic);
+    world.produce(&payments(77, 300, 1));
+    let mut braid = Braid::start(&world.path, free_port());
+    braid_testkit::wait_for("every event consumed", Duration::from_secs(60), || {
+        let (_, answer) = get(&format!(
+            "{}/v1/views/card_minute?from=0&to=now%2B3650d&group_by=&limit=1",
+            braid.base
+        ));
+        answer["provenance"]["offsets"][format!("{topic}/0")].as_i64() == Some(300)
+    });
+
+    braid.signal("STOP");
+    let big = vec![
+        braid_testkit::Produced {
+            partition: 0,
+            payload: vec![b'x'; 100_000],
+        };
+        70
+    ];
+    braid_testkit::produce(&braid_testkit::producer(&bootstrap), topic, &big);
+    braid.signal("CONT");
+
+    let status = braid.wait_exit(Duration::from_secs(60));
+    assert!(!status.success(), "{}", braid.log_tail());
+    let log = braid.log_tail();
+    assert!(
+        log.contains(&format!("{topic}/0: the broker deleted offsets 300 to "))
+            && log.contains("Braid never skips events"),
+        "{log}"
+    );
+}

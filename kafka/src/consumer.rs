@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use braid_shared::TopicPartition;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -147,27 +148,35 @@ fn poll_loop<W: Worker>(
         if let Some(error) = consumer.context().take_fatal() {
             return Err(error);
         }
-        poll_batch(consumer, max_batch, &mut held);
+        let reset = poll_batch(consumer, max_batch, &mut held);
         if !held.is_empty() {
             let handled = worker.batch(&held);
             held.clear();
             handled?;
+        }
+        if reset {
+            // Everything polled before the failed fetch is handled: name what was lost.
+            return Err(offsets_lost(consumer).into());
         }
         let commit = worker.tick()?;
         commit_advisory(consumer, &commit);
     }
 }
 
-/// Polls up to `max_batch` messages into `held`, waiting only for the first.
+/// Polls up to `max_batch` messages into `held`, waiting only for the first. Returns whether
+/// a partition's next offset is no longer on the broker (`auto.offset.reset=error`).
 fn poll_batch<'c, P: Partitions>(
     consumer: &'c BaseConsumer<Context<P>>,
     max_batch: usize,
     held: &mut Vec<BorrowedMessage<'c>>,
-) {
+) -> bool {
     let mut timeout = POLL_TIMEOUT;
     while held.len() < max_batch {
         match consumer.poll(timeout) {
             None => break,
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                return true;
+            }
             Some(Err(error)) => {
                 tracing::warn!(%error, "kafka consumer error");
                 break;
@@ -178,6 +187,41 @@ fn poll_batch<'c, P: Partitions>(
             }
         }
     }
+    false
+}
+
+/// Why a fetch found its offset gone: the partition whose next offset the broker no longer
+/// holds, with the range lost, from the consumer's positions and the broker's watermarks.
+fn offsets_lost<P: Partitions>(consumer: &BaseConsumer<Context<P>>) -> Error {
+    let positions = match consumer.position() {
+        Ok(positions) => positions,
+        Err(error) => return Error::Kafka(error),
+    };
+    let partitions = &consumer.context().partitions;
+    for element in positions.elements() {
+        let tp = TopicPartition::new(element.topic().to_owned(), element.partition());
+        // Before a partition's first message the consumer has no position: the layer's is
+        // where it asked to start.
+        let next = match element.offset() {
+            Offset::Offset(next) => next,
+            _ => match partitions.position(&tp) {
+                Some(next) => next,
+                None => continue,
+            },
+        };
+        let Ok(watermarks) =
+            consumer.fetch_watermarks(&tp.topic, tp.partition, crate::context::WATERMARK_TIMEOUT)
+        else {
+            continue;
+        };
+        let (record, path) = partitions.resume_record(&tp);
+        if let Err(error) = crate::context::check_offsets(&tp, next, watermarks, record, &path) {
+            return error;
+        }
+    }
+    Error::Kafka(KafkaError::MessageConsumption(
+        RDKafkaErrorCode::AutoOffsetReset,
+    ))
 }
 
 /// Commits offsets to Kafka, advisory: for lag tools; the layers resume from their own records.

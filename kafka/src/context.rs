@@ -15,7 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::error::{Error, ResumeRecord};
 
-const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a layer does when Kafka hands it a partition or takes one away. Called on the consumer
 /// thread, from inside `poll`.
@@ -39,6 +39,10 @@ pub trait Partitions: Send + Sync + 'static {
 
     /// Messages on the broker past [`Partitions::position`], from librdkafka's statistics.
     fn record_lag(&self, tp: &TopicPartition, lag: i64);
+
+    /// Which of the layer's records decides where it resumes `tp`, and where it is: named
+    /// when the broker no longer has the offsets the layer reads next.
+    fn resume_record(&self, tp: &TopicPartition) -> (ResumeRecord, std::path::PathBuf);
 }
 
 /// Fetches the low and high watermark of one partition (topic, partition).
@@ -52,7 +56,8 @@ pub struct Broker<'a> {
 impl Broker<'_> {
     /// Fails when the broker's log of `tp` ends below `resume`, the offset the layer's own
     /// `record` (at `path`) continues from: the topic was recreated or truncated, and reading
-    /// on would count or archive a different log as if it were the same.
+    /// on would count or archive a different log as if it were the same. Fails as well when the
+    /// log starts above `resume`: the broker deleted events the layer never read.
     pub fn check_resume(
         &self,
         tp: &TopicPartition,
@@ -60,18 +65,38 @@ impl Broker<'_> {
         record: ResumeRecord,
         path: &Path,
     ) -> Result<(), Error> {
-        let (_, high_watermark) = (self.watermarks)(&tp.topic, tp.partition)?;
-        if high_watermark < resume {
-            return Err(Error::OffsetsBehind {
-                tp: tp.clone(),
-                high_watermark,
-                resume,
-                record,
-                path: path.to_owned(),
-            });
-        }
-        Ok(())
+        let (low_watermark, high_watermark) = (self.watermarks)(&tp.topic, tp.partition)?;
+        check_offsets(tp, resume, (low_watermark, high_watermark), record, path)
     }
+}
+
+/// [`Broker::check_resume`] against watermarks already fetched.
+pub(crate) fn check_offsets(
+    tp: &TopicPartition,
+    resume: i64,
+    (low_watermark, high_watermark): (i64, i64),
+    record: ResumeRecord,
+    path: &Path,
+) -> Result<(), Error> {
+    if high_watermark < resume {
+        return Err(Error::OffsetsBehind {
+            tp: tp.clone(),
+            high_watermark,
+            resume,
+            record,
+            path: path.to_owned(),
+        });
+    }
+    if low_watermark > resume {
+        return Err(Error::OffsetsDeleted {
+            tp: tp.clone(),
+            low_watermark,
+            resume,
+            record,
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The consumer's context: the layer's partitions and the slot for a failure inside a callback.

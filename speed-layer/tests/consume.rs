@@ -261,6 +261,71 @@ fn a_recreated_topic_behind_the_checkpoint_stops_the_layer() {
     );
 }
 
+/// Messages big enough that the mock broker, which keeps about 5 MB per partition, deletes the
+/// oldest ones: what a topic's retention does to a consumer that fell behind.
+fn flood(bootstrap: &str, topic: &str) {
+    let big = vec![
+        braid_testkit::Produced {
+            partition: 0,
+            payload: vec![b'x'; 100_000],
+        };
+        70
+    ];
+    produce(&producer(bootstrap), topic, &big);
+}
+
+#[test]
+fn offsets_deleted_before_the_checkpoint_read_them_stop_the_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("payments");
+    let group = unique("group");
+    let cluster = cluster(1);
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let (_, config) = config(&bootstrap, &topic, &group, dir.path(), "");
+    produce(&producer(&bootstrap), &topic, &payments(5, 300, 1));
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    wait_caught_up(&layer.handle(), &topic, &[300], Duration::from_secs(60));
+    cancel.cancel();
+    layer.join().unwrap();
+
+    // While it is stopped, retention deletes the offsets the checkpoint continues from.
+    flood(&bootstrap, &topic);
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let (low, high) = rdkafka::consumer::Consumer::fetch_watermarks(
+        &consumer,
+        &topic,
+        0,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(low > 300 && high == 370, "watermarks {low}..{high}");
+
+    let layer = SpeedLayer::start(&config, CancellationToken::new()).unwrap();
+    let error = layer.join().unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            "{topic}/0: the broker deleted offsets 300 to {}",
+            low - 1
+        )) && error.contains("before the speed layer read them")
+            && error.contains("Braid never skips events"),
+        "{error}"
+    );
+
+    // A layer with nothing read and nothing covered starts at the oldest offset there is.
+    let fresh = tempfile::tempdir().unwrap();
+    let (_, fresh_config) = common::config(&bootstrap, &topic, &unique("group"), fresh.path(), "");
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&fresh_config, cancel.clone()).unwrap();
+    wait_caught_up(&layer.handle(), &topic, &[370], Duration::from_secs(60));
+    cancel.cancel();
+    layer.join().unwrap();
+}
+
 #[test]
 fn two_sources_on_one_topic_each_see_their_own_events() {
     let world = fixture(2, "");

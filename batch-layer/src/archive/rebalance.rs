@@ -73,6 +73,14 @@ impl braid_kafka::Partitions for ArchivePartitions {
             .unwrap_or_default()
     }
 
+    fn resume_record(&self, tp: &TopicPartition) -> (ResumeRecord, std::path::PathBuf) {
+        let key = layout::archive_manifest(&tp.topic, tp.partition);
+        (
+            ResumeRecord::ArchiveManifest,
+            layout::local(&self.shared.dir, &key),
+        )
+    }
+
     /// The archive's end: lag counts what is on the broker and not yet archived.
     fn position(&self, tp: &TopicPartition) -> Option<i64> {
         self.shared

@@ -32,6 +32,7 @@ pub const MANAGED_KAFKA_KEYS: &[&str] = &[
     "group.id",
     "enable.auto.commit",
     "enable.auto.offset.store",
+    "auto.offset.reset",
 ];
 
 /// The file as written: every section with its defaults.
@@ -78,8 +79,9 @@ impl Default for KafkaConfig {
 
 impl KafkaConfig {
     /// The librdkafka settings of a consumer in `group`: the pass-through ones, then Braid's
-    /// (offsets are stored by the layers themselves, never auto-committed), then defaults the
-    /// pass-through ones may override (read from the earliest offset, statistics for lag).
+    /// (offsets are stored by the layers themselves, never auto-committed; an offset the broker
+    /// no longer has is an error, never reset), then defaults the pass-through ones may
+    /// override (statistics for lag).
     pub fn consumer_settings(&self, group: &str) -> Vec<(String, String)> {
         let mut settings: Vec<(String, String)> = self
             .config
@@ -91,13 +93,13 @@ impl KafkaConfig {
             ("group.id", group),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
+            // Every partition starts at an offset its layer chose; one the broker no longer
+            // has stops the layer with the lost range named, never a silent skip.
+            ("auto.offset.reset", "error"),
         ] {
             settings.push((key.to_owned(), value.to_owned()));
         }
-        for (key, value) in [
-            ("auto.offset.reset", "earliest"),
-            ("statistics.interval.ms", "1000"),
-        ] {
+        for (key, value) in [("statistics.interval.ms", "1000")] {
             if !self.config.contains_key(key) {
                 settings.push((key.to_owned(), value.to_owned()));
             }

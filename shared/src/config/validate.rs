@@ -168,7 +168,13 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
         issues.push("kafka.group_id", "is empty");
     }
     for key in file.kafka.config.keys() {
-        if MANAGED_KAFKA_KEYS.contains(&key.as_str()) {
+        if key == "auto.offset.reset" {
+            issues.push(
+                format!("kafka.config.{key:?}"),
+                "is managed by Braid: each layer starts a partition where its own records say, and \
+                 offsets the broker deleted before they were read stop it with an error, never a skip",
+            );
+        } else if MANAGED_KAFKA_KEYS.contains(&key.as_str()) {
             issues.push(
                 format!("kafka.config.{key:?}"),
                 "is managed by Braid (set kafka.brokers / kafka.group_id instead)",

@@ -76,6 +76,12 @@ impl braid_kafka::Partitions for SpeedPartitions {
                 )
             }
             None => {
+                if coverage > 0 {
+                    let pointer = storage
+                        .local_path(layout::SNAPSHOT_POINTER)
+                        .unwrap_or_else(|| layout::SNAPSHOT_POINTER.into());
+                    broker.check_resume(tp, coverage, ResumeRecord::SnapshotCoverage, &pointer)?;
+                }
                 let rejected = RejectedLog::open(
                     Arc::clone(storage),
                     &tp.topic,
@@ -95,7 +101,8 @@ impl braid_kafka::Partitions for SpeedPartitions {
         if let Ok(mut map) = shared.partitions.write() {
             map.insert(tp.clone(), Arc::new(state));
         }
-        Ok(Some(next_offset))
+        // Nothing read and nothing covered: the log's first offset, wherever retention left it.
+        Ok((next_offset > 0).then_some(next_offset))
     }
 
     /// Checkpoints and forgets a partition.
@@ -122,6 +129,16 @@ impl braid_kafka::Partitions for SpeedPartitions {
             .into_iter()
             .map(|(tp, _)| tp)
             .collect()
+    }
+
+    fn resume_record(&self, tp: &TopicPartition) -> (ResumeRecord, std::path::PathBuf) {
+        let key = layout::speed_checkpoint(&tp.topic, tp.partition);
+        let path = self
+            .shared
+            .storage
+            .local_path(&key)
+            .unwrap_or_else(|| key.into());
+        (ResumeRecord::Checkpoint, path)
     }
 
     fn position(&self, tp: &TopicPartition) -> Option<i64> {
