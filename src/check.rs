@@ -18,7 +18,18 @@ pub fn describe(config: &Config) -> String {
     for (key, value) in &kafka.config {
         let _ = writeln!(out, "  {key} = {value}");
     }
-    let _ = writeln!(out, "storage: dir={}", config.storage.dir.display());
+    match &config.storage.url {
+        Some(url) => {
+            let _ = writeln!(
+                out,
+                "storage: url={url} (credentials and endpoint from AWS_*), local cache dir={}",
+                config.storage.dir.display()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "storage: dir={}", config.storage.dir.display());
+        }
+    }
     let batch = &config.batch;
     let _ = writeln!(
         out,

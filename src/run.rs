@@ -86,7 +86,20 @@ pub fn run_layers(
             return ExitCode::FAILURE;
         }
     };
-    let failed = runtime.block_on(supervise(config, layers, cancel.clone(), on_serving));
+    let storage = match braid_store::open(&config.storage) {
+        Ok(storage) => storage,
+        Err(error) => {
+            eprintln!("error: storage: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let failed = runtime.block_on(supervise(
+        config,
+        &storage,
+        layers,
+        cancel.clone(),
+        on_serving,
+    ));
     if failed {
         ExitCode::FAILURE
     } else {
@@ -97,6 +110,7 @@ pub fn run_layers(
 /// Runs the layers as owned tasks of one [`JoinSet`]; returns whether any failed.
 async fn supervise(
     config: &Config,
+    storage: &Arc<dyn braid_store::Storage>,
     layers: &[Layer],
     cancel: CancellationToken,
     on_serving: impl FnOnce(Option<SocketAddr>),
@@ -117,7 +131,7 @@ async fn supervise(
     // One snapshot cache for the API and the fraud scorer.
     let snapshot = Arc::new(braid_serving::SnapshotCache::new(
         Arc::new(config.clone()),
-        Arc::new(braid_store::LocalStorage::new(&config.storage.dir)),
+        Arc::clone(storage),
     ));
     if layers.contains(&Layer::Speed) {
         // Every applied event of the fraud source is scored where the speed layer runs.
@@ -133,7 +147,7 @@ async fn supervise(
         });
         let scorer = braid_serving::AlertScorer::new(
             config.fraud.clone(),
-            Arc::new(braid_store::LocalStorage::new(&config.storage.dir)),
+            Arc::clone(storage),
             Arc::clone(&snapshot),
             tokio::runtime::Handle::current(),
             topic,
@@ -216,9 +230,10 @@ async fn supervise(
     }
     if layers.contains(&Layer::Serve) && batch_control.is_none() {
         // Runs requested here are taken by the batch instance through storage.
-        batch_control = Some(Arc::new(braid_store::StoredRequests::new(Arc::new(
-            braid_store::LocalStorage::new(&config.storage.dir),
-        ))) as Arc<dyn braid_store::BatchControl>);
+        batch_control = Some(
+            Arc::new(braid_store::StoredRequests::new(Arc::clone(storage)))
+                as Arc<dyn braid_store::BatchControl>,
+        );
     }
     let mut serving = None;
     if layers.contains(&Layer::Serve) && !cancel.is_cancelled() {
@@ -228,6 +243,7 @@ async fn supervise(
             metrics,
             snapshot: Some(snapshot),
             alerts_logged,
+            storage: Some(Arc::clone(storage)),
         };
         match Server::start(Arc::new(config.clone()), backends, cancel.clone()).await {
             Ok(server) => {

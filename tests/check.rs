@@ -159,6 +159,17 @@ fn broken_configs_exit_2_naming_the_problem() {
             vec!["kafka.config.\"auto.offset.reset\"", "never a skip"],
         ),
         (
+            "url.toml",
+            example.replace(
+                "dir = \"./braid-data\"",
+                "dir = \"./braid-data\"\nurl = \"https://bucket/x\"",
+            ),
+            vec![
+                "storage.url",
+                "\"https://bucket/x\" is not an s3://bucket/prefix URL",
+            ],
+        ),
+        (
             "syntax.toml",
             "[kafka\n".to_owned(),
             vec!["TOML parse error", "syntax.toml"],

@@ -259,17 +259,19 @@ fn archive(
     flush_rows: usize,
 ) -> Result<()> {
     let ingest_ms = crate::files::now_ms();
+    let storage = braid_store::LocalStorage::new(dir);
+    let token = crate::files::writer_token();
     for i in 0..count {
         let buffer = &mut buffers[i % buffers.len()];
         let offset = buffer.next.unwrap_or(0);
         let payload = generator.next_event();
         buffer.push(topic, offset, &payload, ingest_ms);
         if buffer.messages >= flush_rows {
-            buffer.flush(dir, topic)?;
+            buffer.flush(&storage, &token, topic)?;
         }
     }
     for buffer in buffers {
-        buffer.flush(dir, topic)?;
+        buffer.flush(&storage, &token, topic)?;
     }
     Ok(())
 }

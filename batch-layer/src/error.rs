@@ -33,6 +33,10 @@ pub enum Error {
         covered: i64,
     },
 
+    /// The storage `storage.url` names could not be opened.
+    #[error("opening storage: {0}")]
+    OpenStorage(String),
+
     /// A bug or an earlier panic left the layer unable to go on.
     #[error("internal: {0}")]
     Internal(String),

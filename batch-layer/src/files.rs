@@ -1,61 +1,68 @@
-//! Durable Parquet writes (temp + fsync + rename; the caller syncs the directories) and checked
-//! reads of files a manifest lists.
+//! Parquet files through storage: frames encoded in memory and created once under their key
+//! (durable when the put returns), and checked reads of files a manifest lists.
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::io::Cursor;
 
+use braid_store::Storage;
+use braid_store::storage::Put;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-
-/// Suffix of files being written; a crash leaves them behind and the next start removes them.
-pub const TEMP_SUFFIX: &str = ".tmp";
 
 /// Rows per Parquet row group. Readers skip row groups by their statistics, so an audit page
 /// of 1,000 events by offset decodes about this many rows of a file, not all of it.
 const ROW_GROUP_ROWS: usize = 16_384;
 
-/// Writes `df` to `path` through a temp file and an fsync, then renames it into place. Returns
-/// the file's size. The rename is durable once the caller syncs `path`'s directory.
-pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<u64> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let temp = dir.join(format!(".{name}{TEMP_SUFFIX}"));
-    let mut file = File::create(&temp).map_err(Error::io(&temp))?;
-    ParquetWriter::new(&mut file)
+/// `df` as the bytes of a Parquet file.
+pub fn parquet_bytes(df: &mut DataFrame) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes)
         .with_compression(ParquetCompression::Snappy)
         .with_row_group_size(Some(ROW_GROUP_ROWS))
         .finish(df)?;
-    file.sync_all().map_err(Error::io(&temp))?;
-    let bytes = file.metadata().map_err(Error::io(&temp))?.len();
-    drop(file);
-    fs::rename(&temp, path).map_err(Error::io(path))?;
     Ok(bytes)
 }
 
-/// Syncs every distinct directory of `paths`.
-pub fn sync_dirs<'a>(paths: impl Iterator<Item = &'a Path>) -> Result<()> {
-    let mut dirs: Vec<PathBuf> = paths
-        .filter_map(|p| p.parent().map(Path::to_owned))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        braid_store::storage::sync_dir(&dir).map_err(Error::io(&dir))?;
+/// Creates every file of `files` (key, bytes), durably, in one go. A key that exists already
+/// is an error: file names carry their writer's token, so only a bug reuses one.
+pub fn create_all(storage: &dyn Storage, files: &[(String, Vec<u8>)]) -> Result<()> {
+    let puts = storage
+        .put_all_if_absent(files)
+        .map_err(braid_store::Error::from)?;
+    for ((key, _), put) in files.iter().zip(puts) {
+        if put == Put::Conflict {
+            return Err(Error::Internal(format!(
+                "{key} exists already; another writer used this file name"
+            )));
+        }
     }
     Ok(())
 }
 
-/// Reads a whole Parquet file.
-pub fn read_parquet(path: &Path) -> Result<DataFrame> {
-    let file = File::open(path).map_err(Error::io(path))?;
-    ParquetReader::new(file)
+/// Reads a whole Parquet file that a manifest lists under `key`.
+pub fn read_parquet(storage: &dyn Storage, key: &str) -> Result<DataFrame> {
+    let damaged = |reason: String| Error::ArchiveFile {
+        path: key.into(),
+        reason,
+    };
+    let object = storage
+        .get(key)
+        .map_err(braid_store::Error::from)?
+        .ok_or_else(|| damaged("listed in the manifest but not in storage".to_owned()))?;
+    ParquetReader::new(Cursor::new(object.bytes))
         .finish()
-        .map_err(|e| Error::ArchiveFile {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| damaged(e.to_string()))
+}
+
+/// A token unique to this writer (process and start), put in the names of the files it
+/// writes, so that two writers of one partition (a zombie and its successor) never write
+/// the same key.
+pub fn writer_token() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_i64(now_ms());
+    format!("{:016x}", hasher.finish())
 }
 
 /// Epoch milliseconds now.

@@ -3,8 +3,7 @@
 //! previous snapshot when that is possible), write the snapshot and publish it atomically.
 //! Nothing is published unless every view succeeded; the previous snapshot stays in service.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,14 +16,12 @@ use braid_store::manifest::{
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::files::write_parquet;
+use crate::files::{create_all, parquet_bytes};
 use crate::metrics;
 use braid_store::lease;
 use braid_store::pointer::{pointer_version, publish_pointer, read_pointer};
 use braid_store::recompute::{self, files_between};
-use braid_store::{
-    History, LocalStorage, RunRecord, RunState, Storage, Trigger, ViewRun, layout, now_rfc3339,
-};
+use braid_store::{History, RunRecord, RunState, Storage, Trigger, ViewRun, layout, now_rfc3339};
 
 /// Runs recomputes for one configuration.
 #[derive(Clone)]
@@ -39,7 +36,7 @@ impl BatchRunner {
         for source in &config.sources {
             crate::archive::check_field_names(source)?;
         }
-        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&config.storage.dir));
+        let storage = braid_store::open(&config.storage).map_err(Error::OpenStorage)?;
         Ok(Self {
             config: Arc::new(config.clone()),
             history: History::new(Arc::clone(&storage)),
@@ -49,10 +46,6 @@ impl BatchRunner {
 
     pub fn history(&self) -> &History {
         &self.history
-    }
-
-    fn dir(&self) -> &Path {
-        &self.config.storage.dir
     }
 
     /// Runs one recompute now and returns its record (also when it failed: the record says
@@ -110,9 +103,9 @@ impl BatchRunner {
                 record.error = Some(error.to_string());
                 metrics::run_finished("failed", seconds, record.rows_read);
                 tracing::error!(run = %record.id, %error, "batch run failed; the previous snapshot stays published");
-                let partial = layout::local(self.dir(), &layout::snapshot(&record.id));
-                if partial.exists() {
-                    let _ = std::fs::remove_dir_all(&partial);
+                // Nothing points at the run's files: they go.
+                if let Err(error) = self.remove_run(&record.id) {
+                    tracing::warn!(run = %record.id, %error, "removing the failed run's files failed");
                 }
             }
         }
@@ -128,7 +121,6 @@ impl BatchRunner {
         lease: &lease::Lease,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let dir = self.dir().to_owned();
         let storage = self.storage.as_ref();
         // Published over at the end: a run that another run beat to it fails, never overwrites.
         let pointer_held = pointer_version(storage)?;
@@ -186,7 +178,7 @@ impl BatchRunner {
                 Ok((from, layers)) => (from, layers, None),
                 Err(reason) => (Coverage::default(), Vec::new(), Some(reason)),
             };
-            let files = files_between(&dir, source, &manifests, &from, &coverage);
+            let files = files_between(storage, source, &manifests, (&from, &coverage), None)?;
             let mode = match (&reason, files.is_empty()) {
                 (Some(_), _) => "full",
                 (None, true) => "unchanged",
@@ -245,7 +237,9 @@ impl BatchRunner {
                 let cells = computed.cells.height() as u64;
                 if cells > 0 {
                     let rel = format!("batch/snapshots/{}/{}.parquet", record.id, p.view.name);
-                    let bytes = write_parquet(&dir.join(&rel), &mut computed.cells)?;
+                    let file = parquet_bytes(&mut computed.cells)?;
+                    let bytes = file.len() as u64;
+                    create_all(storage, &[(rel.clone(), file)])?;
                     tracing::debug!(view = %p.view.name, ms = writing.elapsed().as_millis(), bytes, "cells written");
                     p.run.cells_written = cells;
                     p.layers.push(SnapshotLayer {
@@ -282,7 +276,7 @@ impl BatchRunner {
             coverage: coverage.clone(),
             views,
         };
-        // The manifest's write syncs the run directory, and with it the cell files' renames.
+        // The cell files are durable: each put returned.
         let manifest_key = manifest.write(storage)?;
         if cancel.is_cancelled() {
             return Err(Error::Internal("cancelled before publishing".into()));
@@ -317,19 +311,24 @@ impl BatchRunner {
         }
     }
 
-    /// Keeps the newest `keep_snapshots` snapshots and every run directory their layers use.
+    /// Keeps the newest `keep_snapshots` snapshots and every run's files their layers use.
     fn remove_old_snapshots(&self, current: &str) -> Result<()> {
-        let root = self.dir().join("batch").join("snapshots");
-        let mut runs: Vec<String> = std::fs::read_dir(&root)
-            .map_err(Error::io(&root))?
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|name| !name.starts_with('.'))
-            .collect();
-        runs.sort_by(|a, b| b.cmp(a));
+        let storage = self.storage.as_ref();
+        let listed = storage
+            .list(&format!("{}/", layout::SNAPSHOTS))
+            .map_err(braid_store::Error::from)?;
+        let run_of = |key: &str| {
+            key.strip_prefix(layout::SNAPSHOTS)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .and_then(|rest| rest.split('/').next())
+                .map(str::to_owned)
+        };
+        let runs: BTreeSet<String> = listed.iter().filter_map(|l| run_of(&l.key)).collect();
+        let manifests: HashSet<&str> = listed.iter().map(|l| l.key.as_str()).collect();
         let published: Vec<&String> = runs
             .iter()
-            .filter(|r| *r == current || root.join(r).join("manifest.json").exists())
+            .rev()
+            .filter(|r| *r == current || manifests.contains(layout::snapshot_manifest(r).as_str()))
             .filter(|r| r.as_str() <= current)
             .take(self.config.batch.keep_snapshots)
             .collect();
@@ -337,21 +336,37 @@ impl BatchRunner {
         for run in &published {
             keep.insert((*run).clone());
             let key = layout::snapshot_manifest(run);
-            if let Ok(manifest) = SnapshotManifest::read(self.storage.as_ref(), &key) {
+            if let Ok(manifest) = SnapshotManifest::read(storage, &key) {
                 for view in manifest.views.values() {
                     keep.extend(view.layers.iter().map(|l| l.run_id.clone()));
                 }
             }
         }
         for run in runs.iter().filter(|r| !keep.contains(*r)) {
-            // Newer directories belong to no one yet (we hold the run lock, so none is being
+            // Newer runs belong to no one yet (we hold the run lease, so none is being
             // written); older ones are past retention.
             if run.as_str() > current {
                 continue;
             }
-            let path: PathBuf = root.join(run);
-            std::fs::remove_dir_all(&path).map_err(Error::io(&path))?;
+            self.remove_run(run)?;
             tracing::info!(run = %run, "removed an old snapshot");
+        }
+        Ok(())
+    }
+
+    /// Deletes every file of a run's snapshot, its manifest last.
+    fn remove_run(&self, run: &str) -> Result<()> {
+        let storage = self.storage.as_ref();
+        let mut keys: Vec<String> = storage
+            .list(&format!("{}/", layout::snapshot(run)))
+            .map_err(braid_store::Error::from)?
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        let manifest = layout::snapshot_manifest(run);
+        keys.sort_by_key(|k| *k == manifest);
+        for key in keys {
+            storage.delete(&key).map_err(braid_store::Error::from)?;
         }
         Ok(())
     }

@@ -22,6 +22,10 @@ pub enum Error {
 
     #[error("accepting connections: {0}")]
     Accept(std::io::Error),
+
+    /// The storage `storage.url` names could not be opened.
+    #[error("opening storage: {0}")]
+    OpenStorage(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

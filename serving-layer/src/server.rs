@@ -33,9 +33,13 @@ impl Server {
     /// serves until `cancel`.
     pub async fn start(
         config: Arc<Config>,
-        backends: Backends,
+        mut backends: Backends,
         cancel: CancellationToken,
     ) -> Result<Self> {
+        if backends.storage.is_none() {
+            backends.storage =
+                Some(braid_store::open(&config.storage).map_err(Error::OpenStorage)?);
+        }
         let addr = config.serve.listen;
         let listener = TcpListener::bind(addr)
             .await

@@ -25,6 +25,9 @@ pub struct Backends {
     /// Changes when the fraud scorer in this process logs alerts
     /// ([`crate::AlertScorer::logged`]): live alert streams wake at once instead of polling.
     pub alerts_logged: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Where the archive, snapshots and records are read; [`crate::Server::start`] opens the
+    /// configured one when this is `None` (a bare [`AppState`]: the local `storage.dir`).
+    pub storage: Option<Arc<dyn Storage>>,
 }
 
 #[derive(Clone)]
@@ -50,7 +53,10 @@ pub(crate) struct Inner {
 
 impl AppState {
     pub fn new(config: Arc<Config>, backends: Backends) -> Self {
-        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&config.storage.dir));
+        let storage: Arc<dyn Storage> = backends
+            .storage
+            .clone()
+            .unwrap_or_else(|| Arc::new(LocalStorage::new(&config.storage.dir)));
         Self(Arc::new(Inner {
             snapshot: backends.snapshot.clone().unwrap_or_else(|| {
                 Arc::new(SnapshotCache::new(

@@ -17,6 +17,10 @@ pub enum Error {
     #[error("internal: {0}")]
     Internal(String),
 
+    /// The storage `storage.url` names could not be opened.
+    #[error("opening storage: {0}")]
+    OpenStorage(String),
+
     #[error(transparent)]
     Shared(#[from] braid_shared::Error),
 

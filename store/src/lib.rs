@@ -42,4 +42,4 @@ pub use history::{
     BatchControl, History, MAX_RUN_ID_LEN, RunRecord, RunState, StoredRequests, Trigger, ViewRun,
     check_run_id, now_rfc3339,
 };
-pub use storage::{LocalStorage, ObjectStorage, Storage, StorageError, Version};
+pub use storage::{LocalStorage, ObjectStorage, Storage, StorageError, Version, local_root, open};

@@ -70,6 +70,19 @@ pub struct ArchiveFile {
     pub time_range_ms: Option<(i64, i64)>,
 }
 
+impl ArchiveFile {
+    /// The file as a local file, for readers that scan files in place (Polars, DuckDB): remote
+    /// storage downloads it into its cache.
+    pub fn local(&self, storage: &dyn Storage) -> Result<std::path::PathBuf> {
+        storage
+            .local_file(&self.path)?
+            .ok_or_else(|| Error::ArchiveFile {
+                path: self.path.clone().into(),
+                reason: "listed in the manifest but not in storage".to_owned(),
+            })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetiredFile {
     pub path: String,

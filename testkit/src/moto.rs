@@ -66,6 +66,22 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// The `AWS_*` environment of a Braid process that stores on this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "braid-test"),
+            ("AWS_SECRET_ACCESS_KEY", "braid-test"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

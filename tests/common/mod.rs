@@ -33,11 +33,18 @@ pub struct Braid {
     pub base: String,
     log: PathBuf,
     starts: usize,
+    /// Extra environment of the process (`AWS_*` for object storage).
+    env: Vec<(String, String)>,
 }
 
 impl Braid {
     /// Writes `port` into the config at `path` and starts `braid run`.
     pub fn start(path: &Path, port: u16) -> Self {
+        Self::start_with_env(path, port, &[])
+    }
+
+    /// [`Braid::start`] with `env` added to the process's environment (restarts keep it).
+    pub fn start_with_env(path: &Path, port: u16, env: &[(String, String)]) -> Self {
         let text = std::fs::read_to_string(path).unwrap().replace(
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"127.0.0.1:{port}\""),
@@ -45,11 +52,12 @@ impl Braid {
         std::fs::write(path, text).unwrap();
         let log = path.with_file_name("braid.log");
         let mut braid = Self {
-            child: spawn(path, &log),
+            child: spawn(path, &log, env),
             config: path.to_owned(),
             base: format!("http://127.0.0.1:{port}"),
             log,
             starts: 1,
+            env: env.to_vec(),
         };
         braid.wait_ready();
         braid
@@ -81,7 +89,7 @@ impl Braid {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         self.starts += 1;
-        self.child = spawn(&self.config, &self.log);
+        self.child = spawn(&self.config, &self.log, &self.env);
         self.wait_ready();
     }
 
@@ -149,7 +157,7 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
+fn spawn(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -158,6 +166,7 @@ fn spawn(config: &Path, log: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_braid"))
         .args(["run", "--config", config.to_str().unwrap()])
         .env("BRAID_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

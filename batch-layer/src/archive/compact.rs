@@ -3,15 +3,16 @@
 //! retired in the manifest and removed after a grace period, as a run may still be reading them.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use braid_store::Storage;
 use braid_store::manifest::{ArchiveEntry, ArchiveFile, PartitionManifest, RetiredFile};
 use polars::prelude::*;
 
-use super::partition::{file_name, save_manifest};
-use crate::error::{Error, Result};
-use crate::files::{now_ms, read_parquet, sync_dirs, write_parquet};
+use super::partition::{discard_unpublished, file_name};
+use crate::error::Result;
+use crate::files::{create_all, now_ms, parquet_bytes, read_parquet};
 
 /// Most ranges merged at once.
 const MAX_MERGE: usize = 64;
@@ -23,7 +24,8 @@ fn entry_rows(entry: &ArchiveEntry) -> u64 {
 /// Merges the first run of at least `min_entries` consecutive ranges that each hold fewer than
 /// `small_rows` rows (at most `2 * small_rows` rows together). Returns whether it merged.
 pub(crate) fn compact(
-    dir: &Path,
+    storage: &dyn Storage,
+    token: &str,
     manifest: &mut PartitionManifest,
     min_entries: usize,
     small_rows: usize,
@@ -53,7 +55,7 @@ pub(crate) fn compact(
     let merged = &manifest.entries[window.clone()];
     let (from, to) = (merged[0].from, merged[merged.len() - 1].to);
     let tp = manifest.topic_partition();
-    let name = file_name(&tp, from, to);
+    let name = file_name(&tp, from, to, token);
     // Files of one kind, source and directory (the date) become one file.
     let mut groups: BTreeMap<(String, String, String), Vec<&ArchiveFile>> = BTreeMap::new();
     for file in merged.iter().flat_map(|e| &e.files) {
@@ -69,18 +71,17 @@ pub(crate) fn compact(
             .push(file);
     }
     let mut files = Vec::new();
-    let mut written: Vec<PathBuf> = Vec::new();
+    let mut written: Vec<(String, Vec<u8>)> = Vec::new();
     for ((_, source, parent), parts) in groups {
         let mut frame: Option<DataFrame> = None;
         for part in &parts {
-            let df = read_parquet(&dir.join(&part.path))?;
+            let df = read_parquet(storage, &part.path)?;
             match &mut frame {
                 None => frame = Some(df),
                 Some(all) => {
                     if let Err(error) = all.vstack_mut(&df) {
                         // A schema change between ranges: leave them as they are.
                         tracing::warn!(%error, partition = %tp, "ranges not compacted: their files differ in schema");
-                        remove_all(&written);
                         return Ok(false);
                     }
                 }
@@ -89,14 +90,7 @@ pub(crate) fn compact(
         let Some(mut frame) = frame else { continue };
         frame.rechunk_mut();
         let rel = format!("{parent}/{name}");
-        let path = dir.join(&rel);
-        let bytes = match write_parquet(&path, &mut frame) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                remove_all(&written);
-                return Err(error);
-            }
-        };
+        let bytes = parquet_bytes(&mut frame)?;
         let ranges = parts.iter().filter_map(|p| p.time_range_ms);
         let time_range_ms = ranges
             .clone()
@@ -106,14 +100,14 @@ pub(crate) fn compact(
         files.push(ArchiveFile {
             source,
             kind: parts[0].kind,
-            path: rel,
+            path: rel.clone(),
             rows: parts.iter().map(|p| p.rows).sum(),
-            bytes,
+            bytes: bytes.len() as u64,
             time_range_ms,
         });
-        written.push(path);
+        written.push((rel, bytes));
     }
-    sync_dirs(written.iter().map(PathBuf::as_path))?;
+    create_all(storage, &written)?;
     let now = now_ms();
     let retired: Vec<RetiredFile> = merged
         .iter()
@@ -135,10 +129,10 @@ pub(crate) fn compact(
         }],
     );
     manifest.retired.extend(retired);
-    if let Err(error) = save_manifest(dir, manifest) {
+    if let Err(error) = manifest.publish(storage) {
         *manifest = previous;
-        remove_all(&written);
-        return Err(error);
+        discard_unpublished(storage, &error, written.iter().map(|(key, _)| key.as_str()));
+        return Err(error.into());
     }
     tracing::info!(partition = %tp, from, to, files = count, "compacted archive ranges");
     crate::metrics::compacted(count as u64);
@@ -147,7 +141,7 @@ pub(crate) fn compact(
 
 /// Deletes retired files older than `grace`.
 pub(crate) fn remove_retired(
-    dir: &Path,
+    storage: &dyn Storage,
     manifest: &mut PartitionManifest,
     grace: Duration,
 ) -> Result<()> {
@@ -160,20 +154,11 @@ pub(crate) fn remove_retired(
     if expired.is_empty() {
         return Ok(());
     }
-    save_manifest(dir, manifest)?;
+    manifest.publish(storage)?;
     for file in expired {
-        let path = dir.join(&file.path);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path)(e)),
-        }
+        storage
+            .delete(&file.path)
+            .map_err(braid_store::Error::from)?;
     }
     Ok(())
-}
-
-fn remove_all(paths: &[PathBuf]) {
-    for path in paths {
-        let _ = std::fs::remove_file(path);
-    }
 }

@@ -14,7 +14,6 @@ mod plan;
 mod rebalance;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,9 @@ const RETIRE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(crate) struct Shared {
     plan: Plan,
-    dir: PathBuf,
+    storage: Arc<dyn braid_store::Storage>,
+    /// Names this writer in its files' names (see [`partition::file_name`]).
+    token: String,
     /// Only the consumer thread (poll loop and rebalance callbacks) takes this lock.
     partitions: Mutex<BTreeMap<TopicPartition, PartitionBuffer>>,
     /// Published archive end per partition held, for readers.
@@ -92,7 +93,8 @@ impl Archiver {
     pub fn start(config: &Config, cancel: CancellationToken) -> Result<Self> {
         let shared = Arc::new(Shared {
             plan: archive_plan(config)?,
-            dir: config.storage.dir.clone(),
+            storage: braid_store::open(&config.storage).map_err(Error::Internal)?,
+            token: crate::files::writer_token(),
             partitions: Mutex::new(BTreeMap::new()),
             archived: RwLock::new(BTreeMap::new()),
             lag: RwLock::new(BTreeMap::new()),
@@ -225,9 +227,10 @@ impl ArchiveWorker {
                 continue;
             };
             if due {
-                buffer.flush(&shared.dir, plan)?;
+                buffer.flush(shared.storage.as_ref(), &shared.token, plan)?;
                 compact::compact(
-                    &shared.dir,
+                    shared.storage.as_ref(),
+                    &shared.token,
                     &mut buffer.manifest,
                     self.compact_files,
                     self.flush_rows,
@@ -238,7 +241,11 @@ impl ArchiveWorker {
                 }
             }
             if retire {
-                compact::remove_retired(&shared.dir, &mut buffer.manifest, RETIRED_GRACE)?;
+                compact::remove_retired(
+                    shared.storage.as_ref(),
+                    &mut buffer.manifest,
+                    RETIRED_GRACE,
+                )?;
             }
         }
         Ok(commit)

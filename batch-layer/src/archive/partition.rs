@@ -3,16 +3,16 @@
 //! manifest are orphans, removed when the partition is next taken up.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use braid_shared::RejectedRecord;
 use braid_shared::{Event, RejectReason, TopicPartition};
+use braid_store::Storage;
 use braid_store::manifest::{ArchiveEntry, ArchiveFile, FileKind, PartitionManifest};
 use polars::prelude::*;
 
 use crate::error::Result;
-use crate::files::{now_ms, sync_dirs, write_parquet};
+use crate::files::{create_all, now_ms, parquet_bytes};
 use crate::metrics;
 use braid_kafka::TopicPlan;
 use braid_store::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
@@ -104,7 +104,8 @@ impl PartitionBuffer {
     }
 
     /// Writes the buffered range and publishes it in the manifest.
-    pub fn flush(&mut self, dir: &Path, plan: &TopicPlan) -> Result<()> {
+    /// `token` names this writer in the files' names.
+    pub fn flush(&mut self, storage: &dyn Storage, token: &str, plan: &TopicPlan) -> Result<()> {
         if self.messages == 0 {
             return Ok(());
         }
@@ -112,9 +113,9 @@ impl PartitionBuffer {
         let (Some(from), Some(to)) = (self.from().or(self.first), self.next) else {
             return Ok(());
         };
-        let name = file_name(&self.tp, from, to);
+        let name = file_name(&self.tp, from, to, token);
         let mut files = Vec::new();
-        let mut written: Vec<PathBuf> = Vec::new();
+        let mut written: Vec<(String, Vec<u8>)> = Vec::new();
         for (source, rows) in plan.sources.iter().zip(&self.sources) {
             let mut by_date: BTreeMap<String, Vec<&Archived>> = BTreeMap::new();
             for row in &rows.events {
@@ -126,36 +127,34 @@ impl PartitionBuffer {
             let mut source_files = 0;
             for (date, events) in by_date {
                 let rel = format!("archive/source={}/date={date}/{name}", source.def.name);
-                let path = dir.join(&rel);
                 let mut df = events_frame(source, self.tp.partition, &events)?;
-                let bytes = write_parquet(&path, &mut df)?;
+                let bytes = parquet_bytes(&mut df)?;
                 let times = events.iter().map(|e| e.event.time_ms);
                 let range = (times.clone().min().unwrap_or(0), times.max().unwrap_or(0));
                 files.push(ArchiveFile {
                     source: source.def.name.clone(),
                     kind: FileKind::Events,
-                    path: rel,
+                    path: rel.clone(),
                     rows: events.len() as u64,
-                    bytes,
+                    bytes: bytes.len() as u64,
                     time_range_ms: Some(range),
                 });
-                written.push(path);
+                written.push((rel, bytes));
                 source_files += 1;
             }
             if !rows.rejected.is_empty() {
                 let rel = format!("archive/rejected/source={}/{name}", source.def.name);
-                let path = dir.join(&rel);
                 let mut df = rejected_frame(&self.tp, &rows.rejected)?;
-                let bytes = write_parquet(&path, &mut df)?;
+                let bytes = parquet_bytes(&mut df)?;
                 files.push(ArchiveFile {
                     source: source.def.name.clone(),
                     kind: FileKind::Rejected,
-                    path: rel,
+                    path: rel.clone(),
                     rows: rows.rejected.len() as u64,
-                    bytes,
+                    bytes: bytes.len() as u64,
                     time_range_ms: None,
                 });
-                written.push(path);
+                written.push((rel, bytes));
                 source_files += 1;
             }
             metrics::archived(
@@ -165,7 +164,7 @@ impl PartitionBuffer {
                 rows.rejected.len() as u64,
             );
         }
-        sync_dirs(written.iter().map(PathBuf::as_path))?;
+        create_all(storage, &written)?;
         let bytes: u64 = files.iter().map(|f| f.bytes).sum();
         self.manifest.entries.push(ArchiveEntry {
             from,
@@ -173,9 +172,10 @@ impl PartitionBuffer {
             files,
             written_at_ms: now_ms(),
         });
-        if let Err(error) = save_manifest(dir, &mut self.manifest) {
+        if let Err(error) = self.manifest.publish(storage) {
             self.manifest.entries.pop();
-            return Err(error);
+            discard_unpublished(storage, &error, written.iter().map(|(key, _)| key.as_str()));
+            return Err(error.into());
         }
         tracing::debug!(partition = %self.tp, from, to, messages = self.messages, "archived");
         for rows in &mut self.sources {
@@ -190,15 +190,30 @@ impl PartitionBuffer {
     }
 }
 
-/// Publishes a partition's manifest in the storage under `dir`, over the version it holds.
-pub(crate) fn save_manifest(dir: &Path, manifest: &mut PartitionManifest) -> Result<()> {
-    Ok(manifest.publish(&braid_store::LocalStorage::new(dir))?)
+/// Deletes the files of a manifest that another writer's refused (a conflict: certainly not
+/// published). After any other failure the manifest may have been stored all the same (a
+/// remote store that timed out), so they stay; the next take-up removes them if no manifest
+/// lists them.
+pub(crate) fn discard_unpublished<'a>(
+    storage: &dyn Storage,
+    error: &braid_store::Error,
+    keys: impl Iterator<Item = &'a str>,
+) {
+    if matches!(error, braid_store::Error::Conflict { .. }) {
+        for key in keys {
+            let _ = storage.delete(key);
+        }
+    }
 }
 
-/// The name of the files holding offsets `[from, to)` of a partition. `~` cannot appear in a
-/// topic name, so the partition's files are told apart from every other topic's.
-pub(crate) fn file_name(tp: &TopicPartition, from: i64, to: i64) -> String {
-    format!("{}~{}~{from:020}~{to:020}.parquet", tp.topic, tp.partition)
+/// The name of the files holding offsets `[from, to)` of a partition, written by the writer
+/// `token`. `~` cannot appear in a topic name, so the partition's files are told apart from
+/// every other topic's.
+pub(crate) fn file_name(tp: &TopicPartition, from: i64, to: i64, token: &str) -> String {
+    format!(
+        "{}~{}~{from:020}~{to:020}~{token}.parquet",
+        tp.topic, tp.partition
+    )
 }
 
 /// Whether an archive file name belongs to a partition.

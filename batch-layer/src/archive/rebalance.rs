@@ -3,18 +3,17 @@
 //! and the consumer is positioned at the manifest's end. On revocation the buffer is flushed, so
 //! the next owner continues exactly there.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use braid_kafka::{Broker, ResumeRecord};
 use braid_shared::TopicPartition;
+use braid_store::Storage;
 use braid_store::layout;
 use braid_store::manifest::PartitionManifest;
 
 use super::Shared;
 use super::partition::{PartitionBuffer, belongs_to};
 use crate::error::{Error, Result};
-use crate::files::TEMP_SUFFIX;
 
 pub(crate) struct ArchivePartitions {
     pub shared: Arc<Shared>,
@@ -26,17 +25,14 @@ impl braid_kafka::Partitions for ArchivePartitions {
     fn take_up(&self, tp: &TopicPartition, broker: &Broker<'_>) -> Result<Option<i64>> {
         let shared = &self.shared;
         let plan = shared.plan.assigned(tp)?;
-        let storage = braid_store::LocalStorage::new(&shared.dir);
-        let path = layout::local(
-            &shared.dir,
-            &layout::archive_manifest(&tp.topic, tp.partition),
-        );
-        let manifest = PartitionManifest::read(&storage, &tp.topic, tp.partition)?
+        let storage = shared.storage.as_ref();
+        let manifest = PartitionManifest::read(storage, &tp.topic, tp.partition)?
             .unwrap_or_else(|| PartitionManifest::new(&tp.topic, tp.partition));
         if let Some(end) = manifest.end() {
-            broker.check_resume(tp, end, ResumeRecord::ArchiveManifest, &path)?;
+            let (record, path) = self.resume_record(tp);
+            broker.check_resume(tp, end, record, &path)?;
         }
-        let removed = remove_orphans(&shared.dir, tp, &manifest)?;
+        let removed = remove_orphans(storage, tp, &manifest)?;
         let start = manifest.end();
         tracing::info!(partition = %tp, ?start, orphans_removed = removed, "archive partition taken up");
         shared.publish_end(tp, start);
@@ -58,7 +54,7 @@ impl braid_kafka::Partitions for ArchivePartitions {
         let (Some(mut buffer), Some(plan)) = (removed, shared.plan.topic(&tp.topic)) else {
             return Ok(());
         };
-        let flushed = buffer.flush(&shared.dir, plan);
+        let flushed = buffer.flush(shared.storage.as_ref(), &shared.token, plan);
         shared.publish_end(tp, None);
         flushed?;
         tracing::info!(partition = %tp, end = ?buffer.manifest.end(), "archive partition released");
@@ -75,10 +71,12 @@ impl braid_kafka::Partitions for ArchivePartitions {
 
     fn resume_record(&self, tp: &TopicPartition) -> (ResumeRecord, std::path::PathBuf) {
         let key = layout::archive_manifest(&tp.topic, tp.partition);
-        (
-            ResumeRecord::ArchiveManifest,
-            layout::local(&self.shared.dir, &key),
-        )
+        let path = self
+            .shared
+            .storage
+            .local_path(&key)
+            .unwrap_or_else(|| key.into());
+        (ResumeRecord::ArchiveManifest, path)
     }
 
     /// The archive's end: lag counts what is on the broker and not yet archived.
@@ -101,49 +99,38 @@ impl braid_kafka::Partitions for ArchivePartitions {
 /// Removes the partition's temp files and the files its manifest does not list (published
 /// files, and retired ones still within their grace period, stay). Returns how many went.
 pub(crate) fn remove_orphans(
-    dir: &Path,
+    storage: &dyn Storage,
     tp: &TopicPartition,
     manifest: &PartitionManifest,
 ) -> Result<usize> {
-    let listed: std::collections::HashSet<std::path::PathBuf> = manifest
+    let listed: std::collections::HashSet<&str> = manifest
         .entries
         .iter()
-        .flat_map(|e| e.files.iter().map(|f| dir.join(&f.path)))
-        .chain(manifest.retired.iter().map(|r| dir.join(&r.path)))
+        .flat_map(|e| e.files.iter().map(|f| f.path.as_str()))
+        .chain(manifest.retired.iter().map(|r| r.path.as_str()))
         .collect();
-    let mut removed = 0;
-    let mut stack = vec![dir.join(layout::ARCHIVE)];
-    while let Some(current) = stack.pop() {
-        let entries = match std::fs::read_dir(&current) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&current)(e)),
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                if entry.file_name() != "_manifest" {
-                    stack.push(path);
-                }
-                continue;
-            }
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                continue;
-            };
-            if !belongs_to(name, tp) {
-                continue;
-            }
-            let orphan = (name.starts_with('.') && name.ends_with(TEMP_SUFFIX))
-                || (name.ends_with(".parquet") && !listed.contains(&path));
-            if orphan {
-                std::fs::remove_file(&path).map_err(Error::io(&path))?;
-                tracing::info!(path = %path.display(), "removed an unpublished archive file");
-                removed += 1;
-            }
+    let manifests = format!("{}/_manifest/", layout::ARCHIVE);
+    let mut removed = storage
+        .remove_leftovers(
+            &format!("{}/", layout::ARCHIVE),
+            &format!("{}~{}~", tp.topic, tp.partition),
+        )
+        .map_err(braid_store::Error::from)?;
+    for object in storage
+        .list(&format!("{}/", layout::ARCHIVE))
+        .map_err(braid_store::Error::from)?
+    {
+        let name = object.key.rsplit('/').next().unwrap_or_default();
+        let orphan = !object.key.starts_with(&manifests)
+            && belongs_to(name, tp)
+            && name.ends_with(".parquet")
+            && !listed.contains(object.key.as_str());
+        if orphan {
+            storage
+                .delete(&object.key)
+                .map_err(braid_store::Error::from)?;
+            tracing::info!(key = %object.key, "removed an unpublished archive file");
+            removed += 1;
         }
     }
     Ok(removed)

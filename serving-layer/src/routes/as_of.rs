@@ -74,11 +74,10 @@ pub async fn rows(
 ) -> Result<Rows, ApiError> {
     let inner = &state.0;
     let storage = Arc::clone(&inner.storage);
-    let root = inner.sql.root();
     let (view_def, source_def, cells) = (Arc::clone(view), Arc::clone(source), query.clone());
     let asked = offsets.clone();
     let groups = tokio::task::spawn_blocking(move || {
-        fold(&*storage, &root, &view_def, &source_def, &cells, &asked)
+        fold(&*storage, &view_def, &source_def, &cells, &asked)
     })
     .await
     .map_err(|e| ApiError::internal(format!("recomputing from the archive: {e}")))??;
@@ -100,7 +99,6 @@ pub async fn rows(
 /// filters), each cell's states merged into its answer group in the cells' order.
 fn fold(
     storage: &dyn braid_store::Storage,
-    root: &std::path::Path,
     view: &Arc<ViewDef>,
     source: &SourceDef,
     query: &ViewQuery,
@@ -136,11 +134,14 @@ fn fold(
             .map(|(&p, &o)| (TopicPartition::new(source.topic.as_str(), p), o))
             .collect(),
     );
-    let mut files = files_between(root, source, &manifests, &Coverage::default(), &to);
-    files.retain(|f| {
-        f.time_range_ms
-            .is_none_or(|(min, max)| min < end_ms && max >= first_ms)
-    });
+    let files = files_between(
+        storage,
+        source,
+        &manifests,
+        (&Coverage::default(), &to),
+        Some((first_ms, end_ms)),
+    )
+    .map_err(read_failed)?;
     let regroup = query.regroup();
     let answer = AnswerGroups {
         step_ms: regroup.step_ms,

@@ -78,7 +78,6 @@ pub async fn events(
     let params = Params::parse(raw.as_deref())?;
     let request = Request::parse(&source, &params, now_ms(), config.serve.max_rows.max(1))?;
     let storage = Arc::clone(&state.0.storage);
-    let root = state.0.sql.root();
     let tail = tail(&state, &config, &source.topic)?;
     tokio::task::spawn_blocking(move || {
         let manifests =
@@ -89,7 +88,7 @@ pub async fn events(
         let tail = tail
             .lock()
             .map_err(|_| ApiError::internal("the broker reader failed earlier"))?;
-        page(&tail, &source, &root, &manifests, &request)
+        page(&tail, &source, storage.as_ref(), &manifests, &request)
     })
     .await
     .map_err(|e| ApiError::internal(format!("reading events: {e}")))?
@@ -177,7 +176,7 @@ fn tail(
 fn page(
     tail: &Tail,
     source: &SourceDef,
-    root: &std::path::Path,
+    storage: &dyn braid_store::Storage,
     manifests: &[PartitionManifest],
     request: &Request,
 ) -> Result<EventPage, ApiError> {
@@ -218,7 +217,10 @@ fn page(
             // decodes about a page's worth of rows (the files' row groups are skipped by
             // their offset statistics), not the rest of a range.
             for entry in manifest.entries.iter().filter(|e| e.to > start) {
-                let files = files(entry, source, root, request);
+                let files = files(entry, source, storage, request).map_err(|error| {
+                    tracing::error!(%error, "reading archive files for events");
+                    ApiError::internal("reading the archive failed; the server log says why")
+                })?;
                 if files.is_empty() {
                     continue;
                 }
@@ -297,9 +299,9 @@ fn page(
 fn files(
     entry: &braid_store::manifest::ArchiveEntry,
     source: &SourceDef,
-    root: &std::path::Path,
+    storage: &dyn braid_store::Storage,
     request: &Request,
-) -> Vec<PathBuf> {
+) -> Result<Vec<PathBuf>, braid_store::Error> {
     entry
         .files
         .iter()
@@ -310,7 +312,7 @@ fn files(
                     .time_range_ms
                     .is_none_or(|(min, max)| min < request.to_ms && max >= request.from_ms)
         })
-        .map(|file| braid_store::layout::local(root, &file.path))
+        .map(|file| file.local(storage))
         .collect()
 }
 

@@ -79,7 +79,6 @@ pub async fn sql(State(state): State<AppState>, body: Bytes) -> Result<Json<SqlA
 async fn gather(state: &AppState, names: &BTreeSet<String>) -> Result<Vec<Table>, ApiError> {
     let inner = &state.0;
     let config = &inner.config;
-    let root = inner.sql.root();
     let mut tables = Vec::new();
     for source in &config.sources {
         let events = format!("events_{}", source.name).to_lowercase();
@@ -89,15 +88,17 @@ async fn gather(state: &AppState, names: &BTreeSet<String>) -> Result<Vec<Table>
             let (topic, name) = (source.topic.clone(), source.name.clone());
             let files = tokio::task::spawn_blocking(move || {
                 let manifests = read_archive_manifests(storage.as_ref(), &topic)?;
-                Ok::<_, braid_store::Error>(
-                    manifests
-                        .iter()
-                        .flat_map(|m| &m.entries)
-                        .flat_map(|e| &e.files)
-                        .filter(|f| f.kind == FileKind::Events && f.source == name)
-                        .map(|f| f.path.clone())
-                        .collect::<Vec<_>>(),
-                )
+                // Local files for DuckDB: remote storage downloads them into its cache.
+                let mut files = Vec::new();
+                for file in manifests
+                    .iter()
+                    .flat_map(|m| &m.entries)
+                    .flat_map(|e| &e.files)
+                    .filter(|f| f.kind == FileKind::Events && f.source == name)
+                {
+                    files.push(file.local(storage.as_ref())?);
+                }
+                Ok::<_, braid_store::Error>(files)
             })
             .await
             .map_err(|e| ApiError::internal(format!("reading the archive manifests: {e}")))?
@@ -109,10 +110,7 @@ async fn gather(state: &AppState, names: &BTreeSet<String>) -> Result<Vec<Table>
                     .iter()
                     .map(|f| (f.name.clone(), ColumnType::of(f.kind)))
                     .collect(),
-                files: files
-                    .iter()
-                    .map(|key| braid_store::layout::local(&root, key))
-                    .collect(),
+                files,
             });
         }
         if names.contains(&rejected) {

@@ -71,7 +71,8 @@ pub struct Engine {
     concurrency: usize,
     timeout: Duration,
     max_rows: usize,
-    /// The storage root as configured; messages never show it.
+    /// Where archive files are read (the storage root, or its cache), as configured; messages
+    /// never show it.
     dir: PathBuf,
 }
 
@@ -101,7 +102,8 @@ impl Engine {
             concurrency,
             timeout: config.serve.sql_timeout.0,
             max_rows: config.serve.max_rows,
-            dir: config.storage.dir.clone(),
+            // Archive files are read where storage keeps local copies of them.
+            dir: braid_store::local_root(&config.storage),
         }
     }
 

@@ -160,14 +160,18 @@ impl std::fmt::Display for KafkaSetting {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Archive, batch snapshots, speed checkpoints and rejected events live below it.
+    /// Archive, batch snapshots, speed checkpoints and rejected events live below it; with
+    /// `url`, only the local cache of files read from object storage.
     pub dir: PathBuf,
+    /// `s3://bucket[/prefix]`: object storage holds everything instead of `dir`.
+    pub url: Option<String>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("./braid-data"),
+            url: None,
         }
     }
 }

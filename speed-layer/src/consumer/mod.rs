@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use braid_kafka::{BorrowedMessage, Commit, ConsumerThread, Message as _, Plan};
 use braid_shared::{Config, Coverage, TopicPartition};
-use braid_store::{LocalStorage, Storage};
+use braid_store::Storage;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint;
@@ -45,7 +45,8 @@ impl SpeedLayer {
         cancel: CancellationToken,
     ) -> Result<Self> {
         let segment_size = i64::try_from(config.speed.segment_size).unwrap_or(i64::MAX);
-        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&config.storage.dir));
+        let storage: Arc<dyn Storage> =
+            braid_store::open(&config.storage).map_err(Error::OpenStorage)?;
         let coverage = read_coverage(storage.as_ref(), segment_size)?;
         crate::metrics::register_sources(config.sources.iter().map(|s| s.name.as_str()));
         let scoring = scorer

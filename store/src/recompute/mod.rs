@@ -43,14 +43,16 @@ pub struct ScanFile {
     pub time_range_ms: Option<(i64, i64)>,
 }
 
-/// The events files of `source` holding offsets `[from, to)` of each partition.
+/// The events files of `source` holding offsets `[from, to)` of each partition (with `times`,
+/// only those that may hold events in `[first_ms, end_ms)`), as local files: a remote storage
+/// downloads them into its cache.
 pub fn files_between(
-    dir: &std::path::Path,
+    storage: &dyn crate::Storage,
     source: &SourceDef,
     manifests: &[PartitionManifest],
-    from: &Coverage,
-    to: &Coverage,
-) -> Vec<ScanFile> {
+    (from, to): (&Coverage, &Coverage),
+    times: Option<(i64, i64)>,
+) -> Result<Vec<ScanFile>> {
     let mut files = Vec::new();
     for manifest in manifests.iter().filter(|m| m.topic == source.topic) {
         let tp = manifest.topic_partition();
@@ -64,21 +66,29 @@ pub fn files_between(
             }
             let whole = entry.from >= lo && entry.to <= hi;
             for file in &entry.files {
-                if file.source == source.name && file.kind == FileKind::Events {
-                    files.push(ScanFile {
-                        path: dir.join(&file.path),
-                        bytes: file.bytes,
-                        rows: file.rows,
-                        from: lo,
-                        to: hi,
-                        whole,
-                        time_range_ms: file.time_range_ms,
-                    });
+                let in_time = |(first_ms, end_ms): (i64, i64)| {
+                    file.time_range_ms
+                        .is_none_or(|(min, max)| min < end_ms && max >= first_ms)
+                };
+                if file.source != source.name
+                    || file.kind != FileKind::Events
+                    || !times.is_none_or(in_time)
+                {
+                    continue;
                 }
+                files.push(ScanFile {
+                    path: file.local(storage)?,
+                    bytes: file.bytes,
+                    rows: file.rows,
+                    from: lo,
+                    to: hi,
+                    whole,
+                    time_range_ms: file.time_range_ms,
+                });
             }
         }
     }
-    files
+    Ok(files)
 }
 
 /// A view's cells over some archive files, as the frame a snapshot layer stores (see

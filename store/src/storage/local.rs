@@ -267,6 +267,41 @@ impl Storage for LocalStorage {
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok()
     }
+
+    fn remove_leftovers(&self, prefix: &str, name_start: &str) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        let mut stack = vec![self.path(prefix.trim_end_matches('/'))?];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("list", prefix)(e)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let leftover = name.ends_with(TEMP_SUFFIX)
+                    && name
+                        .strip_prefix('.')
+                        .is_some_and(|n| n.starts_with(name_start));
+                if leftover {
+                    fs::remove_file(&path).map_err(io("delete", prefix))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn local_file(&self, key: &str) -> Result<Option<PathBuf>, StorageError> {
+        let path = self.path(key)?;
+        Ok(path.is_file().then_some(path))
+    }
 }
 
 #[cfg(test)]

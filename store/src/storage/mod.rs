@@ -11,10 +11,45 @@
 mod local;
 mod object;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use local::{LocalStorage, sync_dir};
 pub use object::ObjectStorage;
+
+/// The storage `config` names: object storage at `storage.url` (one client per URL in a
+/// process, its cache in [`local_root`]), or the local folder `storage.dir`.
+pub fn open(config: &braid_shared::config::StorageConfig) -> Result<Arc<dyn Storage>, String> {
+    let Some(url) = &config.url else {
+        return Ok(Arc::new(LocalStorage::new(&config.dir)));
+    };
+    static OPENED: OnceLock<Mutex<HashMap<String, Arc<dyn Storage>>>> = OnceLock::new();
+    let mut opened = OPENED
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| "the storage registry is poisoned".to_owned())?;
+    if let Some(storage) = opened.get(url) {
+        return Ok(Arc::clone(storage));
+    }
+    let cache = local_root(config);
+    // Created up front, so that readers confining file access to it can name it exactly.
+    std::fs::create_dir_all(&cache)
+        .map_err(|e| format!("creating the cache folder {}: {e}", cache.display()))?;
+    let storage: Arc<dyn Storage> = Arc::new(ObjectStorage::new(url, &[])?.with_cache(cache));
+    opened.insert(url.clone(), Arc::clone(&storage));
+    Ok(storage)
+}
+
+/// Where [`Storage::local_file`] puts the files of the storage `config` names: `storage.dir`
+/// itself, or with `storage.url` its `cache` folder. A key's file is this folder joined with
+/// the key.
+pub fn local_root(config: &braid_shared::config::StorageConfig) -> std::path::PathBuf {
+    match config.url {
+        Some(_) => config.dir.join("cache"),
+        None => config.dir.clone(),
+    }
+}
 
 /// An object's version, as its store reports it: compared, never interpreted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -108,9 +143,22 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Removes `key`; removing an object that is not there is not an error.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
 
-    /// A local path for `key` where this store has one (readers that scan files in place, such
-    /// as Polars over archive files); `None` for remote stores.
+    /// Removes what puts cut short by a crash left below `prefix` for objects whose name starts
+    /// with `name_start` (a local store's temp files; a remote store's puts leave nothing).
+    /// Only for a writer that owns those names. Returns how many went.
+    fn remove_leftovers(&self, _prefix: &str, _name_start: &str) -> Result<usize, StorageError> {
+        Ok(0)
+    }
+
+    /// A local path for `key` where this store has one, for messages naming the object; `None`
+    /// for remote stores.
     fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
+
+    /// A local file holding the immutable object `key` (an archive or snapshot cell file), for
+    /// readers that scan files in place (Polars, DuckDB). A local store returns its own file; a
+    /// remote one downloads the object once into its cache folder. `None` when there is no
+    /// such object.
+    fn local_file(&self, key: &str) -> Result<Option<std::path::PathBuf>, StorageError>;
 }
 
 /// Writes `bytes` at `key` over the version the writer holds (`None`: it holds none, the object

@@ -27,6 +27,8 @@ pub struct ObjectStorage {
     /// The URL's prefix, without slashes at either end; empty for the bucket's root.
     prefix: String,
     url: String,
+    /// Where immutable objects are downloaded for readers that scan local files.
+    cache: std::path::PathBuf,
     /// `None` only while dropped.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -77,8 +79,17 @@ impl ObjectStorage {
             store: Arc::new(store),
             prefix: prefix.to_owned(),
             url: url.to_owned(),
+            cache: std::env::temp_dir().join(format!("braid-cache-{}", std::process::id())),
             runtime: Some(runtime),
         })
+    }
+
+    /// Downloads immutable objects for local readers into `dir` (default: a folder of this
+    /// process under the system's temp folder).
+    #[must_use]
+    pub fn with_cache(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cache = dir.into();
+        self
     }
 
     /// The URL this storage was opened with.
@@ -236,11 +247,45 @@ impl Storage for ObjectStorage {
             }
         })
         .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(failed("delete", key))
+        .map_err(failed("delete", key))?;
+        let _ = std::fs::remove_file(self.cache.join(key));
+        Ok(())
     }
 
     fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
         None
+    }
+
+    fn local_file(&self, key: &str) -> Result<Option<std::path::PathBuf>, StorageError> {
+        check_key(key)?;
+        let path = self.cache.join(key);
+        // Only immutable objects are asked for: a cached copy stays valid. Copies are renamed
+        // into place whole, so one is never partial.
+        if path.is_file() {
+            return Ok(Some(path));
+        }
+        let Some(object) = self.get(key)? else {
+            return Ok(None);
+        };
+        let write = || -> std::io::Result<()> {
+            let dir = path.parent().unwrap_or(&self.cache);
+            std::fs::create_dir_all(dir)?;
+            let temp = dir.join(format!(
+                ".{}.{}.download",
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("object"),
+                std::process::id()
+            ));
+            std::fs::write(&temp, &object.bytes)?;
+            std::fs::rename(&temp, &path)
+        };
+        write().map_err(|source| StorageError::Io {
+            op: "cache",
+            key: key.to_owned(),
+            source,
+        })?;
+        Ok(Some(path))
     }
 }
 
