@@ -401,7 +401,7 @@ fn kubernetes_tiers_pass_strict_validation_and_wire_serving_to_every_speed_repli
         &[
             "ConfigMap",
             "Secret",
-            "PersistentVolumeClaim",
+            "Secret",
             "Service",
             "StatefulSet",
             "Deployment",
@@ -421,8 +421,7 @@ fn kubernetes_tiers_pass_strict_validation_and_wire_serving_to_every_speed_repli
         .unwrap();
     assert_eq!(toml, read("deploy/config/example.toml"));
     let secret = named("Secret", "braid-tiers-api-keys");
-    let claim = named("PersistentVolumeClaim", "braid-shared");
-    assert_eq!(claim["spec"]["accessModes"], json!(["ReadWriteMany"]));
+    let s3 = named("Secret", "braid-tiers-s3");
 
     let speed = named("StatefulSet", "braid-speed");
     let serve = named("Deployment", "braid-serve");
@@ -455,19 +454,28 @@ fn kubernetes_tiers_pass_strict_validation_and_wire_serving_to_every_speed_repli
             let at = args.iter().position(|a| *a == "--layers").unwrap();
             assert_eq!(args[at + 1], layers);
         }
-        // Every tier on the one shared claim, and a config `braid check` accepts.
-        let claims: Vec<&Json> = pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|v| v.get("persistentVolumeClaim"))
-            .collect();
-        assert_eq!(claims.len(), 1);
-        assert_eq!(claims[0]["claimName"], claim["metadata"]["name"]);
+        // Every tier on the one bucket, with its credentials, and nothing shared on disk: the
+        // storage dir is the pod's own cache. A config `braid check` accepts.
+        let volumes = pod["volumes"].as_array().unwrap();
+        assert!(
+            volumes
+                .iter()
+                .all(|v| v.get("persistentVolumeClaim").is_none()),
+            "{layers}: {volumes:?}"
+        );
+        let data = volumes.iter().find(|v| v["name"] == "data").unwrap();
+        assert_eq!(data["emptyDir"], json!({}), "{layers}");
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-        let env = container_env(container, &[secret]);
+        let env = container_env(container, &[secret, s3]);
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
+            assert!(env.contains_key(key), "{layers}: no {key}");
+        }
         let out = braid_check(&config, &env);
         assert!(out.contains("config OK"), "{layers}: {out}");
+        assert!(
+            out.contains("storage: url=s3://braid-data/braid"),
+            "{layers}: {out}"
+        );
         envs.push((env, out));
     }
 

@@ -2,9 +2,10 @@
 //! instances in one consumer group (`braid run --layers speed`, each answering on its
 //! `speed.listen`), an archiver and scheduler (`--layers batch`), a one-shot `braid batch` run,
 //! and a serving instance with no speed or batch layer of its own (`--layers serve` with
-//! `serve.speed_peers`; its `POST /v1/batch/runs` reaches the scheduler through storage), all on
-//! one storage directory. Every complete answer equals the reference at exactly its offsets;
-//! while a killed instance's partitions have no owner, answers say which are missing.
+//! `serve.speed_peers`; its `POST /v1/batch/runs` reaches the scheduler through storage): all on
+//! one storage directory, and again on a bucket of moto's S3 server, each process with a local
+//! folder of its own. Every complete answer equals the reference at exactly its offsets; while a
+//! killed instance's partitions have no owner, answers say which are missing.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use braid_testkit::moto::Moto;
 use braid_testkit::{Trickle, by_partition, cluster, payments, unique, wait_for};
 use common::{COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get};
 use serde_json::Value as Json;
@@ -36,7 +38,7 @@ struct Instance {
 }
 
 impl Instance {
-    fn start(dir: &Path, name: &str, config: &str, layers: &str) -> Self {
+    fn start(dir: &Path, name: &str, config: &str, layers: &str, env: &[(String, String)]) -> Self {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -49,6 +51,7 @@ impl Instance {
                 layers,
             ])
             .env("BRAID_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -78,9 +81,10 @@ fn held(port: u16) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn batch_run(config: &Path) {
+fn batch_run(config: &Path, env: &[(String, String)]) {
     let output = Command::new(env!("CARGO_BIN_EXE_braid"))
         .args(["batch", "--config", config.to_str().unwrap()])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     assert!(
@@ -92,6 +96,18 @@ fn batch_run(config: &Path) {
 
 #[test]
 fn speed_and_serving_tiers_in_separate_processes_answer_exactly_and_name_missing_partitions() {
+    tiers(None);
+}
+
+/// The same tiers with `storage.url` on moto's S3 server, each process with a local folder of
+/// its own (only its cache): they share nothing but the bucket and the broker.
+#[test]
+fn tiers_on_object_storage_share_only_the_bucket_and_answer_exactly() {
+    let moto = Moto::start();
+    tiers(Some(&moto));
+}
+
+fn tiers(moto: Option<&Moto>) {
     let cluster = cluster(1);
     let bootstrap = cluster.bootstrap_servers();
     let topic = unique("payments");
@@ -99,30 +115,65 @@ fn speed_and_serving_tiers_in_separate_processes_answer_exactly_and_name_missing
     let dir = tempfile::tempdir().unwrap();
     let (path, config) =
         braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
-    let text = std::fs::read_to_string(&path).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    let env = moto.map(Moto::env).unwrap_or_default();
+    if let Some(moto) = moto {
+        let bucket = unique("braid").to_lowercase();
+        moto.create_bucket(&bucket);
+        text = text.replace(
+            "[storage]\n",
+            &format!("[storage]\nurl = \"s3://{bucket}/tiers\"\n"),
+        );
+        std::fs::write(&path, &text).unwrap();
+    }
+    // On object storage each process keeps its cache in a folder of its own.
+    let local = |name: &str| {
+        let shared = format!("dir = \"{}\"", dir.path().display());
+        assert!(text.contains(&shared));
+        match moto {
+            Some(_) => text.replace(
+                &shared,
+                &format!("dir = \"{}\"", dir.path().join(name).display()),
+            ),
+            None => text.clone(),
+        }
+    };
     let messages = payments(606, 6_000, PARTITIONS);
     let produced = Produced::new(&config, "payments", &by_partition(&messages, PARTITIONS));
 
     let (a, b, serve_port) = (free_port(), free_port(), free_port());
-    let speed_config = |port: u16| {
-        text.replace(
+    let speed_config = |name: &str, port: u16| {
+        local(name).replace(
             "[speed]\n",
             &format!("[speed]\nlisten = \"127.0.0.1:{port}\"\n"),
         )
     };
-    let mut speed_a = Instance::start(dir.path(), "speed-a", &speed_config(a), "speed");
-    let speed_b = Instance::start(dir.path(), "speed-b", &speed_config(b), "speed");
-    let archiver = Instance::start(dir.path(), "archiver", &text, "batch");
+    let mut speed_a = Instance::start(
+        dir.path(),
+        "speed-a",
+        &speed_config("speed-a", a),
+        "speed",
+        &env,
+    );
+    let speed_b = Instance::start(
+        dir.path(),
+        "speed-b",
+        &speed_config("speed-b", b),
+        "speed",
+        &env,
+    );
+    let archiver = Instance::start(dir.path(), "archiver", &local("archiver"), "batch", &env);
     let serve = Instance::start(
         dir.path(),
         "serve",
-        &text.replace(
+        &local("serve").replace(
             "listen = \"127.0.0.1:0\"",
             &format!(
                 "listen = \"127.0.0.1:{serve_port}\"\nspeed_peers = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\nspeed_timeout = \"400ms\""
             ),
         ),
         "serve",
+        &env,
     );
     let base = format!("http://127.0.0.1:{serve_port}");
     let log_files: Vec<PathBuf> = [&speed_a, &speed_b, &serve, &archiver]
@@ -192,7 +243,7 @@ fn speed_and_serving_tiers_in_separate_processes_answer_exactly_and_name_missing
             complete += 1;
         }
         if batch_runs == 0 && trickle.produced() > messages.len() / 4 {
-            batch_run(&path);
+            batch_run(&path, &env);
             batch_runs += 1;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -45,11 +45,19 @@ impl LocalStorage {
     /// Writes a synced temp file beside `path`; returns its path.
     fn write_temp(path: &Path, bytes: &[u8], durable: bool) -> io::Result<PathBuf> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = dir.join(format!(".{name}.{}-{n}{TEMP_SUFFIX}", std::process::id()));
-        let mut file = File::create(&temp)?;
+        // A delete may remove the folder, emptied, between its creation and the file's: then
+        // it is created again.
+        let mut attempts = 0;
+        let mut file = loop {
+            fs::create_dir_all(dir)?;
+            match File::create(&temp) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                other => break other?,
+            }
+        };
         file.write_all(bytes)?;
         if durable {
             file.sync_all()?;
@@ -258,10 +266,20 @@ impl Storage for LocalStorage {
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path(key)?;
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("delete", key)(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("delete", key)(e)),
         }
+        // Folders exist only for the objects in them, as in an object store: the ones this
+        // delete emptied go too (removing a folder that is not empty fails, and stops here).
+        let mut folder = path.parent();
+        while let Some(dir) = folder.filter(|d| *d != self.root) {
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
+            folder = dir.parent();
+        }
+        Ok(())
     }
 
     fn local_path(&self, key: &str) -> Option<PathBuf> {
