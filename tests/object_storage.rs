@@ -11,20 +11,13 @@ use std::time::Duration;
 use braid_store::{ObjectStorage, Storage};
 use braid_testkit::moto::Moto;
 use braid_testkit::{by_partition, fixture, payments, unique, wait_for};
-use common::{Braid, COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get, post};
+use common::{
+    Braid, CARD_TOTALS, COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get, post,
+};
 
 const PARTITIONS: i32 = 3;
 
-const SHAPES: [Shape; 2] = [
-    COUNTRY_HOURS,
-    Shape {
-        view: "card_minute",
-        params: "&group_by=",
-        keep: Some(&[]),
-        step_ms: None,
-        filters: &[],
-    },
-];
+const SHAPES: [Shape; 2] = [COUNTRY_HOURS, CARD_TOTALS];
 
 #[test]
 fn all_layers_on_object_storage_answer_exactly_through_batch_runs_and_kill_9() {

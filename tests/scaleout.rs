@@ -15,21 +15,12 @@ use std::time::{Duration, Instant};
 
 use braid_testkit::moto::Moto;
 use braid_testkit::{Trickle, by_partition, cluster, payments, unique, wait_for};
-use common::{COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get};
+use common::{CARD_TOTALS, COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get};
 use serde_json::Value as Json;
 
 const PARTITIONS: i32 = 4;
 
-const SHAPES: [Shape; 2] = [
-    COUNTRY_HOURS,
-    Shape {
-        view: "card_minute",
-        params: "&group_by=",
-        keep: Some(&[]),
-        step_ms: None,
-        filters: &[],
-    },
-];
+const SHAPES: [Shape; 2] = [COUNTRY_HOURS, CARD_TOTALS];
 
 /// `braid run --layers <layers>` on its own config file, killed when dropped.
 struct Instance {

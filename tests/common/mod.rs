@@ -231,6 +231,15 @@ pub const COUNTRY_HOURS: Shape = Shape {
     filters: &[],
 };
 
+/// Every card merged away: one total per bucket.
+pub const CARD_TOTALS: Shape = Shape {
+    view: "card_minute",
+    params: "&group_by=",
+    keep: Some(&[]),
+    step_ms: None,
+    filters: &[],
+};
+
 pub const FROM_MS: i64 = 1_789_900_000_000;
 pub const TO_MS: i64 = 1_790_100_000_000;
 
