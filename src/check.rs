@@ -171,3 +171,52 @@ pub fn describe(config: &Config) -> String {
     }
     out
 }
+
+/// `braid check --storage`: runs the storage conformance checks against the configured storage
+/// and prints each outcome; exit 1 when one fails or the storage cannot be opened.
+pub fn storage(config: &Config) -> std::process::ExitCode {
+    use std::io::Write as _;
+    let name = config
+        .storage
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("{} (local folder)", config.storage.dir.display()));
+    let storage = match braid_store::open(&config.storage) {
+        Ok(storage) => storage,
+        Err(error) => {
+            eprintln!("error: storage {name}: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let scratch = format!(
+        "_braid-check/{}-{}/",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let checks = braid_store::storage::conformance::check(storage.as_ref(), &scratch);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\nstorage {name}:");
+    let mut failed = 0;
+    for check in &checks {
+        match &check.outcome {
+            Ok(()) => {
+                let _ = writeln!(out, "  ok    {}", check.what);
+            }
+            Err(why) => {
+                failed += 1;
+                let _ = writeln!(out, "  FAIL  {}: {why}", check.what);
+            }
+        }
+    }
+    if failed == 0 {
+        let _ = writeln!(out, "storage OK: Braid can coordinate through it");
+        std::process::ExitCode::SUCCESS
+    } else {
+        let _ = writeln!(
+            out,
+            "storage FAILED {failed} of {} checks: Braid cannot run on it safely",
+            checks.len()
+        );
+        std::process::ExitCode::FAILURE
+    }
+}

@@ -29,6 +29,11 @@ pub enum Command {
         /// The config file; `-` or no flag checks the built-in example.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also check that the configured storage (`storage.url` or `storage.dir`) does what
+        /// Braid needs of it, conditional writes above all, under a scratch prefix it removes
+        /// afterwards (exit 1 when it does not).
+        #[arg(long)]
+        storage: bool,
     },
     /// Run the chosen layers against the configured brokers until SIGINT or SIGTERM.
     Run {

@@ -43,12 +43,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
-        Command::Check { config } => match load(config.as_deref()) {
+        Command::Check { config, storage } => match load(config.as_deref()) {
             Ok(config) => {
                 let mut stdout = std::io::stdout().lock();
                 let _ = write!(stdout, "{}", check::describe(&config));
                 let _ = writeln!(stdout, "\nconfig OK");
-                ExitCode::SUCCESS
+                drop(stdout);
+                if storage {
+                    check::storage(&config)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(error) => config_error(&error),
         },

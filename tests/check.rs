@@ -250,3 +250,66 @@ fn run_and_produce_refuse_what_they_cannot_do() {
     assert_eq!(layers.status.code(), Some(2));
     assert!(text(&layers.stderr).contains("cache"));
 }
+
+/// `braid check --storage` on a local folder and on an S3 bucket (moto's server): every
+/// requirement met, and nothing left behind; on a bucket that does not exist, each failed
+/// check is named and the exit code is 1.
+#[test]
+fn storage_check_runs_the_conformance_checks_against_the_configured_storage() {
+    let example = include_str!("../deploy/config/example.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let local = example.replace(
+        "dir = \"./braid-data\"",
+        &format!("dir = \"{}\"", data.display()),
+    );
+    let path = dir.path().join("local.toml");
+    std::fs::write(&path, &local).unwrap();
+    let output = braid(
+        &["check", "--storage", "--config", path.to_str().unwrap()],
+        &[],
+    );
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert_eq!(stdout.matches("\n  ok    ").count(), 7, "{stdout}");
+    assert!(stdout.contains("a zombie writer is fenced"), "{stdout}");
+    assert!(stdout.contains("storage OK"), "{stdout}");
+    // Nothing left behind, not even the scratch folders.
+    let left: Vec<_> = std::fs::read_dir(&data).map_or(Vec::new(), |d| d.flatten().collect());
+    assert!(left.is_empty(), "{left:?}");
+
+    let moto = braid_testkit::moto::Moto::start();
+    let bucket = braid_testkit::unique("braid").to_lowercase();
+    moto.create_bucket(&bucket);
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    for (url, code) in [
+        (format!("s3://{bucket}/check"), 0),
+        (format!("s3://{bucket}-missing/check"), 1),
+    ] {
+        let path = dir.path().join("s3.toml");
+        std::fs::write(
+            &path,
+            local.replace("[storage]\n", &format!("[storage]\nurl = \"{url}\"\n")),
+        )
+        .unwrap();
+        let output = braid(
+            &["check", "--storage", "--config", path.to_str().unwrap()],
+            &env,
+        );
+        let stdout = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(code), "{url}: {stdout}");
+        assert!(stdout.contains(&format!("storage {url}:")), "{stdout}");
+        if code == 0 {
+            assert!(stdout.contains("storage OK"), "{stdout}");
+        } else {
+            assert!(stdout.contains("  FAIL  create once"), "{stdout}");
+            assert!(stdout.contains("storage FAILED 7 of 7 checks"), "{stdout}");
+        }
+    }
+}

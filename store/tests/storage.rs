@@ -184,12 +184,21 @@ fn zombie_contract(storage: &dyn Storage) {
     successor.publish(storage).unwrap();
 }
 
+/// The checks `braid check --storage` runs all pass, and leave nothing behind.
+fn conformant(storage: &dyn Storage) {
+    for check in braid_store::storage::conformance::check(storage, "_check/") {
+        assert!(check.outcome.is_ok(), "{}: {:?}", check.what, check.outcome);
+    }
+    assert!(storage.list("_check/").unwrap().is_empty());
+}
+
 #[test]
 fn a_local_directory_keeps_the_storage_contract() {
     let dir = tempfile::tempdir().unwrap();
     contract(&LocalStorage::new(dir.path()));
     zombie_contract(&LocalStorage::new(dir.path().join("zombie")));
     lease_contract(Arc::new(LocalStorage::new(dir.path().join("lease"))));
+    conformant(&LocalStorage::new(dir.path().join("conformance")));
 }
 
 #[test]
@@ -205,6 +214,7 @@ fn an_s3_bucket_keeps_the_storage_contract_under_its_prefix() {
     lease_contract(Arc::new(
         ObjectStorage::new(&format!("s3://{bucket}/lease"), &options).unwrap(),
     ));
+    conformant(&ObjectStorage::new(&format!("s3://{bucket}/conformance"), &options).unwrap());
 
     // Everything under the URL's prefix, nothing beside it: another prefix of the same bucket
     // is another, empty storage.

@@ -300,3 +300,90 @@ fn rejected_frame(tp: &TopicPartition, rows: &[Rejected]) -> Result<DataFrame> {
     ];
     Ok(DataFrame::new(height, columns)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use braid_store::{LocalStorage, ObjectStorage};
+    use braid_testkit::moto::Moto;
+
+    use super::*;
+
+    /// A paused archiver (a zombie) whose partition went to a successor cannot publish over
+    /// the successor's manifest when it resumes, and takes back the files it wrote.
+    fn zombie_is_fenced(storage: &dyn Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, config) = braid_testkit::config("127.0.0.1:9092", "pay", "g", dir.path(), "");
+        let plan = crate::archive::archive_plan(&config).unwrap();
+        let topic = plan.topic("pay").unwrap();
+        let messages = braid_testkit::payments(1, 40, 1);
+        let push = |buffer: &mut PartitionBuffer, range: std::ops::Range<usize>| {
+            for i in range {
+                buffer.push(topic, i as i64, &messages[i].payload, 0);
+            }
+        };
+
+        let mut zombie = PartitionBuffer::new(PartitionManifest::new("pay", 0), 1);
+        push(&mut zombie, 0..20);
+        zombie.flush(storage, "zombie", topic).unwrap();
+        // The partition is reassigned while the zombie is paused.
+        let taken = PartitionManifest::read(storage, "pay", 0).unwrap().unwrap();
+        let mut successor = PartitionBuffer::new(taken, 1);
+        push(&mut successor, 20..40);
+        successor.flush(storage, "successor", topic).unwrap();
+        // The zombie resumes with what it had read meanwhile: refused.
+        push(&mut zombie, 20..30);
+        let refused = zombie.flush(storage, "zombie", topic);
+        assert!(
+            matches!(
+                refused,
+                Err(crate::Error::Store(braid_store::Error::Conflict { .. }))
+            ),
+            "{refused:?}"
+        );
+
+        let stored = PartitionManifest::read(storage, "pay", 0).unwrap().unwrap();
+        let ranges: Vec<(i64, i64)> = stored.entries.iter().map(|e| (e.from, e.to)).collect();
+        assert_eq!(ranges, [(0, 20), (20, 40)]);
+        let listed: Vec<&str> = stored
+            .entries
+            .iter()
+            .flat_map(|e| &e.files)
+            .map(|f| f.path.as_str())
+            .collect();
+        let keys: Vec<String> = storage
+            .list("archive/")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.key)
+            .filter(|k| k.ends_with(".parquet"))
+            .collect();
+        // Every file in storage is one the manifest lists: the zombie's refused range is gone.
+        assert_eq!(keys.len(), listed.len(), "{keys:?}");
+        assert!(
+            keys.iter().all(|k| listed.contains(&k.as_str())),
+            "{keys:?}"
+        );
+        for (entry, writer) in stored.entries.iter().zip(["~zombie.", "~successor."]) {
+            assert!(
+                entry.files.iter().all(|f| f.path.contains(writer)),
+                "{entry:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zombie_archiver_is_fenced_in_a_local_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        zombie_is_fenced(&LocalStorage::new(dir.path()));
+    }
+
+    #[test]
+    fn a_zombie_archiver_is_fenced_in_an_s3_bucket() {
+        let moto = Moto::start();
+        let bucket = braid_testkit::unique("braid").to_lowercase();
+        moto.create_bucket(&bucket);
+        let options = moto.options();
+        let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        zombie_is_fenced(&ObjectStorage::new(&format!("s3://{bucket}/zombie"), &options).unwrap());
+    }
+}

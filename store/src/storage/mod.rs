@@ -8,6 +8,7 @@
 //! by [`crate::layout`]. [`LocalStorage`] keeps them under a directory, [`ObjectStorage`] in
 //! an S3 bucket.
 
+pub mod conformance;
 mod local;
 mod object;
 

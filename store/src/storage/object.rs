@@ -184,7 +184,11 @@ impl Storage for ObjectStorage {
         let mut found: Vec<Listed> = metas
             .into_iter()
             .filter_map(|meta| {
-                let key = meta.location.as_ref().strip_prefix(&strip)?.to_owned();
+                // The store's keys are percent-encoded where a key has characters object
+                // stores advise against (`~` as `%7E`): listed back as they were written.
+                let location =
+                    percent_encoding::percent_decode_str(meta.location.as_ref()).decode_utf8();
+                let key = location.ok()?.strip_prefix(&strip)?.to_owned();
                 key.starts_with(prefix).then_some(Listed {
                     key,
                     size: meta.size,
