@@ -31,9 +31,10 @@ pub fn check(storage: &dyn Storage, scratch: &str) -> Vec<Check> {
         ("a replace of a deleted object is refused", &|| {
             replace_of_deleted(storage, &key("deleted.json"))
         }),
-        ("list by prefix, in key order, with sizes", &|| {
-            listed_in_order(storage, scratch)
-        }),
+        (
+            "list by prefix, in key order, with sizes, keys as written",
+            &|| listed_in_order(storage, scratch),
+        ),
         ("delete; deleting again is no error", &|| {
             deleted_twice(storage, &key("gone.json"))
         }),
