@@ -324,11 +324,11 @@ impl BatchRunner {
                 .map(str::to_owned)
         };
         let runs: BTreeSet<String> = listed.iter().filter_map(|l| run_of(&l.key)).collect();
-        let manifests: HashSet<&str> = listed.iter().map(|l| l.key.as_str()).collect();
+        let keys: HashSet<&str> = listed.iter().map(|l| l.key.as_str()).collect();
         let published: Vec<&String> = runs
             .iter()
             .rev()
-            .filter(|r| *r == current || manifests.contains(layout::snapshot_manifest(r).as_str()))
+            .filter(|r| *r == current || keys.contains(layout::snapshot_manifest(r).as_str()))
             .filter(|r| r.as_str() <= current)
             .take(self.config.batch.keep_snapshots)
             .collect();

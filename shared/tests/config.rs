@@ -435,3 +435,22 @@ x = "sum("
         other => panic!("expected every issue listed, got {other:?}"),
     }
 }
+
+#[test]
+fn storage_urls_name_a_bucket_and_a_clean_prefix() {
+    use braid_shared::config::parse_storage_url;
+    assert_eq!(parse_storage_url("s3://b").unwrap(), ("b", ""));
+    assert_eq!(parse_storage_url("s3://b/").unwrap(), ("b", ""));
+    assert_eq!(parse_storage_url("s3://b/x/y/").unwrap(), ("b", "x/y"));
+    for bad in [
+        "b/x",
+        "s3://",
+        "s3:///x",
+        "s3://b/x/../y",
+        "file:///tmp",
+        "s3://b/x//y",
+        "s3://b/x\u{1}",
+    ] {
+        assert!(parse_storage_url(bad).is_err(), "{bad}");
+    }
+}

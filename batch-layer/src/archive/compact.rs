@@ -10,9 +10,9 @@ use braid_store::Storage;
 use braid_store::manifest::{ArchiveEntry, ArchiveFile, PartitionManifest, RetiredFile};
 use polars::prelude::*;
 
-use super::partition::{discard_unpublished, file_name};
+use super::partition::{file_name, publish_with_files};
 use crate::error::Result;
-use crate::files::{create_all, now_ms, parquet_bytes, read_parquet};
+use crate::files::{now_ms, parquet_bytes, read_parquet};
 
 /// Most ranges merged at once.
 const MAX_MERGE: usize = 64;
@@ -107,7 +107,6 @@ pub(crate) fn compact(
         });
         written.push((rel, bytes));
     }
-    create_all(storage, &written)?;
     let now = now_ms();
     let retired: Vec<RetiredFile> = merged
         .iter()
@@ -118,22 +117,18 @@ pub(crate) fn compact(
         })
         .collect();
     let count = retired.len();
-    let previous = manifest.clone();
-    manifest.entries.splice(
-        window,
-        [ArchiveEntry {
-            from,
-            to,
-            files,
-            written_at_ms: now,
-        }],
-    );
-    manifest.retired.extend(retired);
-    if let Err(error) = manifest.publish(storage) {
-        *manifest = previous;
-        discard_unpublished(storage, &error, written.iter().map(|(key, _)| key.as_str()));
-        return Err(error.into());
-    }
+    publish_with_files(storage, manifest, &written, |manifest| {
+        manifest.entries.splice(
+            window,
+            [ArchiveEntry {
+                from,
+                to,
+                files,
+                written_at_ms: now,
+            }],
+        );
+        manifest.retired.extend(retired);
+    })?;
     tracing::info!(partition = %tp, from, to, files = count, "compacted archive ranges");
     crate::metrics::compacted(count as u64);
     Ok(true)

@@ -93,7 +93,7 @@ impl Archiver {
     pub fn start(config: &Config, cancel: CancellationToken) -> Result<Self> {
         let shared = Arc::new(Shared {
             plan: archive_plan(config)?,
-            storage: braid_store::open(&config.storage).map_err(Error::Internal)?,
+            storage: braid_store::open(&config.storage).map_err(Error::OpenStorage)?,
             token: crate::files::writer_token(),
             partitions: Mutex::new(BTreeMap::new()),
             archived: RwLock::new(BTreeMap::new()),

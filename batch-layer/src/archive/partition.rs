@@ -164,19 +164,15 @@ impl PartitionBuffer {
                 rows.rejected.len() as u64,
             );
         }
-        create_all(storage, &written)?;
         let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-        self.manifest.entries.push(ArchiveEntry {
-            from,
-            to,
-            files,
-            written_at_ms: now_ms(),
-        });
-        if let Err(error) = self.manifest.publish(storage) {
-            self.manifest.entries.pop();
-            discard_unpublished(storage, &error, written.iter().map(|(key, _)| key.as_str()));
-            return Err(error.into());
-        }
+        publish_with_files(storage, &mut self.manifest, &written, |manifest| {
+            manifest.entries.push(ArchiveEntry {
+                from,
+                to,
+                files,
+                written_at_ms: now_ms(),
+            });
+        })?;
         tracing::debug!(partition = %self.tp, from, to, messages = self.messages, "archived");
         for rows in &mut self.sources {
             rows.events.clear();
@@ -190,20 +186,30 @@ impl PartitionBuffer {
     }
 }
 
-/// Deletes the files of a manifest that another writer's refused (a conflict: certainly not
-/// published). After any other failure the manifest may have been stored all the same (a
-/// remote store that timed out), so they stay; the next take-up removes them if no manifest
-/// lists them.
-pub(crate) fn discard_unpublished<'a>(
+/// Creates `files`, then publishes `manifest` with `change` made to it, over the version it
+/// holds. When that fails the manifest is left as it was; when another writer's manifest
+/// refused it (a conflict: certainly not published) the files are deleted. After any other
+/// failure the manifest may have been stored all the same (a remote store that timed out), so
+/// they stay; the next take-up removes them if no manifest lists them.
+pub(crate) fn publish_with_files(
     storage: &dyn Storage,
-    error: &braid_store::Error,
-    keys: impl Iterator<Item = &'a str>,
-) {
-    if matches!(error, braid_store::Error::Conflict { .. }) {
-        for key in keys {
-            let _ = storage.delete(key);
+    manifest: &mut PartitionManifest,
+    files: &[(String, Vec<u8>)],
+    change: impl FnOnce(&mut PartitionManifest),
+) -> Result<()> {
+    create_all(storage, files)?;
+    let previous = manifest.clone();
+    change(manifest);
+    if let Err(error) = manifest.publish(storage) {
+        *manifest = previous;
+        if matches!(error, braid_store::Error::Conflict { .. }) {
+            for (key, _) in files {
+                let _ = storage.delete(key);
+            }
         }
+        return Err(error.into());
     }
+    Ok(())
 }
 
 /// The name of the files holding offsets `[from, to)` of a partition, written by the writer

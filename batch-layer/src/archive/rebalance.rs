@@ -71,12 +71,10 @@ impl braid_kafka::Partitions for ArchivePartitions {
 
     fn resume_record(&self, tp: &TopicPartition) -> (ResumeRecord, std::path::PathBuf) {
         let key = layout::archive_manifest(&tp.topic, tp.partition);
-        let path = self
-            .shared
-            .storage
-            .local_path(&key)
-            .unwrap_or_else(|| key.into());
-        (ResumeRecord::ArchiveManifest, path)
+        (
+            ResumeRecord::ArchiveManifest,
+            self.shared.storage.location(&key),
+        )
     }
 
     /// The archive's end: lag counts what is on the broker and not yet archived.

@@ -167,6 +167,28 @@ pub struct StorageConfig {
     pub url: Option<String>,
 }
 
+/// `s3://bucket[/prefix]` -> (bucket, prefix without surrounding slashes); an error naming
+/// what is wrong otherwise.
+pub fn parse_storage_url(url: &str) -> Result<(&str, &str), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .filter(|_| !url.chars().any(char::is_control))
+        .ok_or_else(|| format!("{url:?} is not an s3://bucket/prefix URL"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(format!("{url:?} names no bucket (s3://bucket/prefix)"));
+    }
+    let prefix = prefix.trim_matches('/');
+    let clean =
+        |part: &str| !part.is_empty() && part != "." && part != ".." && !part.contains('\\');
+    if !prefix.is_empty() && !prefix.split('/').all(clean) {
+        return Err(format!(
+            "{url:?}: the prefix has an empty, \".\" or \"..\" part"
+        ));
+    }
+    Ok((bucket, prefix))
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {

@@ -213,16 +213,10 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
             format!("{} is outside 1..=1000000", file.speed.max_batch),
         );
     }
-    if let Some(url) = &file.storage.url {
-        let bucket = url
-            .strip_prefix("s3://")
-            .map(|rest| rest.split('/').next().unwrap_or_default());
-        if bucket.is_none_or(str::is_empty) || url.chars().any(char::is_control) {
-            issues.push(
-                "storage.url",
-                format!("{:?} is not an s3://bucket/prefix URL", shortened(url)),
-            );
-        }
+    if let Some(url) = &file.storage.url
+        && let Err(why) = super::parse_storage_url(url)
+    {
+        issues.push("storage.url", why);
     }
     if file.storage.dir.as_os_str().is_empty() {
         issues.push("storage.dir", "is empty");

@@ -30,9 +30,7 @@ impl braid_kafka::Partitions for SpeedPartitions {
         let coverage = shared.coverage.read().map(|c| c.of(tp)).unwrap_or(0);
         let storage = &shared.storage;
         let key = layout::speed_checkpoint(&tp.topic, tp.partition);
-        let path = storage
-            .local_path(&key)
-            .unwrap_or_else(|| key.clone().into());
+        let path = storage.location(&key);
         let object = storage.get(&key).map_err(braid_store::Error::from)?;
         let held = object.as_ref().map(|o| o.version.clone());
         let restored = match object {
@@ -77,9 +75,7 @@ impl braid_kafka::Partitions for SpeedPartitions {
             }
             None => {
                 if coverage > 0 {
-                    let pointer = storage
-                        .local_path(layout::SNAPSHOT_POINTER)
-                        .unwrap_or_else(|| layout::SNAPSHOT_POINTER.into());
+                    let pointer = storage.location(layout::SNAPSHOT_POINTER);
                     broker.check_resume(tp, coverage, ResumeRecord::SnapshotCoverage, &pointer)?;
                 }
                 let rejected = RejectedLog::open(
@@ -133,12 +129,7 @@ impl braid_kafka::Partitions for SpeedPartitions {
 
     fn resume_record(&self, tp: &TopicPartition) -> (ResumeRecord, std::path::PathBuf) {
         let key = layout::speed_checkpoint(&tp.topic, tp.partition);
-        let path = self
-            .shared
-            .storage
-            .local_path(&key)
-            .unwrap_or_else(|| key.into());
-        (ResumeRecord::Checkpoint, path)
+        (ResumeRecord::Checkpoint, self.shared.storage.location(&key))
     }
 
     fn position(&self, tp: &TopicPartition) -> Option<i64> {

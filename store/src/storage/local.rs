@@ -282,8 +282,8 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
-    fn local_path(&self, key: &str) -> Option<PathBuf> {
-        self.path(key).ok()
+    fn location(&self, key: &str) -> PathBuf {
+        self.path(key).unwrap_or_else(|_| key.into())
     }
 
     fn remove_leftovers(&self, prefix: &str, name_start: &str) -> Result<usize, StorageError> {

@@ -151,9 +151,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(0)
     }
 
-    /// A local path for `key` where this store has one, for messages naming the object; `None`
-    /// for remote stores.
-    fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
+    /// Where the object `key` is, for messages naming it: its local path, or its URL.
+    fn location(&self, key: &str) -> std::path::PathBuf;
 
     /// A local file holding the immutable object `key` (an archive or snapshot cell file), for
     /// readers that scan files in place (Polars, DuckDB). A local store returns its own file; a

@@ -56,7 +56,7 @@ impl ObjectStorage {
     /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...), overridden by `options`
     /// (`object_store`'s S3 configuration keys, such as `aws_endpoint`).
     pub fn new(url: &str, options: &[(&str, &str)]) -> Result<Self, String> {
-        let (bucket, prefix) = parse_url(url)?;
+        let (bucket, prefix) = braid_shared::config::parse_storage_url(url)?;
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
         // The endpoint variable newer AWS tools use, where object_store reads `AWS_ENDPOINT`.
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
@@ -127,24 +127,6 @@ impl ObjectStorage {
             .recv()
             .map_err(|_| "the storage I/O task stopped".to_owned())
     }
-}
-
-/// `s3://bucket[/prefix]` -> (bucket, prefix without surrounding slashes).
-fn parse_url(url: &str) -> Result<(&str, &str), String> {
-    let rest = url
-        .strip_prefix("s3://")
-        .ok_or_else(|| format!("{url:?} is not an s3://bucket/prefix URL"))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(format!("{url:?} names no bucket (s3://bucket/prefix)"));
-    }
-    let prefix = prefix.trim_matches('/');
-    if !prefix.is_empty() && check_key(prefix).is_err() {
-        return Err(format!(
-            "{url:?}: the prefix has an empty, \".\" or \"..\" part"
-        ));
-    }
-    Ok((bucket, prefix))
 }
 
 fn failed<'a>(op: &'static str, key: &'a str) -> impl FnOnce(String) -> StorageError + 'a {
@@ -256,8 +238,8 @@ impl Storage for ObjectStorage {
         Ok(())
     }
 
-    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
-        None
+    fn location(&self, key: &str) -> std::path::PathBuf {
+        format!("{}/{key}", self.url.trim_end_matches('/')).into()
     }
 
     fn local_file(&self, key: &str) -> Result<Option<std::path::PathBuf>, StorageError> {
@@ -314,28 +296,6 @@ impl ObjectStorage {
                 | object_store::Error::NotFound { .. },
             ) => Ok(Put::Conflict),
             Err(e) => Err(failed("put", key)(e.to_string())),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_name_a_bucket_and_a_clean_prefix() {
-        assert_eq!(parse_url("s3://b").unwrap(), ("b", ""));
-        assert_eq!(parse_url("s3://b/").unwrap(), ("b", ""));
-        assert_eq!(parse_url("s3://b/x/y/").unwrap(), ("b", "x/y"));
-        for bad in [
-            "b/x",
-            "s3://",
-            "s3:///x",
-            "s3://b/x/../y",
-            "file:///tmp",
-            "s3://b/x//y",
-        ] {
-            assert!(parse_url(bad).is_err(), "{bad}");
         }
     }
 }
