@@ -80,6 +80,22 @@ pub enum Command {
         /// Recompute every view from the whole archive instead of incrementally.
         #[arg(long)]
         full: bool,
+        /// Split the run into N shards, each computing its share of the partitions in a
+        /// process of its own (`--shard I`); the last shard to finish merges them into one
+        /// snapshot, equal cell for cell to an unsplit run.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        shards: Option<u32>,
+        /// The shard this process computes, 0 to N-1 (with `--shards N`).
+        #[arg(long)]
+        shard: Option<u32>,
+        /// The sharded run's name, the same for every shard (a Kubernetes Job's name, say);
+        /// default: named after the published snapshot the shards build on.
+        #[arg(long)]
+        run: Option<String>,
+        /// Merge the shards of the sharded run `--run` (or of `--shards N` after the published
+        /// snapshot) and publish it, when every shard is done but none merged.
+        #[arg(long, conflicts_with_all = ["shard", "full"])]
+        merge: bool,
     },
     /// Measure a layer's throughput, latency and memory on this machine.
     Bench {

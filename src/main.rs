@@ -67,10 +67,53 @@ fn main() -> ExitCode {
             Ok(config) => run::run(&config, &layers),
             Err(error) => config_error(&error),
         },
-        Command::Batch { config, full } => match Config::load(&config) {
-            Ok(config) => run::batch(&config, full),
-            Err(error) => config_error(&error),
-        },
+        Command::Batch {
+            config,
+            full,
+            shards,
+            shard,
+            run: name,
+            merge,
+        } => {
+            let mode = match (shards, shard, merge) {
+                (None, None, false) if name.is_none() => run::BatchMode::Whole,
+                (Some(shards), Some(index), false) if index < shards => run::BatchMode::Shard {
+                    shards,
+                    index,
+                    name,
+                },
+                (Some(shards), Some(index), false) => {
+                    eprintln!(
+                        "error: --shard {index} is out of range: shards are 0 to {}",
+                        shards - 1
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                (shards, None, true) if name.is_some() || shards.is_some() => {
+                    run::BatchMode::Merge { shards, name }
+                }
+                (_, _, true) => {
+                    eprintln!(
+                        "error: --merge needs the run: --run NAME, or --shards N for the default name"
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                (Some(_), None, false) => {
+                    eprintln!(
+                        "error: --shards needs --shard I (the shard this process computes), or --merge"
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                (None, _, false) => {
+                    eprintln!("error: --shard and --run are for sharded runs: give --shards N too");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match Config::load(&config) {
+                Ok(config) => run::batch(&config, full, mode),
+                Err(error) => config_error(&error),
+            }
+        }
         Command::Dev { config, rate } => {
             let builtin = config.is_none();
             match load(config.as_deref()) {

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use braid_batch::{Archiver, BatchRunner, BatchScheduler, RunState, Trigger};
+use braid_batch::{
+    Archiver, BatchRunner, BatchScheduler, RunRecord, RunState, Shard, ShardOutcome, Trigger,
+};
 use braid_serving::{Backends, Server};
 use braid_shared::Config;
 use braid_speed::SpeedLayer;
@@ -14,8 +16,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::Layer;
 
-/// One batch recompute; prints its record as JSON. Exit 0 when published, 1 otherwise.
-pub fn batch(config: &Config, full: bool) -> ExitCode {
+/// What `braid batch` runs.
+pub enum BatchMode {
+    /// One recompute of every partition.
+    Whole,
+    /// One shard of a sharded run.
+    Shard {
+        shards: u32,
+        index: u32,
+        name: Option<String>,
+    },
+    /// The merge of a sharded run.
+    Merge {
+        shards: Option<u32>,
+        name: Option<String>,
+    },
+}
+
+/// One batch recompute, a shard of one or its merge; prints its record (or the shard's
+/// outcome) as JSON. Exit 0 when published or the shard is stored, 1 otherwise.
+pub fn batch(config: &Config, full: bool, mode: BatchMode) -> ExitCode {
     let runner = match BatchRunner::new(config) {
         Ok(runner) => runner,
         Err(error) => {
@@ -25,30 +45,66 @@ pub fn batch(config: &Config, full: bool) -> ExitCode {
     };
     let cancel = CancellationToken::new();
     let watcher = SignalWatcher::start(cancel.clone());
-    let outcome = runner.run(Trigger::Command, full, &cancel);
+    let name = |name: Option<String>, shards: Option<u32>| match (name, shards) {
+        (Some(name), _) => Ok(name),
+        (None, Some(shards)) => runner.default_shard_run(shards, full),
+        (None, None) => Err(braid_batch::Error::BadShardedRun("no run named".into())),
+    };
+    let outcome = match mode {
+        BatchMode::Whole => runner.run(Trigger::Command, full, &cancel).map(|record| {
+            print_json(&record);
+            Some(record)
+        }),
+        BatchMode::Shard {
+            shards,
+            index,
+            name: given,
+        } => name(given, Some(shards)).and_then(|run| {
+            let shard = Shard { run, shards, index };
+            runner.run_shard(&shard, full, &cancel).map(shard_record)
+        }),
+        BatchMode::Merge {
+            shards,
+            name: given,
+        } => {
+            name(given, shards).and_then(|run| runner.merge_shards(&run, &cancel).map(shard_record))
+        }
+    };
     drop(watcher);
     match outcome {
-        Ok(record) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&record).unwrap_or_default()
-            );
-            match (record.state, &record.error) {
-                (RunState::Succeeded, _) => ExitCode::SUCCESS,
-                (_, error) => {
-                    eprintln!(
-                        "error: batch run {} failed: {}",
-                        record.id,
-                        error.as_deref().unwrap_or("unknown")
-                    );
-                    ExitCode::FAILURE
-                }
+        // A shard stored, waiting for the others.
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(record)) => match (record.state, &record.error) {
+            (RunState::Succeeded, _) => ExitCode::SUCCESS,
+            (_, error) => {
+                eprintln!(
+                    "error: batch run {} failed: {}",
+                    record.id,
+                    error.as_deref().unwrap_or("unknown")
+                );
+                ExitCode::FAILURE
             }
-        }
+        },
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Prints a shard's outcome; the run's record once it was merged.
+fn shard_record(outcome: ShardOutcome) -> Option<RunRecord> {
+    print_json(&outcome);
+    match outcome {
+        ShardOutcome::Waiting { .. } => None,
+        ShardOutcome::Merged { record, .. } => Some(record),
     }
 }
 

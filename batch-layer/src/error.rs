@@ -33,6 +33,11 @@ pub enum Error {
         covered: i64,
     },
 
+    /// A sharded run asked for what cannot be: a bad run name or shard, a run started with
+    /// other settings, shards missing at a merge.
+    #[error("sharded run: {0}")]
+    BadShardedRun(String),
+
     /// The storage `storage.url` names could not be opened.
     #[error("opening storage: {0}")]
     OpenStorage(String),
@@ -56,3 +61,9 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<braid_store::StorageError> for Error {
+    fn from(error: braid_store::StorageError) -> Self {
+        Self::Store(error.into())
+    }
+}

@@ -21,14 +21,15 @@ use crate::metrics;
 use braid_store::lease;
 use braid_store::pointer::{pointer_version, publish_pointer, read_pointer};
 use braid_store::recompute::{self, files_between};
+use braid_store::storage::Version;
 use braid_store::{History, RunRecord, RunState, Storage, Trigger, ViewRun, layout, now_rfc3339};
 
 /// Runs recomputes for one configuration.
 #[derive(Clone)]
 pub struct BatchRunner {
-    config: Arc<Config>,
-    storage: Arc<dyn Storage>,
-    history: History,
+    pub(crate) config: Arc<Config>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) history: History,
 }
 
 impl BatchRunner {
@@ -124,34 +125,48 @@ impl BatchRunner {
         let storage = self.storage.as_ref();
         // Published over at the end: a run that another run beat to it fails, never overwrites.
         let pointer_held = pointer_version(storage)?;
-        let previous = self.previous_snapshot();
-        let mut manifests: Vec<PartitionManifest> = Vec::new();
-        for topic in self.config.topics() {
-            manifests.extend(read_archive_manifests(storage, topic)?);
-        }
+        let previous = self.previous_snapshot().map(|(_, manifest)| manifest);
+        let manifests = self.archive_manifests()?;
         let coverage = target_coverage(&manifests, self.config.speed.segment_size);
-        if let Some((_, before)) = &previous {
-            for (tp, &covered) in &before.coverage.0 {
-                let archived = coverage.of(tp);
-                if archived < covered {
-                    return Err(Error::ArchiveBehindSnapshot {
-                        tp: tp.clone(),
-                        archived,
-                        covered,
-                    });
-                }
-            }
-        }
+        check_not_behind(previous.as_ref(), &coverage)?;
         record.coverage = Some(coverage.clone());
-        // Plan every view: incremental on top of the previous layers, or full.
-        struct Planned<'a> {
-            view: &'a Arc<braid_shared::ViewDef>,
-            source: &'a Arc<braid_shared::SourceDef>,
-            from: Coverage,
-            layers: Vec<SnapshotLayer>,
-            files: Vec<recompute::ScanFile>,
-            run: ViewRun,
+        let mut planned = self.plan(record.full, previous.as_ref(), &manifests, &coverage)?;
+        let run_id = record.id.clone();
+        self.compute(&mut planned, false, cancel, |p, mut computed| {
+            let key = format!("batch/snapshots/{run_id}/{}.parquet", p.view.name);
+            let (cells, bytes) = write_cells(storage, &key, &mut computed.cells)?;
+            p.add_layer(&run_id, key, &coverage, cells, bytes);
+            Ok(())
+        })?;
+        self.publish(
+            record,
+            planned,
+            coverage,
+            lease,
+            pointer_held.as_ref(),
+            cancel,
+        )
+    }
+
+    /// Every topic's archive manifests.
+    pub(crate) fn archive_manifests(&self) -> Result<Vec<PartitionManifest>> {
+        let mut manifests = Vec::new();
+        for topic in self.config.topics() {
+            manifests.extend(read_archive_manifests(self.storage.as_ref(), topic)?);
         }
+        Ok(manifests)
+    }
+
+    /// Plans every view over the archive files of `manifests` up to `coverage`: incremental
+    /// on top of the previous snapshot's layers, or full.
+    pub(crate) fn plan(
+        &self,
+        full: bool,
+        previous: Option<&SnapshotManifest>,
+        manifests: &[PartitionManifest],
+        coverage: &Coverage,
+    ) -> Result<Vec<Planned>> {
+        let storage = self.storage.as_ref();
         let mut planned = Vec::new();
         for view in &self.config.views {
             let source = self
@@ -159,10 +174,10 @@ impl BatchRunner {
                 .source(&view.source)
                 .ok_or_else(|| Error::Internal(format!("view {} without source", view.name)))?;
             let fingerprint = fingerprint_hex(view.fingerprint());
-            let base = match &previous {
-                _ if record.full => Err("--full was asked for".to_owned()),
+            let base = match previous {
+                _ if full => Err("--full was asked for".to_owned()),
                 None => Err("no previous snapshot".to_owned()),
-                Some((_, before)) => match before.views.get(&view.name) {
+                Some(before) => match before.views.get(&view.name) {
                     None => Err("the view is new".to_owned()),
                     Some(v) if v.fingerprint != fingerprint => {
                         Err("the view's definition changed".to_owned())
@@ -178,15 +193,15 @@ impl BatchRunner {
                 Ok((from, layers)) => (from, layers, None),
                 Err(reason) => (Coverage::default(), Vec::new(), Some(reason)),
             };
-            let files = files_between(storage, source, &manifests, (&from, &coverage), None)?;
+            let files = files_between(storage, source, manifests, (&from, coverage), None)?;
             let mode = match (&reason, files.is_empty()) {
                 (Some(_), _) => "full",
                 (None, true) => "unchanged",
                 (None, false) => "incremental",
             };
             planned.push(Planned {
-                view,
-                source,
+                view: Arc::clone(view),
+                source: Arc::clone(source),
                 from,
                 layers,
                 files,
@@ -200,8 +215,20 @@ impl BatchRunner {
                 },
             });
         }
-        // Views of one source reading the same offsets are computed together: Polars scans
-        // their files once.
+        Ok(planned)
+    }
+
+    /// Computes the planned views that have files to read, handing each view's cells (per
+    /// partition with `per_partition`, see [`recompute::compute_partitions`]) to `write`.
+    /// Views of one source reading the same offsets are computed together: Polars scans their
+    /// files once.
+    pub(crate) fn compute(
+        &self,
+        planned: &mut [Planned],
+        per_partition: bool,
+        cancel: &CancellationToken,
+        mut write: impl FnMut(&mut Planned, recompute::Computed) -> Result<()>,
+    ) -> Result<()> {
         let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
         for (i, p) in planned.iter().enumerate() {
             if !p.files.is_empty() {
@@ -222,42 +249,45 @@ impl BatchRunner {
             let first = &planned[members[0]];
             let group_views: Vec<Arc<braid_shared::ViewDef>> = members
                 .iter()
-                .map(|&i| Arc::clone(planned[i].view))
+                .map(|&i| Arc::clone(&planned[i].view))
                 .collect();
-            let computed = recompute::compute_all(&group_views, first.source, &first.files)?;
+            let computed = match per_partition {
+                true => recompute::compute_partitions(&group_views, &first.source, &first.files)?,
+                false => recompute::compute_all(&group_views, &first.source, &first.files)?,
+            };
             let compute_ms = started.elapsed().as_millis() as u64;
             for (&i, computed) in members.iter().zip(computed) {
                 let p = &mut planned[i];
-                let Some(mut computed) = computed else {
+                let Some(computed) = computed else {
                     continue;
                 };
                 let writing = Instant::now();
                 p.run.rows_read = computed.rows;
-                record.rows_read += computed.rows;
-                let cells = computed.cells.height() as u64;
-                if cells > 0 {
-                    let rel = format!("batch/snapshots/{}/{}.parquet", record.id, p.view.name);
-                    let file = parquet_bytes(&mut computed.cells)?;
-                    let bytes = file.len() as u64;
-                    create_all(storage, &[(rel.clone(), file)])?;
-                    tracing::debug!(view = %p.view.name, ms = writing.elapsed().as_millis(), bytes, "cells written");
-                    p.run.cells_written = cells;
-                    p.layers.push(SnapshotLayer {
-                        run_id: record.id.clone(),
-                        path: rel,
-                        from: p.from.clone(),
-                        to: coverage.clone(),
-                        cells,
-                        rows: computed.rows,
-                        bytes,
-                    });
+                if computed.cells.height() > 0 {
+                    write(p, computed)?;
                 }
                 p.run.duration_ms = compute_ms + writing.elapsed().as_millis() as u64;
             }
         }
+        Ok(())
+    }
+
+    /// Writes the snapshot manifest of the planned views and publishes it over the pointer
+    /// version `pointer_held`, if the run still holds its lease.
+    pub(crate) fn publish(
+        &self,
+        record: &mut RunRecord,
+        planned: Vec<Planned>,
+        coverage: Coverage,
+        lease: &lease::Lease,
+        pointer_held: Option<&Version>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let storage = self.storage.as_ref();
         let mut views = BTreeMap::new();
         for mut p in planned {
             p.run.layers = p.layers.len();
+            record.rows_read += p.run.rows_read;
             tracing::info!(view = %p.view.name, mode = %p.run.mode, rows = p.run.rows_read, cells = p.run.cells_written, ms = p.run.duration_ms, "view computed");
             metrics::snapshot_cells(&p.view.name, p.layers.iter().map(|l| l.cells).sum());
             record.views.insert(p.view.name.clone(), p.run);
@@ -289,12 +319,12 @@ impl BatchRunner {
         };
         // A run paused past its lease, which another run took meanwhile, stops here.
         lease.confirm()?;
-        publish_pointer(storage, &pointer, pointer_held.as_ref())?;
+        publish_pointer(storage, &pointer, pointer_held)?;
         Ok(())
     }
 
     /// The published snapshot, if it can be read; an unreadable one means a full recompute.
-    fn previous_snapshot(&self) -> Option<(SnapshotPointer, SnapshotManifest)> {
+    pub(crate) fn previous_snapshot(&self) -> Option<(SnapshotPointer, SnapshotManifest)> {
         let pointer = match read_pointer(self.storage.as_ref()) {
             Ok(pointer) => pointer?,
             Err(error) => {
@@ -312,7 +342,7 @@ impl BatchRunner {
     }
 
     /// Keeps the newest `keep_snapshots` snapshots and every run's files their layers use.
-    fn remove_old_snapshots(&self, current: &str) -> Result<()> {
+    pub(crate) fn remove_old_snapshots(&self, current: &str) -> Result<()> {
         let storage = self.storage.as_ref();
         let listed = storage
             .list(&format!("{}/", layout::SNAPSHOTS))
@@ -355,7 +385,7 @@ impl BatchRunner {
     }
 
     /// Deletes every file of a run's snapshot, its manifest last.
-    fn remove_run(&self, run: &str) -> Result<()> {
+    pub(crate) fn remove_run(&self, run: &str) -> Result<()> {
         let storage = self.storage.as_ref();
         let mut keys: Vec<String> = storage
             .list(&format!("{}/", layout::snapshot(run)))
@@ -370,6 +400,80 @@ impl BatchRunner {
         }
         Ok(())
     }
+}
+
+/// One view of a run: what it reads and the layers it publishes.
+pub(crate) struct Planned {
+    pub(crate) view: Arc<braid_shared::ViewDef>,
+    pub(crate) source: Arc<braid_shared::SourceDef>,
+    /// The coverage its new layer starts at (the previous snapshot's, or nothing: full).
+    pub(crate) from: Coverage,
+    pub(crate) layers: Vec<SnapshotLayer>,
+    pub(crate) files: Vec<recompute::ScanFile>,
+    pub(crate) run: ViewRun,
+}
+
+impl Planned {
+    /// Adds the layer of cells this run wrote at `key`.
+    pub(crate) fn add_layer(
+        &mut self,
+        run_id: &str,
+        key: String,
+        to: &Coverage,
+        cells: u64,
+        bytes: u64,
+    ) {
+        self.run.cells_written = cells;
+        self.layers.push(SnapshotLayer {
+            run_id: run_id.to_owned(),
+            path: key,
+            from: self.from.clone(),
+            to: to.clone(),
+            cells,
+            rows: self.run.rows_read,
+            bytes,
+        });
+    }
+}
+
+/// Writes a cell frame as a Parquet object at `key` (created once); returns its cells and
+/// bytes.
+pub(crate) fn write_cells(
+    storage: &dyn Storage,
+    key: &str,
+    cells: &mut polars::prelude::DataFrame,
+) -> Result<(u64, u64)> {
+    let started = Instant::now();
+    let file = parquet_bytes(cells)?;
+    let bytes = file.len() as u64;
+    create_all(storage, &[(key.to_owned(), file)])?;
+    tracing::debug!(
+        key,
+        ms = started.elapsed().as_millis(),
+        bytes,
+        "cells written"
+    );
+    Ok((cells.height() as u64, bytes))
+}
+
+/// Fails when the archive ends below the coverage `previous` published (moved or truncated).
+pub(crate) fn check_not_behind(
+    previous: Option<&SnapshotManifest>,
+    coverage: &Coverage,
+) -> Result<()> {
+    if let Some(before) = previous {
+        for (tp, &covered) in &before.coverage.0 {
+            let archived = coverage.of(tp);
+            if archived < covered {
+                return Err(Error::ArchiveBehindSnapshot {
+                    tp: tp.clone(),
+                    archived,
+                    covered,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Per partition, the archived end rounded down to a segment boundary (partitions with no whole

@@ -96,6 +96,9 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// The process that queued or ran it.
     pub pid: u32,
+    /// The shards of a sharded run (`braid batch --shards N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
 }
 
 impl RunRecord {
@@ -115,6 +118,7 @@ impl RunRecord {
             views: BTreeMap::new(),
             error: None,
             pid: std::process::id(),
+            shards: None,
         }
     }
 }
@@ -248,7 +252,7 @@ impl History {
     }
 
     /// Marks runs left `running` (their process held the run lock, which is now free) or
-    /// `queued` by a process that is gone as failed.
+    /// `queued` by a process that is gone as failed; sharded runs are left alone.
     pub fn mark_interrupted(&self, current: &str) -> Result<()> {
         for id in self.ids()?.into_iter().take(KEEP_RECORDS) {
             if id == current {
@@ -258,7 +262,9 @@ impl History {
                 continue;
             };
             let stale = match record.state {
-                RunState::Running => true,
+                // A sharded run holds no lease while its shards compute: its merge, or the
+                // next sharded run, settles it.
+                RunState::Running => record.shards.is_none(),
                 RunState::Queued => record.pid != std::process::id() && !process_alive(record.pid),
                 _ => false,
             };

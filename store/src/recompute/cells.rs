@@ -8,35 +8,267 @@ use braid_shared::{MetricExpr, Value, ViewDef};
 use polars::prelude::*;
 
 use super::plan::{Agg, BUCKET, ViewPlan};
-use crate::columns::{ColumnType, ValueReader};
+use crate::columns::{ColumnType, PARTITION, ValueReader};
 use crate::error::{Error, Result};
 use crate::snapshot::{BUCKET_COLUMN, state_column};
 
-/// Builds the cell frame; also returns the number of archive rows grouped.
+/// Builds the cell frame; also returns the number of archive rows grouped. A frame grouped per
+/// partition too (with the partition column) gives per-partition cells, folded into the view's
+/// cells (in partition order, see [`super::fold_partitions`]) when `fold` is set, or kept per
+/// partition (the partition column beside the bucket) for a sharded run's merge otherwise.
 pub(crate) fn frame(
     view: &ViewDef,
     plan: &ViewPlan,
     grouped: &DataFrame,
+    fold: bool,
 ) -> Result<(DataFrame, u64)> {
-    let height = grouped.height();
     let rows: u64 = grouped.column("_rows")?.u64()?.sum().unwrap_or(0);
+    let per_partition = grouped.column(PARTITION).is_ok();
     let mut columns = vec![
         grouped
             .column(BUCKET)?
             .clone()
             .with_name(BUCKET_COLUMN.into()),
     ];
+    if per_partition {
+        columns.push(grouped.column(PARTITION)?.clone());
+    }
     // Cast: a field absent from every file scanned comes out as a column of nulls.
     for (field, ty) in view.group_by.iter().zip(&plan.key_types) {
         columns.push(grouped.column(&field.name)?.cast(&ty.dtype())?);
     }
-    let mut encoders: Vec<Encoder> = view.metrics.iter().map(|_| Encoder::new(height)).collect();
-    each_state(view, plan, grouped, |i, _, state| encoders[i].push(&state))?;
+    let mut keys = DataFrame::new(grouped.height(), columns)?;
+    let runs = match per_partition && fold {
+        true => {
+            let runs = Runs::of(&keys, view)?;
+            keys = keys.drop(PARTITION)?;
+            runs
+        }
+        false => None,
+    };
+    if let Some(runs) = &runs {
+        keys = keys.take(&IdxCa::from_vec("".into(), runs.out_rows.clone()))?;
+    }
+    let height = keys.height();
+    let mut folder = Folder {
+        runs: runs.as_ref(),
+        encoders: view.metrics.iter().map(|_| Encoder::new(height)).collect(),
+        stash: Vec::new(),
+        metric: 0,
+        failed: None,
+    };
+    each_state(view, plan, grouped, |i, row, state| {
+        folder.push(i, row, state)
+    })?;
+    let encoders = folder.finish()?;
+    let mut columns = keys.into_columns();
     for (metric, encoder) in view.metrics.iter().zip(encoders) {
         columns.push(encoder.finish(&state_column(&metric.name)));
     }
     Ok((DataFrame::new(height, columns)?, rows))
 }
+
+/// How per-partition cells fold into a view's cells: most cells are in one partition (their row
+/// is kept as it is); the rest merge their rows in partition order.
+struct Runs {
+    /// Per row, its slot among the rows of cells in several partitions (a cell's rows in
+    /// consecutive slots, in partition order), or [`Runs::SINGLE`].
+    slot: Vec<u32>,
+    /// The row of each slot.
+    slot_rows: Vec<IdxSize>,
+    /// The end (exclusive) of each folded cell's slots.
+    ends: Vec<usize>,
+    /// The row giving each output cell's key: the single rows in order, then each folded cell's
+    /// first row.
+    out_rows: Vec<IdxSize>,
+}
+
+impl Runs {
+    const SINGLE: u32 = u32::MAX;
+
+    /// `None` when no cell is in two partitions. `keys` holds the bucket, the partition and the
+    /// group-by columns (named as in a cell frame), one row per partition, key and bucket.
+    fn of(keys: &DataFrame, view: &ViewDef) -> Result<Option<Self>> {
+        let mut by: Vec<Expr> = view.group_by.iter().map(|f| col(f.name.as_str())).collect();
+        by.push(col(BUCKET_COLUMN));
+        // (cell, row) pairs, a cell's pairs together.
+        let pairs = keys
+            .clone()
+            .lazy()
+            .select(by.clone())
+            .with_row_index(ROW, None)
+            .group_by(by)
+            .agg([col(ROW)])
+            .with_row_index(CELL, None)
+            .explode(
+                by_name([ROW], true, false),
+                ExplodeOptions {
+                    empty_as_null: false,
+                    keep_nulls: false,
+                },
+            )
+            .select([col(CELL), col(ROW)])
+            .collect()?;
+        let cells: Vec<IdxSize> = pairs.column(CELL)?.idx()?.iter().flatten().collect();
+        let rows: Vec<IdxSize> = pairs.column(ROW)?.idx()?.iter().flatten().collect();
+        if cells.len() != keys.height() || rows.len() != keys.height() {
+            return Err(Error::Internal(format!(
+                "folding partitions: {} cell rows paired, {} expected",
+                rows.len(),
+                keys.height()
+            )));
+        }
+        let mut runs = Self {
+            slot: vec![Self::SINGLE; rows.len()],
+            slot_rows: Vec::new(),
+            ends: Vec::new(),
+            out_rows: Vec::new(),
+        };
+        let partitions = keys.column(PARTITION)?.i32()?;
+        let partition = |row: &IdxSize| partitions.get(*row as usize);
+        let mut start = 0;
+        for i in 1..=cells.len() {
+            if i < cells.len() && cells[i] == cells[start] {
+                continue;
+            }
+            if i - start > 1 {
+                let mut cell_rows = rows[start..i].to_vec();
+                cell_rows.sort_by_key(partition);
+                for row in cell_rows {
+                    runs.slot[row as usize] = runs.slot_rows.len() as u32;
+                    runs.slot_rows.push(row);
+                }
+                runs.ends.push(runs.slot_rows.len());
+            }
+            start = i;
+        }
+        if runs.ends.is_empty() {
+            return Ok(None);
+        }
+        runs.out_rows = (0..rows.len() as IdxSize)
+            .filter(|&row| runs.slot[row as usize] == Self::SINGLE)
+            .collect();
+        let mut first = 0;
+        for &end in &runs.ends {
+            runs.out_rows.push(runs.slot_rows[first]);
+            first = end;
+        }
+        Ok(Some(runs))
+    }
+
+    /// Each folded cell's slots.
+    fn folded(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(a, b)| a..b)
+    }
+}
+
+/// Encodes states arriving row by row, metric by metric, into a cell frame's state columns:
+/// a single row's state at once, the states of a cell in several partitions merged once the
+/// metric's rows are all there.
+struct Folder<'a> {
+    runs: Option<&'a Runs>,
+    encoders: Vec<Encoder>,
+    stash: Vec<Option<MetricState>>,
+    metric: usize,
+    failed: Option<Error>,
+}
+
+impl Folder<'_> {
+    fn push(&mut self, metric: usize, row: usize, state: MetricState) {
+        let Some(runs) = self.runs else {
+            self.encoders[metric].push(&state);
+            return;
+        };
+        if metric != self.metric {
+            self.flush();
+            self.metric = metric;
+        }
+        match runs.slot[row] {
+            Runs::SINGLE => self.encoders[metric].push(&state),
+            slot => {
+                if self.stash.is_empty() {
+                    self.stash.resize_with(runs.slot_rows.len(), || None);
+                }
+                self.stash[slot as usize] = Some(state);
+            }
+        }
+    }
+
+    /// Merges the stashed states of the current metric.
+    fn flush(&mut self) {
+        let Some(runs) = self.runs else { return };
+        if self.stash.is_empty() {
+            return;
+        }
+        self.merge_stash(runs);
+    }
+
+    fn merge_stash(&mut self, runs: &Runs) {
+        let encoder = &mut self.encoders[self.metric];
+        for slots in runs.folded() {
+            let mut states = self.stash[slots].iter_mut().filter_map(Option::take);
+            if let Some(mut merged) = states.next() {
+                for state in states {
+                    if let Err(error) = merged.merge(&state) {
+                        self.failed.get_or_insert(error.into());
+                    }
+                }
+                encoder.push(&merged);
+            }
+        }
+        self.stash.clear();
+    }
+
+    fn finish(mut self) -> Result<Vec<Encoder>> {
+        self.flush();
+        match self.failed {
+            Some(error) => Err(error),
+            None => Ok(self.encoders),
+        }
+    }
+}
+
+/// Merges the cells of one key and bucket (rows of several partitions) in partition order; see
+/// [`super::fold_partitions`].
+pub(crate) fn fold_partitions(view: &ViewDef, cells: DataFrame) -> Result<DataFrame> {
+    if cells.column(PARTITION).is_err() {
+        return Ok(cells);
+    }
+    let runs = Runs::of(&cells, view)?;
+    let cells = cells.drop(PARTITION)?;
+    let Some(runs) = runs else {
+        return Ok(cells);
+    };
+    let mut out = cells.take(&IdxCa::from_vec("".into(), runs.out_rows.clone()))?;
+    for metric in &view.metrics {
+        let name = state_column(&metric.name);
+        let states = cells.column(&name)?.binary()?;
+        let state = |row: IdxSize| {
+            states
+                .get(row as usize)
+                .ok_or_else(|| Error::Internal(format!("cell row {row} has no {name}")))
+        };
+        let mut encoder = Encoder::new(out.height());
+        for (row, &slot) in runs.slot.iter().enumerate() {
+            if slot == Runs::SINGLE {
+                encoder.push_encoded(state(row as IdxSize)?);
+            }
+        }
+        for slots in runs.folded() {
+            let mut merged = MetricState::decode(state(runs.slot_rows[slots.start])?)?;
+            for &row in &runs.slot_rows[slots.start + 1..slots.end] {
+                merged.merge(&MetricState::decode(state(row)?)?)?;
+            }
+            encoder.push(&merged);
+        }
+        out.with_column(encoder.finish(&name))?;
+    }
+    Ok(out)
+}
+
+const ROW: &str = "_row";
+const CELL: &str = "_cell";
 
 /// Hands every cell's state of every metric to `each(metric, cell, state)`, metric by metric,
 /// cells in the grouped frame's order.
@@ -115,6 +347,11 @@ impl Encoder {
 
     fn push(&mut self, state: &MetricState) {
         state.encode_into(&mut self.buffer);
+        self.ends.push(self.buffer.len());
+    }
+
+    fn push_encoded(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
         self.ends.push(self.buffer.len());
     }
 

@@ -23,7 +23,7 @@ use braid_shared::aggregate::MetricState;
 use braid_shared::{CellQuery, Coverage, SourceDef, Value, ViewDef};
 use polars::prelude::*;
 
-use crate::columns::{EVENT_TIME, OFFSET, ValueReader};
+use crate::columns::{EVENT_TIME, OFFSET, PARTITION, ValueReader};
 use crate::error::{Error, Result};
 use crate::manifest::{FileKind, PartitionManifest};
 
@@ -100,10 +100,35 @@ pub struct Computed {
 
 /// Computes several views of one source from the same files in one Polars query, so the files
 /// are scanned once. Per view, `None` when there is nothing to read.
+///
+/// Cells are computed per partition first ([`compute_partitions`]), then the cells of one key
+/// and bucket in several partitions are merged in partition order ([`fold_partitions`]). A
+/// sharded run computes the first step on each shard's partitions and the second when it
+/// merges, so it gives these cells exactly: the order matters for `top_k`, whose merge is not
+/// associative beyond its capacity, and for the last bits of float sums.
 pub fn compute_all(
     views: &[Arc<ViewDef>],
     source: &SourceDef,
     files: &[ScanFile],
+) -> Result<Vec<Option<Computed>>> {
+    compute(views, source, files, true)
+}
+
+/// The first step of [`compute_all`]: each view's cells per partition, as a cell frame with
+/// the partition column beside the bucket (one row per partition, key and bucket).
+pub fn compute_partitions(
+    views: &[Arc<ViewDef>],
+    source: &SourceDef,
+    files: &[ScanFile],
+) -> Result<Vec<Option<Computed>>> {
+    compute(views, source, files, false)
+}
+
+fn compute(
+    views: &[Arc<ViewDef>],
+    source: &SourceDef,
+    files: &[ScanFile],
+    fold: bool,
 ) -> Result<Vec<Option<Computed>>> {
     if files.is_empty() {
         return Ok(views.iter().map(|_| None).collect());
@@ -117,9 +142,11 @@ pub fn compute_all(
     let queries: Vec<DslPlan> = plans
         .iter()
         .map(|plan| {
+            let mut keys = plan.keys();
+            keys.push(col(PARTITION));
             input
                 .clone()
-                .group_by(plan.keys())
+                .group_by(keys)
                 .agg(plan.aggregations())
                 .logical_plan
         })
@@ -130,11 +157,18 @@ pub fn compute_all(
     let mut out = Vec::with_capacity(views.len());
     for ((view, plan), grouped) in views.iter().zip(&plans).zip(grouped) {
         let encoding = std::time::Instant::now();
-        let (cells, rows) = cells::frame(view, plan, &grouped)?;
-        tracing::debug!(view = %view.name, files = files.len(), cells = cells.height(), grouped_ms, encoded_ms = encoding.elapsed().as_millis(), "view recomputed");
+        let (cells, rows) = cells::frame(view, plan, &grouped, fold)?;
+        tracing::debug!(view = %view.name, files = files.len(), partition_cells = grouped.height(), cells = cells.height(), grouped_ms, encoded_ms = encoding.elapsed().as_millis(), "view recomputed");
         out.push(Some(Computed { cells, rows }));
     }
     Ok(out)
+}
+
+/// The second step of [`compute_all`]: a frame of per-partition cells (from one
+/// [`compute_partitions`] or several, of disjoint partitions) as the view's cells, the states
+/// of one key and bucket merged in partition order.
+pub fn fold_partitions(view: &ViewDef, cells: DataFrame) -> Result<DataFrame> {
+    cells::fold_partitions(view, cells)
 }
 
 /// One view's cells over some archive files, grouped but not yet states: one row per cell, or
@@ -386,11 +420,24 @@ granularity = "1m"
 [view.metrics]
 tx = "count"
 top = "top_k(merchant_id, 2)"
+[[view]]
+name = "heavy_hour"
+source = "payments"
+group_by = ["country"]
+granularity = "1h"
+[view.metrics]
+top = "top_k(merchant_id, 2)"
+amount = "sum(amount)"
 "#;
 
     /// An archive file of `rows` generated events (some amounts null) over two hours.
     fn archive(dir: &Path, rows: usize) -> ScanFile {
-        let mut seed: u64 = 7;
+        archive_of(dir, 0, 7, rows)
+    }
+
+    /// [`archive`] of partition `partition`, its events drawn from `seed`.
+    fn archive_of(dir: &Path, partition: i32, seed: u64, rows: usize) -> ScanFile {
+        let mut seed: u64 = seed;
         let mut next = |n: u64| {
             seed = seed
                 .wrapping_mul(6364136223846793005)
@@ -408,7 +455,7 @@ top = "top_k(merchant_id, 2)"
             times.push(1_790_000_000_000 + (i as i64) * 7_200_000 / rows as i64);
         }
         let mut frame = df!(
-            PARTITION => vec![0i32; rows],
+            PARTITION => vec![partition; rows],
             OFFSET => (0..rows as i64).collect::<Vec<_>>(),
             EVENT_TIME => times.clone(),
             "card_id" => cards,
@@ -419,7 +466,7 @@ top = "top_k(merchant_id, 2)"
             "ts" => times,
         )
         .unwrap();
-        let path = dir.join("events.parquet");
+        let path = dir.join(format!("events-{partition}.parquet"));
         let mut file = File::create(&path).unwrap();
         ParquetWriter::new(&mut file).finish(&mut frame).unwrap();
         ScanFile {
@@ -550,5 +597,78 @@ top = "top_k(merchant_id, 2)"
         };
         let cells = group_cells(heavy, source, &files, &restriction, Some(&answer)).unwrap();
         assert_eq!(cells.len(), 90, "one cell a minute of the 90 selected");
+    }
+
+    /// Each cell of a cell frame: (bucket, group values) -> its states, decoded.
+    fn cells_of(view: &ViewDef, frame: &DataFrame) -> BTreeMap<String, Vec<MetricState>> {
+        let mut out = BTreeMap::new();
+        for row in 0..frame.height() {
+            let mut key = format!(
+                "{:?}",
+                frame
+                    .column(crate::snapshot::BUCKET_COLUMN)
+                    .unwrap()
+                    .get(row)
+                    .unwrap()
+            );
+            for field in &view.group_by {
+                key.push_str(&format!(
+                    " {:?}",
+                    frame.column(&field.name).unwrap().get(row).unwrap()
+                ));
+            }
+            let states = view
+                .metrics
+                .iter()
+                .map(|m| {
+                    let column = frame
+                        .column(&crate::snapshot::state_column(&m.name))
+                        .unwrap();
+                    match column.get(row).unwrap() {
+                        AnyValue::Binary(bytes) => MetricState::decode(bytes).unwrap(),
+                        other => panic!("{other:?}"),
+                    }
+                })
+                .collect();
+            assert!(out.insert(key, states).is_none(), "a cell twice");
+        }
+        out
+    }
+
+    #[test]
+    fn cells_folded_from_shards_equal_one_computation_and_only_in_partition_order() {
+        let config = Config::from_toml(CONFIG).unwrap();
+        let source = config.source("payments").unwrap();
+        let views: Vec<Arc<ViewDef>> = config.views.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<ScanFile> = (0..3)
+            .map(|p| archive_of(dir.path(), p, 11 + p as u64, 6_000))
+            .collect();
+        let whole = compute_all(&views, source, &files).unwrap();
+        // Two shards, given to the fold in the other order.
+        let first = compute_partitions(&views, source, &files[..1]).unwrap();
+        let second = compute_partitions(&views, source, &files[1..]).unwrap();
+        for (i, view) in views.iter().enumerate() {
+            let whole = cells_of(view, &whole[i].as_ref().unwrap().cells);
+            let mut parts = second[i].as_ref().unwrap().cells.clone();
+            parts.vstack_mut(&first[i].as_ref().unwrap().cells).unwrap();
+            assert_eq!(parts.column(PARTITION).unwrap().len(), parts.height());
+            let folded = fold_partitions(view, parts.clone()).unwrap();
+            assert!(folded.column(PARTITION).is_err());
+            assert_eq!(cells_of(view, &folded), whole, "{}", view.name);
+            // Cells in several partitions were merged: fewer cells than per-partition rows.
+            assert!(folded.height() < parts.height(), "{}", view.name);
+            if view.name == "heavy_hour" {
+                // Its top-k holds more distinct merchants than its capacity: folded in another
+                // partition order, some cell differs. The order is what makes shards exact.
+                let reversed = parts
+                    .lazy()
+                    .with_column((lit(2i32) - col(PARTITION)).alias(PARTITION))
+                    .collect()
+                    .unwrap();
+                let other = cells_of(view, &fold_partitions(view, reversed).unwrap());
+                assert!(other != whole, "the partition order made no difference");
+            }
+        }
     }
 }
