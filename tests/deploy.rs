@@ -514,6 +514,119 @@ fn kubernetes_tiers_pass_strict_validation_and_wire_serving_to_every_speed_repli
     );
 }
 
+/// The sharded batch manifests: Indexed Jobs whose pod I runs shard I of as many shards as
+/// completions, on the run named by its Job's uid; their arguments, as Kubernetes expands them,
+/// run every shard of one run and publish it.
+#[test]
+fn kubernetes_sharded_batch_runs_a_shard_per_completion_index_and_publishes() {
+    let documents = strictly_valid("deploy/kubernetes/batch-sharded.yaml", &["CronJob", "Job"]);
+    let tiers = yaml_documents("kubernetes-validate", &read("deploy/kubernetes/tiers.yaml"));
+    let config_map = tiers.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let s3 = tiers
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "braid-tiers-s3")
+        .unwrap();
+    let toml = config_map["data"]["braid.toml"].as_str().unwrap();
+    for document in &documents {
+        let spec = match document["kind"].as_str() {
+            Some("CronJob") => {
+                assert_eq!(document["spec"]["concurrencyPolicy"], "Forbid");
+                &document["spec"]["jobTemplate"]["spec"]
+            }
+            _ => &document["spec"],
+        };
+        let kind = document["kind"].as_str().unwrap();
+        assert_eq!(spec["completionMode"], "Indexed", "{kind}");
+        let shards = spec["completions"].as_u64().unwrap();
+        assert!(shards > 1);
+        assert_eq!(spec["parallelism"].as_u64(), Some(shards), "{kind}");
+        let pod = &spec["template"]["spec"];
+        let volumes = pod["volumes"].as_array().unwrap();
+        assert!(
+            volumes
+                .iter()
+                .all(|v| v.get("persistentVolumeClaim").is_none())
+        );
+        assert_eq!(
+            volumes.iter().find(|v| v["name"] == "config").unwrap()["configMap"]["name"],
+            config_map["metadata"]["name"]
+        );
+        let container = &pod["containers"][0];
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+        assert_eq!(after("--shards"), shards.to_string(), "{kind}");
+        assert_eq!(after("--shard"), "$(BRAID_SHARD)");
+        assert_eq!(after("--run"), "$(BRAID_RUN)");
+        let env = container["env"].as_array().unwrap();
+        let field = |name: &str| {
+            env.iter().find(|v| v["name"] == name).unwrap()["valueFrom"]["fieldRef"]["fieldPath"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            field("BRAID_SHARD"),
+            "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+        );
+        assert_eq!(
+            field("BRAID_RUN"),
+            "metadata.labels['batch.kubernetes.io/controller-uid']"
+        );
+        let plain: Vec<&Json> = env
+            .iter()
+            .filter(|v| v["valueFrom"].get("fieldRef").is_none())
+            .collect();
+        let resolved = container_env(&json!({ "env": plain }), &[s3]);
+        for key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "BRAID__STORAGE__URL",
+        ] {
+            assert!(resolved.contains_key(key), "{kind}: no {key}");
+        }
+
+        // Every pod's arguments as Kubernetes expands them, on a local copy of the config
+        // (no bucket here): all exit 0 and the last one publishes the run.
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("braid.toml");
+        std::fs::write(&config, toml).unwrap();
+        let uid = "6f1c2d3e-0a1b-4a4b-9c9d-123456789abc";
+        let mut last = Json::Null;
+        for index in 0..shards {
+            let expanded: Vec<String> = args
+                .iter()
+                .map(|a| match *a {
+                    "$(BRAID_SHARD)" => index.to_string(),
+                    "$(BRAID_RUN)" => uid.to_owned(),
+                    "/etc/braid/braid.toml" => config.display().to_string(),
+                    other => other.to_owned(),
+                })
+                .collect();
+            let output = Command::new(env!("CARGO_BIN_EXE_braid"))
+                .args(&expanded)
+                .env("BRAID__STORAGE__DIR", dir.path().join("data"))
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{expanded:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            last = serde_json::from_slice(&output.stdout).unwrap();
+        }
+        assert_eq!(last["outcome"], "merged", "{last}");
+        assert_eq!(last["run"], uid);
+        assert_eq!(last["record"]["state"], "succeeded", "{last}");
+        assert_eq!(last["record"]["shards"].as_u64(), Some(shards));
+    }
+}
+
 #[test]
 fn kubernetes_validation_catches_a_mistake() {
     let dir = tempfile::tempdir().unwrap();

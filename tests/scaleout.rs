@@ -5,7 +5,9 @@
 //! `serve.speed_peers`; its `POST /v1/batch/runs` reaches the scheduler through storage): all on
 //! one storage directory, and again on a bucket of moto's S3 server, each process with a local
 //! folder of its own. Every complete answer equals the reference at exactly its offsets; while a
-//! killed instance's partitions have no owner, answers say which are missing.
+//! killed instance's partitions have no owner, answers say which are missing; a sharded batch
+//! run (three `braid batch --shards 3` processes at once) publishes mid-stream; the killed
+//! instance restarts, and every answer is complete again.
 
 mod common;
 
@@ -70,6 +72,50 @@ fn held(port: u16) -> Vec<String> {
         .as_object()
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_default()
+}
+
+/// A sharded `braid batch` run: its shards as processes started together; the last to finish
+/// merges. Returns the published run's id.
+fn sharded_batch_run(config: &Path, env: &[(String, String)], shards: u32) -> String {
+    let name = unique("sharded");
+    let children: Vec<Child> = (0..shards)
+        .map(|shard| {
+            Command::new(env!("CARGO_BIN_EXE_braid"))
+                .args(["batch", "--config", config.to_str().unwrap()])
+                .args([
+                    "--shards",
+                    &shards.to_string(),
+                    "--shard",
+                    &shard.to_string(),
+                ])
+                .args(["--run", &name])
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut merged = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let outcome: Json = serde_json::from_slice(&output.stdout).unwrap();
+        if outcome["outcome"] == "merged" {
+            assert_eq!(outcome["record"]["state"], "succeeded", "{outcome}");
+            assert_eq!(outcome["record"]["shards"], shards);
+            merged.push(outcome["record"]["id"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(outcome["outcome"], "waiting", "{outcome}");
+        }
+    }
+    merged.dedup();
+    assert_eq!(merged.len(), 1, "one run merged: {merged:?}");
+    merged.remove(0)
 }
 
 fn batch_run(config: &Path, env: &[(String, String)]) {
@@ -274,8 +320,11 @@ fn tiers(moto: Option<&Moto>) {
         assert_eq!(missing, lost);
     }
 
-    // B takes them over from A's checkpoints, and every later complete answer is exact.
+    // B takes them over from A's checkpoints, and every later complete answer is exact. A
+    // sharded batch run publishes meanwhile; A comes back and takes its share again.
     let mut incomplete = 0;
+    let mut sharded_run = None;
+    let mut restarted = false;
     while trickle.produced() < messages.len() {
         assert!(started.elapsed() < Duration::from_secs(180), "too slow");
         for (shape, base) in SHAPES
@@ -290,8 +339,30 @@ fn tiers(moto: Option<&Moto>) {
                 incomplete += 1;
             }
         }
+        if sharded_run.is_none() && trickle.produced() > messages.len() * 5 / 8 {
+            sharded_run = Some(sharded_batch_run(&path, &env, 3));
+        }
+        if !restarted && trickle.produced() > messages.len() * 3 / 4 {
+            speed_a = Instance::start(
+                dir.path(),
+                "speed-a",
+                &speed_config("speed-a", a),
+                "speed",
+                &env,
+            );
+            restarted = true;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(
+        sharded_run.is_some() && restarted,
+        "the stream ended too soon"
+    );
+    wait_for(
+        "the restarted instance holding partitions again",
+        Duration::from_secs(60),
+        || !held(a).is_empty() && held(a).len() + held(b).len() == 4,
+    );
     trickle.finish();
     // A run requested on the serving instance reaches the batch instance through storage.
     let (status, accepted) = common::post(&format!("{base}/v1/batch/runs"), "");
@@ -332,7 +403,18 @@ fn tiers(moto: Option<&Moto>) {
             })
         },
     );
-    assert_eq!(held(b).len(), 4);
+    // Back to two instances: every answer is complete again.
+    for (shape, base) in SHAPES
+        .iter()
+        .flat_map(|s| bases.iter().map(move |b| (s, b)))
+    {
+        let (_, answer) = get(&shape.url(base));
+        assert!(
+            check(&answer, shape),
+            "incomplete with both instances back: {answer}"
+        );
+    }
+    assert_eq!(held(a).len() + held(b).len(), 4);
     assert!(complete >= 10, "{complete} complete answers checked");
     eprintln!(
         "{complete} complete answers checked, {incomplete} incomplete ones during the hand-over"
