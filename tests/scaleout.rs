@@ -324,7 +324,7 @@ fn tiers(moto: Option<&Moto>) {
     // sharded batch run publishes meanwhile; A comes back and takes its share again.
     let mut incomplete = 0;
     let mut sharded_run = None;
-    let mut restarted = false;
+    let mut restarted: Option<Instance> = None;
     while trickle.produced() < messages.len() {
         assert!(started.elapsed() < Duration::from_secs(180), "too slow");
         for (shape, base) in SHAPES
@@ -342,20 +342,19 @@ fn tiers(moto: Option<&Moto>) {
         if sharded_run.is_none() && trickle.produced() > messages.len() * 5 / 8 {
             sharded_run = Some(sharded_batch_run(&path, &env, 3));
         }
-        if !restarted && trickle.produced() > messages.len() * 3 / 4 {
-            speed_a = Instance::start(
+        if restarted.is_none() && trickle.produced() > messages.len() * 3 / 4 {
+            restarted = Some(Instance::start(
                 dir.path(),
                 "speed-a",
                 &speed_config("speed-a", a),
                 "speed",
                 &env,
-            );
-            restarted = true;
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        sharded_run.is_some() && restarted,
+        sharded_run.is_some() && restarted.is_some(),
         "the stream ended too soon"
     );
     wait_for(
