@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use braid_testkit::moto::Moto;
 use braid_testkit::{Trickle, by_partition, cluster, payments, unique, wait_for};
+use common::tansu::{Tansu, create_topic};
 use common::{CARD_TOTALS, COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get};
 use serde_json::Value as Json;
 
@@ -133,7 +134,7 @@ fn batch_run(config: &Path, env: &[(String, String)]) {
 
 #[test]
 fn speed_and_serving_tiers_in_separate_processes_answer_exactly_and_name_missing_partitions() {
-    tiers(None);
+    tiers(false, None);
 }
 
 /// The same tiers with `storage.url` on moto's S3 server, each process with a local folder of
@@ -141,14 +142,32 @@ fn speed_and_serving_tiers_in_separate_processes_answer_exactly_and_name_missing
 #[test]
 fn tiers_on_object_storage_share_only_the_bucket_and_answer_exactly() {
     let moto = Moto::start();
-    tiers(Some(&moto));
+    tiers(false, Some(&moto));
 }
 
-fn tiers(moto: Option<&Moto>) {
-    let cluster = cluster(1);
-    let bootstrap = cluster.bootstrap_servers();
+/// The same on the tansu broker process and moto: the deployment's real components.
+#[test]
+fn tiers_on_tansu_and_object_storage_answer_exactly() {
+    let moto = Moto::start();
+    tiers(true, Some(&moto));
+}
+
+fn tiers(on_tansu: bool, moto: Option<&Moto>) {
     let topic = unique("payments");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    // The broker, kept until the end.
+    let (_broker, bootstrap): (Box<dyn std::any::Any>, String) = if on_tansu {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let tansu = Tansu::start(dir.path(), port);
+        let bootstrap = format!("127.0.0.1:{port}");
+        create_topic(&bootstrap, &topic, PARTITIONS);
+        (Box::new((tansu, dir)), bootstrap)
+    } else {
+        let cluster = cluster(1);
+        cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        (Box::new(cluster), bootstrap)
+    };
     let dir = tempfile::tempdir().unwrap();
     let (path, config) =
         braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");

@@ -6,15 +6,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use braid_testkit::{by_partition, payments, produce, producer, unique, wait_for};
+use common::tansu::{Tansu, create_topic};
 use common::{Braid, COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get, post};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 
 const PARTITIONS: i32 = 2;
 
@@ -29,81 +25,6 @@ const SHAPES: [Shape; 2] = [
     },
 ];
 
-/// The tansu broker as a child process, storing in `tansu.db` of its working dir (tansu 0.6
-/// mangles absolute SQLite paths).
-struct Tansu {
-    child: Child,
-}
-
-impl Tansu {
-    fn start(dir: &Path, port: u16) -> Self {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("tansu.log"))
-            .unwrap();
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start tansu ({e}); scripts/install-deps.sh --tansu installs it")
-            });
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "tansu did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child }
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn create_topic(bootstrap: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = runtime
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap();
-    for result in results {
-        result.unwrap();
-    }
-}
-
 #[test]
 fn merged_answers_are_exact_on_tansu_through_a_broker_restart() {
     let broker_dir = tempfile::tempdir().unwrap();
@@ -111,7 +32,7 @@ fn merged_answers_are_exact_on_tansu_through_a_broker_restart() {
     let bootstrap = format!("127.0.0.1:{port}");
     let tansu = Tansu::start(broker_dir.path(), port);
     let topic = unique("payments");
-    create_topic(&bootstrap, &topic);
+    create_topic(&bootstrap, &topic, PARTITIONS);
 
     let dir = tempfile::tempdir().unwrap();
     let (path, config) =
@@ -182,8 +103,8 @@ fn every_burst_event_raises_one_alert_on_tansu_through_kill_9_and_a_batch_swap()
     let _tansu = Tansu::start(broker_dir.path(), port);
     let topic = unique("payments");
     let alerts_topic = unique("alerts");
-    create_topic(&bootstrap, &topic);
-    create_topic(&bootstrap, &alerts_topic);
+    create_topic(&bootstrap, &topic, PARTITIONS);
+    create_topic(&bootstrap, &alerts_topic, PARTITIONS);
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = braid_testkit::config(&bootstrap, &topic, &unique("group"), dir.path(), "");
     let mut text = std::fs::read_to_string(&path).unwrap();

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod dev;
+pub mod tansu;
 pub mod tools;
 
 use std::collections::BTreeMap;
