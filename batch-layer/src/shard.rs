@@ -618,8 +618,8 @@ mod tests {
     fn partitions_are_dealt_out_to_shards_in_order() {
         let coverage = Coverage(
             (0..5)
-                .map(|p| (TopicPartition::new("a".to_owned(), p), 100))
-                .chain([(TopicPartition::new("b".to_owned(), 0), 100)])
+                .map(|p| (TopicPartition::new("a", p), 100))
+                .chain([(TopicPartition::new("b", 0), 100)])
                 .collect(),
         );
         let plan = Plan {
@@ -637,19 +637,13 @@ mod tests {
             .collect();
         assert_eq!(
             dealt[0],
-            [
-                TopicPartition::new("a".into(), 0),
-                TopicPartition::new("a".into(), 4)
-            ]
+            [TopicPartition::new("a", 0), TopicPartition::new("a", 4)]
         );
         assert_eq!(
             dealt[1],
-            [
-                TopicPartition::new("a".into(), 1),
-                TopicPartition::new("b".into(), 0)
-            ]
+            [TopicPartition::new("a", 1), TopicPartition::new("b", 0)]
         );
-        assert_eq!(dealt[3], [TopicPartition::new("a".into(), 3)]);
+        assert_eq!(dealt[3], [TopicPartition::new("a", 3)]);
         let all: usize = dealt.iter().map(Vec::len).sum();
         assert_eq!(all, 6);
     }

@@ -363,7 +363,7 @@ fn shards_refuse_other_settings_a_merge_names_missing_shards_and_a_run_published
         "{:?}",
         record.error
     );
-    let (pointer, _) = published(&world.dir.path().to_owned()).unwrap();
+    let (pointer, _) = published(world.dir.path()).unwrap();
     assert_eq!(pointer.run_id, unsplit.id);
     // The history says so.
     let listed = runner(config).history().list(10).unwrap();
