@@ -87,6 +87,19 @@ impl BatchRunner {
         tracing::info!(run = %record.id, full = record.full, "batch run started");
         let outcome = self.execute(&mut record, &lease, cancel);
         let seconds = started.elapsed().as_secs_f64();
+        self.finish_run(record, outcome, seconds, lease)
+    }
+
+    /// Records how a run ended, after `seconds`: published (old snapshots removed) or failed
+    /// (the previous snapshot stays, the run's files go). Then prunes the history and releases
+    /// the lease.
+    pub(crate) fn finish_run(
+        &self,
+        mut record: RunRecord,
+        outcome: Result<()>,
+        seconds: f64,
+        lease: lease::Lease,
+    ) -> Result<RunRecord> {
         record.finished_at = Some(now_rfc3339());
         record.duration_ms = Some((seconds * 1000.0) as u64);
         record.rows_per_second = (seconds > 0.0).then(|| record.rows_read as f64 / seconds);
@@ -94,7 +107,7 @@ impl BatchRunner {
             Ok(()) => {
                 record.state = RunState::Succeeded;
                 metrics::run_finished("succeeded", seconds, record.rows_read);
-                tracing::info!(run = %record.id, rows = record.rows_read, seconds, "batch run published");
+                tracing::info!(run = %record.id, rows = record.rows_read, seconds, shards = record.shards, "batch run published");
                 if let Err(error) = self.remove_old_snapshots(&record.id) {
                     tracing::warn!(%error, "removing old snapshots failed");
                 }

@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::files::{read_parquet, writer_token};
-use crate::metrics;
 use crate::run::{BatchRunner, check_not_behind, target_coverage, write_cells};
 
 /// Where sharded runs keep their plans and shard outputs.
@@ -427,33 +426,10 @@ impl BatchRunner {
         let seconds = chrono::DateTime::parse_from_rfc3339(&plan.created_at)
             .map(|t| (chrono::Utc::now() - t.to_utc()).num_milliseconds().max(0) as f64 / 1000.0)
             .unwrap_or_else(|_| started.elapsed().as_secs_f64());
-        record.finished_at = Some(now_rfc3339());
-        record.duration_ms = Some((seconds * 1000.0) as u64);
-        record.rows_per_second = (seconds > 0.0).then(|| record.rows_read as f64 / seconds);
-        match outcome {
-            Ok(()) => {
-                record.state = RunState::Succeeded;
-                metrics::run_finished("succeeded", seconds, record.rows_read);
-                tracing::info!(run = %record.id, rows = record.rows_read, seconds, "sharded batch run published");
-                self.remove_shard_files(&plan.run);
-                if let Err(error) = self.remove_old_snapshots(&record.id) {
-                    tracing::warn!(%error, "removing old snapshots failed");
-                }
-            }
-            Err(error) => {
-                record.state = RunState::Failed;
-                record.error = Some(error.to_string());
-                metrics::run_finished("failed", seconds, record.rows_read);
-                tracing::error!(run = %record.id, %error, "merging the sharded run failed; the previous snapshot stays published");
-                if let Err(error) = self.remove_run(&record.id) {
-                    tracing::warn!(run = %record.id, %error, "removing the failed run's files failed");
-                }
-            }
+        if outcome.is_ok() {
+            self.remove_shard_files(&plan.run);
         }
-        self.history.save(&record)?;
-        self.history.prune()?;
-        lease.release()?;
-        Ok(merged(record))
+        self.finish_run(record, outcome, seconds, lease).map(merged)
     }
 
     fn merge_execute(
