@@ -182,12 +182,63 @@ enum Reported {
     Failed(String),
 }
 
+/// The HTTP client the cells requests go through: pooled keep-alive connections, driven by a
+/// runtime of one thread of its own, so a request asks every peer at once without a thread per
+/// peer, whatever runtime (or none) the caller is on.
+type PeerClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+>;
+
+struct PeerIo {
+    runtime: Option<tokio::runtime::Runtime>,
+    client: PeerClient,
+}
+
+impl Drop for PeerIo {
+    fn drop(&mut self) {
+        // Also from inside another runtime, where a blocking shutdown is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// POSTs `body` to `url` within `left`: the status and body, or why not.
+async fn post_to_peer(
+    client: PeerClient,
+    url: String,
+    body: Bytes,
+    left: Duration,
+) -> Result<(u16, Bytes), String> {
+    use http_body_util::BodyExt as _;
+    let request = hyper::Request::post(url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(left, exchange)
+        .await
+        .map_err(|_| format!("no answer within {} ms", left.as_millis()))?
+}
+
 /// The speed layer as `serve.speed_peers` hold it.
 pub struct RemoteSpeed {
     config: Arc<Config>,
     peers: Vec<String>,
     timeout: Duration,
     agent: ureq::Agent,
+    io: PeerIo,
     /// Per topic: a metadata reader, and its partitions as last read.
     topics: Mutex<HashMap<String, (Tail, Option<Listed>)>>,
 }
@@ -204,13 +255,64 @@ impl RemoteSpeed {
                 .http_status_as_error(false)
                 .build(),
         );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("braid-speed-peers")
+            .enable_all()
+            .build()
+            .expect("a thread for the speed peers' connections");
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build_http();
         Self {
             peers: config.serve.speed_peers.clone(),
             config,
             timeout,
             agent,
+            io: PeerIo {
+                runtime: Some(runtime),
+                client,
+            },
             topics: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Asks every peer for cells at once; their reports in the peers' order.
+    fn ask_all(&self, request: &Bytes, deadline: Instant, view: &str) -> Vec<Reported> {
+        let Some(runtime) = &self.io.runtime else {
+            return Vec::new();
+        };
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let (sender, replies) = std::sync::mpsc::channel();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let sender = sender.clone();
+            let ask = post_to_peer(
+                self.io.client.clone(),
+                format!("http://{peer}{CELLS_PATH}"),
+                request.clone(),
+                left,
+            );
+            runtime.spawn(async move {
+                let _ = sender.send((i, ask.await));
+            });
+        }
+        drop(sender);
+        let mut answers: Vec<Option<Result<(u16, Bytes), String>>> =
+            self.peers.iter().map(|_| None).collect();
+        for (i, answer) in replies.iter() {
+            answers[i] = Some(answer);
+        }
+        self.peers
+            .iter()
+            .zip(answers)
+            .map(|(peer, answer)| {
+                let answer = answer.unwrap_or_else(|| Err("the request was dropped".to_owned()));
+                Self::report(&self.config, peer, view, answer)
+            })
+            .collect()
     }
 
     /// Every partition of `topic`, as the broker lists it (reused for a while); `None` when
@@ -241,28 +343,19 @@ impl RemoteSpeed {
         }
     }
 
-    fn ask(&self, peer: &str, request: &[u8], deadline: Instant, view: &str) -> Reported {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let url = format!("http://{peer}{CELLS_PATH}");
-        let response = self
-            .agent
-            .post(&url)
-            .config()
-            .timeout_global(Some(left.max(Duration::from_millis(1))))
-            .build()
-            .content_type("application/json")
-            .send(request);
-        let mut response = match response {
-            Ok(response) => response,
-            Err(e) => return Reported::Failed(format!("{peer}: {e}")),
-        };
-        let status = response.status().as_u16();
-        let body = match response.body_mut().read_to_vec() {
-            Ok(body) => body,
+    /// What a peer's answer to a cells request says.
+    fn report(
+        config: &Config,
+        peer: &str,
+        view: &str,
+        answer: Result<(u16, Bytes), String>,
+    ) -> Reported {
+        let (status, body) = match answer {
+            Ok(answer) => answer,
             Err(e) => return Reported::Failed(format!("{peer}: {e}")),
         };
         match status {
-            200 => match decode(&self.config, view, &body) {
+            200 => match decode(config, view, &body) {
                 Ok(parts) => Reported::Cells(parts),
                 Err(e) => Reported::Failed(format!("{peer}: {e}")),
             },
@@ -293,32 +386,18 @@ impl RemoteSpeed {
             .source(&def.source)
             .map(|s| s.topic.clone())
             .unwrap_or_default();
-        let request = serde_json::to_vec(&CellsRequest {
+        let request: Bytes = serde_json::to_vec(&CellsRequest {
             view: view.to_owned(),
             from_ms: query.from_ms,
             to_ms: query.to_ms,
             filters: query.filters.clone(),
             coverage: coverage.clone(),
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into();
         let deadline = Instant::now() + self.timeout;
         loop {
-            let reports: Vec<Reported> = std::thread::scope(|scope| {
-                let asks: Vec<_> = self
-                    .peers
-                    .iter()
-                    .map(|peer| {
-                        let request = &request;
-                        scope.spawn(move || self.ask(peer, request, deadline, view))
-                    })
-                    .collect();
-                asks.into_iter()
-                    .map(|ask| {
-                        ask.join()
-                            .unwrap_or_else(|_| Reported::Failed("a peer read panicked".into()))
-                    })
-                    .collect()
-            });
+            let reports = self.ask_all(&request, deadline, view);
             let mut taken: BTreeMap<TopicPartition, PartitionCells> = BTreeMap::new();
             for report in reports {
                 match report {
