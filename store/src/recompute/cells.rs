@@ -195,16 +195,11 @@ impl Folder<'_> {
         }
     }
 
-    /// Merges the stashed states of the current metric.
+    /// Merges the stashed states of the current metric, each folded cell's in partition order.
     fn flush(&mut self) {
-        let Some(runs) = self.runs else { return };
-        if self.stash.is_empty() {
+        let Some(runs) = self.runs.filter(|_| !self.stash.is_empty()) else {
             return;
-        }
-        self.merge_stash(runs);
-    }
-
-    fn merge_stash(&mut self, runs: &Runs) {
+        };
         let encoder = &mut self.encoders[self.metric];
         for slots in runs.folded() {
             let mut states = self.stash[slots].iter_mut().filter_map(Option::take);
