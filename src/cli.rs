@@ -118,7 +118,7 @@ pub enum Layer {
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
     /// The batch layer: full and incremental recompute of generated events, side by side with
-    /// DuckDB (the `duckdb` Python package) computing the same exact aggregates.
+    /// DuckDB (the linked library) computing the same views from the same Parquet files.
     Batch {
         /// Config whose first source and its views are measured; default: the built-in example.
         #[arg(long, short)]

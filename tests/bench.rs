@@ -1,4 +1,4 @@
-//! `braid bench speed`, `braid bench serve` (pinned, then through two speed peers) and `braid bench fraud` run end to end on
+//! `braid bench speed`, `braid bench batch` (beside DuckDB), `braid bench serve` (pinned, then through two speed peers) and `braid bench fraud` run end to end on
 //! small sizes and report every measurement. (What they measure is for people to read; these
 //! check the commands work, and that the fraud bench times exactly the alerts its bursts must
 //! raise.)
@@ -29,16 +29,48 @@ fn bench_speed_reports_every_measurement() {
         "decode + apply, one core:",
         "with a concurrent reader:",
         "reads during ingest:",
+        "raw librdkafka consume, same topic:",
         "end to end from embedded broker:",
         "memory per live count+sum cell:",
         "memory per live cell, all views:",
     ] {
-        let found = stdout.lines().find(|l| l.trim_start().starts_with(line));
-        let value = found.and_then(|l| l.trim_start()[line.len()..].split_whitespace().next());
-        let number: f64 = value
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{line} missing in\n{stdout}"));
+        let number = reported(&stdout, line);
         assert!(number > 0.0, "{line} reported {number}");
+    }
+}
+
+/// The number a report line starting with `line` (after indentation) gives first.
+fn reported(stdout: &str, line: &str) -> f64 {
+    let found = stdout.lines().find(|l| l.trim_start().starts_with(line));
+    let value = found.and_then(|l| l.trim_start()[line.len()..].split_whitespace().next());
+    value
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line} missing in\n{stdout}"))
+}
+
+#[test]
+fn bench_batch_reports_braid_and_duckdb_over_the_same_files() {
+    let stdout = bench(&["batch", "--events", "20000"]);
+    for line in [
+        "braid full recompute (all metrics, sketches included):",
+        "exact aggregates only (count/sum/min/max/avg):",
+        "with its own sketches too (approx_count_distinct, approx_quantile, approx_top_k):",
+        "braid full recompute of the exact metrics only (sketches left out):",
+        "braid incremental recompute of 200 new events (1%):",
+    ] {
+        let seconds = reported(&stdout, line);
+        assert!(seconds > 0.0, "{line} reported {seconds}");
+    }
+    // Every view computed, with cells.
+    for view in ["card_spend", "merchant_stats", "country_totals"] {
+        let line = format!("{view}:");
+        let cells = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&line) && l.ends_with(" cells"))
+            .and_then(|l| l.rsplit(", ").next())
+            .and_then(|c| c.trim_end_matches(" cells").parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{view}'s cells missing in\n{stdout}"));
+        assert!(cells > 0, "{view}: {cells} cells");
     }
 }
 

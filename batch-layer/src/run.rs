@@ -259,28 +259,30 @@ impl BatchRunner {
                 ));
             }
             let started = Instant::now();
-            let first = &planned[members[0]];
+            let (source, files) = {
+                let first = &planned[members[0]];
+                (first.source.clone(), first.files.clone())
+            };
             let group_views: Vec<Arc<braid_shared::ViewDef>> = members
                 .iter()
                 .map(|&i| Arc::clone(&planned[i].view))
                 .collect();
-            let computed = match per_partition {
-                true => recompute::compute_partitions(&group_views, &first.source, &first.files)?,
-                false => recompute::compute_all(&group_views, &first.source, &first.files)?,
-            };
-            let compute_ms = started.elapsed().as_millis() as u64;
-            for (&i, computed) in members.iter().zip(computed) {
-                let p = &mut planned[i];
-                let Some(computed) = computed else {
-                    continue;
-                };
-                let writing = Instant::now();
-                p.run.rows_read = computed.rows;
-                if computed.cells.height() > 0 {
-                    write(p, computed)?;
-                }
-                p.run.duration_ms = compute_ms + writing.elapsed().as_millis() as u64;
-            }
+            // Each view's cells are written as soon as they are encoded, while the next are.
+            recompute::compute_each(
+                &group_views,
+                &source,
+                &files,
+                !per_partition,
+                |member, computed| -> Result<()> {
+                    let p = &mut planned[members[member]];
+                    p.run.rows_read = computed.rows;
+                    if computed.cells.height() > 0 {
+                        write(p, computed)?;
+                    }
+                    p.run.duration_ms = started.elapsed().as_millis() as u64;
+                    Ok(())
+                },
+            )?;
         }
         Ok(())
     }

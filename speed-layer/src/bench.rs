@@ -54,6 +54,9 @@ pub struct Report {
     /// End to end from the embedded broker: consumed, decoded, applied, checkpointed; events/s.
     pub end_to_end_events_per_sec: f64,
     pub end_to_end_events: usize,
+    /// A plain librdkafka consumer reading the same topic to its end, messages discarded,
+    /// events/s: the ceiling of the end-to-end run.
+    pub raw_consume_events_per_sec: f64,
     /// Resident memory per live cell of a view of `count` and `sum`, bytes.
     pub bytes_per_count_sum_cell: f64,
     /// Resident memory per live cell across the config's views after the in-process run, bytes.
@@ -92,9 +95,15 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "end to end from embedded broker:    {:>6.2} M events/s ({} events)",
+            "raw librdkafka consume, same topic: {:>6.2} M events/s (messages discarded)",
+            m(self.raw_consume_events_per_sec)
+        )?;
+        writeln!(
+            f,
+            "end to end from embedded broker:    {:>6.2} M events/s ({} events) = {:.2}x the raw consume",
             m(self.end_to_end_events_per_sec),
-            self.end_to_end_events
+            self.end_to_end_events,
+            self.end_to_end_events_per_sec / self.raw_consume_events_per_sec
         )?;
         writeln!(
             f,
@@ -139,6 +148,7 @@ pub fn run(config: &Config, events: usize, end_to_end_events: usize) -> Result<R
     let with_reads = apply_all(config, &messages, true)?;
     let apply_with_reads = with_reads.rate;
     let (p50, p99, reads) = percentiles(with_reads.read_latencies_us);
+    let (end_to_end, raw_consume) = end_to_end(config, end_to_end_events)?;
 
     Ok(Report {
         events,
@@ -149,8 +159,9 @@ pub fn run(config: &Config, events: usize, end_to_end_events: usize) -> Result<R
         read_p50_us: p50,
         read_p99_us: p99,
         reads,
-        end_to_end_events_per_sec: end_to_end(config, end_to_end_events)?,
+        end_to_end_events_per_sec: end_to_end,
         end_to_end_events,
+        raw_consume_events_per_sec: raw_consume,
         bytes_per_count_sum_cell,
         bytes_per_cell_all_views: per_cell_all,
         live_cells,
@@ -360,9 +371,10 @@ total = "sum(x)"
     bytes
 }
 
-/// Produces `n` events to the embedded broker, then measures the speed layer from its first
-/// partition assignment until it has applied them all.
-fn end_to_end(config: &Config, n: usize) -> Result<f64> {
+/// Produces `n` events to the embedded broker, then measures a plain consumer reading them
+/// all, and the speed layer from its first partition assignment until it has applied them all:
+/// (speed layer, plain consumer) events/s.
+fn end_to_end(config: &Config, n: usize) -> Result<(f64, f64)> {
     let cluster = MockCluster::new(1)?;
     // The embedded broker keeps a bounded log per partition (a few MB): spread the run over
     // enough partitions that nothing is truncated before it is consumed.
@@ -391,6 +403,7 @@ fn end_to_end(config: &Config, n: usize) -> Result<f64> {
         }
     }
     producer.flush(Duration::from_secs(120))?;
+    let raw = raw_consume(&cluster.bootstrap_servers(), topic, partitions, n)?;
 
     let mut config = config.clone();
     config.kafka.brokers = cluster.bootstrap_servers();
@@ -406,7 +419,44 @@ fn end_to_end(config: &Config, n: usize) -> Result<f64> {
     let layer = SpeedLayer::start(&config, cancel.clone())?;
     let rate = consume_rate(layer, &cancel, partitions, n)?;
     drop(temp);
-    Ok(rate)
+    Ok((rate, raw))
+}
+
+/// Events per second of a librdkafka consumer with the speed layer's fetch settings, assigned
+/// every partition of `topic` from offset 0, polling until it has seen `n` messages (their
+/// payloads touched, then discarded), timed from its first message.
+fn raw_consume(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Result<f64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message as _, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "braid-bench-raw")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut seen, mut bytes, mut started) = (0usize, 0usize, None);
+    while seen < n {
+        if Instant::now() > deadline {
+            return Err(BenchError::Setup(format!(
+                "the plain consumer saw {seen} of {n} events in 120 s"
+            )));
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message?;
+            started.get_or_insert_with(Instant::now);
+            bytes += message.payload().map_or(0, <[u8]>::len);
+            seen += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
+    Ok(n as f64 / elapsed.as_secs_f64().max(1e-9))
 }
 
 /// Events per second of `layer` (started on `partitions` partitions holding `n` events from

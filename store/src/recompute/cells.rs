@@ -7,7 +7,7 @@ use braid_shared::aggregate::{AvgState, Extreme, MetricState, SumState};
 use braid_shared::{MetricExpr, Value, ViewDef};
 use polars::prelude::*;
 
-use super::plan::{Agg, BUCKET, ViewPlan};
+use super::plan::{Agg, BUCKET, ViewPlan, hashes_distinct};
 use crate::columns::{ColumnType, PARTITION, ValueReader};
 use crate::error::{Error, Result};
 use crate::snapshot::{BUCKET_COLUMN, state_column};
@@ -50,17 +50,19 @@ pub(crate) fn frame(
         keys = keys.take(&IdxCa::from_vec("".into(), runs.out_rows.clone()))?;
     }
     let height = keys.height();
-    let mut folder = Folder {
-        runs: runs.as_ref(),
-        encoders: view.metrics.iter().map(|_| Encoder::new(height)).collect(),
-        stash: Vec::new(),
-        metric: 0,
-        failed: None,
-    };
-    each_state(view, plan, grouped, |i, row, state| {
-        folder.push(i, row, state)
+    // Metrics are encoded in parallel, each column by one thread.
+    let encoders = in_parallel(view.metrics.len(), |metric| {
+        let mut folder = Folder {
+            runs: runs.as_ref(),
+            encoder: Encoder::new(height),
+            stash: Vec::new(),
+            failed: None,
+        };
+        metric_states(view, plan, grouped, metric, |row, state| {
+            folder.push(row, state)
+        })?;
+        folder.finish()
     })?;
-    let encoders = folder.finish()?;
     let mut columns = keys.into_columns();
     for (metric, encoder) in view.metrics.iter().zip(encoders) {
         columns.push(encoder.finish(&state_column(&metric.name)));
@@ -163,29 +165,66 @@ impl Runs {
     }
 }
 
-/// Encodes states arriving row by row, metric by metric, into a cell frame's state columns:
-/// a single row's state at once, the states of a cell in several partitions merged once the
-/// metric's rows are all there.
+/// `work(i)` for every `i` below `n`, as many at a time as there are cores (on scoped
+/// threads); the results in order, or the first error.
+pub(crate) fn in_parallel<T: Send>(
+    n: usize,
+    work: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(n);
+    if threads <= 1 {
+        return (0..n).map(work).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<T>>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let result = work(i);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(result);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(Error::Internal("a parallel task panicked".into())))
+        })
+        .collect()
+}
+
+/// Encodes one metric's states arriving row by row into a cell frame's state column: a single
+/// row's state at once, the states of a cell in several partitions merged once all the
+/// metric's rows are there.
 struct Folder<'a> {
     runs: Option<&'a Runs>,
-    encoders: Vec<Encoder>,
+    encoder: Encoder,
     stash: Vec<Option<MetricState>>,
-    metric: usize,
     failed: Option<Error>,
 }
 
 impl Folder<'_> {
-    fn push(&mut self, metric: usize, row: usize, state: MetricState) {
+    fn push(&mut self, row: usize, state: MetricState) {
         let Some(runs) = self.runs else {
-            self.encoders[metric].push(&state);
+            self.encoder.push(&state);
             return;
         };
-        if metric != self.metric {
-            self.flush();
-            self.metric = metric;
-        }
         match runs.slot[row] {
-            Runs::SINGLE => self.encoders[metric].push(&state),
+            Runs::SINGLE => self.encoder.push(&state),
             slot => {
                 if self.stash.is_empty() {
                     self.stash.resize_with(runs.slot_rows.len(), || None);
@@ -195,31 +234,25 @@ impl Folder<'_> {
         }
     }
 
-    /// Merges the stashed states of the current metric, each folded cell's in partition order.
-    fn flush(&mut self) {
-        let Some(runs) = self.runs.filter(|_| !self.stash.is_empty()) else {
-            return;
-        };
-        let encoder = &mut self.encoders[self.metric];
-        for slots in runs.folded() {
-            let mut states = self.stash[slots].iter_mut().filter_map(Option::take);
-            if let Some(mut merged) = states.next() {
-                for state in states {
-                    if let Err(error) = merged.merge(&state) {
-                        self.failed.get_or_insert(error.into());
+    /// Merges the stashed states, each folded cell's in partition order, after the single
+    /// rows' states.
+    fn finish(mut self) -> Result<Encoder> {
+        if let Some(runs) = self.runs.filter(|_| !self.stash.is_empty()) {
+            for slots in runs.folded() {
+                let mut states = self.stash[slots].iter_mut().filter_map(Option::take);
+                if let Some(mut merged) = states.next() {
+                    for state in states {
+                        if let Err(error) = merged.merge(&state) {
+                            self.failed.get_or_insert(error.into());
+                        }
                     }
+                    self.encoder.push(&merged);
                 }
-                encoder.push(&merged);
             }
         }
-        self.stash.clear();
-    }
-
-    fn finish(mut self) -> Result<Vec<Encoder>> {
-        self.flush();
         match self.failed {
             Some(error) => Err(error),
-            None => Ok(self.encoders),
+            None => Ok(self.encoder),
         }
     }
 }
@@ -236,15 +269,16 @@ pub(crate) fn fold_partitions(view: &ViewDef, cells: DataFrame) -> Result<DataFr
         return Ok(cells);
     };
     let mut out = cells.take(&IdxCa::from_vec("".into(), runs.out_rows.clone()))?;
-    for metric in &view.metrics {
-        let name = state_column(&metric.name);
+    let height = out.height();
+    let columns = in_parallel(view.metrics.len(), |i| {
+        let name = state_column(&view.metrics[i].name);
         let states = cells.column(&name)?.binary()?;
         let state = |row: IdxSize| {
             states
                 .get(row as usize)
                 .ok_or_else(|| Error::Internal(format!("cell row {row} has no {name}")))
         };
-        let mut encoder = Encoder::new(out.height());
+        let mut encoder = Encoder::new(height);
         for (row, &slot) in runs.slot.iter().enumerate() {
             if slot == Runs::SINGLE {
                 encoder.push_encoded(state(row as IdxSize)?);
@@ -257,7 +291,10 @@ pub(crate) fn fold_partitions(view: &ViewDef, cells: DataFrame) -> Result<DataFr
             }
             encoder.push(&merged);
         }
-        out.with_column(encoder.finish(&name))?;
+        Ok(encoder.finish(&name))
+    })?;
+    for column in columns {
+        out.with_column(column)?;
     }
     Ok(out)
 }
@@ -273,55 +310,69 @@ pub(crate) fn each_state(
     grouped: &DataFrame,
     mut each: impl FnMut(usize, usize, MetricState),
 ) -> Result<()> {
+    for i in 0..view.metrics.len() {
+        metric_states(view, plan, grouped, i, |row, state| each(i, row, state))?;
+    }
+    Ok(())
+}
+
+/// Hands every cell's state of metric `i` to `each(cell, state)`, cells in the grouped frame's
+/// order.
+fn metric_states(
+    view: &ViewDef,
+    plan: &ViewPlan,
+    grouped: &DataFrame,
+    i: usize,
+    mut each: impl FnMut(usize, MetricState),
+) -> Result<()> {
     if grouped.height() == 0 {
         return Ok(());
     }
-    for (i, (agg, metric)) in plan.aggs.iter().zip(&view.metrics).enumerate() {
-        let column = match agg {
-            Agg::Fold(_) => grouped.column(&plan.list_column(i))?,
-            _ => grouped.column(&ViewPlan::column(i))?,
-        };
-        let mut row = 0;
-        let mut push = |state: MetricState| {
-            each(i, row, state);
-            row += 1;
-        };
-        match *agg {
-            Agg::Count => {
-                for n in column.u64()?.iter() {
-                    push(MetricState::Count(n.unwrap_or(0)));
-                }
+    let (agg, metric) = (&plan.aggs[i], &view.metrics[i]);
+    let column = match agg {
+        Agg::Fold(_) => grouped.column(&plan.list_column(i))?,
+        _ => grouped.column(&ViewPlan::column(i))?,
+    };
+    let mut row = 0;
+    let mut push = |state: MetricState| {
+        each(row, state);
+        row += 1;
+    };
+    match *agg {
+        Agg::Count => {
+            for n in column.u64()?.iter() {
+                push(MetricState::Count(n.unwrap_or(0)));
             }
-            Agg::Sum(ty) => {
-                for v in checked_sums(grouped, i, column, ty)? {
-                    push(MetricState::Sum(sum_of(&v)));
-                }
-            }
-            Agg::Min(ty) | Agg::Max(ty) => {
-                let is_min = matches!(agg, Agg::Min(_));
-                for v in numbers(column, ty)? {
-                    let extreme = Extreme((!v.is_null()).then_some(v));
-                    push(if is_min {
-                        MetricState::Min(extreme)
-                    } else {
-                        MetricState::Max(extreme)
-                    });
-                }
-            }
-            Agg::Avg(ty) => {
-                let counts = grouped.column(&ViewPlan::count_column(i))?.u64()?;
-                for (sum, count) in checked_sums(grouped, i, column, ty)?
-                    .iter()
-                    .zip(counts.iter())
-                {
-                    push(MetricState::Avg(Box::new(AvgState {
-                        sum: sum_of(sum),
-                        count: count.unwrap_or(0),
-                    })));
-                }
-            }
-            Agg::Fold(ty) => fold(column, ty, &metric.expr, &metric.name, &mut push)?,
         }
+        Agg::Sum(ty) => {
+            for v in checked_sums(grouped, i, column, ty)? {
+                push(MetricState::Sum(sum_of(&v)));
+            }
+        }
+        Agg::Min(ty) | Agg::Max(ty) => {
+            let is_min = matches!(agg, Agg::Min(_));
+            for v in numbers(column, ty)? {
+                let extreme = Extreme((!v.is_null()).then_some(v));
+                push(if is_min {
+                    MetricState::Min(extreme)
+                } else {
+                    MetricState::Max(extreme)
+                });
+            }
+        }
+        Agg::Avg(ty) => {
+            let counts = grouped.column(&ViewPlan::count_column(i))?.u64()?;
+            for (sum, count) in checked_sums(grouped, i, column, ty)?
+                .iter()
+                .zip(counts.iter())
+            {
+                push(MetricState::Avg(Box::new(AvgState {
+                    sum: sum_of(sum),
+                    count: count.unwrap_or(0),
+                })));
+            }
+        }
+        Agg::Fold(ty) => fold(column, ty, &metric.expr, &metric.name, &mut push)?,
     }
     Ok(())
 }
@@ -417,8 +468,13 @@ fn fold(
         let mut state = MetricState::empty(expr);
         if let Some(values) = group {
             let series = values.as_ref();
-            match ty {
-                ColumnType::Utf8 => {
+            match (&mut state, ty) {
+                (MetricState::Distinct(hll), ty) if hashes_distinct(ty) => {
+                    for hash in series.u64()?.iter().flatten() {
+                        hll.insert_hash(hash);
+                    }
+                }
+                (_, ColumnType::Utf8) => {
                     for s in series.str()?.iter() {
                         match s {
                             Some(s) => state.update_str(s),
@@ -426,17 +482,17 @@ fn fold(
                         }
                     }
                 }
-                ColumnType::Float64 => {
+                (_, ColumnType::Float64) => {
                     for x in series.f64()?.iter() {
                         state.update(&x.map_or(Value::Null, Value::Float), &mut scratch);
                     }
                 }
-                ColumnType::Int64 => {
+                (_, ColumnType::Int64) => {
                     for x in series.i64()?.iter() {
                         state.update(&x.map_or(Value::Null, Value::Int), &mut scratch);
                     }
                 }
-                ColumnType::Boolean | ColumnType::Literal => {
+                (_, ColumnType::Boolean | ColumnType::Literal) => {
                     let column = Column::from(series.clone());
                     let values = ValueReader::new(&column, ty)?
                         .values()

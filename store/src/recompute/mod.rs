@@ -111,7 +111,12 @@ pub fn compute_all(
     source: &SourceDef,
     files: &[ScanFile],
 ) -> Result<Vec<Option<Computed>>> {
-    compute(views, source, files, true)
+    let mut out: Vec<Option<Computed>> = views.iter().map(|_| None).collect();
+    compute_each(views, source, files, true, |i, computed| {
+        out[i] = Some(computed);
+        Ok::<_, Error>(())
+    })?;
+    Ok(out)
 }
 
 /// The first step of [`compute_all`]: each view's cells per partition, as a cell frame with
@@ -121,17 +126,28 @@ pub fn compute_partitions(
     source: &SourceDef,
     files: &[ScanFile],
 ) -> Result<Vec<Option<Computed>>> {
-    compute(views, source, files, false)
+    let mut out: Vec<Option<Computed>> = views.iter().map(|_| None).collect();
+    compute_each(views, source, files, false, |i, computed| {
+        out[i] = Some(computed);
+        Ok::<_, Error>(())
+    })?;
+    Ok(out)
 }
 
-fn compute(
+/// [`compute_all`] (`fold`) or [`compute_partitions`], handing each view's cells to
+/// `each(index of the view, cells)` on the calling thread as soon as they are encoded, so the
+/// caller writes one view's cells while others are still being encoded. Views are encoded in
+/// parallel, as many at a time as there are cores. Views with nothing to read are not handed
+/// over.
+pub fn compute_each<E: From<Error>>(
     views: &[Arc<ViewDef>],
     source: &SourceDef,
     files: &[ScanFile],
     fold: bool,
-) -> Result<Vec<Option<Computed>>> {
+    mut each: impl FnMut(usize, Computed) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     if files.is_empty() {
-        return Ok(views.iter().map(|_| None).collect());
+        return Ok(());
     }
     for file in files {
         check_listed(&file.path, file.bytes)?;
@@ -154,14 +170,55 @@ fn compute(
     let grouped = LazyFrame::collect_all_with_engine(queries, Engine::Auto, OptFlags::default())
         .map_err(|e| scan_error(files, e))?;
     let grouped_ms = started.elapsed().as_millis();
-    let mut out = Vec::with_capacity(views.len());
-    for ((view, plan), grouped) in views.iter().zip(&plans).zip(grouped) {
-        let encoding = std::time::Instant::now();
-        let (cells, rows) = cells::frame(view, plan, &grouped, fold)?;
-        tracing::debug!(view = %view.name, files = files.len(), partition_cells = grouped.height(), cells = cells.height(), grouped_ms, encoded_ms = encoding.elapsed().as_millis(), "view recomputed");
-        out.push(Some(Computed { cells, rows }));
-    }
-    Ok(out)
+    // Work queue of grouped frames: each taken by one encoder, and dropped once encoded.
+    let work: Vec<std::sync::Mutex<Option<DataFrame>>> = grouped
+        .into_iter()
+        .map(|g| std::sync::Mutex::new(Some(g)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let encoders = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(views.len());
+    std::thread::scope(|scope| {
+        let (sent, received) = std::sync::mpsc::channel();
+        for _ in 0..encoders {
+            let sent = sent.clone();
+            let (work, next, stop, plans) = (&work, &next, &stop, &plans);
+            scope.spawn(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                while !stop.load(Relaxed) {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(slot) = work.get(i) else { break };
+                    let grouped = slot.lock().ok().and_then(|mut g| g.take());
+                    let Some(grouped) = grouped else { continue };
+                    let encoding = std::time::Instant::now();
+                    let view = &views[i];
+                    let result = cells::frame(view, &plans[i], &grouped, fold);
+                    if let Ok((cells, _)) = &result {
+                        tracing::debug!(view = %view.name, files = files.len(), partition_cells = grouped.height(), cells = cells.height(), grouped_ms, encoded_ms = encoding.elapsed().as_millis(), "view recomputed");
+                    }
+                    drop(grouped);
+                    if sent.send((i, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sent);
+        let mut handed = || -> std::result::Result<(), E> {
+            for (i, result) in received.iter() {
+                let (cells, rows) = result?;
+                each(i, Computed { cells, rows })?;
+            }
+            Ok(())
+        };
+        let result = handed();
+        if result.is_err() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    })
 }
 
 /// The second step of [`compute_all`]: a frame of per-partition cells (from one
