@@ -219,5 +219,15 @@ pub enum BenchTarget {
         /// Events for the end-to-end run through the embedded broker.
         #[arg(long, default_value_t = 300_000)]
         end_to_end_events: usize,
+        /// A Kafka broker (`host:port`) for the end-to-end run instead of the embedded one: a
+        /// new topic is created there for it.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// A folder of stream-processor peer scripts (`stream_pathway.py`, `stream_bytewax.py`,
+        /// each run by the Python of its virtualenv under `$PEERS_HOME`, default
+        /// `~/.cache/braid-peers`): each consumes the end-to-end run's topic from the same
+        /// broker, computing the per-card 1-minute count and sum, and is timed beside Braid.
+        #[arg(long)]
+        stream_peers: Option<PathBuf>,
     },
 }

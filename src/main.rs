@@ -154,10 +154,18 @@ fn bench(target: BenchTarget) -> ExitCode {
             config,
             events,
             end_to_end_events,
+            brokers,
+            stream_peers,
         } => match load(config.as_deref()) {
-            Ok(config) => braid_speed::bench::run(&config, events.max(1), end_to_end_events.max(1))
-                .map(|report| report.to_string())
-                .map_err(|e| e.to_string()),
+            Ok(config) => braid_speed::bench::run(
+                &config,
+                events.max(1),
+                end_to_end_events.max(1),
+                brokers.as_deref(),
+                stream_peers.as_deref(),
+            )
+            .map(|report| report.to_string())
+            .map_err(|e| e.to_string()),
             Err(error) => return config_error(&error),
         },
         BenchTarget::Serve {

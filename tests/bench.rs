@@ -5,6 +5,8 @@
 
 use std::process::Command;
 
+mod common;
+
 /// Runs `braid bench <args>`, which must succeed; its report.
 fn bench(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_braid"))
@@ -23,14 +25,28 @@ fn bench(args: &[&str]) -> String {
 
 #[test]
 fn bench_speed_reports_every_measurement() {
-    let stdout = bench(&["speed", "--events", "3000", "--end-to-end-events", "3000"]);
+    // A peers folder without the scripts: each stream peer is named with why it did not run.
+    let no_peers = tempfile::tempdir().unwrap();
+    let stdout = bench(&[
+        "speed",
+        "--events",
+        "3000",
+        "--end-to-end-events",
+        "3000",
+        "--stream-peers",
+        no_peers.path().to_str().unwrap(),
+    ]);
+    for peer in ["pathway", "bytewax"] {
+        let line = format!("peer {peer}: did not run: no ");
+        assert!(stdout.contains(&line), "{line} missing in\n{stdout}");
+    }
     for line in [
         "raw serde_json::Value parse:",
         "decode + apply, one core:",
         "with a concurrent reader:",
         "reads during ingest:",
         "raw librdkafka consume, same topic:",
-        "end to end from embedded broker:",
+        "end to end from the broker:",
         "memory per live count+sum cell:",
         "memory per live cell, all views:",
     ] {
@@ -72,6 +88,37 @@ fn bench_batch_reports_braid_and_duckdb_over_the_same_files() {
             .unwrap_or_else(|| panic!("{view}'s cells missing in\n{stdout}"));
         assert!(cells > 0, "{view}: {cells} cells");
     }
+}
+
+/// `--brokers`: the end-to-end run, its plain consumer and Braid on the stream peers' workload
+/// read a topic the bench creates on a real broker (tansu, which creates no topic on use).
+#[test]
+fn bench_speed_runs_end_to_end_on_a_real_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let tansu = common::tansu::Tansu::start(dir.path(), port);
+    let no_peers = tempfile::tempdir().unwrap();
+    let stdout = bench(&[
+        "speed",
+        "--events",
+        "2000",
+        "--end-to-end-events",
+        "5000",
+        "--brokers",
+        &format!("127.0.0.1:{port}"),
+        "--stream-peers",
+        no_peers.path().to_str().unwrap(),
+    ]);
+    tansu.stop();
+    for line in [
+        "raw librdkafka consume, same topic:",
+        "end to end from the broker:",
+        "per card 1-minute count + sum:",
+    ] {
+        let number = reported(&stdout, line);
+        assert!(number > 0.0, "{line} reported {number}");
+    }
+    assert!(stdout.contains("(5000 events)"), "{stdout}");
 }
 
 #[test]

@@ -57,6 +57,8 @@ pub struct Report {
     /// A plain librdkafka consumer reading the same topic to its end, messages discarded,
     /// events/s: the ceiling of the end-to-end run.
     pub raw_consume_events_per_sec: f64,
+    /// Stream processors over the same topic: name and events/s, or why it did not run.
+    pub stream_peers: Vec<(String, std::result::Result<f64, String>)>,
     /// Resident memory per live cell of a view of `count` and `sum`, bytes.
     pub bytes_per_count_sum_cell: f64,
     /// Resident memory per live cell across the config's views after the in-process run, bytes.
@@ -100,11 +102,38 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "end to end from embedded broker:    {:>6.2} M events/s ({} events) = {:.2}x the raw consume",
+            "end to end from the broker:         {:>6.2} M events/s ({} events) = {:.2}x the raw consume",
             m(self.end_to_end_events_per_sec),
             self.end_to_end_events,
             self.end_to_end_events_per_sec / self.raw_consume_events_per_sec
         )?;
+        if self.stream_peers.is_empty() {
+            writeln!(
+                f,
+                "stream processor peers:             not run (--stream-peers DIR runs them)"
+            )?;
+        }
+        // The first entry is Braid on the peers' workload; the peers are compared with it.
+        let braid = self.stream_peers.first().and_then(|(_, r)| r.as_ref().ok());
+        for (i, (name, result)) in self.stream_peers.iter().enumerate() {
+            match (i, result, braid) {
+                (0, Ok(rate), _) => writeln!(
+                    f,
+                    "  per card 1-minute count + sum:    {:>6.3} M events/s (the stream peers' workload, same topic)",
+                    m(*rate),
+                )?,
+                (_, Ok(rate), Some(braid)) => writeln!(
+                    f,
+                    "  peer {name:<29} {:>6.3} M events/s, same workload, topic and broker -> braid = {:.1}x",
+                    m(*rate),
+                    braid / rate
+                )?,
+                (_, Ok(rate), None) => {
+                    writeln!(f, "  peer {name:<29} {:>6.3} M events/s", m(*rate))?
+                }
+                (_, Err(why), _) => writeln!(f, "  peer {name}: did not run: {why}")?,
+            }
+        }
         writeln!(
             f,
             "memory per live count+sum cell:     {:>6.0} bytes",
@@ -119,7 +148,13 @@ impl std::fmt::Display for Report {
 }
 
 /// Runs the benchmark for `config`'s first source (it must produce the payments fields).
-pub fn run(config: &Config, events: usize, end_to_end_events: usize) -> Result<Report> {
+pub fn run(
+    config: &Config,
+    events: usize,
+    end_to_end_events: usize,
+    brokers: Option<&str>,
+    stream_peers: Option<&std::path::Path>,
+) -> Result<Report> {
     // Memory first, while the heap is fresh: freed memory reused later would hide growth.
     let bytes_per_count_sum_cell = count_sum_cell_bytes();
     let messages = payments(events);
@@ -148,7 +183,8 @@ pub fn run(config: &Config, events: usize, end_to_end_events: usize) -> Result<R
     let with_reads = apply_all(config, &messages, true)?;
     let apply_with_reads = with_reads.rate;
     let (p50, p99, reads) = percentiles(with_reads.read_latencies_us);
-    let (end_to_end, raw_consume) = end_to_end(config, end_to_end_events)?;
+    let (end_to_end, raw_consume, peers) =
+        end_to_end(config, end_to_end_events, brokers, stream_peers)?;
 
     Ok(Report {
         events,
@@ -162,6 +198,7 @@ pub fn run(config: &Config, events: usize, end_to_end_events: usize) -> Result<R
         end_to_end_events_per_sec: end_to_end,
         end_to_end_events,
         raw_consume_events_per_sec: raw_consume,
+        stream_peers: peers,
         bytes_per_count_sum_cell,
         bytes_per_cell_all_views: per_cell_all,
         live_cells,
@@ -372,19 +409,41 @@ total = "sum(x)"
 }
 
 /// Produces `n` events to the embedded broker, then measures a plain consumer reading them
-/// all, and the speed layer from its first partition assignment until it has applied them all:
-/// (speed layer, plain consumer) events/s.
-fn end_to_end(config: &Config, n: usize) -> Result<(f64, f64)> {
-    let cluster = MockCluster::new(1)?;
+/// all, the speed layer from its first partition assignment until it has applied them all, and
+/// the stream-processor peers in `stream_peers`: (speed layer, plain consumer) events/s and the
+/// peers' results.
+fn end_to_end(
+    config: &Config,
+    n: usize,
+    brokers: Option<&str>,
+    stream_peers: Option<&std::path::Path>,
+) -> Result<(f64, f64, Vec<StreamPeer>)> {
     // The embedded broker keeps a bounded log per partition (a few MB): spread the run over
     // enough partitions that nothing is truncated before it is consumed.
-    let topic = "bench-payments";
     let partitions = i32::try_from(n / 20_000 + 1).unwrap_or(i32::MAX);
-    cluster.create_topic(topic, partitions, 1)?;
+    let (_cluster, bootstrap, topic) = match brokers {
+        None => {
+            let cluster = MockCluster::new(1)?;
+            let topic = "bench-payments".to_owned();
+            cluster.create_topic(&topic, partitions, 1)?;
+            let bootstrap = cluster.bootstrap_servers();
+            (Some(cluster), bootstrap, topic)
+        }
+        Some(brokers) => {
+            let topic = format!(
+                "braid-bench-{}-{}",
+                std::process::id(),
+                chrono::Utc::now().timestamp_millis()
+            );
+            create_topic(brokers, &topic, partitions)?;
+            (None, brokers.to_owned(), topic)
+        }
+    };
+    let topic = topic.as_str();
     let temp = tempdir()?;
     let dir = temp.path().to_owned();
     let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("bootstrap.servers", &bootstrap)
         .set("linger.ms", "20")
         .create()?;
     for (i, payload) in payments(n).into_iter().enumerate() {
@@ -403,24 +462,217 @@ fn end_to_end(config: &Config, n: usize) -> Result<(f64, f64)> {
         }
     }
     producer.flush(Duration::from_secs(120))?;
-    let raw = raw_consume(&cluster.bootstrap_servers(), topic, partitions, n)?;
+    let raw = raw_consume(&bootstrap, topic, partitions, n)?;
+    let broker = Broker {
+        bootstrap: &bootstrap,
+        topic,
+        partitions,
+    };
+    let rate = speed_layer_rate(config, &broker, "braid-bench", n, &dir)?;
+    let peers = match stream_peers {
+        Some(peers) => {
+            // Braid again on the peers' workload alone, for the like-for-like ratio.
+            let workload = Config::from_toml(PEER_WORKLOAD)
+                .map_err(|e| BenchError::Setup(format!("the peers' workload: {e}")))?;
+            let braid = speed_layer_rate(
+                &workload,
+                &broker,
+                "braid-bench-peer-workload",
+                n,
+                &dir.join("peer"),
+            )?;
+            let mut results = vec![("braid, the same workload".to_owned(), Ok(braid))];
+            results.extend(run_stream_peers(peers, &bootstrap, topic, n));
+            results
+        }
+        None => Vec::new(),
+    };
+    drop(temp);
+    Ok((rate, raw, peers))
+}
 
+/// The stream peers' workload as a Braid view: per card, a 1-minute count and sum of amount.
+const PEER_WORKLOAD: &str = r#"
+[kafka]
+brokers = "embedded"
+group_id = "braid-bench-peer-workload"
+
+[[source]]
+name = "payments"
+topic = "payments"
+format = "json"
+event_time = "ts"
+event_id = "tx_id"
+
+[source.fields]
+tx_id = "string"
+card_id = "string"
+merchant_id = "string"
+country = "string"
+amount = "float"
+ts = "string"
+
+[[view]]
+name = "card_minute"
+source = "payments"
+group_by = ["card_id"]
+granularity = "1m"
+
+[view.metrics]
+tx = "count"
+amount = "sum(amount)"
+"#;
+
+/// Where the end-to-end run's events are.
+struct Broker<'a> {
+    bootstrap: &'a str,
+    topic: &'a str,
+    partitions: i32,
+}
+
+/// The speed layer of `config` (its first source read from the broker's topic, by consumer
+/// group `group`, storing in `dir`) consuming the topic's `n` events: events/s.
+fn speed_layer_rate(
+    config: &Config,
+    broker: &Broker<'_>,
+    group: &str,
+    n: usize,
+    dir: &std::path::Path,
+) -> Result<f64> {
     let mut config = config.clone();
-    config.kafka.brokers = cluster.bootstrap_servers();
-    config.kafka.group_id = "braid-bench".to_owned();
-    config.storage.dir = dir.clone();
+    config.kafka.brokers = broker.bootstrap.to_owned();
+    // The plain consumer's fetch wait: the embedded broker answers a fetch only when its wait
+    // ends, and tansu does too where a partition has fewer bytes than the fetch asks for.
+    config.kafka.config.insert(
+        "fetch.wait.max.ms".to_owned(),
+        braid_shared::config::KafkaSetting::Int(FETCH_WAIT_MS),
+    );
+    config.kafka.group_id = group.to_owned();
+    config.storage.dir = dir.to_owned();
     let mut sources: Vec<braid_shared::SourceDef> =
         config.sources.iter().map(|s| (**s).clone()).collect();
     if let Some(first) = sources.first_mut() {
-        first.topic = topic.to_owned();
+        first.topic = broker.topic.to_owned();
     }
     config.sources = sources.into_iter().map(Arc::new).collect();
     let cancel = CancellationToken::new();
     let layer = SpeedLayer::start(&config, cancel.clone())?;
-    let rate = consume_rate(layer, &cancel, partitions, n)?;
-    drop(temp);
-    Ok((rate, raw))
+    consume_rate(layer, &cancel, broker.partitions, n)
 }
+
+/// Creates `topic` on the broker at `brokers` (a real broker need not create topics on use).
+fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(admin.create_topics(
+        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))?;
+    for result in results {
+        result.map_err(|(topic, code)| {
+            BenchError::Setup(format!("creating topic {topic} on {brokers}: {code}"))
+        })?;
+    }
+    Ok(())
+}
+
+type StreamPeer = (String, std::result::Result<f64, String>);
+
+/// The stream-processor peers: script, the virtualenv (under `$PEERS_HOME`) whose Python runs
+/// it, and the name its report line starts with.
+const STREAM_PEERS: [(&str, &str, &str); 2] = [
+    ("stream_pathway.py", "venv-pathway", "pathway"),
+    ("stream_bytewax.py", "venv", "bytewax"),
+];
+
+/// Runs each peer script of `dir` over `topic` (its `n` events from the start), one at a time,
+/// at most 5 minutes each; its events/s from the line it prints, or why it did not run.
+fn run_stream_peers(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+) -> Vec<StreamPeer> {
+    let home = std::env::var_os("PEERS_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/braid-peers"))
+        })
+        .unwrap_or_default();
+    STREAM_PEERS
+        .iter()
+        .map(|&(script, venv, name)| {
+            let script = dir.join(script);
+            let python = home.join(venv).join("bin/python");
+            let result = if !script.is_file() {
+                Err(format!("no {} in the peers folder", script.display()))
+            } else if !python.is_file() {
+                Err(format!(
+                    "no {} (the peers' setup.sh installs it)",
+                    python.display()
+                ))
+            } else {
+                stream_peer_rate(&python, &script, name, bootstrap, topic, n)
+            };
+            (name.to_owned(), result)
+        })
+        .collect()
+}
+
+fn stream_peer_rate(
+    python: &std::path::Path,
+    script: &std::path::Path,
+    name: &str,
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+) -> std::result::Result<f64, String> {
+    let output = std::process::Command::new("timeout")
+        .arg("300")
+        .arg(python)
+        .arg(script)
+        .args(["--bootstrap", bootstrap, "--topic", topic, "--events"])
+        .arg(n.to_string())
+        .output()
+        .map_err(|e| format!("did not start: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains(" events/s"));
+    let rate = line.and_then(|l| {
+        let before = &l[..l.find(" events/s")?];
+        before
+            .rsplit(' ')
+            .next()?
+            .replace(',', "")
+            .parse::<f64>()
+            .ok()
+    });
+    match rate {
+        Some(rate) if rate > 0.0 => Ok(rate),
+        _ => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            Err(format!(
+                "{} ({})",
+                output.status,
+                last.chars().take(200).collect::<String>()
+            ))
+        }
+    }
+}
+
+/// The fetch wait of both consumers of the end-to-end run.
+const FETCH_WAIT_MS: i64 = 10;
 
 /// Events per second of a librdkafka consumer with the speed layer's fetch settings, assigned
 /// every partition of `topic` from offset 0, polling until it has seen `n` messages (their
@@ -432,7 +684,7 @@ fn raw_consume(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Resul
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "braid-bench-raw")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
         .create()?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {

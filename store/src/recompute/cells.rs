@@ -58,10 +58,13 @@ pub(crate) fn frame(
             stash: Vec::new(),
             failed: None,
         };
+        let started = std::time::Instant::now();
         metric_states(view, plan, grouped, metric, |row, state| {
             folder.push(row, state)
         })?;
-        folder.finish()
+        let encoder = folder.finish();
+        tracing::debug!(view = %view.name, metric = %view.metrics[metric].name, ms = started.elapsed().as_millis(), "metric encoded");
+        encoder
     })?;
     let mut columns = keys.into_columns();
     for (metric, encoder) in view.metrics.iter().zip(encoders) {
