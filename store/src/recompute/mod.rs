@@ -111,12 +111,7 @@ pub fn compute_all(
     source: &SourceDef,
     files: &[ScanFile],
 ) -> Result<Vec<Option<Computed>>> {
-    let mut out: Vec<Option<Computed>> = views.iter().map(|_| None).collect();
-    compute_each(views, source, files, true, |i, computed| {
-        out[i] = Some(computed);
-        Ok::<_, Error>(())
-    })?;
-    Ok(out)
+    collected(views, source, files, true)
 }
 
 /// The first step of [`compute_all`]: each view's cells per partition, as a cell frame with
@@ -126,8 +121,18 @@ pub fn compute_partitions(
     source: &SourceDef,
     files: &[ScanFile],
 ) -> Result<Vec<Option<Computed>>> {
+    collected(views, source, files, false)
+}
+
+/// [`compute_each`]'s cells, per view (`None` when there is nothing to read).
+fn collected(
+    views: &[Arc<ViewDef>],
+    source: &SourceDef,
+    files: &[ScanFile],
+    fold: bool,
+) -> Result<Vec<Option<Computed>>> {
     let mut out: Vec<Option<Computed>> = views.iter().map(|_| None).collect();
-    compute_each(views, source, files, false, |i, computed| {
+    compute_each(views, source, files, fold, |i, computed| {
         out[i] = Some(computed);
         Ok::<_, Error>(())
     })?;
