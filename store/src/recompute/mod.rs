@@ -186,7 +186,8 @@ pub fn compute_each<E: From<Error>>(
         .map_or(1, |n| n.get())
         .min(views.len());
     std::thread::scope(|scope| {
-        let (sent, received) = std::sync::mpsc::channel();
+        // Bounded: an encoder waits while the caller still writes earlier views.
+        let (sent, received) = std::sync::mpsc::sync_channel(encoders);
         for _ in 0..encoders {
             let sent = sent.clone();
             let (work, next, stop, plans) = (&work, &next, &stop, &plans);
@@ -222,6 +223,8 @@ pub fn compute_each<E: From<Error>>(
         if result.is_err() {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        // Dropped before the encoders are joined: one waiting to hand over a view stops.
+        drop(received);
         result
     })
 }
