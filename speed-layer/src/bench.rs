@@ -569,10 +569,19 @@ fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let results = runtime.block_on(admin.create_topics(
-        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-    ))?;
+    let failed = |e: rdkafka::error::KafkaError| {
+        BenchError::Setup(format!("creating topic {topic} on {brokers}: {e}"))
+    };
+    let results = runtime
+        .block_on(
+            admin.create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new()
+                    .request_timeout(Some(Duration::from_secs(15)))
+                    .operation_timeout(Some(Duration::from_secs(15))),
+            ),
+        )
+        .map_err(failed)?;
     for result in results {
         result.map_err(|(topic, code)| {
             BenchError::Setup(format!("creating topic {topic} on {brokers}: {code}"))
