@@ -48,10 +48,22 @@ fn bench_speed_reports_every_measurement() {
         "raw librdkafka consume, same topic:",
         "end to end from the broker:",
         "memory per live count+sum cell:",
-        "memory per live cell, all views:",
     ] {
         let number = reported(&stdout, line);
         assert!(number > 0.0, "{line} reported {number}");
+    }
+    // At this size the views' state may fit in memory freed earlier: then it says so.
+    let line = "memory per live cell, all views:";
+    let measured = stdout
+        .lines()
+        .find(|l| l.starts_with(line))
+        .unwrap_or_else(|| panic!("{line} missing in\n{stdout}"));
+    assert!(
+        measured.contains(" bytes (") || measured.contains("not measured: the "),
+        "{measured}"
+    );
+    if measured.contains(" bytes (") {
+        assert!(reported(&stdout, line) > 0.0, "{measured}");
     }
 }
 

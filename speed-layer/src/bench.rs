@@ -139,11 +139,20 @@ impl std::fmt::Display for Report {
             "memory per live count+sum cell:     {:>6.0} bytes",
             self.bytes_per_count_sum_cell
         )?;
-        write!(
-            f,
-            "memory per live cell, all views:    {:>6.0} bytes ({} cells)",
-            self.bytes_per_cell_all_views, self.live_cells
-        )
+        // Measured as resident memory grown while the state was built: where the allocator
+        // reused memory freed by the earlier measurements, it did not grow.
+        match self.bytes_per_cell_all_views > 0.0 {
+            true => write!(
+                f,
+                "memory per live cell, all views:    {:>6.0} bytes ({} cells)",
+                self.bytes_per_cell_all_views, self.live_cells
+            ),
+            false => write!(
+                f,
+                "memory per live cell, all views:    not measured: the {} cells fit in memory freed earlier in this run (use more --events)",
+                self.live_cells
+            ),
+        }
     }
 }
 
