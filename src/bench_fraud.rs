@@ -30,9 +30,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench_serve::{
-    RequestOf, Stats, fast_fetch, load, send, send_record, send_spread, start_ready,
-};
+use crate::bench_serve::{RequestOf, Stats, load, send, send_record, send_spread, start_ready};
 
 pub struct Options {
     /// Events for each throughput run.
@@ -138,7 +136,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     config.storage.dir = temp.path().to_owned();
     config.serve.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.serve.max_concurrency = 10_000;
-    fast_fetch(&mut config);
+    config.kafka.prefer_short_fetch_wait();
     let cancel = CancellationToken::new();
     let (speed, snapshot, alerts_logged) = start_scoring(&config, &runtime, &cancel)?;
     let backends = Backends {

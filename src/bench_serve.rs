@@ -88,7 +88,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     config.batch.flush_interval = braid_shared::config::Period(Duration::from_millis(200));
     // Coverage is whole segments: small ones, so the snapshot covers most of the history.
     config.speed.segment_size = 10_000;
-    fast_fetch(&mut config);
+    config.kafka.prefer_short_fetch_wait();
     // Batches of many messages: the embedded broker finds a fetch's offset by walking its
     // message sets, so thousands of one-message sets cost its consumers' fetches (up to 40% of
     // the CPU in the peers' phase); a real broker indexes offsets.
@@ -383,14 +383,6 @@ pub(crate) fn start_ready(
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(server)
-}
-
-/// The embedded broker answers a fetch only when its wait ends, not when data arrives.
-pub(crate) fn fast_fetch(config: &mut Config) {
-    config.kafka.config.insert(
-        "fetch.wait.max.ms".to_owned(),
-        braid_shared::config::KafkaSetting::Int(10),
-    );
 }
 
 /// Sends the next `n` events of `payments` round-robin over `partitions`, and waits for all.

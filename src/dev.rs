@@ -39,13 +39,7 @@ pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
         match embedded_broker(&config) {
             Ok(cluster) => {
                 config.kafka.brokers = cluster.bootstrap_servers();
-                // The embedded broker answers a fetch when its wait ends, not when data
-                // arrives: a short wait keeps answers fresh to milliseconds.
-                config
-                    .kafka
-                    .config
-                    .entry("fetch.wait.max.ms".to_owned())
-                    .or_insert(braid_shared::config::KafkaSetting::Int(10));
+                config.kafka.prefer_short_fetch_wait();
                 Some(cluster)
             }
             Err(error) => {

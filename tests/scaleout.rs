@@ -75,6 +75,41 @@ fn held(port: u16) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The partitions speed instance `a` holds once the group has settled: `a` and `b` together
+/// hold all of them, each once, in two readings 200 ms apart (the broker may be moving
+/// partitions between them: killing `a` while it still lists partitions already handed to `b`
+/// would leave nothing missing).
+fn settled_share(a: u16, b: u16) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let split = || {
+        let (mut of_a, of_b) = (held(a), held(b));
+        let mut all: Vec<String> = of_a.iter().chain(&of_b).cloned().collect();
+        all.sort();
+        all.dedup();
+        let settled = !of_a.is_empty()
+            && !of_b.is_empty()
+            && all.len() == PARTITIONS as usize
+            && of_a.len() + of_b.len() == all.len();
+        of_a.sort();
+        settled.then_some(of_a)
+    };
+    loop {
+        if let Some(first) = split() {
+            std::thread::sleep(Duration::from_millis(200));
+            if split().as_ref() == Some(&first) {
+                return first;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never settled: {a} holds {:?}, {b} holds {:?}",
+            held(a),
+            held(b)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A sharded `braid batch` run: its shards as processes started together; the last to finish
 /// merges. Returns the published run's id.
 fn sharded_batch_run(config: &Path, env: &[(String, String)], shards: u32) -> String {
@@ -323,12 +358,17 @@ fn tiers(on_tansu: bool, moto: Option<&Moto>) {
 
     // Speed instance A dies. Until the group hands its partitions over (the session times out
     // after 6 s), answers name them as missing instead of leaving them out silently.
-    let lost = held(a);
-    assert!(!lost.is_empty());
+    let lost = settled_share(a, b);
     speed_a.kill();
     for base in &bases {
         let (_, answer) = get(&SHAPES[0].url(base));
-        assert_eq!(answer["provenance"]["complete"], false, "{answer}");
+        assert_eq!(
+            answer["provenance"]["complete"],
+            false,
+            "{answer}\nA held {lost:?}; B holds {:?}\n{}",
+            held(b),
+            logs()
+        );
         let mut missing: Vec<String> = answer["provenance"]["missing"]
             .as_array()
             .unwrap()

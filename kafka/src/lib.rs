@@ -12,13 +12,16 @@
 //! - `context`: the rebalance and statistics callbacks around a layer's [`Partitions`].
 //! - `consumer`: the owned consumer thread and its poll loop around a layer's [`Worker`].
 //! - `error`: the crate's error type.
+//! - `admin`: creating a topic on a real broker (benches and tests).
 
+mod admin;
 mod consumer;
 mod context;
 mod error;
 mod plan;
 mod settings;
 
+pub use admin::create_topic;
 pub use consumer::{Commit, ConsumerThread, Worker, start};
 pub use context::{Broker, Partitions};
 pub use error::{Error, Result, ResumeRecord};

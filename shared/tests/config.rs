@@ -159,6 +159,25 @@ fn kafka_passthrough_settings_are_kept_but_managed_keys_are_refused() {
     );
 }
 
+#[test]
+fn consumers_pause_a_full_fetch_queue_briefly_unless_the_config_says_otherwise() {
+    let setting = |config: &Config, key: &str| -> Vec<String> {
+        config
+            .kafka
+            .consumer_settings("g")
+            .into_iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let config = Config::from_toml(MINIMAL).unwrap();
+    assert_eq!(setting(&config, "fetch.queue.backoff.ms"), ["10"]);
+    assert_eq!(setting(&config, "statistics.interval.ms"), ["1000"]);
+    let toml = format!("[kafka.config]\n\"fetch.queue.backoff.ms\" = 250\n{MINIMAL}");
+    let config = Config::from_toml(&toml).unwrap();
+    assert_eq!(setting(&config, "fetch.queue.backoff.ms"), ["250"]);
+}
+
 /// Each case: a broken config, and the fragments its error must contain.
 #[test]
 fn broken_configs_name_the_problem() {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use braid_shared::config::SHORT_FETCH_WAIT_MS;
 use braid_shared::generator::{Payments, PaymentsShape};
 use braid_shared::{CellQuery, Config, Coverage, SpeedReader, TopicPartition, Value};
 use rdkafka::mocking::MockCluster;
@@ -444,7 +445,8 @@ fn end_to_end(
                 std::process::id(),
                 chrono::Utc::now().timestamp_millis()
             );
-            create_topic(brokers, &topic, partitions)?;
+            braid_kafka::create_topic(brokers, &topic, partitions, Duration::from_secs(15))
+                .map_err(BenchError::Setup)?;
             (None, brokers.to_owned(), topic)
         }
     };
@@ -550,11 +552,10 @@ fn speed_layer_rate(
 ) -> Result<f64> {
     let mut config = config.clone();
     config.kafka.brokers = broker.bootstrap.to_owned();
-    // The plain consumer's fetch wait: the embedded broker answers a fetch only when its wait
-    // ends, and tansu does too where a partition has fewer bytes than the fetch asks for.
+    // The plain consumer's fetch wait (see `raw_consume`), whatever the config says.
     config.kafka.config.insert(
         "fetch.wait.max.ms".to_owned(),
-        braid_shared::config::KafkaSetting::Int(FETCH_WAIT_MS),
+        braid_shared::config::KafkaSetting::Int(SHORT_FETCH_WAIT_MS),
     );
     config.kafka.group_id = group.to_owned();
     config.storage.dir = dir.to_owned();
@@ -567,36 +568,6 @@ fn speed_layer_rate(
     let cancel = CancellationToken::new();
     let layer = SpeedLayer::start(&config, cancel.clone())?;
     consume_rate(layer, &cancel, broker.partitions, n)
-}
-
-/// Creates `topic` on the broker at `brokers` (a real broker need not create topics on use).
-fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let failed = |e: rdkafka::error::KafkaError| {
-        BenchError::Setup(format!("creating topic {topic} on {brokers}: {e}"))
-    };
-    let results = runtime
-        .block_on(
-            admin.create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new()
-                    .request_timeout(Some(Duration::from_secs(15)))
-                    .operation_timeout(Some(Duration::from_secs(15))),
-            ),
-        )
-        .map_err(failed)?;
-    for result in results {
-        result.map_err(|(topic, code)| {
-            BenchError::Setup(format!("creating topic {topic} on {brokers}: {code}"))
-        })?;
-    }
-    Ok(())
 }
 
 type StreamPeer = (String, std::result::Result<f64, String>);
@@ -689,9 +660,6 @@ fn stream_peer_rate(
     }
 }
 
-/// The fetch wait of both consumers of the end-to-end run.
-const FETCH_WAIT_MS: i64 = 10;
-
 /// Events per second of a librdkafka consumer with the speed layer's fetch settings, assigned
 /// every partition of `topic` from offset 0, polling until it has seen `n` messages (their
 /// payloads touched, then discarded), timed from its first message.
@@ -702,7 +670,7 @@ fn raw_consume(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Resul
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "braid-bench-raw")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
+        .set("fetch.wait.max.ms", SHORT_FETCH_WAIT_MS.to_string())
         .create()?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
@@ -730,8 +698,9 @@ fn raw_consume(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Resul
 }
 
 /// Events per second of `layer` (started on `partitions` partitions holding `n` events from
-/// offset 0, and stopped by `cancel`) from taking every partition to having consumed them all;
-/// stops and joins the layer.
+/// offset 0, and stopped by `cancel`) from its first consumed events to having consumed them
+/// all, as the plain consumer is timed (the events of that first observation are not counted,
+/// the time to join the group and start fetching is not timed); stops and joins the layer.
 pub fn consume_rate(
     layer: SpeedLayer,
     cancel: &CancellationToken,
@@ -751,10 +720,13 @@ pub fn consume_rate(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let started = Instant::now();
+    let mut first: Option<(Instant, i64)> = None;
     let (mut last_total, mut last_progress) = (0, Instant::now());
     loop {
         let total: i64 = handle.positions().values().sum();
+        if total > 0 && first.is_none() {
+            first = Some((Instant::now(), total));
+        }
         if total >= n as i64 {
             break;
         }
@@ -771,7 +743,9 @@ pub fn consume_rate(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let (started, counted_before) = first.unwrap_or((Instant::now(), 0));
+    let timed = (n as i64 - counted_before).max(1);
+    let rate = timed as f64 / started.elapsed().as_secs_f64().max(1e-9);
     cancel.cancel();
     layer.join()?;
     Ok(rate)

@@ -106,7 +106,7 @@ pub fn parse_literal(text: &str) -> Option<Value> {
             .as_i64()
             .map(Value::Int)
             .or_else(|| n.as_f64().map(Value::Float)),
-        serde_json::Value::String(s) => Some(Value::Str(s.into_boxed_str())),
+        serde_json::Value::String(s) => Some(Value::Str(s.into())),
         _ => None,
     }
 }

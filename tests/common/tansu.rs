@@ -5,10 +5,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-
 /// The tansu broker as a child process, storing in `tansu.db` of its working dir (tansu 0.6
 /// mangles absolute SQLite paths).
 pub struct Tansu {
@@ -66,21 +62,5 @@ impl Drop for Tansu {
 
 /// Creates `topic` with `partitions` partitions on the broker at `bootstrap`.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = runtime
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap();
-    for result in results {
-        result.unwrap();
-    }
+    braid_kafka::create_topic(bootstrap, topic, partitions, Duration::from_secs(10)).unwrap();
 }

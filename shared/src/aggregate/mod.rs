@@ -33,7 +33,8 @@ pub enum MetricState {
     Min(Extreme),
     Max(Extreme),
     Avg(Box<AvgState>),
-    Distinct(Box<Hll>),
+    /// Held in place: a sketch of a few values needs no allocation of its own.
+    Distinct(Hll),
     Quantile(Box<DdSketch>),
     TopK(Box<TopK>),
 }
@@ -47,7 +48,7 @@ impl MetricState {
             MetricExpr::Min { .. } => Self::Min(Extreme::default()),
             MetricExpr::Max { .. } => Self::Max(Extreme::default()),
             MetricExpr::Avg { .. } => Self::Avg(Box::default()),
-            MetricExpr::ApproxDistinct { .. } => Self::Distinct(Box::default()),
+            MetricExpr::ApproxDistinct { .. } => Self::Distinct(Hll::default()),
             MetricExpr::Quantile { .. } => Self::Quantile(Box::default()),
             MetricExpr::TopK { k, .. } => Self::TopK(Box::new(TopK::new(*k))),
         }

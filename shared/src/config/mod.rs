@@ -81,7 +81,7 @@ impl KafkaConfig {
     /// The librdkafka settings of a consumer in `group`: the pass-through ones, then Braid's
     /// (offsets are stored by the layers themselves, never auto-committed; an offset the broker
     /// no longer has is an error, never reset), then defaults the pass-through ones may
-    /// override (statistics for lag).
+    /// override (statistics for lag, a short pause of a full fetch queue).
     pub fn consumer_settings(&self, group: &str) -> Vec<(String, String)> {
         let mut settings: Vec<(String, String)> = self
             .config
@@ -99,7 +99,14 @@ impl KafkaConfig {
         ] {
             settings.push((key.to_owned(), value.to_owned()));
         }
-        for (key, value) in [("statistics.interval.ms", "1000")] {
+        for (key, value) in [
+            ("statistics.interval.ms", "1000"),
+            // When a consumer's prefetch queue is full, librdkafka pauses the partition's
+            // fetches for this long (1 s by default): a layer that applies events slower than
+            // the broker delivers them then sits idle for most of each second. A short pause
+            // keeps it fed (on tansu: 0.13 -> 0.37 M events/s end to end).
+            ("fetch.queue.backoff.ms", "10"),
+        ] {
             if !self.config.contains_key(key) {
                 settings.push((key.to_owned(), value.to_owned()));
             }
@@ -119,7 +126,20 @@ impl KafkaConfig {
     pub fn is_embedded(&self) -> bool {
         self.brokers.trim() == "embedded"
     }
+
+    /// Sets the consumers' fetch wait to [`SHORT_FETCH_WAIT_MS`] unless `fetch.wait.max.ms` is
+    /// already set: the embedded broker (and tansu, for a partition with fewer bytes than a
+    /// fetch asks for) answers a fetch when its wait ends, not when data arrives, so a short
+    /// wait keeps answers fresh to milliseconds.
+    pub fn prefer_short_fetch_wait(&mut self) {
+        self.config
+            .entry("fetch.wait.max.ms".to_owned())
+            .or_insert(KafkaSetting::Int(SHORT_FETCH_WAIT_MS));
+    }
 }
+
+/// The fetch wait `braid dev` and the benches give their consumers, in milliseconds.
+pub const SHORT_FETCH_WAIT_MS: i64 = 10;
 
 /// Settings only a consumer takes; a producer would warn about them.
 fn consumer_only(key: &str) -> bool {

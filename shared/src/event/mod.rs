@@ -8,6 +8,7 @@ mod decode;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 pub use decode::Decoder;
@@ -21,7 +22,9 @@ pub enum Value {
     Int(i64),
     /// Always finite; `-0.0` is stored as `0.0`.
     Float(f64),
-    Str(Box<str>),
+    /// Held inline up to 24 bytes (most keys: ids, codes, names), so a value such as a group
+    /// key costs no heap block of its own; the serde form is a plain string, as before.
+    Str(CompactString),
 }
 
 impl Value {

@@ -3,6 +3,7 @@
 //!
 //! `state`: [`ViewState`], the cells of one view with apply, merge and the reference recompute.
 
+mod bucket;
 mod state;
 
 use serde::Serialize;

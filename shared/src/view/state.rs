@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{FieldRef, ViewDef};
+use super::ViewDef;
+use super::bucket::{Bucket, key_hash};
 use crate::aggregate::MetricState;
 use crate::coverage::CellQuery;
 use crate::error::{Error, Result};
@@ -29,43 +30,6 @@ impl Hash for GroupKey {
     }
 }
 
-/// A group key seen through an event's values, hashed and compared like the owned key.
-struct EventKey<'a> {
-    fields: &'a [FieldRef],
-    values: &'a [Value],
-}
-
-impl EventKey<'_> {
-    fn value(&self, i: usize) -> &Value {
-        self.values.get(self.fields[i].slot).unwrap_or(&Value::Null)
-    }
-}
-
-impl Hash for EventKey<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        for i in 0..self.fields.len() {
-            self.value(i).hash(state);
-        }
-    }
-}
-
-impl From<&EventKey<'_>> for GroupKey {
-    fn from(probe: &EventKey<'_>) -> Self {
-        GroupKey(
-            (0..probe.fields.len())
-                .map(|i| probe.value(i).clone())
-                .collect(),
-        )
-    }
-}
-
-impl Equivalent<GroupKey> for EventKey<'_> {
-    fn equivalent(&self, key: &GroupKey) -> bool {
-        key.0.len() == self.fields.len()
-            && key.0.iter().enumerate().all(|(i, v)| self.value(i) == v)
-    }
-}
-
 /// Identifies a cell: bucket start (epoch ms) and group key. Ordered by bucket, then key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CellKey {
@@ -81,8 +45,6 @@ pub struct Row {
     pub metrics: Vec<(String, serde_json::Value)>,
 }
 
-type Cells = HashMap<GroupKey, Box<[MetricState]>>;
-
 /// The buckets where each group key has cells, by the key's hash, so a point read visits only
 /// the key's own cells (a 30-day window of minutes: not 43,200 bucket probes). Built by the
 /// first point read of a state (or [`ViewState::index_keys`]) and then kept up to date by every
@@ -93,11 +55,11 @@ type Cells = HashMap<GroupKey, Box<[MetricState]>>;
 struct LiveIndex(HashMap<u64, Vec<i64>, rustc_hash::FxBuildHasher>);
 
 impl LiveIndex {
-    fn of(buckets: &BTreeMap<i64, Cells>) -> Self {
+    fn of(buckets: &BTreeMap<i64, Bucket>) -> Self {
         let mut index = Self::default();
-        for (&bucket, cells) in buckets {
-            for group in cells.keys() {
-                index.add(key_hash(group.0.iter()), bucket);
+        for (&bucket_ms, bucket) in buckets {
+            for (key, _) in bucket.cells() {
+                index.add(key_hash(key.iter()), bucket_ms);
             }
         }
         index
@@ -106,15 +68,6 @@ impl LiveIndex {
     fn add(&mut self, hash: u64, bucket: i64) {
         self.0.entry(hash).or_default().push(bucket);
     }
-}
-
-/// The hash a [`LiveIndex`] files a key under.
-fn key_hash<'a>(values: impl Iterator<Item = &'a Value>) -> u64 {
-    let mut hasher = rustc_hash::FxHasher::default();
-    for value in values {
-        value.hash(&mut hasher);
-    }
-    hasher.finish()
 }
 
 /// A group key with the hash its point reads look it up by, computed once for every state a
@@ -137,7 +90,7 @@ impl PointKey {
 #[derive(Debug, Clone)]
 pub struct ViewState {
     view: Arc<ViewDef>,
-    buckets: BTreeMap<i64, Cells>,
+    buckets: BTreeMap<i64, Bucket>,
     len: usize,
     /// Set by the first point read (through `&self`, under a reader's lock); maintained by
     /// every later change (through `&mut self`).
@@ -154,6 +107,17 @@ impl PartialEq for ViewState {
 struct Encoded {
     fingerprint: u64,
     cells: Vec<(CellKey, Vec<MetricState>)>,
+}
+
+/// The bucket of `buckets` starting at `bucket_ms`, created empty for `view`'s cells if need be.
+fn bucket_in<'a>(
+    buckets: &'a mut BTreeMap<i64, Bucket>,
+    view: &ViewDef,
+    bucket_ms: i64,
+) -> &'a mut Bucket {
+    buckets
+        .entry(bucket_ms)
+        .or_insert_with(|| Bucket::new(view.group_by.len(), view.metrics.len()))
 }
 
 impl ViewState {
@@ -197,7 +161,8 @@ impl ViewState {
         }
         let mut state = Self::new(view);
         for (key, states) in cells {
-            state.insert_new(key, states.into_boxed_slice());
+            let hash = key_hash(key.group.0.iter());
+            state.insert_new(key, hash, states);
         }
         state
     }
@@ -217,14 +182,14 @@ impl ViewState {
 
     /// Every cell, ordered by bucket (keys within a bucket in no particular order).
     pub fn cells(&self) -> impl Iterator<Item = (CellKey, &[MetricState])> {
-        self.buckets.iter().flat_map(|(&bucket_ms, cells)| {
-            cells.iter().map(move |(group, states)| {
+        self.buckets.iter().flat_map(|(&bucket_ms, bucket)| {
+            bucket.cells().map(move |(group, states)| {
                 (
                     CellKey {
                         bucket_ms,
-                        group: group.clone(),
+                        group: GroupKey(group.into()),
                     },
-                    &**states,
+                    states,
                 )
             })
         })
@@ -232,18 +197,23 @@ impl ViewState {
 
     /// Every cell, moved out, ordered by bucket.
     pub fn into_cells(self) -> impl Iterator<Item = (CellKey, Box<[MetricState]>)> {
-        self.buckets.into_iter().flat_map(|(bucket_ms, cells)| {
-            cells
-                .into_iter()
-                .map(move |(group, states)| (CellKey { bucket_ms, group }, states))
+        self.buckets.into_iter().flat_map(|(bucket_ms, bucket)| {
+            bucket.into_cells().map(move |(group, states)| {
+                (
+                    CellKey {
+                        bucket_ms,
+                        group: GroupKey(group),
+                    },
+                    states,
+                )
+            })
         })
     }
 
     pub fn cell(&self, key: &CellKey) -> Option<&[MetricState]> {
-        self.buckets
-            .get(&key.bucket_ms)?
-            .get(&key.group)
-            .map(|v| &**v)
+        let bucket = self.buckets.get(&key.bucket_ms)?;
+        let cell = bucket.find(key_hash(key.group.0.iter()), &key.group.0)?;
+        Some(bucket.states(cell))
     }
 
     fn empty_states(&self) -> Box<[MetricState]> {
@@ -254,19 +224,17 @@ impl ViewState {
             .collect()
     }
 
-    fn insert_new(&mut self, key: CellKey, states: Box<[MetricState]>) {
-        let hash = self.keys.get().map(|_| key_hash(key.group.0.iter()));
-        if self
-            .buckets
-            .entry(key.bucket_ms)
-            .or_default()
-            .insert(key.group, states)
-            .is_none()
-        {
-            self.len += 1;
-            if let (Some(keys), Some(hash)) = (self.keys.get_mut(), hash) {
-                keys.add(hash, key.bucket_ms);
-            }
+    /// Adds a cell that is not in the state yet; `hash` is its key's [`key_hash`].
+    fn insert_new(
+        &mut self,
+        key: CellKey,
+        hash: u64,
+        states: impl IntoIterator<Item = MetricState>,
+    ) {
+        bucket_in(&mut self.buckets, &self.view, key.bucket_ms).push(hash, key.group.0, states);
+        self.len += 1;
+        if let Some(keys) = self.keys.get_mut() {
+            keys.add(hash, key.bucket_ms);
         }
     }
 
@@ -274,29 +242,33 @@ impl ViewState {
     pub fn apply(&mut self, events: &[Event]) {
         let mut scratch = String::new();
         let view = Arc::clone(&self.view);
+        let width = view.group_by.len();
         for event in events {
             let bucket_ms = view.bucket_of(event.time_ms);
-            let cells = self.buckets.entry(bucket_ms).or_default();
-            let probe = EventKey {
-                fields: &view.group_by,
-                values: &event.values,
+            let key = |i: usize| {
+                event
+                    .values
+                    .get(view.group_by[i].slot)
+                    .unwrap_or(&Value::Null)
             };
-            let len = &mut self.len;
-            let keys = self.keys.get_mut();
-            let states = cells.entry_ref(&probe).or_insert_with(|| {
-                *len += 1;
-                if let Some(keys) = keys {
-                    keys.add(
-                        key_hash((0..probe.fields.len()).map(|i| probe.value(i))),
-                        bucket_ms,
-                    );
+            let hash = key_hash((0..width).map(key));
+            let bucket = bucket_in(&mut self.buckets, &view, bucket_ms);
+            let found = bucket.find_by(hash, |k| k.iter().enumerate().all(|(i, v)| key(i) == v));
+            let cell = match found {
+                Some(cell) => cell,
+                None => {
+                    self.len += 1;
+                    if let Some(keys) = self.keys.get_mut() {
+                        keys.add(hash, bucket_ms);
+                    }
+                    bucket.push(
+                        hash,
+                        (0..width).map(|i| key(i).clone()),
+                        view.metrics.iter().map(|m| MetricState::empty(&m.expr)),
+                    )
                 }
-                view.metrics
-                    .iter()
-                    .map(|m| MetricState::empty(&m.expr))
-                    .collect()
-            });
-            for (state, metric) in states.iter_mut().zip(&view.metrics) {
+            };
+            for (state, metric) in bucket.states_mut(cell).iter_mut().zip(&view.metrics) {
                 let value = match metric.slot {
                     Some(slot) => event.values.get(slot).unwrap_or(&Value::Null),
                     None => &Value::Null,
@@ -306,7 +278,6 @@ impl ViewState {
         }
     }
 
-    /// Merges one cell's states into this view's cell.
     /// Merges a cell whose states are owned: adopted as they are when the cell is new (after
     /// checking they fit the view), merged otherwise.
     pub fn absorb_cell(&mut self, key: CellKey, states: Box<[MetricState]>) -> Result<()> {
@@ -316,18 +287,26 @@ impl ViewState {
                 .iter()
                 .zip(&self.view.metrics)
                 .all(|(s, m)| s.fits(&m.expr));
+        let hash = key_hash(key.group.0.iter());
         let exists = self
             .buckets
             .get(&key.bucket_ms)
-            .is_some_and(|c| c.contains_key(&key.group));
+            .is_some_and(|b| b.find(hash, &key.group.0).is_some());
         if !fits || exists {
-            return self.merge_cell(key, &states);
+            return self.merge_hashed(key, hash, &states);
         }
-        self.insert_new(key, states);
+        self.insert_new(key, hash, states.into_vec());
         Ok(())
     }
 
+    /// Merges one cell's states into this view's cell (a copy of them, when the cell is new).
     pub fn merge_cell(&mut self, key: CellKey, states: &[MetricState]) -> Result<()> {
+        let hash = key_hash(key.group.0.iter());
+        self.merge_hashed(key, hash, states)
+    }
+
+    /// [`ViewState::merge_cell`] of a key whose [`key_hash`] is `hash`.
+    fn merge_hashed(&mut self, key: CellKey, hash: u64, states: &[MetricState]) -> Result<()> {
         if states.len() != self.view.metrics.len() || key.group.0.len() != self.view.group_by.len()
         {
             return Err(Error::Mismatch {
@@ -340,12 +319,10 @@ impl ViewState {
                 ),
             });
         }
-        if let Some(mine) = self
-            .buckets
-            .get_mut(&key.bucket_ms)
-            .and_then(|c| c.get_mut(&key.group))
+        if let Some(bucket) = self.buckets.get_mut(&key.bucket_ms)
+            && let Some(cell) = bucket.find(hash, &key.group.0)
         {
-            for (m, theirs) in mine.iter_mut().zip(states) {
+            for (m, theirs) in bucket.states_mut(cell).iter_mut().zip(states) {
                 m.merge(theirs)?;
             }
             return Ok(());
@@ -357,14 +334,14 @@ impl ViewState {
             .zip(&self.view.metrics)
             .all(|(s, m)| s.fits(&m.expr))
         {
-            self.insert_new(key, states.into());
+            self.insert_new(key, hash, states.iter().cloned());
             return Ok(());
         }
         let mut fresh = self.empty_states();
         for (m, theirs) in fresh.iter_mut().zip(states) {
             m.merge(theirs)?;
         }
-        self.insert_new(key, fresh);
+        self.insert_new(key, hash, fresh.into_vec());
         Ok(())
     }
 
@@ -416,17 +393,17 @@ impl ViewState {
                 )
             });
         }
-        for (&bucket_ms, cells) in other.buckets.range(query.from_ms..query.to_ms) {
-            for (group, states) in cells {
+        for (&bucket_ms, bucket) in other.buckets.range(query.from_ms..query.to_ms) {
+            for (group, states) in bucket.cells() {
                 let selected = query
                     .filters
                     .iter()
-                    .all(|(i, wanted)| group.0.get(*i).is_some_and(|v| v == wanted));
+                    .all(|(i, wanted)| group.get(*i).is_some_and(|v| v == wanted));
                 if selected {
                     self.merge_cell(
                         CellKey {
                             bucket_ms,
-                            group: group.clone(),
+                            group: GroupKey(group.into()),
                         },
                         states,
                     )?;
@@ -452,11 +429,15 @@ impl ViewState {
         let Some(listed) = keys.0.get(&key.hash) else {
             return Ok(());
         };
-        let mut visit_bucket =
-            |bucket_ms: i64| match self.buckets.get(&bucket_ms).and_then(|c| c.get(&key.group)) {
-                Some(states) => visit(bucket_ms, states),
-                None => Ok(()),
+        let mut visit_bucket = |bucket_ms: i64| {
+            let Some(bucket) = self.buckets.get(&bucket_ms) else {
+                return Ok(());
             };
+            match bucket.find(key.hash, &key.group.0) {
+                Some(cell) => visit(bucket_ms, bucket.states(cell)),
+                None => Ok(()),
+            }
+        };
         let window = from_ms..to_ms;
         // Cells are mostly added in bucket order: then the list is visited as it is.
         if listed.is_sorted_by(|a, b| a < b) {
