@@ -50,7 +50,12 @@ fn run_archives_publishes_snapshots_and_stops_on_sigterm() {
                 })
         },
     );
-    assert!(storage.join(format!("speed/checkpoints/{topic}")).exists());
+    // The speed layer joins its group on its own schedule: a snapshot may be published before
+    // it has applied (and checkpointed) its first events.
+    let checkpoints = storage.join(format!("speed/checkpoints/{topic}"));
+    wait_for("a speed-layer checkpoint", Duration::from_secs(30), || {
+        checkpoints.exists()
+    });
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
