@@ -1,6 +1,7 @@
 //! The cells of one view: (event-time bucket, group key) -> one state per metric. Cells are
 //! grouped by bucket so time ranges are read without scanning the whole view.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
@@ -281,32 +282,24 @@ impl ViewState {
     /// Merges a cell whose states are owned: adopted as they are when the cell is new (after
     /// checking they fit the view), merged otherwise.
     pub fn absorb_cell(&mut self, key: CellKey, states: Box<[MetricState]>) -> Result<()> {
-        let fits = states.len() == self.view.metrics.len()
-            && key.group.0.len() == self.view.group_by.len()
-            && states
-                .iter()
-                .zip(&self.view.metrics)
-                .all(|(s, m)| s.fits(&m.expr));
         let hash = key_hash(key.group.0.iter());
-        let exists = self
-            .buckets
-            .get(&key.bucket_ms)
-            .is_some_and(|b| b.find(hash, &key.group.0).is_some());
-        if !fits || exists {
-            return self.merge_hashed(key, hash, &states);
-        }
-        self.insert_new(key, hash, states.into_vec());
-        Ok(())
+        self.merge_hashed(key, hash, Cow::Owned(states.into_vec()))
     }
 
     /// Merges one cell's states into this view's cell (a copy of them, when the cell is new).
     pub fn merge_cell(&mut self, key: CellKey, states: &[MetricState]) -> Result<()> {
         let hash = key_hash(key.group.0.iter());
-        self.merge_hashed(key, hash, states)
+        self.merge_hashed(key, hash, Cow::Borrowed(states))
     }
 
-    /// [`ViewState::merge_cell`] of a key whose [`key_hash`] is `hash`.
-    fn merge_hashed(&mut self, key: CellKey, hash: u64, states: &[MetricState]) -> Result<()> {
+    /// [`ViewState::merge_cell`] of a key whose [`key_hash`] is `hash`; owned states are
+    /// adopted without a copy when the cell is new.
+    fn merge_hashed(
+        &mut self,
+        key: CellKey,
+        hash: u64,
+        states: Cow<'_, [MetricState]>,
+    ) -> Result<()> {
         if states.len() != self.view.metrics.len() || key.group.0.len() != self.view.group_by.len()
         {
             return Err(Error::Mismatch {
@@ -322,23 +315,23 @@ impl ViewState {
         if let Some(bucket) = self.buckets.get_mut(&key.bucket_ms)
             && let Some(cell) = bucket.find(hash, &key.group.0)
         {
-            for (m, theirs) in bucket.states_mut(cell).iter_mut().zip(states) {
+            for (m, theirs) in bucket.states_mut(cell).iter_mut().zip(states.iter()) {
                 m.merge(theirs)?;
             }
             return Ok(());
         }
-        // A new cell adopts a copy of states that fit the view; others are merged into
-        // identities, which names what does not fit.
+        // A new cell adopts states that fit the view; others are merged into identities,
+        // which names what does not fit.
         if states
             .iter()
             .zip(&self.view.metrics)
             .all(|(s, m)| s.fits(&m.expr))
         {
-            self.insert_new(key, hash, states.iter().cloned());
+            self.insert_new(key, hash, states.into_owned());
             return Ok(());
         }
         let mut fresh = self.empty_states();
-        for (m, theirs) in fresh.iter_mut().zip(states) {
+        for (m, theirs) in fresh.iter_mut().zip(states.iter()) {
             m.merge(theirs)?;
         }
         self.insert_new(key, hash, fresh.into_vec());
