@@ -114,8 +114,13 @@ pub async fn serve(
     reader: Arc<dyn SpeedReader>,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    use axum::serve::ListenerExt as _;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    // Answers leave at once, without Nagle's wait for the previous segment's acknowledgement.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let app = axum::Router::new()
         .route(CELLS_PATH, post(cells))
         .route(STATUS_PATH, get(status))
@@ -143,23 +148,22 @@ async fn cells(State(reader): State<Arc<dyn SpeedReader>>, body: Bytes) -> Respo
         to_ms: request.to_ms,
         filters: request.filters,
     };
-    let read = tokio::task::spawn_blocking(move || {
-        reader.read_each(&request.view, &query, &request.coverage)
-    })
-    .await;
+    // On this thread: the answer goes out from where it was read, without a hand-over to
+    // another thread and back (a point read takes microseconds); the runtime's other tasks
+    // move to another thread meanwhile.
+    let read = blocking(|| reader.read_each(&request.view, &query, &request.coverage));
     match read {
-        Ok(Ok(parts)) => (
+        Ok(parts) => (
             [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
             encode(&parts),
         )
             .into_response(),
-        Ok(Err(braid_shared::Error::CoverageDropped(message))) => {
+        Err(braid_shared::Error::CoverageDropped(message)) => {
             refuse(StatusCode::CONFLICT, message)
         }
-        Ok(Err(braid_shared::Error::UnknownView(view))) => {
+        Err(braid_shared::Error::UnknownView(view)) => {
             refuse(StatusCode::NOT_FOUND, format!("no view {view:?}"))
         }
-        Ok(Err(e)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -182,31 +186,17 @@ enum Reported {
     Failed(String),
 }
 
-/// The HTTP client the cells requests go through: pooled keep-alive connections, driven by a
-/// runtime of one thread of its own, so a request asks every peer at once without a thread per
-/// peer, whatever runtime (or none) the caller is on.
+/// The HTTP client the cells requests go through: pooled keep-alive connections without
+/// Nagle's delay, driven by the runtime of the caller (the API's), so a request asks every
+/// peer at once and no thread waits for the answers.
 type PeerClient = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     http_body_util::Full<Bytes>,
 >;
 
-struct PeerIo {
-    runtime: Option<tokio::runtime::Runtime>,
-    client: PeerClient,
-}
-
-impl Drop for PeerIo {
-    fn drop(&mut self) {
-        // Also from inside another runtime, where a blocking shutdown is not allowed.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// POSTs `body` to `url` within `left`: the status and body, or why not.
 async fn post_to_peer(
-    client: PeerClient,
+    client: &PeerClient,
     url: String,
     body: Bytes,
     left: Duration,
@@ -232,19 +222,38 @@ async fn post_to_peer(
         .map_err(|_| format!("no answer within {} ms", left.as_millis()))?
 }
 
+/// A runtime of one thread for the callers of the blocking reads that have none of their own.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        // Also from inside another runtime, where a blocking shutdown is not allowed.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The speed layer as `serve.speed_peers` hold it.
 pub struct RemoteSpeed {
     config: Arc<Config>,
     peers: Vec<String>,
     timeout: Duration,
     agent: ureq::Agent,
-    io: PeerIo,
+    client: PeerClient,
+    runtime: OwnRuntime,
     /// Per topic: a metadata reader, and its partitions as last read.
     topics: Mutex<HashMap<String, (Tail, Option<Listed>)>>,
 }
 
 /// A topic's partitions, and when the broker listed them.
 type Listed = (Instant, Vec<i32>);
+
+/// The partitions of one gather and those nobody reported.
+type Gathered = (
+    BTreeMap<TopicPartition, PartitionCells>,
+    Vec<TopicPartition>,
+);
 
 impl RemoteSpeed {
     pub fn new(config: Arc<Config>) -> Self {
@@ -261,63 +270,55 @@ impl RemoteSpeed {
             .enable_all()
             .build()
             .expect("a thread for the speed peers' connections");
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
-                .build_http();
+                .build(connector);
         Self {
             peers: config.serve.speed_peers.clone(),
             config,
             timeout,
             agent,
-            io: PeerIo {
-                runtime: Some(runtime),
-                client,
-            },
+            client,
+            runtime: OwnRuntime(Some(runtime)),
             topics: Mutex::new(HashMap::new()),
         }
     }
 
     /// Asks every peer for cells at once; their reports in the peers' order.
-    fn ask_all(&self, request: &Bytes, deadline: Instant, view: &str) -> Vec<Reported> {
-        let Some(runtime) = &self.io.runtime else {
-            return Vec::new();
-        };
+    async fn ask_all(&self, request: &Bytes, deadline: Instant, view: &str) -> Vec<Reported> {
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
-        let (sender, replies) = std::sync::mpsc::channel();
-        for (i, peer) in self.peers.iter().enumerate() {
-            let sender = sender.clone();
-            let ask = post_to_peer(
-                self.io.client.clone(),
-                format!("http://{peer}{CELLS_PATH}"),
-                request.clone(),
-                left,
-            );
-            runtime.spawn(async move {
-                let _ = sender.send((i, ask.await));
-            });
-        }
-        drop(sender);
-        let mut answers: Vec<Option<Result<(u16, Bytes), String>>> =
-            self.peers.iter().map(|_| None).collect();
-        for (i, answer) in replies.iter() {
-            answers[i] = Some(answer);
-        }
+        let asks = self.peers.iter().map(|peer| {
+            let url = format!("http://{peer}{CELLS_PATH}");
+            post_to_peer(&self.client, url, request.clone(), left)
+        });
+        let answers = futures_util::future::join_all(asks).await;
         self.peers
             .iter()
             .zip(answers)
-            .map(|(peer, answer)| {
-                let answer = answer.unwrap_or_else(|| Err("the request was dropped".to_owned()));
-                Self::report(&self.config, peer, view, answer)
-            })
+            .map(|(peer, answer)| Self::report(&self.config, peer, view, answer))
             .collect()
     }
 
-    /// Every partition of `topic`, as the broker lists it (reused for a while); `None` when
-    /// the broker did not answer.
+    /// Every partition of `topic`, as the broker lists it (reused for a while, so the broker
+    /// is asked, with a blocking call, once in [`METADATA_TTL`]); `None` when the broker did
+    /// not answer.
     fn partitions(&self, topic: &str) -> Option<Vec<i32>> {
+        if let Some(Some((at, partitions))) =
+            self.topics.lock().ok()?.get(topic).map(|(_, listed)| listed)
+            && at.elapsed() < METADATA_TTL
+        {
+            return Some(partitions.clone());
+        }
+        blocking(|| self.list_partitions(topic))
+    }
+
+    /// [`RemoteSpeed::partitions`] from the broker, unless another caller just listed them.
+    fn list_partitions(&self, topic: &str) -> Option<Vec<i32>> {
         let mut topics = self.topics.lock().ok()?;
         if !topics.contains_key(topic) {
             let tail = Tail::new(&self.config, topic)
@@ -368,15 +369,12 @@ impl RemoteSpeed {
     }
 
     /// Asks every peer at once, until every partition of the topic is reported or the deadline.
-    fn gather(
+    async fn gather(
         &self,
         view: &str,
         query: &CellQuery,
         coverage: &Coverage,
-    ) -> braid_shared::Result<(
-        BTreeMap<TopicPartition, PartitionCells>,
-        Vec<TopicPartition>,
-    )> {
+    ) -> braid_shared::Result<Gathered> {
         let def = self
             .config
             .view(view)
@@ -397,7 +395,7 @@ impl RemoteSpeed {
         .into();
         let deadline = Instant::now() + self.timeout;
         loop {
-            let reports = self.ask_all(&request, deadline, view);
+            let reports = self.ask_all(&request, deadline, view).await;
             let mut taken: BTreeMap<TopicPartition, PartitionCells> = BTreeMap::new();
             for report in reports {
                 match report {
@@ -424,8 +422,28 @@ impl RemoteSpeed {
             if missing.is_empty() || Instant::now() + RETRY_PAUSE >= deadline {
                 return Ok((taken, missing));
             }
-            std::thread::sleep(RETRY_PAUSE);
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
+    }
+
+    /// [`RemoteSpeed::gather`] for a caller that waits: on this reader's own runtime, from
+    /// a thread outside the caller's runtime when it has one (a runtime cannot wait on
+    /// another from its own threads).
+    fn gather_blocking(
+        &self,
+        view: &str,
+        query: &CellQuery,
+        coverage: &Coverage,
+    ) -> braid_shared::Result<Gathered> {
+        let Some(runtime) = &self.runtime.0 else {
+            return Ok((BTreeMap::new(), Vec::new()));
+        };
+        let gather = || runtime.block_on(self.gather(view, query, coverage));
+        if tokio::runtime::Handle::try_current().is_err() {
+            return gather();
+        }
+        std::thread::scope(|scope| scope.spawn(gather).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 
@@ -485,12 +503,20 @@ impl SpeedReader for RemoteSpeed {
         query: &CellQuery,
         coverage: &Coverage,
     ) -> braid_shared::Result<SpeedCells> {
-        let (taken, missing) = blocking(|| self.gather(view, query, coverage))?;
-        let def = self
-            .config
-            .view(view)
-            .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))?;
-        SpeedCells::merged(def, taken.into_values(), query, missing)
+        let (taken, missing) = self.gather_blocking(view, query, coverage)?;
+        self.merged(view, taken, query, missing)
+    }
+
+    fn read_async<'a>(
+        &'a self,
+        view: &'a str,
+        query: &'a CellQuery,
+        coverage: &'a Coverage,
+    ) -> Option<braid_shared::SpeedFuture<'a>> {
+        Some(Box::pin(async move {
+            let (taken, missing) = self.gather(view, query, coverage).await?;
+            self.merged(view, taken, query, missing)
+        }))
     }
 
     fn read_each(
@@ -499,8 +525,25 @@ impl SpeedReader for RemoteSpeed {
         query: &CellQuery,
         coverage: &Coverage,
     ) -> braid_shared::Result<Vec<PartitionCells>> {
-        let (taken, _) = blocking(|| self.gather(view, query, coverage))?;
+        let (taken, _) = self.gather_blocking(view, query, coverage)?;
         Ok(taken.into_values().collect())
+    }
+}
+
+impl RemoteSpeed {
+    /// The cells `query` selects of the partitions gathered.
+    fn merged(
+        &self,
+        view: &str,
+        taken: BTreeMap<TopicPartition, PartitionCells>,
+        query: &CellQuery,
+        missing: Vec<TopicPartition>,
+    ) -> braid_shared::Result<SpeedCells> {
+        let def = self
+            .config
+            .view(view)
+            .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))?;
+        SpeedCells::merged(def, taken.into_values(), query, missing)
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +127,15 @@ impl CellQuery {
             filters: Vec::new(),
         }
     }
+
+    /// The cells of one group key in the buckets `[from_ms, to_ms)`.
+    pub fn point(key: &PointKey, (from_ms, to_ms): (i64, i64)) -> Self {
+        Self {
+            from_ms,
+            to_ms,
+            filters: key.group.0.iter().cloned().enumerate().collect(),
+        }
+    }
 }
 
 /// The speed layer's part of an answer: cells above a coverage, and how far it has read.
@@ -166,6 +177,26 @@ impl SpeedCells {
             state,
             partitions,
             missing,
+        })
+    }
+
+    /// Visits the cells of one group key in the buckets `[from_ms, to_ms)`, as
+    /// [`SpeedReader::visit_point`] does; with `statuses`, says where they were read from.
+    pub fn visit_point(
+        self,
+        key: &PointKey,
+        (from_ms, to_ms): (i64, i64),
+        statuses: bool,
+        visit: &mut dyn FnMut(i64, &[MetricState]) -> Result<()>,
+    ) -> Result<SpeedPositions> {
+        self.state.visit_point(key, from_ms, to_ms, visit)?;
+        Ok(SpeedPositions {
+            partitions: if statuses {
+                self.partitions
+            } else {
+                BTreeMap::new()
+            },
+            missing: self.missing,
         })
     }
 
@@ -223,23 +254,26 @@ pub trait SpeedReader: Send + Sync {
         statuses: bool,
         visit: &mut dyn FnMut(i64, &[MetricState]) -> Result<()>,
     ) -> Result<SpeedPositions> {
-        let query = CellQuery {
-            from_ms,
-            to_ms,
-            filters: key.group.0.iter().cloned().enumerate().collect(),
-        };
-        let cells = self.read(view, &query, coverage)?;
-        cells.state.visit_point(key, from_ms, to_ms, visit)?;
-        Ok(SpeedPositions {
-            partitions: if statuses {
-                cells.partitions
-            } else {
-                BTreeMap::new()
-            },
-            missing: cells.missing,
-        })
+        let span = (from_ms, to_ms);
+        self.read(view, &CellQuery::point(key, span), coverage)?
+            .visit_point(key, span, statuses, visit)
+    }
+
+    /// [`SpeedReader::read`] for a reader that waits on the network (speed instances in other
+    /// processes): a future the caller's runtime drives, so no thread blocks while the answers
+    /// travel. `None`, the default, for a reader that answers from memory: call `read`.
+    fn read_async<'a>(
+        &'a self,
+        _view: &'a str,
+        _query: &'a CellQuery,
+        _coverage: &'a Coverage,
+    ) -> Option<SpeedFuture<'a>> {
+        None
     }
 }
+
+/// What [`SpeedReader::read_async`] answers with.
+pub type SpeedFuture<'a> = Pin<Box<dyn Future<Output = Result<SpeedCells>> + Send + 'a>>;
 
 /// Where the cells of a [`SpeedReader::visit_point`] were read from: [`SpeedCells`] without
 /// the cells.

@@ -24,7 +24,7 @@ pub mod view;
 
 pub use config::Config;
 pub use coverage::{
-    CellQuery, Coverage, PartitionCells, PartitionStatus, SpeedPositions, SpeedReader,
+    CellQuery, Coverage, PartitionCells, PartitionStatus, SpeedFuture, SpeedPositions, SpeedReader,
     TopicPartition,
 };
 pub use error::{ConfigIssue, Error, Result};

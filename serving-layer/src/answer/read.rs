@@ -44,7 +44,7 @@ pub async fn read(
     let mut attempt = 0;
     loop {
         let snapshot = sources.snapshot.current();
-        match read_once(snapshot, sources, view, cells) {
+        match read_once(snapshot, sources, view, cells).await {
             Err(AnswerError::SnapshotChanging(_)) if attempt + 1 < ATTEMPTS => {
                 // The speed layer moved to a newer snapshot than the one in hand: load it.
                 crate::metrics::merge_retry();
@@ -56,7 +56,7 @@ pub async fn read(
     }
 }
 
-fn read_once(
+async fn read_once(
     snapshot: Arc<Snapshot>,
     sources: Sources<'_>,
     view: &Arc<ViewDef>,
@@ -74,7 +74,10 @@ fn read_once(
                 state,
                 partitions,
                 missing,
-            } = reader.read(&view.name, cells, &coverage)?;
+            } = match reader.read_async(&view.name, cells, &coverage) {
+                Some(gathering) => gathering.await?,
+                None => reader.read(&view.name, cells, &coverage)?,
+            };
             (state, Some(partitions), missing)
         }
         None => (ViewState::new(Arc::clone(view)), None, Vec::new()),
@@ -134,12 +137,26 @@ pub async fn fold_point<A>(
         let batch = snapshot
             .view(&view.name)
             .map_err(AnswerError::NotInSnapshot)?;
+        let coverage = snapshot.coverage_ref();
+        // Speed instances in other processes are asked first, without blocking a thread.
+        let query = CellQuery::point(key, span);
+        let gathering = sources
+            .speed
+            .and_then(|reader| reader.read_async(&view.name, &query, coverage));
+        let gathered = match gathering {
+            Some(gathering) => Some(gathering.await),
+            None => None,
+        };
         let mut folded = start();
         let mut visit = |bucket: i64, states: &[MetricState]| fold(&mut folded, bucket, states);
-        let speed = sources.speed.map(|reader| {
-            let coverage = snapshot.coverage_ref();
-            reader.visit_point(&view.name, key, span, coverage, provenance, &mut visit)
-        });
+        let speed = match gathered {
+            Some(cells) => {
+                Some(cells.and_then(|cells| cells.visit_point(key, span, provenance, &mut visit)))
+            }
+            None => sources.speed.map(|reader| {
+                reader.visit_point(&view.name, key, span, coverage, provenance, &mut visit)
+            }),
+        };
         let speed = match speed.transpose() {
             Err(braid_shared::Error::CoverageDropped(_)) if attempt + 1 < ATTEMPTS => {
                 crate::metrics::merge_retry();
