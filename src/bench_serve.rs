@@ -319,8 +319,12 @@ impl SpeedPeers {
             let layer = SpeedLayer::start(config, cancel.clone())?;
             let reader = Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>;
             let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-            let (addr, _task) =
-                runtime.block_on(braid_serving::serve_speed(listen, reader, cancel.clone()))?;
+            let (addr, _task) = runtime.block_on(braid_serving::serve_speed(
+                listen,
+                config,
+                reader,
+                cancel.clone(),
+            ))?;
             layers.push(layer);
             addrs.push(addr);
         }

@@ -219,8 +219,13 @@ async fn supervise(
                     alerts_logged = Some(scorer.logged());
                 }
                 if let Some(listen) = config.speed.listen {
-                    match braid_serving::serve_speed(listen, Arc::clone(&reader), cancel.clone())
-                        .await
+                    match braid_serving::serve_speed(
+                        listen,
+                        config,
+                        Arc::clone(&reader),
+                        cancel.clone(),
+                    )
+                    .await
                     {
                         Ok((addr, server)) => {
                             tracing::info!(%addr, "answering serving instances");

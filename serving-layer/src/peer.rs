@@ -107,10 +107,19 @@ fn decode(config: &Config, view: &str, bytes: &[u8]) -> Result<Vec<PartitionCell
         .collect()
 }
 
-/// Serves `reader`'s partitions on `listen` until `cancel`; returns the bound address and the
-/// server's task.
+/// What the endpoint answers from.
+#[derive(Clone)]
+struct Endpoint {
+    reader: Arc<dyn SpeedReader>,
+    /// Per view, its number of group-by fields (a request naming each is a point read).
+    widths: Arc<HashMap<String, usize>>,
+}
+
+/// Serves `reader`'s partitions of `config`'s views on `listen` until `cancel`; returns the
+/// bound address and the server's task.
 pub async fn serve(
     listen: SocketAddr,
+    config: &Config,
     reader: Arc<dyn SpeedReader>,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
@@ -121,11 +130,19 @@ pub async fn serve(
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
     });
+    let widths = config
+        .views
+        .iter()
+        .map(|view| (view.name.clone(), view.group_by.len()))
+        .collect();
     let app = axum::Router::new()
         .route(CELLS_PATH, post(cells))
         .route(STATUS_PATH, get(status))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .with_state(reader);
+        .with_state(Endpoint {
+            reader,
+            widths: Arc::new(widths),
+        });
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
@@ -138,7 +155,7 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, message).into_response()
 }
 
-async fn cells(State(reader): State<Arc<dyn SpeedReader>>, body: Bytes) -> Response {
+async fn cells(State(endpoint): State<Endpoint>, body: Bytes) -> Response {
     let request: CellsRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("bad request: {e}")),
@@ -148,19 +165,30 @@ async fn cells(State(reader): State<Arc<dyn SpeedReader>>, body: Bytes) -> Respo
         to_ms: request.to_ms,
         filters: request.filters,
     };
-    // On this thread: the answer goes out from where it was read, without a hand-over to
-    // another thread and back (a point read takes microseconds); the runtime's other tasks
-    // move to another thread meanwhile.
-    let read = blocking(|| reader.read_each(&request.view, &query, &request.coverage));
+    let point = endpoint
+        .widths
+        .get(&request.view)
+        .is_some_and(|&fields| query.point_key(fields).is_some());
+    let reader = endpoint.reader;
+    let read = move || reader.read_each(&request.view, &query, &request.coverage);
+    // A point read takes microseconds: answered from this thread, without two hand-overs
+    // between threads (each costs more than the read on a busy machine). Wider reads go to
+    // the blocking pool, so the runtime's other requests are not held up behind them.
+    let read = if point {
+        read()
+    } else {
+        match tokio::task::spawn_blocking(read).await {
+            Ok(read) => read,
+            Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    };
     match read {
         Ok(parts) => (
             [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
             encode(&parts),
         )
             .into_response(),
-        Err(braid_shared::Error::CoverageDropped(message)) => {
-            refuse(StatusCode::CONFLICT, message)
-        }
+        Err(braid_shared::Error::CoverageDropped(message)) => refuse(StatusCode::CONFLICT, message),
         Err(braid_shared::Error::UnknownView(view)) => {
             refuse(StatusCode::NOT_FOUND, format!("no view {view:?}"))
         }
@@ -168,8 +196,9 @@ async fn cells(State(reader): State<Arc<dyn SpeedReader>>, body: Bytes) -> Respo
     }
 }
 
-async fn status(State(reader): State<Arc<dyn SpeedReader>>) -> Response {
-    let status: BTreeMap<String, PartitionStatus> = reader
+async fn status(State(endpoint): State<Endpoint>) -> Response {
+    let status: BTreeMap<String, PartitionStatus> = endpoint
+        .reader
         .status()
         .into_iter()
         .map(|(tp, s)| (tp.to_string(), s))
@@ -308,8 +337,12 @@ impl RemoteSpeed {
     /// is asked, with a blocking call, once in [`METADATA_TTL`]); `None` when the broker did
     /// not answer.
     fn partitions(&self, topic: &str) -> Option<Vec<i32>> {
-        if let Some(Some((at, partitions))) =
-            self.topics.lock().ok()?.get(topic).map(|(_, listed)| listed)
+        if let Some(Some((at, partitions))) = self
+            .topics
+            .lock()
+            .ok()?
+            .get(topic)
+            .map(|(_, listed)| listed)
             && at.elapsed() < METADATA_TTL
         {
             return Some(partitions.clone());

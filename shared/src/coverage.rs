@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::MetricState;
 use crate::error::{Error, Result};
 use crate::event::Value;
-use crate::view::{PointKey, ViewState};
+use crate::view::{GroupKey, PointKey, ViewState};
 
 /// A Kafka topic partition, written `topic/partition` in files and answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -135,6 +135,24 @@ impl CellQuery {
             to_ms,
             filters: key.group.0.iter().cloned().enumerate().collect(),
         }
+    }
+
+    /// The one group key the filters name, when they name a value for each of a view's
+    /// `fields` group-by fields (a point read); `None` otherwise.
+    pub fn point_key(&self, fields: usize) -> Option<GroupKey> {
+        if fields == 0 || self.filters.len() != fields {
+            return None;
+        }
+        let mut key = vec![None; fields];
+        for (i, value) in &self.filters {
+            match key.get_mut(*i) {
+                Some(slot @ None) => *slot = Some(value.clone()),
+                _ => return None,
+            }
+        }
+        key.into_iter()
+            .collect::<Option<Box<[Value]>>>()
+            .map(GroupKey)
     }
 }
 

@@ -455,20 +455,7 @@ impl ViewState {
 
     /// The one group key a query's filters select, when they fix every group-by field.
     fn point_key(&self, query: &CellQuery) -> Option<GroupKey> {
-        let fields = self.view.group_by.len();
-        if fields == 0 || query.filters.len() != fields {
-            return None;
-        }
-        let mut key = vec![None; fields];
-        for (i, value) in &query.filters {
-            match key.get_mut(*i) {
-                Some(slot @ None) => *slot = Some(value.clone()),
-                _ => return None,
-            }
-        }
-        key.into_iter()
-            .collect::<Option<Box<[Value]>>>()
-            .map(GroupKey)
+        query.point_key(self.view.group_by.len())
     }
 
     /// Every cell finalized, ordered by bucket then group key.
