@@ -117,6 +117,11 @@ fn batch_speed_and_reference_equal_the_golden_rows() {
             )
         })
         .collect();
+    for (view, speed_rows) in config.views.iter().zip(&speed_rows) {
+        for (how, got) in through_speed_endpoint(&config, speed.handle(), &view.name) {
+            assert_rows(how, &view.name, &got, speed_rows);
+        }
+    }
     let record = BatchRunner::new(&config)
         .unwrap()
         .run(Trigger::Command, true, &CancellationToken::new())
@@ -181,6 +186,60 @@ fn batch_speed_and_reference_equal_the_golden_rows() {
     cancel.cancel();
     speed.join().unwrap();
     archiver.join().unwrap();
+}
+
+/// The speed layer's cells of `view` above no coverage, served on a speed endpoint and read by
+/// a serving tier's reader (`serve.speed_peers`) each way it can be: awaited on the caller's
+/// runtime, and blocking from a thread outside any runtime and from inside one.
+fn through_speed_endpoint(
+    config: &Config,
+    speed: braid_speed::SpeedHandle,
+    view: &str,
+) -> Vec<(&'static str, Json)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let (addr, server) = runtime
+        .block_on(braid_serving::serve_speed(
+            listen,
+            config,
+            Arc::new(speed),
+            cancel.clone(),
+        ))
+        .unwrap();
+    let mut serving = config.clone();
+    serving.serve.speed_peers = vec![addr.to_string()];
+    let remote = braid_serving::RemoteSpeed::new(Arc::new(serving));
+    let (all, none) = (CellQuery::all(), Coverage::default());
+    let complete = |cells: braid_shared::coverage::SpeedCells, how: &'static str| {
+        assert!(
+            cells.missing.is_empty(),
+            "{how}: {:?} missing",
+            cells.missing
+        );
+        assert_eq!(cells.partitions.len(), PARTITIONS as usize, "{how}");
+        (how, rows(&cells.state))
+    };
+    let awaited = runtime.block_on(async {
+        remote
+            .read_async(view, &all, &none)
+            .expect("a remote reader reads asynchronously")
+            .await
+            .unwrap()
+    });
+    let outside = remote.read(view, &all, &none).unwrap();
+    let inside = runtime.block_on(async { remote.read(view, &all, &none).unwrap() });
+    cancel.cancel();
+    runtime.block_on(server).unwrap().unwrap();
+    vec![
+        complete(awaited, "speed endpoint, awaited"),
+        complete(outside, "speed endpoint, blocking outside a runtime"),
+        complete(inside, "speed endpoint, blocking inside a runtime"),
+    ]
 }
 
 /// Every view's rows as the API answers them over all time, one bucket per row, from a server

@@ -537,7 +537,7 @@ impl SpeedReader for RemoteSpeed {
         coverage: &Coverage,
     ) -> braid_shared::Result<SpeedCells> {
         let (taken, missing) = self.gather_blocking(view, query, coverage)?;
-        self.merged(view, taken, query, missing)
+        self.merged(view, taken, missing)
     }
 
     fn read_async<'a>(
@@ -548,7 +548,7 @@ impl SpeedReader for RemoteSpeed {
     ) -> Option<braid_shared::SpeedFuture<'a>> {
         Some(Box::pin(async move {
             let (taken, missing) = self.gather(view, query, coverage).await?;
-            self.merged(view, taken, query, missing)
+            self.merged(view, taken, missing)
         }))
     }
 
@@ -564,19 +564,18 @@ impl SpeedReader for RemoteSpeed {
 }
 
 impl RemoteSpeed {
-    /// The cells `query` selects of the partitions gathered.
+    /// The cells of the partitions gathered, in one state.
     fn merged(
         &self,
         view: &str,
         taken: BTreeMap<TopicPartition, PartitionCells>,
-        query: &CellQuery,
         missing: Vec<TopicPartition>,
     ) -> braid_shared::Result<SpeedCells> {
         let def = self
             .config
             .view(view)
             .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))?;
-        SpeedCells::merged(def, taken.into_values(), query, missing)
+        SpeedCells::merged(def, taken.into_values(), missing)
     }
 }
 

@@ -178,21 +178,24 @@ pub struct PartitionCells {
 }
 
 impl SpeedCells {
-    /// The cells of `parts` that `query` selects, merged into one state of `view`.
+    /// The cells of `parts` (states of `view`, each already selected by the query asked),
+    /// merged into one state: the first part's state is the base, taken, not copied.
     pub fn merged(
         view: &std::sync::Arc<crate::ViewDef>,
         parts: impl IntoIterator<Item = PartitionCells>,
-        query: &CellQuery,
         missing: Vec<TopicPartition>,
     ) -> Result<Self> {
-        let mut state = ViewState::new(std::sync::Arc::clone(view));
+        let mut state: Option<ViewState> = None;
         let mut partitions = BTreeMap::new();
         for part in parts {
-            state.merge_matching(&part.state, query)?;
             partitions.insert(part.tp, part.status);
+            match &mut state {
+                None => state = Some(part.state),
+                Some(state) => state.merge(&part.state)?,
+            }
         }
         Ok(Self {
-            state,
+            state: state.unwrap_or_else(|| ViewState::new(std::sync::Arc::clone(view))),
             partitions,
             missing,
         })
