@@ -76,13 +76,13 @@ impl SpeedReader for FakeSpeed {
     ) -> braid_shared::Result<SpeedCells> {
         let def = self.config.view(view).unwrap();
         let parts = self.read_each(view, query, coverage)?;
-        SpeedCells::merged(def, parts, query, Vec::new())
+        SpeedCells::merged(def, parts, Vec::new())
     }
 
     fn read_each(
         &self,
         view: &str,
-        _query: &CellQuery,
+        query: &CellQuery,
         coverage: &Coverage,
     ) -> braid_shared::Result<Vec<PartitionCells>> {
         let def = self.config.view(view).unwrap();
@@ -94,8 +94,10 @@ impl SpeedReader for FakeSpeed {
             .map(|(p, events)| {
                 let tp = TopicPartition::new("payments", p as i32);
                 let from = coverage.of(&tp) as usize;
+                let mut applied = ViewState::new(Arc::clone(def));
+                applied.apply(&events[from.min(events.len())..]);
                 let mut state = ViewState::new(Arc::clone(def));
-                state.apply(&events[from.min(events.len())..]);
+                state.merge_matching(&applied, query).unwrap();
                 PartitionCells {
                     status: status[&tp],
                     tp,
