@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braid_batch::{Archiver, BatchRunner, RunState, Trigger};
-use braid_shared::{CellQuery, Config, Coverage, Decoder, SpeedReader, TopicPartition, ViewState};
+use braid_shared::{
+    CellQuery, Config, Coverage, Decoder, PartitionStatus, SpeedReader, TopicPartition, ViewState,
+};
 use braid_speed::SpeedLayer;
 use braid_store::LocalStorage;
 use braid_store::manifest::SnapshotManifest;
@@ -203,6 +205,7 @@ fn through_speed_endpoint(
         .unwrap();
     let cancel = CancellationToken::new();
     let listen = "127.0.0.1:0".parse().unwrap();
+    let held = speed.status();
     let (addr, server) = runtime
         .block_on(braid_serving::serve_speed(
             listen,
@@ -232,6 +235,14 @@ fn through_speed_endpoint(
             .unwrap()
     });
     let outside = remote.read(view, &all, &none).unwrap();
+    let positions = |statuses: &std::collections::BTreeMap<TopicPartition, PartitionStatus>| {
+        statuses
+            .iter()
+            .map(|(tp, s)| (tp.clone(), s.position))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(positions(&remote.status()), positions(&held));
+    assert_eq!(held.len(), PARTITIONS as usize);
     let inside = runtime.block_on(async { remote.read(view, &all, &none).unwrap() });
     cancel.cancel();
     runtime.block_on(server).unwrap().unwrap();

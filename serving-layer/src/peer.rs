@@ -11,6 +11,7 @@
 //! are refused instead of merged).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -223,18 +224,14 @@ type PeerClient = hyper_util::client::legacy::Client<
     http_body_util::Full<Bytes>,
 >;
 
-/// POSTs `body` to `url` within `left`: the status and body, or why not.
-async fn post_to_peer(
+/// Sends `request` within `left`: the status and body, or why not.
+async fn exchange(
     client: &PeerClient,
-    url: String,
-    body: Bytes,
+    request: Result<hyper::Request<http_body_util::Full<Bytes>>, hyper::http::Error>,
     left: Duration,
 ) -> Result<(u16, Bytes), String> {
     use http_body_util::BodyExt as _;
-    let request = hyper::Request::post(url)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(body))
-        .map_err(|e| e.to_string())?;
+    let request = request.map_err(|e| e.to_string())?;
     let exchange = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
@@ -268,7 +265,6 @@ pub struct RemoteSpeed {
     config: Arc<Config>,
     peers: Vec<String>,
     timeout: Duration,
-    agent: ureq::Agent,
     client: PeerClient,
     runtime: OwnRuntime,
     /// Per topic: a metadata reader, and its partitions as last read.
@@ -287,12 +283,6 @@ type Gathered = (
 impl RemoteSpeed {
     pub fn new(config: Arc<Config>) -> Self {
         let timeout = config.serve.speed_timeout.0;
-        let agent = ureq::Agent::new_with_config(
-            ureq::config::Config::builder()
-                .timeout_global(Some(timeout))
-                .http_status_as_error(false)
-                .build(),
-        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("braid-speed-peers")
@@ -309,7 +299,6 @@ impl RemoteSpeed {
             peers: config.serve.speed_peers.clone(),
             config,
             timeout,
-            agent,
             client,
             runtime: OwnRuntime(Some(runtime)),
             topics: Mutex::new(HashMap::new()),
@@ -322,8 +311,10 @@ impl RemoteSpeed {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
         let asks = self.peers.iter().map(|peer| {
-            let url = format!("http://{peer}{CELLS_PATH}");
-            post_to_peer(&self.client, url, request.clone(), left)
+            let request = hyper::Request::post(format!("http://{peer}{CELLS_PATH}"))
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(request.clone()));
+            exchange(&self.client, request, left)
         });
         let answers = futures_util::future::join_all(asks).await;
         self.peers
@@ -459,24 +450,60 @@ impl RemoteSpeed {
         }
     }
 
-    /// [`RemoteSpeed::gather`] for a caller that waits: on this reader's own runtime, from
-    /// a thread outside the caller's runtime when it has one (a runtime cannot wait on
-    /// another from its own threads).
-    fn gather_blocking(
+    /// Every partition the peers report holding, each at the largest position reported.
+    async fn statuses(&self) -> BTreeMap<TopicPartition, PartitionStatus> {
+        let asks = self.peers.iter().map(|peer| {
+            let request = hyper::Request::get(format!("http://{peer}{STATUS_PATH}"))
+                .body(http_body_util::Full::default());
+            exchange(&self.client, request, self.timeout)
+        });
+        let mut out: BTreeMap<TopicPartition, PartitionStatus> = BTreeMap::new();
+        for answer in futures_util::future::join_all(asks).await {
+            let Ok((200, body)) = answer else { continue };
+            let Ok(listed) = serde_json::from_slice::<BTreeMap<String, PartitionStatus>>(&body)
+            else {
+                continue;
+            };
+            for (name, status) in listed {
+                let Some(tp) = parse_tp(&name) else { continue };
+                let kept = out.entry(tp).or_insert(status);
+                if status.position > kept.position {
+                    *kept = status;
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits for `work` (asking the peers) on this reader's own runtime, from a thread outside
+    /// the caller's runtime when it has one (a runtime cannot wait on another from its own
+    /// threads): for the callers of the blocking reads.
+    fn wait<T: Send>(&self, work: impl Future<Output = T> + Send) -> T {
+        let runtime = self
+            .runtime
+            .0
+            .as_ref()
+            .expect("the runtime lives until drop");
+        let wait = || runtime.block_on(work);
+        if tokio::runtime::Handle::try_current().is_err() {
+            return wait();
+        }
+        std::thread::scope(|scope| scope.spawn(wait).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// The cells of the partitions gathered, in one state.
+    fn merged(
         &self,
         view: &str,
-        query: &CellQuery,
-        coverage: &Coverage,
-    ) -> braid_shared::Result<Gathered> {
-        let Some(runtime) = &self.runtime.0 else {
-            return Ok((BTreeMap::new(), Vec::new()));
-        };
-        let gather = || runtime.block_on(self.gather(view, query, coverage));
-        if tokio::runtime::Handle::try_current().is_err() {
-            return gather();
-        }
-        std::thread::scope(|scope| scope.spawn(gather).join())
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        taken: BTreeMap<TopicPartition, PartitionCells>,
+        missing: Vec<TopicPartition>,
+    ) -> braid_shared::Result<SpeedCells> {
+        let def = self
+            .config
+            .view(view)
+            .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))?;
+        SpeedCells::merged(def, taken.into_values(), missing)
     }
 }
 
@@ -505,29 +532,7 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 
 impl SpeedReader for RemoteSpeed {
     fn status(&self) -> BTreeMap<TopicPartition, PartitionStatus> {
-        blocking(|| {
-            let mut out: BTreeMap<TopicPartition, PartitionStatus> = BTreeMap::new();
-            for peer in &self.peers {
-                let url = format!("http://{peer}{STATUS_PATH}");
-                let Ok(mut response) = self.agent.get(&url).call() else {
-                    continue;
-                };
-                let Ok(listed) = response
-                    .body_mut()
-                    .read_json::<BTreeMap<String, PartitionStatus>>()
-                else {
-                    continue;
-                };
-                for (name, status) in listed {
-                    let Some(tp) = parse_tp(&name) else { continue };
-                    let kept = out.entry(tp).or_insert(status);
-                    if status.position > kept.position {
-                        *kept = status;
-                    }
-                }
-            }
-            out
-        })
+        self.wait(self.statuses())
     }
 
     fn read(
@@ -536,7 +541,7 @@ impl SpeedReader for RemoteSpeed {
         query: &CellQuery,
         coverage: &Coverage,
     ) -> braid_shared::Result<SpeedCells> {
-        let (taken, missing) = self.gather_blocking(view, query, coverage)?;
+        let (taken, missing) = self.wait(self.gather(view, query, coverage))?;
         self.merged(view, taken, missing)
     }
 
@@ -558,24 +563,8 @@ impl SpeedReader for RemoteSpeed {
         query: &CellQuery,
         coverage: &Coverage,
     ) -> braid_shared::Result<Vec<PartitionCells>> {
-        let (taken, _) = self.gather_blocking(view, query, coverage)?;
+        let (taken, _) = self.wait(self.gather(view, query, coverage))?;
         Ok(taken.into_values().collect())
-    }
-}
-
-impl RemoteSpeed {
-    /// The cells of the partitions gathered, in one state.
-    fn merged(
-        &self,
-        view: &str,
-        taken: BTreeMap<TopicPartition, PartitionCells>,
-        missing: Vec<TopicPartition>,
-    ) -> braid_shared::Result<SpeedCells> {
-        let def = self
-            .config
-            .view(view)
-            .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))?;
-        SpeedCells::merged(def, taken.into_values(), missing)
     }
 }
 
