@@ -74,6 +74,15 @@ impl Pinning {
 }
 
 pub fn run(config: &Config, options: &Options) -> Result<String> {
+    // Pinned, every thread but the API's runtime starts from this one and inherits its core:
+    // the broker, archiver, speed layer, ingest and load generator share the second core, and
+    // the API has the first to itself.
+    let pinning = options.pin.then(Pinning::new).transpose()?;
+    if let Some(pinning) = &pinning
+        && !core_affinity::set_for_current(pinning.client)
+    {
+        bail!("cannot pin the bench to core {}", pinning.client.id);
+    }
     let cluster = MockCluster::new(1)?;
     let source = config.sources.first().context("the config has no source")?;
     let topic = source.topic.clone();
@@ -132,7 +141,6 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     let in_process = cancel.child_token();
     let speed = SpeedLayer::start(&config, in_process.clone())?;
 
-    let pinning = options.pin.then(Pinning::new).transpose()?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.worker_threads(2).enable_all();
     if let Some(pinning) = &pinning {
@@ -181,7 +189,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
     if let Some(pinning) = &pinning {
         let _ = writeln!(
             report,
-            "  pinned: the API's runtime on core {}, the load generator on core {} (the speed layer, broker and ingest unpinned)",
+            "  pinned: the API's runtime alone on core {}; the load generator, speed layer, broker, archiver and ingest on core {}",
             pinning.server.id, pinning.client.id
         );
     }
@@ -469,8 +477,15 @@ impl Connection {
         self.send(path, Some(body)).await
     }
 
-    /// GET `path`, or POST `body` to it.
+    /// GET `path`, or POST `body` to it; the answer parsed as JSON.
     async fn send(&mut self, path: &str, body: Option<&str>) -> Result<(u16, serde_json::Value)> {
+        let (status, body) = self.exchange(path, body).await?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+    }
+
+    /// GET `path`, or POST `body` to it; the answer's status and bytes (the load generator
+    /// reads the whole answer but spends no time parsing it).
+    async fn exchange(&mut self, path: &str, body: Option<&str>) -> Result<(u16, bytes::Bytes)> {
         self.sender.ready().await?;
         let request = match body {
             None => Request::get(path)
@@ -485,8 +500,7 @@ impl Connection {
         };
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+        Ok((status, response.into_body().collect().await?.to_bytes()))
     }
 }
 
@@ -520,7 +534,7 @@ pub(crate) async fn load(
                 // far behind schedule each send was (a server falling behind shows there).
                 let sent = tokio::time::Instant::now();
                 behind.push(sent.saturating_duration_since(due));
-                match connection.send(&path, body.as_deref()).await {
+                match connection.exchange(&path, body.as_deref()).await {
                     Ok((200, _)) => latencies.push(sent.elapsed()),
                     _ => errors += 1,
                 }

@@ -9,21 +9,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use braid_testkit::{Trickle, by_partition, cluster, payments, unique};
-use common::{Braid, COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get, post};
+use common::{Braid, COUNTRY_HOURS, ONE_CARD, Produced, Shape, assert_exact, free_port, get, post};
 use rand::Rng as _;
 
 const PARTITIONS: i32 = 3;
 
 const SHAPES: [Shape; 3] = [
     COUNTRY_HOURS,
-    // One card, its minutes re-bucketed to 10 minutes.
-    Shape {
-        view: "card_minute",
-        params: "&card_id=card-7",
-        keep: None,
-        step_ms: Some(600_000),
-        filters: &[("card_id", "card-7")],
-    },
+    ONE_CARD,
     // Every card merged away: one total row for the whole range.
     Shape {
         view: "card_minute",

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use braid_testkit::moto::Moto;
 use braid_testkit::{Trickle, by_partition, cluster, payments, unique, wait_for};
 use common::tansu::{Tansu, create_topic};
-use common::{CARD_TOTALS, COUNTRY_HOURS, Produced, Shape, assert_exact, free_port, get};
+use common::{CARD_TOTALS, COUNTRY_HOURS, ONE_CARD, Produced, Shape, assert_exact, free_port, get};
 use serde_json::Value as Json;
 
 const PARTITIONS: i32 = 4;
 
-const SHAPES: [Shape; 2] = [COUNTRY_HOURS, CARD_TOTALS];
+const SHAPES: [Shape; 3] = [COUNTRY_HOURS, CARD_TOTALS, ONE_CARD];
 
 /// `braid run --layers <layers>` on its own config file, killed when dropped.
 struct Instance {

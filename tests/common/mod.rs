@@ -241,6 +241,16 @@ pub const CARD_TOTALS: Shape = Shape {
     filters: &[],
 };
 
+/// One card, its minutes re-bucketed to 10 minutes: a point query (every group-by field
+/// filtered), answered by folding the key's cells as they are visited.
+pub const ONE_CARD: Shape = Shape {
+    view: "card_minute",
+    params: "&card_id=card-7",
+    keep: None,
+    step_ms: Some(600_000),
+    filters: &[("card_id", "card-7")],
+};
+
 pub const FROM_MS: i64 = 1_789_900_000_000;
 pub const TO_MS: i64 = 1_790_100_000_000;
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use braid_shared::aggregate::MetricState;
-use braid_shared::{Value, ViewState};
+use braid_shared::view::PointKey;
+use braid_shared::{CellQuery, MetricExpr, Value, ViewDef, ViewState};
 
 use super::AnswerError;
 
@@ -54,4 +55,62 @@ pub(super) fn regroup(state: ViewState, spec: &Regroup) -> Result<Groups, Answer
         }
     }
     Ok(groups)
+}
+
+/// The one group key `cells` selects in `view`, when its answer may be folded cell by cell
+/// ([`PointGroups`]): every group-by field fixed, and no top-k metric (whose merge beyond its
+/// capacity depends on the order of merges, so it keeps the order of [`regroup`]).
+pub(super) fn point_of(view: &ViewDef, cells: &CellQuery) -> Option<PointKey> {
+    if view
+        .metrics
+        .iter()
+        .any(|metric| matches!(metric.expr, MetricExpr::TopK { .. }))
+    {
+        return None;
+    }
+    cells.point_key(view.group_by.len()).map(PointKey::new)
+}
+
+/// The answer's groups of one group key, folded from its cells as they are visited.
+pub(super) struct PointGroups {
+    spec: Regroup,
+    /// The kept group values, the same for every group.
+    group: Vec<Value>,
+    buckets: BTreeMap<i64, Box<[MetricState]>>,
+}
+
+impl PointGroups {
+    pub fn new(spec: &Regroup, key: &PointKey) -> Self {
+        Self {
+            group: spec
+                .group_by
+                .iter()
+                .map(|&i| key.group.0.get(i).cloned().unwrap_or(Value::Null))
+                .collect(),
+            spec: spec.clone(),
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    pub fn fold(&mut self, bucket_ms: i64, states: &[MetricState]) -> braid_shared::Result<()> {
+        match self.buckets.entry(self.spec.bucket_of(bucket_ms)) {
+            Entry::Vacant(slot) => {
+                slot.insert(states.into());
+            }
+            Entry::Occupied(mut slot) => {
+                for (into, from) in slot.get_mut().iter_mut().zip(states) {
+                    into.merge(from)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn into_groups(self) -> Groups {
+        let Self { group, buckets, .. } = self;
+        buckets
+            .into_iter()
+            .map(|(bucket, states)| ((bucket, group.clone()), states))
+            .collect()
+    }
 }

@@ -17,6 +17,7 @@ mod rows;
 
 use std::sync::Arc;
 
+use braid_shared::view::PointKey;
 use braid_shared::{CellQuery, SpeedReader, Value, ViewDef};
 
 pub use error::AnswerError;
@@ -99,11 +100,55 @@ pub async fn grouped(
     regroup: &Regroup,
     now_ms: i64,
 ) -> Result<Grouped, AnswerError> {
+    if let Some(point) = groups::point_of(view, cells) {
+        return grouped_point(sources, view, topic, &point, cells, regroup, now_ms).await;
+    }
     let read = read::read(sources, view, cells).await?;
     let provenance_of = read.provenance_parts(topic);
     let snapshot = Arc::clone(&read.snapshot);
     let groups = groups::regroup(read.state, regroup)?;
     let provenance = provenance_of.finish(view, &groups, now_ms);
+    Ok(Grouped {
+        groups,
+        provenance,
+        snapshot,
+    })
+}
+
+/// [`grouped`] for a query of one group key: its cells, batch and speed, are folded straight
+/// into the answer's groups as they are visited, none copied into an intermediate state.
+async fn grouped_point(
+    sources: Sources<'_>,
+    view: &Arc<ViewDef>,
+    topic: &str,
+    key: &PointKey,
+    cells: &CellQuery,
+    regroup: &Regroup,
+    now_ms: i64,
+) -> Result<Grouped, AnswerError> {
+    let point = PointQuery {
+        view,
+        topic,
+        key,
+        span: (cells.from_ms, cells.to_ms),
+        provenance: true,
+        now_ms,
+    };
+    let read::PointParts {
+        folded,
+        parts,
+        snapshot,
+    } = read::fold_point_parts(
+        sources,
+        &point,
+        || groups::PointGroups::new(regroup, key),
+        groups::PointGroups::fold,
+    )
+    .await?;
+    let groups = folded.into_groups();
+    let provenance = parts
+        .expect("a point fold asked for its provenance")
+        .finish(view, &groups, now_ms);
     Ok(Grouped {
         groups,
         provenance,

@@ -121,15 +121,38 @@ pub async fn fold_point<A>(
     sources: Sources<'_>,
     point: &PointQuery<'_>,
     start: impl Fn() -> A,
-    mut fold: impl FnMut(&mut A, i64, &[MetricState]) -> braid_shared::Result<()>,
+    fold: impl FnMut(&mut A, i64, &[MetricState]) -> braid_shared::Result<()>,
 ) -> Result<PointFold<A>, AnswerError> {
+    let folded = fold_point_parts(sources, point, start, fold).await?;
+    let provenance = folded
+        .parts
+        .map(|parts| parts.finish(point.view, &Groups::new(), point.now_ms));
+    Ok(PointFold {
+        folded: folded.folded,
+        provenance,
+    })
+}
+
+/// [`fold_point`] before its provenance is finished, with the snapshot read.
+pub(super) struct PointParts<A> {
+    pub folded: A,
+    pub parts: Option<Parts>,
+    pub snapshot: Arc<Snapshot>,
+}
+
+pub(super) async fn fold_point_parts<A>(
+    sources: Sources<'_>,
+    point: &PointQuery<'_>,
+    start: impl Fn() -> A,
+    mut fold: impl FnMut(&mut A, i64, &[MetricState]) -> braid_shared::Result<()>,
+) -> Result<PointParts<A>, AnswerError> {
     let PointQuery {
         view,
         topic,
         key,
         span,
         provenance,
-        now_ms,
+        now_ms: _,
     } = *point;
     let mut attempt = 0;
     loop {
@@ -140,10 +163,10 @@ pub async fn fold_point<A>(
         let coverage = snapshot.coverage_ref();
         // Speed instances in other processes are asked first, without blocking a thread.
         let query = CellQuery::point(key, span);
-        let gathering = sources
+        let gathered = match sources
             .speed
-            .and_then(|reader| reader.read_async(&view.name, &query, coverage));
-        let gathered = match gathering {
+            .and_then(|reader| reader.read_async(&view.name, &query, coverage))
+        {
             Some(gathering) => Some(gathering.await),
             None => None,
         };
@@ -169,14 +192,18 @@ pub async fn fold_point<A>(
         if let Some(batch) = batch {
             batch.visit_point(key, span.0, span.1, &mut visit)?;
         }
-        let provenance = provenance.then(|| {
+        let parts = provenance.then(|| {
             let SpeedPositions {
                 partitions,
                 missing,
             } = speed.unwrap_or_default();
             let statuses = sources.speed.map(|_| &partitions);
-            Parts::new(topic, &snapshot, statuses, &missing).finish(view, &Groups::new(), now_ms)
+            Parts::new(topic, &snapshot, statuses, &missing)
         });
-        return Ok(PointFold { folded, provenance });
+        return Ok(PointParts {
+            folded,
+            parts,
+            snapshot,
+        });
     }
 }

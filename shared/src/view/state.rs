@@ -46,28 +46,30 @@ pub struct Row {
     pub metrics: Vec<(String, serde_json::Value)>,
 }
 
-/// The buckets where each group key has cells, by the key's hash, so a point read visits only
-/// the key's own cells (a 30-day window of minutes: not 43,200 bucket probes). Built by the
-/// first point read of a state (or [`ViewState::index_keys`]) and then kept up to date by every
-/// cell added, so only states that serve point reads pay for it. Two keys of one
-/// hash share a list: a listed bucket may not hold the key (the lookup says so), but every
-/// bucket that holds it is listed, once per cell.
+/// Where each group key has cells, by the key's hash: (bucket, cell index in the bucket), so a
+/// point read goes straight to the key's own cells (a 30-day window of minutes: not 43,200
+/// bucket probes, and no probe of a bucket's table). Built by the first point read of a state
+/// (or [`ViewState::index_keys`]) and then kept up to date by every cell added, so only states
+/// that serve point reads pay for it. Cells are never removed from a bucket nor moved within
+/// it, so an index stays valid. Two keys of one hash share a list: a listed cell may hold the
+/// other key (its key is compared), but every cell of the key is listed, once.
 #[derive(Debug, Clone, Default)]
-struct LiveIndex(HashMap<u64, Vec<i64>, rustc_hash::FxBuildHasher>);
+struct LiveIndex(HashMap<u64, Vec<(i64, u32)>, rustc_hash::FxBuildHasher>);
 
 impl LiveIndex {
     fn of(buckets: &BTreeMap<i64, Bucket>) -> Self {
         let mut index = Self::default();
         for (&bucket_ms, bucket) in buckets {
-            for (key, _) in bucket.cells() {
-                index.add(key_hash(key.iter()), bucket_ms);
+            for (cell, (key, _)) in bucket.cells().enumerate() {
+                index.add(key_hash(key.iter()), bucket_ms, cell);
             }
         }
         index
     }
 
-    fn add(&mut self, hash: u64, bucket: i64) {
-        self.0.entry(hash).or_default().push(bucket);
+    fn add(&mut self, hash: u64, bucket: i64, cell: usize) {
+        // A bucket's cells are counted in `u32` (see `Bucket`).
+        self.0.entry(hash).or_default().push((bucket, cell as u32));
     }
 }
 
@@ -232,10 +234,11 @@ impl ViewState {
         hash: u64,
         states: impl IntoIterator<Item = MetricState>,
     ) {
-        bucket_in(&mut self.buckets, &self.view, key.bucket_ms).push(hash, key.group.0, states);
+        let cell =
+            bucket_in(&mut self.buckets, &self.view, key.bucket_ms).push(hash, key.group.0, states);
         self.len += 1;
         if let Some(keys) = self.keys.get_mut() {
-            keys.add(hash, key.bucket_ms);
+            keys.add(hash, key.bucket_ms, cell);
         }
     }
 
@@ -259,14 +262,15 @@ impl ViewState {
                 Some(cell) => cell,
                 None => {
                     self.len += 1;
-                    if let Some(keys) = self.keys.get_mut() {
-                        keys.add(hash, bucket_ms);
-                    }
-                    bucket.push(
+                    let cell = bucket.push(
                         hash,
                         (0..width).map(|i| key(i).clone()),
                         view.metrics.iter().map(|m| MetricState::empty(&m.expr)),
-                    )
+                    );
+                    if let Some(keys) = self.keys.get_mut() {
+                        keys.add(hash, bucket_ms, cell);
+                    }
+                    cell
                 }
             };
             for (state, metric) in bucket.states_mut(cell).iter_mut().zip(&view.metrics) {
@@ -422,33 +426,35 @@ impl ViewState {
         let Some(listed) = keys.0.get(&key.hash) else {
             return Ok(());
         };
-        let mut visit_bucket = |bucket_ms: i64| {
+        let mut visit_cell = |(bucket_ms, cell): (i64, u32)| {
             let Some(bucket) = self.buckets.get(&bucket_ms) else {
                 return Ok(());
             };
-            match bucket.find(key.hash, &key.group.0) {
-                Some(cell) => visit(bucket_ms, bucket.states(cell)),
-                None => Ok(()),
+            let cell = cell as usize;
+            if bucket.key(cell) == &*key.group.0 {
+                visit(bucket_ms, bucket.states(cell))
+            } else {
+                Ok(())
             }
         };
         let window = from_ms..to_ms;
         // Cells are mostly added in bucket order: then the list is visited as it is.
-        if listed.is_sorted_by(|a, b| a < b) {
-            for &bucket_ms in listed.iter().filter(|b| window.contains(b)) {
-                visit_bucket(bucket_ms)?;
+        if listed.is_sorted_by(|a, b| a.0 < b.0) {
+            for &listing in listed.iter().filter(|(b, _)| window.contains(b)) {
+                visit_cell(listing)?;
             }
             return Ok(());
         }
-        let mut buckets: Vec<i64> = listed
+        let mut cells: Vec<(i64, u32)> = listed
             .iter()
             .copied()
-            .filter(|b| window.contains(b))
+            .filter(|(b, _)| window.contains(b))
             .collect();
-        buckets.sort_unstable();
-        // Two keys of one hash in one bucket list it twice.
-        buckets.dedup();
-        for bucket_ms in buckets {
-            visit_bucket(bucket_ms)?;
+        // In bucket order; two keys of one hash in one bucket list two cells, one of them the
+        // key's.
+        cells.sort_unstable();
+        for listing in cells {
+            visit_cell(listing)?;
         }
         Ok(())
     }
@@ -561,5 +567,106 @@ impl ViewState {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[[source]]
+name = "s"
+topic = "t"
+event_time = "ts"
+
+[[view]]
+name = "v"
+source = "s"
+group_by = ["k"]
+granularity = "1m"
+[view.metrics]
+n = "count"
+"#;
+
+    fn key(k: &str) -> GroupKey {
+        GroupKey(Box::new([Value::Str(k.into())]))
+    }
+
+    /// Two keys filed under one hash (as a collision would file them) share a list: a point read
+    /// of either visits its own cells only, in bucket order, whether the list is sorted or not.
+    #[test]
+    fn a_point_read_skips_the_cells_of_a_key_sharing_its_hash() {
+        let config = crate::Config::from_toml(CONFIG).unwrap();
+        for order in [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1]] {
+            let mut state = ViewState::new(Arc::clone(&config.views[0]));
+            // "a" in minutes 0, 1, 2 (counts 1, 2, 3); "b" in minutes 1, 2 (counts 10, 20).
+            let cells = [
+                ("a", 0, 1),
+                ("b", 1, 10),
+                ("a", 1, 2),
+                ("b", 2, 20),
+                ("a", 2, 3),
+            ];
+            for i in order {
+                let (k, minute, n) = cells[i];
+                let cell = CellKey {
+                    bucket_ms: minute * 60_000,
+                    group: key(k),
+                };
+                state.merge_cell(cell, &[MetricState::Count(n)]).unwrap();
+            }
+            let (a, b) = (PointKey::new(key("a")), PointKey::new(key("b")));
+            // Every cell of both keys under each key's hash.
+            let mut colliding = LiveIndex::default();
+            for (bucket_ms, bucket) in &state.buckets {
+                for cell in 0..bucket.len() {
+                    colliding.add(a.hash, *bucket_ms, cell);
+                    colliding.add(b.hash, *bucket_ms, cell);
+                }
+            }
+            state.keys = OnceLock::from(colliding);
+            let visited = |point: &PointKey, from: i64, to: i64| {
+                let mut seen = Vec::new();
+                state
+                    .visit_point(point, from, to, |bucket, states| {
+                        seen.push((bucket / 60_000, states[0].clone()));
+                        Ok(())
+                    })
+                    .unwrap();
+                seen
+            };
+            let counts = |pairs: &[(i64, u64)]| -> Vec<(i64, MetricState)> {
+                pairs
+                    .iter()
+                    .map(|&(m, n)| (m, MetricState::Count(n)))
+                    .collect()
+            };
+            assert_eq!(visited(&a, 0, i64::MAX), counts(&[(0, 1), (1, 2), (2, 3)]));
+            assert_eq!(visited(&b, 0, i64::MAX), counts(&[(1, 10), (2, 20)]));
+            assert_eq!(visited(&a, 60_000, 120_000), counts(&[(1, 2)]));
+            assert_eq!(visited(&b, 0, 60_000), counts(&[]));
+            // Colliding in different buckets only: the list stays in bucket order.
+            let cell_of = |k: &str, minute: i64| {
+                let bucket = &state.buckets[&(minute * 60_000)];
+                (0..bucket.len())
+                    .find(|&c| bucket.key(c) == &*key(k).0)
+                    .unwrap()
+            };
+            let mut apart = LiveIndex::default();
+            apart.add(a.hash, 0, cell_of("a", 0));
+            apart.add(a.hash, 60_000, cell_of("b", 1));
+            apart.add(a.hash, 120_000, cell_of("a", 2));
+            let mut state = state.clone();
+            state.keys = OnceLock::from(apart);
+            let mut seen = Vec::new();
+            state
+                .visit_point(&a, 0, i64::MAX, |bucket, states| {
+                    seen.push((bucket / 60_000, states[0].clone()));
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(seen, counts(&[(0, 1), (2, 3)]));
+        }
     }
 }
