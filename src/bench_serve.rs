@@ -3,10 +3,13 @@
 //! merged answer), on the embedded broker.
 //!
 //! Setup: a history of generated payments is archived and recomputed into a published batch
-//! snapshot; then the speed layer and the API run while a generator keeps producing. Latency is
-//! measured open-loop from each request's scheduled send time, so a stall counts in full.
-//! With `pin`, the API's runtime runs on one core and the load generator on another (thread
-//! affinity), so the client does not take the server's CPU.
+//! snapshot; then the speed layer and the API run while a generator keeps producing. Requests
+//! are sent open-loop on a fixed schedule; latency is timed from each actual send (the timer
+//! wakes on millisecond ticks), and how far behind schedule the sends fell is reported beside
+//! it, so a stalled server shows there.
+//! With `pin`, the API's runtime runs alone on one core and every other thread (the load
+//! generator, speed layer, broker, archiver and ingest) on another (thread affinity), so nothing
+//! else takes the API's CPU.
 //!
 //! With `peers`, the in-process speed layer then stops (its last checkpoint hands its partitions
 //! over), two speed instances in its consumer group take them up and answer on their own
@@ -504,8 +507,8 @@ impl Connection {
     }
 }
 
-/// Latency percentiles of requests sent at `rate` per second for `seconds`, measured from each
-/// request's scheduled time.
+/// Latency percentiles of requests sent at `rate` per second for `seconds`, timed from each
+/// send, with how far behind schedule the sends fell.
 pub(crate) async fn load(
     addr: SocketAddr,
     path: &RequestOf<'_>,

@@ -154,7 +154,8 @@ pub enum BenchTarget {
         /// Freshness samples.
         #[arg(long, default_value_t = 200)]
         freshness_samples: usize,
-        /// Pin the API's runtime to the first core and the load generator to the second.
+        /// Pin the API's runtime alone to the first core, and every other thread (the load
+        /// generator, speed layer, broker, archiver and ingest) to the second.
         #[arg(long)]
         pin: bool,
         /// Then hand the partitions to two speed instances and time the same point queries
