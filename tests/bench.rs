@@ -214,7 +214,7 @@ fn bench_serve_pinned_reports_percentiles_of_every_query_kind_in_process_and_thr
         "--peers",
     ]);
     assert!(
-        stdout.contains("pinned: the API's runtime on core"),
+        stdout.contains("pinned: the API's runtime alone on core"),
         "{stdout}"
     );
     for (start, count) in [
