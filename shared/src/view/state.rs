@@ -296,6 +296,31 @@ impl ViewState {
         self.merge_hashed(key, hash, Cow::Borrowed(states))
     }
 
+    /// [`ViewState::merge_cell`] of the cell of `group` (whose [`key_hash`] is `hash`) in bucket
+    /// `bucket_ms`, the key borrowed: its values are copied only for a new cell.
+    fn merge_borrowed(
+        &mut self,
+        bucket_ms: i64,
+        group: &[Value],
+        hash: u64,
+        states: &[MetricState],
+    ) -> Result<()> {
+        if let Some(bucket) = self.buckets.get_mut(&bucket_ms)
+            && let Some(cell) = bucket.find(hash, group)
+            && states.len() == self.view.metrics.len()
+        {
+            for (m, theirs) in bucket.states_mut(cell).iter_mut().zip(states) {
+                m.merge(theirs)?;
+            }
+            return Ok(());
+        }
+        let cell = CellKey {
+            bucket_ms,
+            group: GroupKey(group.into()),
+        };
+        self.merge_hashed(cell, hash, Cow::Borrowed(states))
+    }
+
     /// [`ViewState::merge_cell`] of a key whose [`key_hash`] is `hash`; owned states are
     /// adopted without a copy when the cell is new.
     fn merge_hashed(
@@ -381,13 +406,7 @@ impl ViewState {
         if let Some(key) = self.point_key(query) {
             let key = PointKey::new(key);
             return other.visit_point(&key, query.from_ms, query.to_ms, |bucket_ms, states| {
-                self.merge_cell(
-                    CellKey {
-                        bucket_ms,
-                        group: key.group.clone(),
-                    },
-                    states,
-                )
+                self.merge_borrowed(bucket_ms, &key.group.0, key.hash, states)
             });
         }
         for (&bucket_ms, bucket) in other.buckets.range(query.from_ms..query.to_ms) {
@@ -397,13 +416,7 @@ impl ViewState {
                     .iter()
                     .all(|(i, wanted)| group.get(*i).is_some_and(|v| v == wanted));
                 if selected {
-                    self.merge_cell(
-                        CellKey {
-                            bucket_ms,
-                            group: GroupKey(group.into()),
-                        },
-                        states,
-                    )?;
+                    self.merge_borrowed(bucket_ms, group, key_hash(group.iter()), states)?;
                 }
             }
         }
