@@ -4,7 +4,7 @@
 //! and two serving instances with no speed or batch layer of their own (`--layers serve` with
 //! `serve.speed_peers`; its `POST /v1/batch/runs` reaches the scheduler through storage): all on
 //! one storage directory, and again on a bucket of moto's S3 server, each process with a local
-//! folder of its own. Every complete answer equals the reference at exactly its offsets; while a
+//! folder of its own, and on the tansu broker process with moto. Every complete answer equals the reference at exactly its offsets; while a
 //! killed instance's partitions have no owner, answers say which are missing; a sharded batch
 //! run (three `braid batch --shards 3` processes at once) publishes mid-stream; the killed
 //! instance restarts, and every answer is complete again.
