@@ -287,68 +287,50 @@ impl ViewState {
     /// checking they fit the view), merged otherwise.
     pub fn absorb_cell(&mut self, key: CellKey, states: Box<[MetricState]>) -> Result<()> {
         let hash = key_hash(key.group.0.iter());
-        self.merge_hashed(key, hash, Cow::Owned(states.into_vec()))
+        let group = Cow::Owned(key.group.0.into_vec());
+        self.merge_hashed(key.bucket_ms, group, hash, Cow::Owned(states.into_vec()))
     }
 
     /// Merges one cell's states into this view's cell (a copy of them, when the cell is new).
     pub fn merge_cell(&mut self, key: CellKey, states: &[MetricState]) -> Result<()> {
         let hash = key_hash(key.group.0.iter());
-        self.merge_hashed(key, hash, Cow::Borrowed(states))
+        let group = Cow::Owned(key.group.0.into_vec());
+        self.merge_hashed(key.bucket_ms, group, hash, Cow::Borrowed(states))
     }
 
     /// [`ViewState::merge_cell`] of the cell of `group` (whose [`key_hash`] is `hash`) in bucket
-    /// `bucket_ms`, the key borrowed: its values are copied only for a new cell.
-    fn merge_borrowed(
-        &mut self,
-        bucket_ms: i64,
-        group: &[Value],
-        hash: u64,
-        states: &[MetricState],
-    ) -> Result<()> {
-        if let Some(bucket) = self.buckets.get_mut(&bucket_ms)
-            && let Some(cell) = bucket.find(hash, group)
-            && states.len() == self.view.metrics.len()
-        {
-            for (m, theirs) in bucket.states_mut(cell).iter_mut().zip(states) {
-                m.merge(theirs)?;
-            }
-            return Ok(());
-        }
-        let cell = CellKey {
-            bucket_ms,
-            group: GroupKey(group.into()),
-        };
-        self.merge_hashed(cell, hash, Cow::Borrowed(states))
-    }
-
-    /// [`ViewState::merge_cell`] of a key whose [`key_hash`] is `hash`; owned states are
-    /// adopted without a copy when the cell is new.
+    /// `bucket_ms`. A borrowed key is copied, and owned states are adopted without a copy, only
+    /// when the cell is new.
     fn merge_hashed(
         &mut self,
-        key: CellKey,
+        bucket_ms: i64,
+        group: Cow<'_, [Value]>,
         hash: u64,
         states: Cow<'_, [MetricState]>,
     ) -> Result<()> {
-        if states.len() != self.view.metrics.len() || key.group.0.len() != self.view.group_by.len()
-        {
+        if states.len() != self.view.metrics.len() || group.len() != self.view.group_by.len() {
             return Err(Error::Mismatch {
                 what: "view cells",
                 reason: format!(
                     "cell of {} keys and {} metrics does not fit view {}",
-                    key.group.0.len(),
+                    group.len(),
                     states.len(),
                     self.view.name
                 ),
             });
         }
-        if let Some(bucket) = self.buckets.get_mut(&key.bucket_ms)
-            && let Some(cell) = bucket.find(hash, &key.group.0)
+        if let Some(bucket) = self.buckets.get_mut(&bucket_ms)
+            && let Some(cell) = bucket.find(hash, &group)
         {
             for (m, theirs) in bucket.states_mut(cell).iter_mut().zip(states.iter()) {
                 m.merge(theirs)?;
             }
             return Ok(());
         }
+        let key = CellKey {
+            bucket_ms,
+            group: GroupKey(group.into_owned().into_boxed_slice()),
+        };
         // A new cell adopts states that fit the view; others are merged into identities,
         // which names what does not fit.
         if states
@@ -406,7 +388,12 @@ impl ViewState {
         if let Some(key) = self.point_key(query) {
             let key = PointKey::new(key);
             return other.visit_point(&key, query.from_ms, query.to_ms, |bucket_ms, states| {
-                self.merge_borrowed(bucket_ms, &key.group.0, key.hash, states)
+                self.merge_hashed(
+                    bucket_ms,
+                    Cow::Borrowed(&key.group.0),
+                    key.hash,
+                    Cow::Borrowed(states),
+                )
             });
         }
         for (&bucket_ms, bucket) in other.buckets.range(query.from_ms..query.to_ms) {
@@ -416,7 +403,13 @@ impl ViewState {
                     .iter()
                     .all(|(i, wanted)| group.get(*i).is_some_and(|v| v == wanted));
                 if selected {
-                    self.merge_borrowed(bucket_ms, group, key_hash(group.iter()), states)?;
+                    let hash = key_hash(group.iter());
+                    self.merge_hashed(
+                        bucket_ms,
+                        Cow::Borrowed(group),
+                        hash,
+                        Cow::Borrowed(states),
+                    )?;
                 }
             }
         }
