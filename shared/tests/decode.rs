@@ -1,6 +1,6 @@
 //! Event decoding: typed values, every rejection reason, and no panic on any input.
 
-use braid_shared::{Config, Decoder, RejectReason, Value};
+use braid_shared::{Config, Decoder, Event, RejectReason, Value};
 use proptest::prelude::*;
 
 const CONFIG: &str = r#"
@@ -195,8 +195,76 @@ fn reasons_explain_themselves() {
     assert_eq!(json["reason"], "not_an_object");
 }
 
+/// A source of 70 fields: the decoder tracks the fields it has seen beyond its first 64 too.
+#[test]
+fn duplicates_are_found_among_many_fields() {
+    let fields: String = (0..70).map(|i| format!("f{i} = \"int\"\n")).collect();
+    let config = Config::from_toml(&format!(
+        "[[source]]\nname = \"wide\"\ntopic = \"wide\"\nevent_time = \"t\"\n[source.fields]\nt = \"int\"\n{fields}"
+    ))
+    .unwrap();
+    let source = config.source("wide").unwrap();
+    let decoder = Decoder::new(source);
+    let event = decoder.decode(br#"{"t": 5, "f0": 1, "f69": 69}"#).unwrap();
+    assert_eq!(event.values[source.slot("f69").unwrap()], Value::Int(69));
+    assert_eq!(event.values[source.slot("f0").unwrap()], Value::Int(1));
+    for body in [
+        r#"{"t": 5, "f69": 1, "f69": 2}"#,
+        r#"{"t": 5, "f0": 1, "f0": 2}"#,
+    ] {
+        let reason = decoder.decode(body.as_bytes()).unwrap_err();
+        assert_eq!(reason.code(), "duplicate_field", "{body}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// A decoder keeping some fields' values accepts and rejects exactly what the full decoder
+    /// does, for the same reasons, and keeps those values; decoding into a reused event leaves
+    /// nothing of the event before.
+    #[test]
+    fn a_decoder_keeping_some_fields_decides_as_the_full_one(
+        keys in proptest::collection::vec(prop_oneof![
+            Just("ts".to_owned()), Just("amount".to_owned()), Just("qty".to_owned()),
+            Just("flag".to_owned()), Just("card_id".to_owned()), Just("tx_id".to_owned()),
+            "[a-z]{0,3}"], 0..7),
+        values in proptest::collection::vec(prop_oneof![
+            Just("null".to_owned()), Just("true".to_owned()), Just("[]".to_owned()), Just("{}".to_owned()),
+            any::<i64>().prop_map(|i| i.to_string()), any::<f64>().prop_map(|f| f.to_string()),
+            Just("\"2026-01-01T00:00:00Z\"".to_owned()), "\"[ -~]{0,30}\""], 0..7),
+    ) {
+        let (strict, _, config) = decoders();
+        let source = config.source("payments").unwrap();
+        let kept = [source.slot("amount").unwrap(), source.slot("card_id").unwrap()];
+        let partial = Decoder::keeping(source, |slot| kept.contains(&slot));
+        let body: Vec<String> = keys.iter().zip(values.iter()).map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        let text = format!("{{{}}}", body.join(","));
+        let mut reused = strict
+            .decode(br#"{"ts":1,"tx_id":"a-long-transaction-id-of-many-bytes","card_id":"c","amount":2.5,"qty":1,"flag":true}"#)
+            .unwrap();
+        let full = strict.decode(text.as_bytes());
+        let into = partial.decode_into(text.as_bytes(), &mut reused);
+        match (full, into) {
+            (Ok(full), Ok(())) => {
+                prop_assert_eq!(reused.time_ms, full.time_ms);
+                for (slot, (theirs, ours)) in full.values.iter().zip(&reused.values).enumerate() {
+                    if kept.contains(&slot) {
+                        prop_assert_eq!(ours, theirs);
+                    } else {
+                        prop_assert_eq!(ours, &Value::Null);
+                    }
+                }
+            }
+            (Err(full), Err(ours)) => prop_assert_eq!(ours, full),
+            (full, ours) => prop_assert!(false, "{text}: full {full:?}, keeping {ours:?}"),
+        }
+        let mut fresh = Event::default();
+        prop_assert_eq!(
+            partial.decode_into(text.as_bytes(), &mut fresh).map(|()| fresh),
+            partial.decode(text.as_bytes())
+        );
+    }
 
     #[test]
     fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {

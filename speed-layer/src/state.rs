@@ -25,7 +25,8 @@ pub(crate) struct Message<'a> {
     pub payload: &'a [u8],
 }
 
-/// Events applied under one hold of a segment's write lock: bounds how long a reader waits.
+/// Events decoded, then applied under one hold of a segment's write lock: bounds how long a
+/// reader waits, and how many decoded events a partition keeps for reuse.
 const APPLY_CHUNK: usize = 512;
 
 /// The views' state over one range of `segment_size` offsets.
@@ -57,6 +58,8 @@ pub(crate) struct Writer {
     pub rejected: RejectedLog,
     /// Events applied since the last checkpoint was taken.
     pub pending: u64,
+    /// Decoded events, reused from batch to batch so decoding allocates nothing per message.
+    pub events: Vec<Event>,
 }
 
 /// The state of one assigned partition. Readers lock the segment map and a segment only briefly;
@@ -98,6 +101,7 @@ impl PartitionState {
             writer: Mutex::new(Writer {
                 rejected,
                 pending: 0,
+                events: Vec::new(),
             }),
             checkpoint: Mutex::new(checkpoint),
             writing: AtomicBool::new(false),
@@ -139,27 +143,43 @@ impl PartitionState {
         let (covered, fresh): (Vec<&Message<'_>>, Vec<&Message<'_>>) =
             unread.iter().partition(|m| m.offset < floor);
         let mut writer = self.writer.lock().map_err(|_| poisoned(&self.tp))?;
+        let mut pool = std::mem::take(&mut writer.events);
+        if pool.is_empty() {
+            pool.push(Event::default());
+        }
+        let scratch = &mut pool[0];
         for message in &covered {
             for source in &plan.sources {
-                if let Err(reason) = source.decoder.decode(message.payload) {
+                if let Err(reason) = source.speed_decoder.decode_into(message.payload, scratch) {
                     self.reject(&mut writer, source.name(), message, reason, now_ms);
                 }
             }
         }
         let mut applied = 0;
-        let mut events: Vec<Event> = Vec::with_capacity(fresh.len());
-        let mut offsets: Vec<i64> = Vec::with_capacity(fresh.len());
+        let mut offsets: Vec<i64> = Vec::with_capacity(fresh.len().min(APPLY_CHUNK));
         let single_source = plan.sources.len() == 1;
         for run in fresh.chunk_by(|a, b| a.offset / segment_size == b.offset / segment_size) {
             let segment = self.segment(run[0].offset / segment_size, plan)?;
             let run_end = run[run.len() - 1].offset + 1;
-            for source in &plan.sources {
-                events.clear();
+            // Decoded, scored and applied a chunk at a time: the decoded events of a chunk
+            // are reused for the next.
+            for (source, chunk) in plan
+                .sources
+                .iter()
+                .flat_map(|source| run.chunks(APPLY_CHUNK).map(move |chunk| (source, chunk)))
+            {
                 offsets.clear();
-                for message in run {
-                    match source.decoder.decode(message.payload) {
-                        Ok(event) => {
-                            events.push(event);
+                let mut decoded = 0;
+                for message in chunk {
+                    if decoded == pool.len() {
+                        pool.push(Event::default());
+                    }
+                    match source
+                        .speed_decoder
+                        .decode_into(message.payload, &mut pool[decoded])
+                    {
+                        Ok(()) => {
+                            decoded += 1;
                             offsets.push(message.offset);
                         }
                         Err(reason) => {
@@ -167,30 +187,27 @@ impl PartitionState {
                         }
                     }
                 }
+                let events = &pool[..decoded];
                 if let Some(scoring) = scoring.filter(|s| s.source == source.name()) {
                     // Scored before they are applied: each event as of itself.
                     scoring
                         .scorer
-                        .score(&self.tp, &offsets, &events)
+                        .score(&self.tp, &offsets, events)
                         .map_err(|why| {
                             crate::Error::Internal(format!("fraud scoring of {}: {why}", self.tp))
                         })?;
                 }
-                metrics::consumed(source.name(), run.len() as u64);
+                metrics::consumed(source.name(), chunk.len() as u64);
                 metrics::applied(source.name(), events.len() as u64);
                 applied += events.len() as u64;
-                for (chunk, chunk_offsets) in
-                    events.chunks(APPLY_CHUNK).zip(offsets.chunks(APPLY_CHUNK))
-                {
-                    let mut segment = segment.write().map_err(|_| poisoned(&self.tp))?;
-                    for &i in &source.views {
-                        segment.views[i].apply(chunk);
-                    }
-                    // A segment's offset promises that all its views hold everything below it:
-                    // with several sources on the topic, that is true only once all have applied.
-                    if let (true, Some(&offset)) = (single_source, chunk_offsets.last()) {
-                        segment.next_offset = segment.next_offset.max(offset + 1);
-                    }
+                let mut segment = segment.write().map_err(|_| poisoned(&self.tp))?;
+                for &i in &source.views {
+                    segment.views[i].apply(events);
+                }
+                // A segment's offset promises that all its views hold everything below it:
+                // with several sources on the topic, that is true only once all have applied.
+                if let (true, Some(&offset)) = (single_source, offsets.last()) {
+                    segment.next_offset = segment.next_offset.max(offset + 1);
                 }
             }
             if let Ok(mut segment) = segment.write() {
@@ -200,6 +217,7 @@ impl PartitionState {
         if let Ok(mut progress) = self.progress.write() {
             progress.next_offset = last.offset + 1;
         }
+        writer.events = pool;
         writer.pending += unread.len() as u64;
         // Rejections are listed within REJECTED_LISTED_WITHIN of their arrival, between
         // checkpoints too: a chunk written past the last checkpoint is dropped on restore and

@@ -20,12 +20,22 @@ const QUOTE_LIMIT: usize = 64;
 pub struct Decoder {
     event_time: String,
     fields: Vec<(String, FieldKind)>,
+    /// Per slot, whether its value is kept; the others are only checked against their kind.
+    kept: Vec<bool>,
     slots: FxHashMap<String, usize>,
     max_bytes: usize,
 }
 
 impl Decoder {
+    /// A decoder keeping every field's value.
     pub fn new(source: &SourceDef) -> Self {
+        Self::keeping(source, |_| true)
+    }
+
+    /// A decoder keeping the values of the slots `kept` selects. The other fields are checked
+    /// as [`Decoder::new`] checks them (a message is rejected for the same reasons) but come out
+    /// as [`Value::Null`], without building their values.
+    pub fn keeping(source: &SourceDef, kept: impl Fn(usize) -> bool) -> Self {
         let slots = source
             .fields
             .iter()
@@ -39,6 +49,7 @@ impl Decoder {
                 .iter()
                 .map(|f| (f.name.clone(), f.kind))
                 .collect(),
+            kept: (0..source.fields.len()).map(kept).collect(),
             slots,
             max_bytes: source.max_event_bytes,
         }
@@ -56,16 +67,29 @@ impl Decoder {
 
     /// Decodes one message. Never panics; every failure is a [`RejectReason`].
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, RejectReason> {
+        let mut event = Event {
+            time_ms: 0,
+            values: Vec::new(),
+        };
+        self.decode_into(bytes, &mut event).map(|()| event)
+    }
+
+    /// [`Decoder::decode`] into `event`, reusing its buffer: a consumer decoding message after
+    /// message into the same events allocates nothing per message. On failure `event` holds
+    /// no meaningful values.
+    pub fn decode_into(&self, bytes: &[u8], event: &mut Event) -> Result<(), RejectReason> {
         if bytes.len() > self.max_bytes {
             return Err(RejectReason::Oversized {
                 size: bytes.len(),
                 limit: self.max_bytes,
             });
         }
+        event.values.clear();
+        event.values.resize(self.fields.len(), Value::Null);
         let mut raw = Raw {
             time: None,
-            values: vec![Value::Null; self.fields.len()],
-            seen: vec![false; self.fields.len()],
+            values: &mut event.values,
+            seen: Seen::new(self.fields.len()),
             problem: None,
         };
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
@@ -96,10 +120,8 @@ impl Decoder {
                 });
             }
         };
-        Ok(Event {
-            time_ms,
-            values: raw.values,
-        })
+        event.time_ms = time_ms;
+        Ok(())
     }
 
     fn invalid_time(&self, value: String, problem: &str) -> RejectReason {
@@ -190,35 +212,46 @@ impl Found<'_> {
         }
     }
 
+    /// Whether a field of `kind` can hold this, or why not.
+    fn check(&self, name: &str, kind: FieldKind) -> Result<(), RejectReason> {
+        use FieldKind::{Bool, Float, Int, Number, Scalar, String};
+        let fits = matches!(
+            (kind, self),
+            (_, Found::Null)
+                | (String | Scalar, Found::Str(_))
+                | (Int | Number | Scalar | Float, Found::Int(_))
+                | (Float | Number | Scalar, Found::Float(_))
+                | (Bool | Scalar, Found::Bool(_))
+        );
+        if fits {
+            return Ok(());
+        }
+        Err(RejectReason::WrongType {
+            field: name.to_owned(),
+            expected: kind.describe().to_owned(),
+            found: self.describe(),
+        })
+    }
+
     /// The value a field of `kind` holds, or why it cannot hold this.
     fn into_value(self, name: &str, kind: FieldKind) -> Result<Value, RejectReason> {
-        let value = match (kind, self) {
-            (_, Found::Null) => Value::Null,
-            (FieldKind::String | FieldKind::Scalar, Found::Str(s)) => Value::Str(s.into()),
-            (FieldKind::Int | FieldKind::Number | FieldKind::Scalar, Found::Int(i)) => {
-                Value::Int(i)
-            }
-            (FieldKind::Float, Found::Int(i)) => Value::Float(i as f64),
-            (FieldKind::Float | FieldKind::Number | FieldKind::Scalar, Found::Float(f)) => {
-                Value::Float(f)
-            }
-            (FieldKind::Bool | FieldKind::Scalar, Found::Bool(b)) => Value::Bool(b),
-            (kind, found) => {
-                return Err(RejectReason::WrongType {
-                    field: name.to_owned(),
-                    expected: kind.describe().to_owned(),
-                    found: found.describe(),
-                });
-            }
-        };
-        Ok(value)
+        self.check(name, kind)?;
+        Ok(match self {
+            Found::Str(s) => Value::Str(s.into()),
+            Found::Int(i) if kind == FieldKind::Float => Value::Float(i as f64),
+            Found::Int(i) => Value::Int(i),
+            Found::Float(f) => Value::Float(f),
+            Found::Bool(b) => Value::Bool(b),
+            // Objects and arrays fit no kind: `check` refused them.
+            Found::Null | Found::Object | Found::Array => Value::Null,
+        })
     }
 }
 
-struct Raw {
+struct Raw<'a> {
     time: Option<Result<i64, RejectReason>>,
-    values: Vec<Value>,
-    seen: Vec<bool>,
+    values: &'a mut [Value],
+    seen: Seen,
     /// The first problem found; parsing goes on so that broken JSON is still reported as such.
     problem: Option<RejectReason>,
 }
@@ -307,12 +340,41 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-struct ObjectSeed<'a> {
-    decoder: &'a Decoder,
-    raw: &'a mut Raw,
+/// The slots found so far in a message: a bit per slot, on the stack for up to 64 fields.
+enum Seen {
+    Few(u64),
+    Many(Vec<bool>),
 }
 
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+impl Seen {
+    fn new(slots: usize) -> Self {
+        if slots <= 64 {
+            Self::Few(0)
+        } else {
+            Self::Many(vec![false; slots])
+        }
+    }
+
+    /// Marks `slot` found; whether it was found before.
+    fn mark(&mut self, slot: usize) -> bool {
+        match self {
+            Self::Few(bits) => {
+                let bit = 1u64 << slot;
+                let before = *bits & bit != 0;
+                *bits |= bit;
+                before
+            }
+            Self::Many(seen) => std::mem::replace(&mut seen[slot], true),
+        }
+    }
+}
+
+struct ObjectSeed<'a, 'v> {
+    decoder: &'a Decoder,
+    raw: &'a mut Raw<'v>,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -320,7 +382,7 @@ impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for ObjectSeed<'_> {
+impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -362,7 +424,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                 }
             }
             if let Some(i) = slot {
-                if std::mem::replace(&mut raw.seen[i], true) {
+                if raw.seen.mark(i) {
                     raw.problem = Some(RejectReason::DuplicateField {
                         field: key.into_owned(),
                     });
@@ -372,9 +434,18 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                 if is_time {
                     // The event-time field, when also a decoded field, keeps its raw form; a bad
                     // time is reported as such.
+                    if !decoder.kept[i] {
+                        continue;
+                    }
                     raw.values[i] = found
                         .into_value(name, FieldKind::Scalar)
                         .unwrap_or(Value::Null);
+                    continue;
+                }
+                if !decoder.kept[i] {
+                    if let Err(reason) = found.check(name, *kind) {
+                        raw.problem = Some(reason);
+                    }
                     continue;
                 }
                 match found.into_value(name, *kind) {

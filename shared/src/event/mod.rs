@@ -155,7 +155,7 @@ impl fmt::Display for Value {
 
 /// A decoded event: its event time and the values of the source's fields, by field slot
 /// (see [`crate::SourceDef::fields`]). Missing fields are [`Value::Null`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Event {
     /// Event time, epoch milliseconds (UTC).
     pub time_ms: i64,
