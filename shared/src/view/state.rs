@@ -112,6 +112,50 @@ struct Encoded {
     cells: Vec<(CellKey, Vec<MetricState>)>,
 }
 
+/// [`Encoded`] of a state's cells as they are, without copying them: serialized the same.
+#[derive(Serialize)]
+#[serde(rename = "Encoded")]
+struct EncodedRef<'a> {
+    fingerprint: u64,
+    cells: CellsRef<'a>,
+}
+
+/// Every cell of a state, as [`Encoded::cells`] serializes them.
+struct CellsRef<'a>(&'a ViewState);
+
+/// [`CellKey`], borrowed.
+#[derive(Serialize)]
+#[serde(rename = "CellKey")]
+struct CellKeyRef<'a> {
+    bucket_ms: i64,
+    group: GroupKeyRef<'a>,
+}
+
+/// [`GroupKey`], borrowed.
+#[derive(Serialize)]
+#[serde(rename = "GroupKey")]
+struct GroupKeyRef<'a>(&'a [Value]);
+
+impl Serialize for CellsRef<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len))?;
+        for (&bucket_ms, bucket) in &self.0.buckets {
+            for (group, states) in bucket.cells() {
+                let key = CellKeyRef {
+                    bucket_ms,
+                    group: GroupKeyRef(group),
+                };
+                seq.serialize_element(&(key, states))?;
+            }
+        }
+        seq.end()
+    }
+}
+
 /// The bucket of `buckets` starting at `bucket_ms`, created empty for `view`'s cells if need be.
 fn bucket_in<'a>(
     buckets: &'a mut BTreeMap<i64, Bucket>,
@@ -496,17 +540,15 @@ impl ViewState {
             .collect()
     }
 
-    /// Encodes the state: a version byte, then the view fingerprint and every cell (postcard).
+    /// Encodes the state: a version byte, then the view fingerprint and every cell (postcard),
+    /// serialized from the cells where they are.
     pub fn encode(&self) -> Vec<u8> {
-        let encoded = Encoded {
+        let encoded = EncodedRef {
             fingerprint: self.view.fingerprint(),
-            cells: self.cells().map(|(k, s)| (k, s.to_vec())).collect(),
+            cells: CellsRef(self),
         };
-        let mut out = vec![VIEW_STATE_FORMAT_VERSION];
-        if let Ok(bytes) = postcard::to_stdvec(&encoded) {
-            out.extend_from_slice(&bytes);
-        }
-        out
+        postcard::to_extend(&encoded, vec![VIEW_STATE_FORMAT_VERSION])
+            .unwrap_or_else(|_| vec![VIEW_STATE_FORMAT_VERSION])
     }
 
     /// Decodes a state encoded for `view`, checking the version, the view's fingerprint and
@@ -673,6 +715,39 @@ n = "count"
                 })
                 .unwrap();
             assert_eq!(seen, counts(&[(0, 1), (2, 3)]));
+        }
+    }
+
+    /// A state serialized from its cells where they are encodes to the bytes of a copy of its
+    /// cells, and decodes back to the same state.
+    #[test]
+    fn encoding_in_place_equals_encoding_a_copy() {
+        let config =
+            crate::Config::from_toml(include_str!("../../../deploy/config/example.toml")).unwrap();
+        let source = config.source("payments").unwrap();
+        let decoder = crate::Decoder::new(source);
+        let mut generator = crate::generator::Payments::new(
+            3,
+            1_790_000_000_000,
+            crate::generator::PaymentsShape::default(),
+        );
+        let events: Vec<_> = (0..3_000)
+            .map(|_| decoder.decode(&generator.next_event()).unwrap())
+            .collect();
+        for view in &config.views {
+            let mut state = ViewState::new(Arc::clone(view));
+            state.apply(&events);
+            assert!(state.len() > 1, "{}", view.name);
+            let copy = Encoded {
+                fingerprint: view.fingerprint(),
+                cells: state.cells().map(|(k, s)| (k, s.to_vec())).collect(),
+            };
+            let mut expected = vec![VIEW_STATE_FORMAT_VERSION];
+            expected.extend(postcard::to_stdvec(&copy).unwrap());
+            let encoded = state.encode();
+            assert_eq!(encoded, expected, "{}", view.name);
+            let decoded = ViewState::decode(Arc::clone(view), &encoded).unwrap();
+            assert!(decoded.cells().eq(state.cells()), "{}", view.name);
         }
     }
 }
