@@ -11,8 +11,8 @@ pub struct SourcePlan {
     pub def: Arc<SourceDef>,
     /// Every field's value: the archive keeps the whole event.
     pub decoder: Decoder,
-    /// Only the values the speed layer uses (see [`used_slots`]); it rejects exactly what
-    /// `decoder` rejects.
+    /// Only the values the speed layer uses: the fields its views group by or aggregate, or
+    /// every field of fraud scoring's source. It rejects exactly what `decoder` rejects.
     pub speed_decoder: Decoder,
     pub views: Vec<usize>,
 }

@@ -200,7 +200,7 @@ impl AlertScorer {
         }))
     }
 
-    /// Changes each time this scorer logs new alerts (see [`follow`]).
+    /// Changes each time this scorer logs new alerts: the live alert stream waits on it.
     pub fn logged(&self) -> tokio::sync::watch::Receiver<u64> {
         self.logged.subscribe()
     }

@@ -461,7 +461,7 @@ impl ViewState {
     }
 
     /// Visits the cells of one group key in the buckets `[from_ms, to_ms)`, in bucket order,
-    /// without copying them: only the key's own buckets are looked at (see [`LiveIndex`]).
+    /// without copying them: only the key's own buckets are looked at, through the state's key index.
     pub fn visit_point(
         &self,
         key: &PointKey,
