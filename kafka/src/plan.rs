@@ -42,14 +42,9 @@ impl TopicPlan {
 }
 
 /// Per field slot of `source`, whether the speed layer uses its value: a group-by field or a
-/// metric input of one of its views (`views[i]` for `i` in `indices`), or any field of the
-/// fraud scoring source (its alerts record every field).
-fn used_slots(
-    config: &Config,
-    source: &SourceDef,
-    views: &[Arc<ViewDef>],
-    indices: &[usize],
-) -> Vec<bool> {
+/// metric input of one of the source's views, or any field of the fraud scoring source (its
+/// alerts record every field).
+fn used_slots(config: &Config, source: &SourceDef) -> Vec<bool> {
     if config
         .fraud
         .as_ref()
@@ -58,7 +53,7 @@ fn used_slots(
         return vec![true; source.fields.len()];
     }
     let mut used = vec![false; source.fields.len()];
-    for view in indices.iter().map(|&i| &views[i]) {
+    for view in config.views.iter().filter(|v| v.source == source.name) {
         let slots = view.group_by.iter().map(|g| Some(g.slot));
         for slot in slots.chain(view.metrics.iter().map(|m| m.slot)).flatten() {
             if let Some(used) = used.get_mut(slot) {
@@ -92,7 +87,7 @@ impl Plan {
                             indices.push(views.len());
                             views.push(Arc::clone(view));
                         }
-                        let used = used_slots(config, source, &views, &indices);
+                        let used = used_slots(config, source);
                         SourcePlan {
                             def: Arc::clone(source),
                             decoder: Decoder::new(source),

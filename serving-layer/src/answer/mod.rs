@@ -147,7 +147,7 @@ async fn grouped_point(
     .await?;
     let groups = folded.into_groups();
     let provenance = parts
-        .expect("a point fold asked for its provenance")
+        .ok_or_else(|| AnswerError::Internal("a point read came back without provenance".into()))?
         .finish(view, &groups, now_ms);
     Ok(Grouped {
         groups,
