@@ -4,9 +4,9 @@
 //!
 //! Setup: a history of generated payments is archived and recomputed into a published batch
 //! snapshot; then the speed layer and the API run while a generator keeps producing. Requests
-//! are sent open-loop on a fixed schedule; latency is timed from each actual send (the timer
-//! wakes on millisecond ticks), and how far behind schedule the sends fell is reported beside
-//! it, so a stalled server shows there.
+//! are sent open-loop on a fixed schedule, each released at its own due time; latency is timed
+//! from each actual send, and how far behind schedule the sends fell is reported beside it, so a
+//! stalled server shows there.
 //! With `pin`, the API's runtime runs alone on one core and every other thread (the load
 //! generator, speed layer, broker, archiver and ingest) on another (thread affinity), so nothing
 //! else takes the API's CPU.
@@ -509,6 +509,11 @@ impl Connection {
 
 /// Latency percentiles of requests sent at `rate` per second for `seconds`, timed from each
 /// send, with how far behind schedule the sends fell.
+///
+/// A pacer thread releases each request at its due time, each on the next of 32 connections in
+/// turn. It sleeps with the kernel's timer slack at its minimum, so sends are spread evenly:
+/// tokio's timer wakes on millisecond ticks, which at 10,000 requests/s would release ten
+/// requests at once every millisecond and time the queue they form rather than the server.
 pub(crate) async fn load(
     addr: SocketAddr,
     path: &RequestOf<'_>,
@@ -517,25 +522,24 @@ pub(crate) async fn load(
 ) -> Result<Stats> {
     const CONNECTIONS: usize = 32;
     let total = (rate * seconds) as usize;
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let rate = rate.max(1) as f64;
     let mut tasks = tokio::task::JoinSet::new();
+    let mut releases = Vec::with_capacity(CONNECTIONS);
     for c in 0..CONNECTIONS {
-        let paths: Vec<(usize, (String, Option<String>))> = (c..total)
-            .step_by(CONNECTIONS)
-            .map(|i| (i, path(i)))
-            .collect();
+        let paths: Vec<(String, Option<String>)> =
+            (c..total).step_by(CONNECTIONS).map(path).collect();
         let mut connection = Connection::open(addr).await?;
+        let (release, mut released) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        releases.push(release);
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(paths.len());
             let mut errors = 0usize;
             let mut behind = Vec::with_capacity(paths.len());
-            for (i, (path, body)) in paths {
-                let due = start + interval * i as u32;
-                tokio::time::sleep_until(due).await;
-                // The timer wakes on millisecond ticks: time from the actual send, and keep how
-                // far behind schedule each send was (a server falling behind shows there).
-                let sent = tokio::time::Instant::now();
+            for (path, body) in paths {
+                let Some(due) = released.recv().await else {
+                    break;
+                };
+                let sent = Instant::now();
                 behind.push(sent.saturating_duration_since(due));
                 match connection.exchange(&path, body.as_deref()).await {
                     Ok((200, _)) => latencies.push(sent.elapsed()),
@@ -545,6 +549,22 @@ pub(crate) async fn load(
             (latencies, behind, errors)
         });
     }
+    let start = Instant::now() + Duration::from_millis(50);
+    // Spawned from this thread, the pacer runs on its core when pinned.
+    let pacer = std::thread::spawn(move || {
+        // 1 ns: sleeps end when due rather than up to the default 50 us later.
+        let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
+        for i in 0..total {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if releases[i % CONNECTIONS].send(due).is_err() {
+                break;
+            }
+        }
+    });
     let mut latencies = Vec::with_capacity(total);
     let mut behind = Vec::with_capacity(total);
     let mut errors = 0;
@@ -554,6 +574,9 @@ pub(crate) async fn load(
         behind.append(&mut b);
         errors += e;
     }
+    pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load generator's pacer panicked"))?;
     let achieved = latencies.len() as f64 / start.elapsed().as_secs_f64();
     let mut stats = Stats::of(latencies, errors, Some(achieved));
     behind.sort_unstable();
