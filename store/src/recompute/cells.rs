@@ -46,20 +46,42 @@ pub(crate) fn frame(
         }
         false => None,
     };
+    // With cells in several partitions, the grouped rows of numbers are taken in the cells'
+    // order (the single rows, then each folded cell's rows together), so a metric of them folds
+    // a cell's states as they pass. Lists (costly to reorder) are read in their order, each
+    // folded cell's states held until its last partition's row.
+    let mut ordered = None;
     if let Some(runs) = &runs {
         keys = keys.take(&IdxCa::from_vec("".into(), runs.out_rows.clone()))?;
+        let numbers = grouped
+            .columns()
+            .iter()
+            .filter(|c| !matches!(c.dtype(), DataType::List(_)))
+            .map(|c| c.name().clone());
+        ordered = Some(
+            grouped
+                .select(numbers)?
+                .take(&IdxCa::from_vec("".into(), runs.order()))?,
+        );
     }
     let height = keys.height();
     // Metrics are encoded in parallel, each column by one thread.
     let encoders = in_parallel(view.metrics.len(), |metric| {
+        let (input, in_order) = match (&ordered, plan.aggs[metric]) {
+            (Some(ordered), agg) if !matches!(agg, Agg::Fold(_)) => (ordered, true),
+            _ => (grouped, false),
+        };
         let mut folder = Folder {
             runs: runs.as_ref(),
+            in_order,
             encoder: Encoder::new(height),
+            merged: None,
+            cell: 0,
             stash: Vec::new(),
             failed: None,
         };
         let started = std::time::Instant::now();
-        metric_states(view, plan, grouped, metric, |row, state| {
+        metric_states(view, plan, input, metric, |row, state| {
             folder.push(row, state)
         })?;
         let encoder = folder.finish();
@@ -161,6 +183,20 @@ impl Runs {
         Ok(Some(runs))
     }
 
+    /// Rows of single cells (each row a cell of its own).
+    fn singles(&self) -> usize {
+        self.out_rows.len() - self.ends.len()
+    }
+
+    /// Every row in the cells' order: the single rows in order, then each folded cell's rows
+    /// (its slots).
+    fn order(&self) -> Vec<IdxSize> {
+        let mut order = Vec::with_capacity(self.slot.len());
+        order.extend_from_slice(&self.out_rows[..self.singles()]);
+        order.extend_from_slice(&self.slot_rows);
+        order
+    }
+
     /// Each folded cell's slots.
     fn folded(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
@@ -211,29 +247,58 @@ pub(crate) fn in_parallel<T: Send>(
 }
 
 /// Encodes one metric's states arriving row by row into a cell frame's state column: a single
-/// row's state at once, the states of a cell in several partitions merged once all the
+/// row's state at once, and the states of a cell in several partitions merged in partition
+/// order. Rows in the cells' order ([`Runs::order`]) are merged as they arrive, each cell
+/// encoded with its last row; rows in the grouped frame's order are held until all the
 /// metric's rows are there.
 struct Folder<'a> {
     runs: Option<&'a Runs>,
+    /// Whether rows arrive in the cells' order.
+    in_order: bool,
     encoder: Encoder,
+    /// In order: the folded cell being merged, and its index among the folded cells.
+    merged: Option<MetricState>,
+    cell: usize,
+    /// Out of order: the folded cells' states, by slot.
     stash: Vec<Option<MetricState>>,
     failed: Option<Error>,
 }
 
 impl Folder<'_> {
     fn push(&mut self, row: usize, state: MetricState) {
-        let Some(runs) = self.runs else {
+        match self.runs {
+            None => self.encoder.push(&state),
+            Some(runs) if self.in_order => self.push_in_order(runs, row, state),
+            Some(runs) => match runs.slot[row] {
+                Runs::SINGLE => self.encoder.push(&state),
+                slot => {
+                    if self.stash.is_empty() {
+                        self.stash.resize_with(runs.slot_rows.len(), || None);
+                    }
+                    self.stash[slot as usize] = Some(state);
+                }
+            },
+        }
+    }
+
+    fn push_in_order(&mut self, runs: &Runs, row: usize, state: MetricState) {
+        let Some(slot) = row.checked_sub(runs.singles()) else {
             self.encoder.push(&state);
             return;
         };
-        match runs.slot[row] {
-            Runs::SINGLE => self.encoder.push(&state),
-            slot => {
-                if self.stash.is_empty() {
-                    self.stash.resize_with(runs.slot_rows.len(), || None);
+        match &mut self.merged {
+            None => self.merged = Some(state),
+            Some(merged) => {
+                if let Err(error) = merged.merge(&state) {
+                    self.failed.get_or_insert(error.into());
                 }
-                self.stash[slot as usize] = Some(state);
             }
+        }
+        if runs.ends.get(self.cell) == Some(&(slot + 1)) {
+            if let Some(merged) = self.merged.take() {
+                self.encoder.push(&merged);
+            }
+            self.cell += 1;
         }
     }
 
@@ -255,6 +320,9 @@ impl Folder<'_> {
         }
         match self.failed {
             Some(error) => Err(error),
+            None if self.merged.is_some() => Err(Error::Internal(
+                "folding partitions: a cell's rows ended early".to_owned(),
+            )),
             None => Ok(self.encoder),
         }
     }
