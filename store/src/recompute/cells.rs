@@ -53,10 +53,14 @@ pub(crate) fn frame(
     let mut ordered = None;
     if let Some(runs) = &runs {
         keys = keys.take(&IdxCa::from_vec("".into(), runs.out_rows.clone()))?;
+        // The metrics' columns only: the keys were taken above.
+        let is_key = |name: &str| {
+            name == BUCKET || name == PARTITION || view.group_by.iter().any(|f| f.name == name)
+        };
         let numbers = grouped
             .columns()
             .iter()
-            .filter(|c| !matches!(c.dtype(), DataType::List(_)))
+            .filter(|c| !matches!(c.dtype(), DataType::List(_)) && !is_key(c.name()))
             .map(|c| c.name().clone());
         ordered = Some(
             grouped
