@@ -12,7 +12,9 @@ use rdkafka::producer::DefaultProducerContext;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Layer;
-use crate::produce::{self, Plan};
+use braid_kafka::GeneratorPlan;
+
+use crate::produce;
 
 /// Partitions of each topic on the embedded broker.
 const PARTITIONS: i32 = 3;
@@ -68,14 +70,14 @@ pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
             };
             let cancel = cancel.clone();
             let topic = source.topic.clone();
-            let plan = Plan {
+            let plan = GeneratorPlan {
                 rate,
                 count: None,
                 late_share: 0.05,
                 seed: 42,
             };
             Some(std::thread::spawn(move || {
-                produce::generate(&producer, &topic, &plan, &cancel)
+                braid_kafka::generate(&producer, &topic, &plan, &cancel)
             }))
         }
         Err(reason) => {

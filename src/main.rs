@@ -2,12 +2,8 @@
 //!
 //! - `cli`: commands and options; `check`: the `braid check` report; `run`: `braid run` and
 //!   `braid batch`; `dev`: `braid dev`; `produce`: the generator (`braid produce`);
-//!   `bench_serve`: `braid bench serve`.
-//!   `bench_fraud`: `braid bench fraud`. `metrics`: which layers run.
+//!   `metrics`: which layers run. `braid bench ...` is the `braid-bench` crate's.
 
-mod bench_audit;
-mod bench_fraud;
-mod bench_serve;
 mod check;
 mod cli;
 mod dev;
@@ -134,7 +130,7 @@ fn main() -> ExitCode {
                     eprintln!("error: --late-share {late_share} is outside 0..=1");
                     return ExitCode::from(EXIT_CONFIG);
                 }
-                let plan = produce::Plan {
+                let plan = braid_kafka::GeneratorPlan {
                     rate: rate.max(1),
                     count,
                     late_share,
@@ -157,7 +153,7 @@ fn bench(target: BenchTarget) -> ExitCode {
             brokers,
             stream_peers,
         } => match load(config.as_deref()) {
-            Ok(config) => braid_speed::bench::run(
+            Ok(config) => braid_bench::speed::run(
                 &config,
                 events.max(1),
                 end_to_end_events.max(1),
@@ -179,7 +175,7 @@ fn bench(target: BenchTarget) -> ExitCode {
             peers,
         } => match load(config.as_deref()) {
             Ok(config) => {
-                let options = bench_serve::Options {
+                let options = braid_bench::serve::Options {
                     peers,
                     history: history.max(1),
                     rate: rate.max(1),
@@ -188,7 +184,7 @@ fn bench(target: BenchTarget) -> ExitCode {
                     freshness_samples: freshness_samples.max(1),
                     pin,
                 };
-                bench_serve::run(&config, &options).map_err(|e| format!("{e:#}"))
+                braid_bench::serve::run(&config, &options).map_err(|e| e.to_string())
             }
             Err(error) => return config_error(&error),
         },
@@ -203,7 +199,7 @@ fn bench(target: BenchTarget) -> ExitCode {
             spread,
         } => match load(config.as_deref()) {
             Ok(config) => {
-                let options = bench_fraud::Options {
+                let options = braid_bench::fraud::Options {
                     spread,
                     events: events.max(1),
                     rounds: rounds.max(1),
@@ -212,7 +208,7 @@ fn bench(target: BenchTarget) -> ExitCode {
                     seconds: seconds.max(1),
                     ingest_rate: ingest_rate.max(1),
                 };
-                bench_fraud::run(&config, &options).map_err(|e| format!("{e:#}"))
+                braid_bench::fraud::run(&config, &options).map_err(|e| e.to_string())
             }
             Err(error) => return config_error(&error),
         },
@@ -223,12 +219,12 @@ fn bench(target: BenchTarget) -> ExitCode {
             requests,
         } => match load(config.as_deref()) {
             Ok(config) => {
-                let options = bench_audit::Options {
+                let options = braid_bench::audit::Options {
                     events: events.max(1),
                     spacing_ms: spacing_ms.max(1),
                     requests: requests.max(1),
                 };
-                bench_audit::run(&config, &options).map_err(|e| format!("{e:#}"))
+                braid_bench::audit::run(&config, &options).map_err(|e| e.to_string())
             }
             Err(error) => return config_error(&error),
         },
@@ -238,7 +234,7 @@ fn bench(target: BenchTarget) -> ExitCode {
             increment_percent,
             dir,
         } => match load(config.as_deref()) {
-            Ok(config) => braid_batch::bench::run(
+            Ok(config) => braid_bench::batch::run(
                 &config,
                 events.max(1),
                 increment_percent.clamp(0.0, 100.0),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use braid_batch::{
     Archiver, BatchRunner, BatchScheduler, RunRecord, RunState, Shard, ShardOutcome, Trigger,
 };
+use braid_merge::{AlertScorer, SnapshotCache};
 use braid_serving::{Backends, Server};
 use braid_shared::Config;
 use braid_speed::SpeedLayer;
@@ -36,7 +37,14 @@ pub enum BatchMode {
 /// One batch recompute, a shard of one or its merge; prints its record (or the shard's
 /// outcome) as JSON. Exit 0 when published or the shard is stored, 1 otherwise.
 pub fn batch(config: &Config, full: bool, mode: BatchMode) -> ExitCode {
-    let runner = match BatchRunner::new(config) {
+    let storage = match braid_store::open(&config.storage) {
+        Ok(storage) => storage,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(crate::EXIT_CONFIG);
+        }
+    };
+    let runner = match BatchRunner::new(config, storage) {
         Ok(runner) => runner,
         Err(error) => {
             eprintln!("error: {error}");
@@ -145,7 +153,7 @@ pub fn run_layers(
     let storage = match braid_store::open(&config.storage) {
         Ok(storage) => storage,
         Err(error) => {
-            eprintln!("error: storage: {error}");
+            eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -172,159 +180,50 @@ async fn supervise(
     on_serving: impl FnOnce(Option<SocketAddr>),
 ) -> bool {
     let mut tasks: JoinSet<Ended> = JoinSet::new();
-    let mut failed = false;
     // Installed before any layer starts, so no layer's first counts are lost.
     let metrics = layers
         .contains(&Layer::Serve)
         .then(braid_serving::install_metrics)
         .flatten();
-    let start_failed = |layer: &str, error: String| {
-        eprintln!("error: {layer}: {error}");
-        cancel.cancel();
-    };
-    let mut speed_reader = None;
-    let mut alerts_logged = None;
     // One snapshot cache for the API and the fraud scorer.
-    let snapshot = Arc::new(braid_serving::SnapshotCache::new(
+    let snapshot = Arc::new(SnapshotCache::new(
         Arc::new(config.clone()),
         Arc::clone(storage),
     ));
-    if layers.contains(&Layer::Speed) {
-        // Every applied event of the fraud source is scored where the speed layer runs.
-        let topic = config
-            .fraud
-            .as_ref()
-            .and_then(|f| f.alerts_topic.as_deref())
-            .map(|topic| braid_serving::AlertTopic::new(&config.kafka, topic))
-            .transpose();
-        let topic = topic.unwrap_or_else(|error| {
-            start_failed("fraud alerts", error);
-            None
-        });
-        let scorer = braid_serving::AlertScorer::new(
-            config.fraud.clone(),
-            Arc::clone(storage),
-            Arc::clone(&snapshot),
-            tokio::runtime::Handle::current(),
-            topic,
-        );
-        let hook = scorer
-            .clone()
-            .map(|s| s as Arc<dyn braid_shared::fraud::EventScorer>);
-        match SpeedLayer::start_scoring(config, hook, cancel.clone()) {
-            Ok(layer) => {
-                let reader = Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>;
-                if let Some(scorer) = &scorer {
-                    scorer.connect(Arc::clone(&reader));
-                    alerts_logged = Some(scorer.logged());
-                }
-                if let Some(listen) = config.speed.listen {
-                    match braid_serving::serve_speed(
-                        listen,
-                        config,
-                        Arc::clone(&reader),
-                        cancel.clone(),
-                    )
-                    .await
-                    {
-                        Ok((addr, server)) => {
-                            tracing::info!(%addr, "answering serving instances");
-                            tasks.spawn(async move {
-                                let ended = match server.await {
-                                    Ok(result) => result.map_err(|e| e.to_string()),
-                                    Err(e) => Err(e.to_string()),
-                                };
-                                ("speed endpoint", ended)
-                            });
-                        }
-                        Err(error) => {
-                            start_failed("speed layer", format!("speed.listen {listen}: {error}"));
-                        }
-                    }
-                }
-                speed_reader = Some(reader);
-                crate::metrics::layer_up("speed layer", true);
-                tasks.spawn_blocking(move || {
-                    ("speed layer", layer.join().map_err(|e| e.to_string()))
-                });
-            }
-            Err(error) => start_failed("speed layer", error.to_string()),
-        }
-    }
-    let mut batch_control = None;
-    if layers.contains(&Layer::Batch) && !cancel.is_cancelled() {
-        match Archiver::start(config, cancel.clone()) {
-            Ok(archiver) => {
-                crate::metrics::layer_up("archiver", true);
-                tasks.spawn_blocking(move || {
-                    ("archiver", archiver.join().map_err(|e| e.to_string()))
-                });
-            }
-            Err(error) => start_failed("batch layer", error.to_string()),
-        }
-        match BatchScheduler::start(config, cancel.clone()) {
-            Ok(scheduler) => {
-                batch_control =
-                    Some(Arc::new(scheduler.handle()) as Arc<dyn braid_store::BatchControl>);
-                crate::metrics::layer_up("batch scheduler", true);
-                tasks.spawn_blocking(move || {
-                    scheduler.join();
-                    ("batch scheduler", Ok(()))
-                });
-            }
-            Err(error) => start_failed("batch layer", error.to_string()),
-        }
-    }
-    let peers = &config.serve.speed_peers;
-    if layers.contains(&Layer::Serve) && !peers.is_empty() {
-        if speed_reader.is_some() {
-            tracing::warn!(
-                "serve.speed_peers is ignored: the speed layer runs in this process and is read directly"
-            );
-        } else {
-            tracing::info!(?peers, "speed cells from the speed peers");
-            speed_reader = Some(
-                Arc::new(braid_serving::RemoteSpeed::new(Arc::new(config.clone())))
-                    as Arc<dyn braid_shared::SpeedReader>,
-            );
-        }
-    }
-    if layers.contains(&Layer::Serve) && batch_control.is_none() {
-        // Runs requested here are taken by the batch instance through storage.
-        batch_control = Some(
-            Arc::new(braid_store::StoredRequests::new(Arc::clone(storage)))
-                as Arc<dyn braid_store::BatchControl>,
-        );
-    }
-    let mut serving = None;
-    if layers.contains(&Layer::Serve) && !cancel.is_cancelled() {
-        let backends = Backends {
-            speed: speed_reader,
-            batch: batch_control,
+    let started = async {
+        let mut backends = Backends {
             metrics,
-            snapshot: Some(snapshot),
-            alerts_logged,
-            storage: Some(Arc::clone(storage)),
+            snapshot: Some(Arc::clone(&snapshot)),
+            ..Backends::default()
         };
-        match Server::start(Arc::new(config.clone()), backends, cancel.clone()).await {
-            Ok(server) => {
-                serving = Some(server.addr());
-                crate::metrics::layer_up("serving layer", true);
-                tasks.spawn(async move {
-                    (
-                        "serving layer",
-                        server.join().await.map_err(|e| e.to_string()),
-                    )
-                });
-            }
-            Err(error) => start_failed("serving layer", error.to_string()),
+        if layers.contains(&Layer::Speed) {
+            let speed = start_speed(config, storage, &snapshot, &cancel, &mut tasks).await?;
+            backends.speed = Some(speed.reader);
+            backends.alerts_logged = speed.alerts_logged;
         }
-    }
-    if cancel.is_cancelled() {
-        failed = true;
-    } else {
-        on_serving(serving);
-        tracing::info!(?layers, "braid running; stop with Ctrl-C or SIGTERM");
+        if layers.contains(&Layer::Batch) {
+            backends.batch = Some(start_batch(config, storage, &cancel, &mut tasks)?);
+        }
+        if !layers.contains(&Layer::Serve) {
+            return Ok(None);
+        }
+        start_serving(config, storage, backends, &cancel, &mut tasks)
+            .await
+            .map(Some)
+    };
+    let mut failed = false;
+    match started.await {
+        // Stopped while starting: what started is stopped again, and that is no success.
+        Ok(_) if cancel.is_cancelled() => failed = true,
+        Ok(serving) => {
+            on_serving(serving);
+            tracing::info!(?layers, "braid running; stop with Ctrl-C or SIGTERM");
+        }
+        Err(Failed(layer, error)) => {
+            eprintln!("error: {layer}: {error}");
+            cancel.cancel();
+            failed = true;
+        }
     }
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
     tokio::select! {
@@ -345,6 +244,146 @@ async fn supervise(
     }
     let _ = signals.await;
     failed
+}
+
+/// A layer that could not start, and why.
+struct Failed(&'static str, String);
+
+/// What the speed layer gives the serving layer of its process.
+struct Speed {
+    reader: Arc<dyn braid_shared::SpeedReader>,
+    alerts_logged: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// Starts the speed layer (scoring every applied event of the fraud source, with `snapshot`
+/// shared with the API) and, with `speed.listen`, its endpoint for serving instances.
+async fn start_speed(
+    config: &Config,
+    storage: &Arc<dyn braid_store::Storage>,
+    snapshot: &Arc<SnapshotCache>,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<Ended>,
+) -> Result<Speed, Failed> {
+    let scorer = config
+        .fraud
+        .clone()
+        .map(|fraud| alert_scorer(config, fraud, storage, snapshot))
+        .transpose()
+        .map_err(|error| Failed("fraud alerts", error))?;
+    let alerts_logged = scorer.as_ref().map(|s| s.logged());
+    let hook = scorer.map(|s| s as Arc<dyn braid_shared::fraud::EventScorer>);
+    let layer = SpeedLayer::start_scoring(config, Arc::clone(storage), hook, cancel.clone())
+        .map_err(|error| Failed("speed layer", error.to_string()))?;
+    let reader = Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>;
+    crate::metrics::layer_up("speed layer", true);
+    tasks.spawn_blocking(move || ("speed layer", layer.join().map_err(|e| e.to_string())));
+    if let Some(listen) = config.speed.listen {
+        let endpoint =
+            braid_speed::serve_endpoint(listen, config, Arc::clone(&reader), cancel.clone());
+        let (addr, server) = endpoint
+            .await
+            .map_err(|error| Failed("speed layer", format!("speed.listen {listen}: {error}")))?;
+        tracing::info!(%addr, "answering serving instances");
+        tasks.spawn(async move {
+            let ended = match server.await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            ("speed endpoint", ended)
+        });
+    }
+    Ok(Speed {
+        reader,
+        alerts_logged,
+    })
+}
+
+/// Starts the archiver and the batch scheduler; returns how runs are requested.
+fn start_batch(
+    config: &Config,
+    storage: &Arc<dyn braid_store::Storage>,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<Ended>,
+) -> Result<Arc<dyn braid_store::BatchControl>, Failed> {
+    let failed = |error: braid_batch::Error| Failed("batch layer", error.to_string());
+    let archiver = Archiver::start(config, Arc::clone(storage), cancel.clone()).map_err(failed)?;
+    crate::metrics::layer_up("archiver", true);
+    tasks.spawn_blocking(move || ("archiver", archiver.join().map_err(|e| e.to_string())));
+    let scheduler =
+        BatchScheduler::start(config, Arc::clone(storage), cancel.clone()).map_err(failed)?;
+    let control = Arc::new(scheduler.handle()) as Arc<dyn braid_store::BatchControl>;
+    crate::metrics::layer_up("batch scheduler", true);
+    tasks.spawn_blocking(move || {
+        scheduler.join();
+        ("batch scheduler", Ok(()))
+    });
+    Ok(control)
+}
+
+/// Starts the HTTP API on `serve.listen` over the layers of this process in `backends` (the
+/// speed peers' cells, and runs requested through storage, where they run elsewhere); returns
+/// the address it listens on.
+async fn start_serving(
+    config: &Config,
+    storage: &Arc<dyn braid_store::Storage>,
+    mut backends: Backends,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<Ended>,
+) -> Result<SocketAddr, Failed> {
+    let peers = &config.serve.speed_peers;
+    if backends.speed.is_some() && !peers.is_empty() {
+        tracing::warn!(
+            "serve.speed_peers is ignored: the speed layer runs in this process and is read directly"
+        );
+    } else if !peers.is_empty() {
+        tracing::info!(?peers, "speed cells from the speed peers");
+        let remote = braid_speed::RemoteSpeed::new(Arc::new(config.clone()));
+        backends.speed = Some(Arc::new(remote) as Arc<dyn braid_shared::SpeedReader>);
+    }
+    if backends.batch.is_none() {
+        // Runs requested here are taken by the batch instance through storage.
+        let requests = braid_store::StoredRequests::new(Arc::clone(storage));
+        backends.batch = Some(Arc::new(requests) as Arc<dyn braid_store::BatchControl>);
+    }
+    let failed = |error: braid_serving::Error| Failed("serving layer", error.to_string());
+    let listener = braid_serving::bind(config.serve.listen)
+        .await
+        .map_err(failed)?;
+    let config = Arc::new(config.clone());
+    let server = Server::start(
+        config,
+        Arc::clone(storage),
+        backends,
+        listener,
+        cancel.clone(),
+    )
+    .await
+    .map_err(failed)?;
+    let addr = server.addr();
+    crate::metrics::layer_up("serving layer", true);
+    tasks.spawn(async move {
+        let ended = server.join().await.map_err(|e| e.to_string());
+        ("serving layer", ended)
+    });
+    Ok(addr)
+}
+
+/// The scorer of every applied event of `fraud`'s source, with its alerts topic when
+/// `fraud.alerts_topic` names one.
+fn alert_scorer(
+    config: &Config,
+    fraud: Arc<braid_shared::fraud::FraudDef>,
+    storage: &Arc<dyn braid_store::Storage>,
+    snapshot: &Arc<SnapshotCache>,
+) -> Result<Arc<AlertScorer>, String> {
+    let topic = fraud
+        .alerts_topic
+        .as_deref()
+        .map(|topic| braid_kafka::TopicProducer::new(&config.kafka, "fraud.alerts_topic", topic))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    AlertScorer::new(fraud, Arc::clone(storage), Arc::clone(snapshot), topic)
+        .map_err(|e| format!("cannot start the fraud alert log thread: {e}"))
 }
 
 /// Prints how a layer ended; returns whether it failed.

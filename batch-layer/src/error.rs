@@ -38,10 +38,6 @@ pub enum Error {
     #[error("sharded run: {0}")]
     BadShardedRun(String),
 
-    /// The storage `storage.url` names could not be opened.
-    #[error("opening storage: {0}")]
-    OpenStorage(String),
-
     /// A bug or an earlier panic left the layer unable to go on.
     #[error("internal: {0}")]
     Internal(String),
@@ -51,6 +47,9 @@ pub enum Error {
 
     #[error(transparent)]
     Store(#[from] braid_store::Error),
+
+    #[error(transparent)]
+    Columnar(#[from] braid_columnar::Error),
 }
 
 impl Error {

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::files::{create_all, parquet_bytes};
 use crate::metrics;
+use braid_columnar::recompute::{self, files_between};
 use braid_store::lease;
 use braid_store::pointer::{pointer_version, publish_pointer, read_pointer};
-use braid_store::recompute::{self, files_between};
 use braid_store::storage::Version;
 use braid_store::{History, RunRecord, RunState, Storage, Trigger, ViewRun, layout, now_rfc3339};
 
@@ -33,11 +33,11 @@ pub struct BatchRunner {
 }
 
 impl BatchRunner {
-    pub fn new(config: &Config) -> Result<Self> {
+    /// A runner of `config`'s views over the archive in `storage`.
+    pub fn new(config: &Config, storage: Arc<dyn Storage>) -> Result<Self> {
         for source in &config.sources {
             crate::archive::check_field_names(source)?;
         }
-        let storage = braid_store::open(&config.storage).map_err(Error::OpenStorage)?;
         Ok(Self {
             config: Arc::new(config.clone()),
             history: History::new(Arc::clone(&storage)),

@@ -3,6 +3,7 @@
 //! object in storage). One dedicated thread runs them one at a time, so Polars never runs
 //! on the async runtime.
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::run::BatchRunner;
-use braid_store::{BatchControl, History, RunRecord, Trigger};
+use braid_store::{BatchControl, History, RunRecord, Storage, Trigger};
 
 /// Requested runs waiting at most; more are refused until one finishes.
 const QUEUE: usize = 4;
@@ -55,8 +56,14 @@ pub struct BatchScheduler {
 }
 
 impl BatchScheduler {
-    pub fn start(config: &Config, cancel: CancellationToken) -> Result<Self> {
-        let runner = BatchRunner::new(config)?;
+    /// Runs batch runs over the archive in `storage`, every `batch.interval` and on request,
+    /// on a thread of its own until `cancel` fires.
+    pub fn start(
+        config: &Config,
+        storage: Arc<dyn Storage>,
+        cancel: CancellationToken,
+    ) -> Result<Self> {
+        let runner = BatchRunner::new(config, storage)?;
         let history = runner.history().clone();
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let interval = config.batch.interval.0;

@@ -2,7 +2,7 @@
 //! partitions, per partition; once every shard has, one merge (the last shard to finish, or
 //! `braid batch --merge`) folds them in partition order and publishes one snapshot, cell for
 //! cell the one an unsplit run publishes (an unsplit run folds the same per-partition cells in
-//! the same order, see `braid_store::recompute`).
+//! the same order, see `braid_columnar::recompute`).
 //!
 //! Shards agree through storage alone. The first to start creates the run's plan,
 //! `batch/sharded/<run>/run.json` (create-once): the run id, the shard count, the coverage and
@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use braid_columnar::recompute;
 use braid_shared::{Coverage, TopicPartition};
 use braid_store::manifest::SnapshotManifest;
 use braid_store::pointer::{pointer_version, read_pointer};
-use braid_store::recompute;
 use braid_store::storage::{Put, Version};
 use braid_store::{RunRecord, RunState, Trigger, layout, lease, now_rfc3339};
 use serde::{Deserialize, Serialize};

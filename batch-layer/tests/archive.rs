@@ -23,7 +23,12 @@ fn archive_holds_every_message_once_and_compacts_small_files() {
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
 
     let cancel = CancellationToken::new();
-    let archiver = Archiver::start(&config, cancel.clone()).unwrap();
+    let archiver = Archiver::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     // In slices once the archiver reads, so the 200 ms flush interval makes many small ranges
     // to compact.
     let (head, tail) = messages.split_at(300);
@@ -67,7 +72,7 @@ fn archive_holds_every_message_once_and_compacts_small_files() {
     }
     let storage = LocalStorage::new(&config.storage.dir);
     let mut listed: Vec<(i32, i64, &str)> =
-        braid_store::rejected::read_archived_rejected(&storage, &topic, "payments")
+        braid_columnar::rejected::read_archived_rejected(&storage, &topic, "payments")
             .unwrap()
             .into_iter()
             .map(|r| (r.partition, r.offset, r.reason.code()))
@@ -115,7 +120,12 @@ fn archive_holds_every_message_once_and_compacts_small_files() {
     let partitions = by_partition(&all, 3);
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
     let cancel = CancellationToken::new();
-    let archiver = Archiver::start(&config, cancel.clone()).unwrap();
+    let archiver = Archiver::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_archived(&archiver.handle(), &topic, &counts, Duration::from_secs(60));
     cancel.cancel();
     archiver.join().unwrap();
@@ -133,8 +143,12 @@ fn archive_holds_every_message_once_and_compacts_small_files() {
 #[test]
 #[ignore = "runs only as the child process of archive_survives_kill_9_mid_write"]
 fn archiver_child_process() {
-    let archiver =
-        Archiver::start(&child_config(), CancellationToken::new()).expect("archiver starts");
+    let archiver = Archiver::start(
+        &child_config(),
+        braid_store::open(&child_config().storage).unwrap(),
+        CancellationToken::new(),
+    )
+    .expect("archiver starts");
     archiver.join().expect("runs until killed");
 }
 
@@ -222,7 +236,12 @@ fn archive_survives_kill_9_mid_write() {
     let partitions = by_partition(&messages, PARTITIONS);
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
     let cancel = CancellationToken::new();
-    let archiver = Archiver::start(&config, cancel.clone()).unwrap();
+    let archiver = Archiver::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_archived(
         &archiver.handle(),
         &topic,

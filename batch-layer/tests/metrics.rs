@@ -33,7 +33,12 @@ fn archive_and_run_metrics_match_what_happened() {
     let mut seen = SeenMetrics::default();
 
     let cancel = CancellationToken::new();
-    let archiver = Archiver::start(&config, cancel.clone()).unwrap();
+    let archiver = Archiver::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_archived(&archiver.handle(), &topic, &counts, Duration::from_secs(60));
     // Lag comes from librdkafka's statistics, once a second.
     let lag = |p: i32| format!("braid_batch_archive_lag_messages{{partition={p},topic={topic}}}");
@@ -47,7 +52,7 @@ fn archive_and_run_metrics_match_what_happened() {
     );
     cancel.cancel();
     archiver.join().unwrap();
-    let record = BatchRunner::new(&config)
+    let record = BatchRunner::new(&config, braid_store::open(&config.storage).unwrap())
         .unwrap()
         .run(Trigger::Command, false, &CancellationToken::new())
         .unwrap();
@@ -88,7 +93,12 @@ fn archive_and_run_metrics_match_what_happened() {
     let mut scheduled = config.clone();
     scheduled.batch.interval = braid_shared::config::Interval(Some(Duration::from_secs(900)));
     let cancel = CancellationToken::new();
-    let scheduler = BatchScheduler::start(&scheduled, cancel.clone()).unwrap();
+    let scheduler = BatchScheduler::start(
+        &scheduled,
+        braid_store::open(&scheduled.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     seen.refresh(&snapshotter);
     assert_eq!(
         seen.value("braid_batch_last_success_timestamp_seconds{}"),

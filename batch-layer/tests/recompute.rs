@@ -21,7 +21,12 @@ fn archive(world: &Fixture, all: &[Produced]) {
     let partitions = by_partition(all, PARTITIONS);
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
     let cancel = CancellationToken::new();
-    let archiver = Archiver::start(&world.config, cancel.clone()).unwrap();
+    let archiver = Archiver::start(
+        &world.config,
+        braid_store::open(&world.config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_archived(
         &archiver.handle(),
         &world.topic,
@@ -33,7 +38,7 @@ fn archive(world: &Fixture, all: &[Produced]) {
 }
 
 fn run(config: &Config, full: bool) -> braid_batch::RunRecord {
-    BatchRunner::new(config)
+    BatchRunner::new(config, braid_store::open(&config.storage).unwrap())
         .unwrap()
         .run(Trigger::Command, full, &CancellationToken::new())
         .unwrap()
@@ -157,7 +162,7 @@ fn recompute_equals_reference_and_incremental_equals_full() {
     assert_same(&published_view(&changed, "country_hour"), &expected);
 
     // The history lists every run, newest first.
-    let history = BatchRunner::new(config)
+    let history = BatchRunner::new(config, braid_store::open(&config.storage).unwrap())
         .unwrap()
         .history()
         .list(10)
@@ -248,7 +253,7 @@ fn a_damaged_archive_fails_the_run_and_keeps_the_previous_snapshot() {
     let record = run(config, false);
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     assert_views_match_reference(&world, &all);
-    let history = BatchRunner::new(config)
+    let history = BatchRunner::new(config, braid_store::open(&config.storage).unwrap())
         .unwrap()
         .history()
         .list(10)
@@ -273,10 +278,13 @@ fn one_run_at_a_time() {
         std::sync::Arc::new(braid_store::LocalStorage::new(&world.config.storage.dir));
     // Another instance's run holds the lease in storage.
     let holder = braid_store::lease::acquire(storage, "elsewhere").unwrap();
-    let error = BatchRunner::new(&world.config)
-        .unwrap()
-        .run(Trigger::Command, false, &CancellationToken::new())
-        .unwrap_err();
+    let error = BatchRunner::new(
+        &world.config,
+        braid_store::open(&world.config.storage).unwrap(),
+    )
+    .unwrap()
+    .run(Trigger::Command, false, &CancellationToken::new())
+    .unwrap_err();
     assert!(
         error
             .to_string()

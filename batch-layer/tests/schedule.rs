@@ -16,7 +16,12 @@ fn scheduled_and_requested_runs_are_recorded() {
     let mut config = world.config.clone();
     config.batch.interval = braid_shared::config::Interval(Some(Duration::from_millis(300)));
     let cancel = CancellationToken::new();
-    let scheduler = BatchScheduler::start(&config, cancel.clone()).unwrap();
+    let scheduler = BatchScheduler::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     let handle = scheduler.handle();
 
     let scheduled = |state: RunState| {

@@ -43,14 +43,19 @@ cards = "approx_distinct(card_id)"
 fn archive(config: &Config, topic: &str, all: &[Produced]) {
     let counts: Vec<usize> = by_partition(all, PARTITIONS).iter().map(Vec::len).collect();
     let cancel = CancellationToken::new();
-    let archiver = Archiver::start(config, cancel.clone()).unwrap();
+    let archiver = Archiver::start(
+        config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_archived(&archiver.handle(), topic, &counts, Duration::from_secs(60));
     cancel.cancel();
     archiver.join().unwrap();
 }
 
 fn runner(config: &Config) -> BatchRunner {
-    BatchRunner::new(config).unwrap()
+    BatchRunner::new(config, braid_store::open(&config.storage).unwrap()).unwrap()
 }
 
 /// Runs the shards of a run in `order`; the last one merges.

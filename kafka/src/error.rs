@@ -106,9 +106,20 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The group assigned a partition of a topic that no source reads.
-    #[error("assigned {0}, a topic no source reads")]
-    Unrouted(TopicPartition),
+    /// A Kafka client could not be made (bad settings).
+    #[error("cannot create {what}: {source}")]
+    Client {
+        what: String,
+        source: rdkafka::error::KafkaError,
+    },
+
+    /// The broker did not answer a read in time, or refused it.
+    #[error("{0}")]
+    Unanswered(String),
+
+    /// Produced messages were refused or not acknowledged.
+    #[error("{0}")]
+    Produce(String),
 
     #[error("spawning the {thread} thread: {source}")]
     Spawn {

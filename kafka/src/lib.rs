@@ -1,4 +1,5 @@
-//! Braid's Kafka consumer core: what the archiver and the speed layer share, written once.
+//! Braid's Kafka clients, written once: the consumer core the archiver and the speed layer
+//! share, the producer and the tail reader the other components use.
 //!
 //! Each layer reads every source topic with its own consumer group and decides for itself where
 //! a partition resumes (the archive's manifest, the speed layer's checkpoint): Kafka's committed
@@ -8,7 +9,10 @@
 //! dispatch, the fatal-error slot, statistics-to-lag and the drain on shutdown are here.
 //!
 //! - `settings`: the librdkafka client settings of a layer's consumer group.
-//! - `plan`: which sources decode each topic and which views they feed.
+//! - `producer`: keyed messages to a topic, acknowledged before `publish` returns.
+//! - `generate`: the synthetic payments generator produced at a steady rate.
+//! - `tail`: a reader of one topic's partitions outside any group (events the archive has not
+//!   reached yet, a topic's partition list).
 //! - `context`: the rebalance and statistics callbacks around a layer's [`Partitions`].
 //! - `consumer`: the owned consumer thread and its poll loop around a layer's [`Worker`].
 //! - `error`: the crate's error type.
@@ -18,13 +22,17 @@ mod admin;
 mod consumer;
 mod context;
 mod error;
-mod plan;
+mod generate;
+mod producer;
 mod settings;
+mod tail;
 
 pub use admin::create_topic;
 pub use consumer::{Commit, ConsumerThread, Worker, start};
 pub use context::{Broker, Partitions};
 pub use error::{Error, Result, ResumeRecord};
-pub use plan::{Plan, SourcePlan, TopicPlan};
+pub use generate::{GeneratorPlan, generate};
+pub use producer::TopicProducer;
 pub use rdkafka::message::{BorrowedMessage, Message};
 pub use settings::client_config;
+pub use tail::Tail;

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::answer::AnswerError;
+use braid_merge::answer::AnswerError;
+
+use crate::sql::SqlError;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +24,6 @@ pub enum Error {
 
     #[error("accepting connections: {0}")]
     Accept(std::io::Error),
-
-    /// The storage `storage.url` names could not be opened.
-    #[error("opening storage: {0}")]
-    OpenStorage(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -186,6 +184,74 @@ impl From<braid_store::Error> for ApiError {
                 Self::new(ErrorKind::TooManyRequests, "queue_full", error.to_string())
             }
             other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<braid_columnar::Error> for ApiError {
+    fn from(error: braid_columnar::Error) -> Self {
+        match error {
+            braid_columnar::Error::Store(error) => error.into(),
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<braid_merge::events::EventsError> for ApiError {
+    fn from(error: braid_merge::events::EventsError) -> Self {
+        use braid_merge::events::EventsError;
+        match error {
+            EventsError::BrokerUnavailable(why) => Self::unavailable("broker_unavailable", why),
+            EventsError::Archive { what, reason } => {
+                tracing::error!(error = %reason, "{what}");
+                Self::internal(format!("{what} failed; the server log says why"))
+            }
+        }
+    }
+}
+
+impl From<braid_merge::as_of::AsOfError> for ApiError {
+    fn from(error: braid_merge::as_of::AsOfError) -> Self {
+        use braid_merge::as_of::AsOfError;
+        match error {
+            AsOfError::NotArchived(why) => Self::new(ErrorKind::Conflict, "not_archived", why),
+            AsOfError::Archive(reason) => {
+                tracing::error!(error = %reason, "reading the archive for an as-of answer");
+                Self::internal("reading the archive failed; the server log says why")
+            }
+            AsOfError::Merge(_) => Self::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<SqlError> for ApiError {
+    fn from(error: SqlError) -> Self {
+        match error {
+            SqlError::Refused(why) => Self::bad_request("sql_refused", why),
+            SqlError::Failed(why) => Self::bad_request("sql_error", why),
+            SqlError::Timeout(limit) => Self::new(
+                ErrorKind::Timeout,
+                "sql_timeout",
+                format!(
+                    "the query ran longer than serve.sql_timeout ({}) and was interrupted",
+                    braid_shared::config::format_duration(limit)
+                ),
+            ),
+            SqlError::Busy(slots) => Self::unavailable(
+                "sql_busy",
+                format!(
+                    "{slots} SQL queries are running (serve.sql_concurrency); try again shortly"
+                ),
+            ),
+            SqlError::Storage(why) => {
+                tracing::error!(error = %why, "reading storage for a SQL query");
+                Self::internal("reading storage failed; the server log says why")
+            }
+            SqlError::Answer(error) => error.into(),
+            SqlError::Internal(why) => {
+                tracing::error!(error = %why, "SQL engine");
+                Self::internal("the SQL engine failed; the server log says why")
+            }
         }
     }
 }

@@ -3,37 +3,25 @@
 //!
 //! - `server`: the listener (header-read timeout, graceful shutdown) and snapshot watcher.
 //! - `routes`: the endpoints, the always-on limits, JSON errors, the OpenAPI document.
-//! - `snapshot`: the published snapshot held in memory and swapped atomically.
 //! - `query`: query-string parameters, checked once for every route.
-//! - `answer`: batch ⊕ speed from one snapshot, regrouped, with provenance; HTTP-free.
-//! - `fraud`: fraud features as merged point reads, and scores; `alerts`: every applied event
-//!   of the fraud source scored, its alert logged once.
+//! - `alerts`: the alert list's filter and the live alert stream.
 //! - `sql`: read-only DuckDB over the archive, rejections and merged views.
-//! - `peer`: the speed tier's endpoint, and the serving tier's reader of it (`RemoteSpeed`).
 //! - `auth`: optional bearer keys. `state`, `metrics`, `error`.
 
 mod alerts;
-mod answer;
 mod auth;
 mod error;
-mod fraud;
 mod metrics;
-mod peer;
 mod query;
 mod rejections;
 mod routes;
 mod server;
-mod snapshot;
 mod sql;
 mod state;
-mod tail;
 
-pub use alerts::{AlertScorer, AlertTopic};
 pub use error::{ApiError, Error, ErrorKind, Result};
-pub use peer::{RemoteSpeed, serve as serve_speed};
 pub use routes::{ApiDoc, router};
-pub use server::Server;
-pub use snapshot::SnapshotCache;
+pub use server::{Server, bind};
 pub use state::{AppState, Backends};
 
 /// Bucket bounds of every `*_seconds` histogram: sub-millisecond queries to hour-long batch runs.

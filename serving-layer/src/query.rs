@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 
 use braid_shared::config::{format_duration, parse_duration};
+use braid_shared::time::format_time;
 use braid_shared::view::FieldKind;
 use braid_shared::{SourceDef, Value, ViewDef};
 
-use crate::answer::{OrderBy, ViewQuery};
 use crate::error::ApiError;
+use braid_merge::answer::{OrderBy, ViewQuery};
 
 /// Parameters with a meaning of their own; every other one filters a group-by field.
 pub const RESERVED: [&str; 7] = [
@@ -204,14 +205,6 @@ pub fn parse_time(name: &str, text: Option<&str>, now_ms: i64) -> Result<i64, Ap
         .map_err(|_| bad())
 }
 
-/// An RFC 3339 rendering of epoch milliseconds (the number itself when out of range).
-pub fn format_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
-        || ms.to_string(),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    )
-}
-
 fn parse_step(text: &str, granularity_ms: i64) -> Result<i64, ApiError> {
     let step = parse_duration(text)
         .ok()
@@ -292,7 +285,7 @@ pub(crate) fn parse_value(name: &str, text: &str, kind: FieldKind) -> Result<Val
         // Undeclared fields hold whatever JSON scalar the events had: a JSON literal is read
         // as such (`42`, `4.5`, `true`, `"42"`), anything else as a string.
         FieldKind::Number | FieldKind::Scalar => {
-            Ok(match braid_store::columns::parse_literal(text) {
+            Ok(match braid_columnar::columns::parse_literal(text) {
                 Some(Value::Null) | None => Value::Str(text.into()),
                 Some(Value::Float(f)) => Value::Float(f + 0.0),
                 Some(value) => value,

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use braid_columnar::rejected::read_archived_rejected;
 use braid_shared::RejectedRecord;
 use braid_store::Storage;
-use braid_store::rejected::{read_archived_rejected, read_rejected};
+use braid_store::rejected::read_rejected;
 use serde::Serialize;
 
 /// One rejection and the layers that logged it.
@@ -24,7 +25,7 @@ pub fn merged(
     storage: &dyn Storage,
     topic: &str,
     source: &str,
-) -> braid_store::Result<BTreeMap<(i32, i64), ListedRejection>> {
+) -> braid_columnar::Result<BTreeMap<(i32, i64), ListedRejection>> {
     let speed = read_rejected(storage, topic)?;
     let archived = read_archived_rejected(storage, topic, source)?;
     let mut merged: BTreeMap<(i32, i64), ListedRejection> = BTreeMap::new();

@@ -28,30 +28,31 @@ pub struct Server {
     task: JoinHandle<Result<()>>,
 }
 
+/// Binds `addr` (port 0 picks a free port) for [`Server::start`].
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
 impl Server {
-    /// Binds `serve.listen` (port 0 picks a free port), reads the published snapshot, and
-    /// serves until `cancel`.
+    /// Reads the published snapshot from `storage`, then serves on `listener` until `cancel`.
     pub async fn start(
         config: Arc<Config>,
-        mut backends: Backends,
+        storage: Arc<dyn braid_store::Storage>,
+        backends: Backends,
+        listener: TcpListener,
         cancel: CancellationToken,
     ) -> Result<Self> {
-        if backends.storage.is_none() {
-            backends.storage =
-                Some(braid_store::open(&config.storage).map_err(Error::OpenStorage)?);
-        }
-        let addr = config.serve.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.serve.listen,
+            source,
+        })?;
         let header_timeout = config.serve.header_timeout.0;
         // Status reports the address bound (the port picked when the config asked for 0).
         let mut bound = (*config).clone();
         bound.serve.listen = addr;
-        let state = AppState::new(Arc::new(bound), backends);
+        let state = AppState::new(Arc::new(bound), storage, backends);
         state.snapshot().refresh().await;
         // Every task the server spawns (the snapshot watcher, one per connection) is tracked,
         // and the server's own task ends only once they have.

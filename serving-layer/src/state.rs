@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use braid_shared::{Config, SpeedReader};
-use braid_store::{BatchControl, History, LocalStorage, Storage};
+use braid_store::{BatchControl, History, Storage};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::snapshot::SnapshotCache;
+use braid_merge::events::EventPages;
+use braid_merge::snapshot::SnapshotCache;
+
+use crate::error::{ApiError, abbreviate};
 
 /// The other layers, as far as they run in this process.
 #[derive(Clone, Default)]
@@ -23,11 +26,8 @@ pub struct Backends {
     /// shares it; without it the server makes its own.
     pub snapshot: Option<Arc<SnapshotCache>>,
     /// Changes when the fraud scorer in this process logs alerts
-    /// ([`crate::AlertScorer::logged`]): live alert streams wake at once instead of polling.
+    /// (`braid_merge::AlertScorer::logged`): live alert streams wake at once instead of polling.
     pub alerts_logged: Option<tokio::sync::watch::Receiver<u64>>,
-    /// Where the archive, snapshots and records are read; [`crate::Server::start`] opens the
-    /// configured one when this is `None` (a bare [`AppState`]: the local `storage.dir`).
-    pub storage: Option<Arc<dyn Storage>>,
 }
 
 #[derive(Clone)]
@@ -44,19 +44,14 @@ pub(crate) struct Inner {
     pub fraud_decoder: Option<braid_shared::Decoder>,
     /// Runs `POST /v1/sql` queries.
     pub sql: crate::sql::Engine,
-    /// Broker readers of the not-yet-archived events, per topic, made on first use and kept
-    /// (one connection, reused by every page).
-    pub tails: std::sync::Mutex<
-        std::collections::HashMap<String, Arc<std::sync::Mutex<crate::tail::Tail>>>,
-    >,
+    /// Event pages of the audit trail (its broker readers kept from page to page).
+    pub events: Arc<EventPages>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, backends: Backends) -> Self {
-        let storage: Arc<dyn Storage> = backends
-            .storage
-            .clone()
-            .unwrap_or_else(|| Arc::new(LocalStorage::new(&config.storage.dir)));
+    /// The state of a server of `config` reading the archive, snapshots and records in
+    /// `storage`, with the other layers of this process in `backends`.
+    pub fn new(config: Arc<Config>, storage: Arc<dyn Storage>, backends: Backends) -> Self {
         Self(Arc::new(Inner {
             snapshot: backends.snapshot.clone().unwrap_or_else(|| {
                 Arc::new(SnapshotCache::new(
@@ -65,13 +60,13 @@ impl AppState {
                 ))
             }),
             history: History::new(Arc::clone(&storage)),
+            events: Arc::new(EventPages::new(Arc::clone(&config), Arc::clone(&storage))),
             storage,
             fraud_decoder: config
                 .fraud
                 .as_ref()
                 .map(|f| braid_shared::Decoder::new(&f.source)),
             sql: crate::sql::Engine::new(&config),
-            tails: std::sync::Mutex::default(),
             config,
             backends,
             started: Instant::now(),
@@ -80,6 +75,24 @@ impl AppState {
 
     pub fn snapshot(&self) -> &Arc<SnapshotCache> {
         &self.0.snapshot
+    }
+
+    /// What answers are merged from: the snapshot in use and the speed layer.
+    pub(crate) fn sources(&self) -> braid_merge::answer::Sources<'_> {
+        braid_merge::answer::Sources {
+            snapshot: &self.0.snapshot,
+            speed: self.0.backends.speed.as_deref(),
+        }
+    }
+
+    /// A source named in a path; 404 naming it when there is no such source.
+    pub(crate) fn source(&self, name: &str) -> Result<Arc<braid_shared::SourceDef>, ApiError> {
+        self.0.config.source(name).cloned().ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_source",
+                format!("no source {:?}", abbreviate(name)),
+            )
+        })
     }
 }
 

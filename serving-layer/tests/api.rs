@@ -139,7 +139,8 @@ fn fixture(keys: &[&str], events: &[(i32, Value)]) -> Fixture {
         speed: Some(Arc::new(speed)),
         ..Backends::default()
     };
-    let state = AppState::new(Arc::clone(&config), backends);
+    let storage = braid_store::open(&config.storage).unwrap();
+    let state = AppState::new(Arc::clone(&config), storage, backends);
     Fixture {
         _dir: dir,
         config,
@@ -814,9 +815,17 @@ async fn slow_clients_are_cut_off_and_concurrency_is_bounded() {
     );
     let config = Arc::new(Config::from_toml(&text).unwrap());
     let cancel = CancellationToken::new();
-    let server = Server::start(config, Backends::default(), cancel.clone())
-        .await
-        .unwrap();
+    let storage = braid_store::open(&config.storage).unwrap();
+    let listener = braid_serving::bind(config.serve.listen).await.unwrap();
+    let server = Server::start(
+        config,
+        storage,
+        Backends::default(),
+        listener,
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
     let addr = server.addr();
     tokio::task::spawn_blocking(move || {
         // A client that never finishes its headers is disconnected.
@@ -869,7 +878,8 @@ async fn without_a_speed_layer_answers_hold_the_snapshot_only() {
         .replace("DIR", dir.path().to_str().unwrap())
         .replace("API_KEYS", "");
     let config = Arc::new(Config::from_toml(&text).unwrap());
-    let state = AppState::new(config, Backends::default());
+    let storage = braid_store::open(&config.storage).unwrap();
+    let state = AppState::new(config, storage, Backends::default());
     let (status, body) = get(&state, &format!("/v1/views/spend?{}", range(0, 10))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["rows"], json!([]));

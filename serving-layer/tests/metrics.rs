@@ -52,7 +52,9 @@ async fn in_flight_refusals_and_latency_histograms_are_exported() {
         ..Backends::default()
     };
     let cancel = CancellationToken::new();
-    let server = Server::start(config, backends, cancel.clone())
+    let storage = braid_store::open(&config.storage).unwrap();
+    let listener = braid_serving::bind(config.serve.listen).await.unwrap();
+    let server = Server::start(config, storage, backends, listener, cancel.clone())
         .await
         .unwrap();
     let addr = server.addr();

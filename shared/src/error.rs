@@ -45,6 +45,10 @@ pub enum Error {
     #[error("unknown view {0:?}")]
     UnknownView(String),
 
+    /// A consumer group assigned a partition of a topic that no source reads.
+    #[error("assigned {0}, a topic no source reads")]
+    Unrouted(crate::TopicPartition),
+
     /// The speed layer has dropped events a read's coverage needs, for a newer snapshot: read
     /// the snapshot pointer again and ask at its coverage.
     #[error("coverage: {0}")]

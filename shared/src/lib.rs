@@ -9,6 +9,8 @@
 //! - `coverage`: per-partition offset coverage, the snapshot pointer, the speed read trait.
 //! - `fraud`: the `[fraud]` configuration, its rule language and the score.
 //! - `rejected`: a message a layer could not read, as both layers keep it.
+//! - `plan`: the routing plan: which sources decode each topic and which views they feed.
+//! - `time`: event times as the API and alerts write them.
 //! - `error`: the crate's error type.
 
 pub mod aggregate;
@@ -19,7 +21,9 @@ pub mod event;
 pub mod fraud;
 pub mod generator;
 pub mod metric;
+pub mod plan;
 pub mod rejected;
+pub mod time;
 pub mod view;
 
 pub use config::Config;

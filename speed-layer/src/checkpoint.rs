@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::state::{PartitionState, Progress, Segment, Shared};
-use braid_kafka::TopicPlan;
+use braid_shared::plan::TopicPlan;
 
 const FORMAT_VERSION: u8 = 2;
 /// The format before rejected logs were chunked; its `rejected` counts bytes.

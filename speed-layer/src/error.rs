@@ -17,10 +17,6 @@ pub enum Error {
     #[error("internal: {0}")]
     Internal(String),
 
-    /// The storage `storage.url` names could not be opened.
-    #[error("opening storage: {0}")]
-    OpenStorage(String),
-
     #[error(transparent)]
     Shared(#[from] braid_shared::Error),
 
@@ -36,3 +32,31 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the speed endpoint did not answer with cells: the one place its answers get a status.
+/// A serving instance reads 409 as "a newer snapshot is out" and anything else as a failure.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    BadRequest(String),
+    /// The read failed: the view is unknown, or the coverage asked for was already dropped.
+    Read(braid_shared::Error),
+    Internal(String),
+}
+
+impl axum::response::IntoResponse for Refusal {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::StatusCode;
+        let (status, message) = match self {
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            Self::Read(braid_shared::Error::CoverageDropped(message)) => {
+                (StatusCode::CONFLICT, message)
+            }
+            Self::Read(braid_shared::Error::UnknownView(view)) => {
+                (StatusCode::NOT_FOUND, format!("no view {view:?}"))
+            }
+            Self::Read(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+            Self::Internal(message) => (StatusCode::INTERNAL_SERVER_ERROR, message),
+        };
+        (status, message).into_response()
+    }
+}

@@ -15,7 +15,7 @@ use braid_shared::{
 };
 
 use crate::metrics;
-use braid_kafka::{Plan, TopicPlan};
+use braid_shared::plan::{Plan, TopicPlan};
 use braid_store::rejected::RejectedLog;
 use braid_store::{Storage, Version};
 
@@ -130,7 +130,7 @@ impl PartitionState {
         messages: &[Message<'_>],
         segment_size: i64,
         now_ms: i64,
-        scoring: Option<&Scoring>,
+        scoring: Option<(&Scoring, &dyn SpeedReader)>,
     ) -> crate::Result<u64> {
         let Progress { next_offset, floor } = self.progress();
         let unread: Vec<&Message<'_>> = messages
@@ -188,11 +188,11 @@ impl PartitionState {
                     }
                 }
                 let events = &pool[..decoded];
-                if let Some(scoring) = scoring.filter(|s| s.source == source.name()) {
+                if let Some((scoring, speed)) = scoring.filter(|(s, _)| s.source == source.name()) {
                     // Scored before they are applied: each event as of itself.
                     scoring
                         .scorer
-                        .score(&self.tp, &offsets, events)
+                        .score(speed, &self.tp, &offsets, events)
                         .map_err(|why| {
                             crate::Error::Internal(format!("fraud scoring of {}: {why}", self.tp))
                         })?;

@@ -25,7 +25,12 @@ fn late_out_of_order_and_malformed_events_give_the_reference_state() {
     produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
 
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     let handle = layer.handle();
     let partitions = by_partition(&messages, PARTITIONS);
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
@@ -111,7 +116,12 @@ fn published_coverage_drops_exactly_the_covered_segments() {
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
 
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     let handle = layer.handle();
     wait_caught_up(&handle, &topic, &counts, Duration::from_secs(60));
 
@@ -176,7 +186,12 @@ fn published_coverage_drops_exactly_the_covered_segments() {
     cancel.cancel();
     layer.join().unwrap();
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     let handle = layer.handle();
     wait_caught_up(&handle, &topic, &counts, Duration::from_secs(60));
     let read = handle
@@ -199,7 +214,12 @@ fn restart_resumes_exactly_from_the_checkpoint() {
     produce(&producer, &topic, &first);
 
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     let counts: Vec<usize> = by_partition(&first, PARTITIONS)
         .iter()
         .map(Vec::len)
@@ -215,7 +235,12 @@ fn restart_resumes_exactly_from_the_checkpoint() {
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
 
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_caught_up(&layer.handle(), &topic, &counts, Duration::from_secs(60));
     for view in ["card_minute", "country_hour"] {
         assert_same(
@@ -239,7 +264,12 @@ fn a_recreated_topic_behind_the_checkpoint_stops_the_layer() {
         let messages = payments(5, 500, 1);
         produce(&producer(&cluster.bootstrap_servers()), &topic, &messages);
         let cancel = CancellationToken::new();
-        let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+        let layer = SpeedLayer::start(
+            &config,
+            braid_store::open(&config.storage).unwrap(),
+            cancel.clone(),
+        )
+        .unwrap();
         wait_caught_up(&layer.handle(), &topic, &[500], Duration::from_secs(60));
         cancel.cancel();
         layer.join().unwrap();
@@ -253,7 +283,12 @@ fn a_recreated_topic_behind_the_checkpoint_stops_the_layer() {
         &payments(6, 20, 1),
     );
     let (_, config) = config(&cluster.bootstrap_servers(), &topic, &group, dir.path(), "");
-    let layer = SpeedLayer::start(&config, CancellationToken::new()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let error = layer.join().unwrap_err().to_string();
     assert!(
         error.contains("recreated") && error.contains("checkpoint continues from 500"),
@@ -285,7 +320,12 @@ fn offsets_deleted_before_the_checkpoint_read_them_stop_the_layer() {
     let (_, config) = config(&bootstrap, &topic, &group, dir.path(), "");
     produce(&producer(&bootstrap), &topic, &payments(5, 300, 1));
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_caught_up(&layer.handle(), &topic, &[300], Duration::from_secs(60));
     cancel.cancel();
     layer.join().unwrap();
@@ -305,7 +345,12 @@ fn offsets_deleted_before_the_checkpoint_read_them_stop_the_layer() {
     .unwrap();
     assert!(low > 300 && high == 370, "watermarks {low}..{high}");
 
-    let layer = SpeedLayer::start(&config, CancellationToken::new()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let error = layer.join().unwrap_err().to_string();
     assert!(
         error.contains(&format!(
@@ -320,7 +365,12 @@ fn offsets_deleted_before_the_checkpoint_read_them_stop_the_layer() {
     let fresh = tempfile::tempdir().unwrap();
     let (_, fresh_config) = common::config(&bootstrap, &topic, &unique("group"), fresh.path(), "");
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&fresh_config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &fresh_config,
+        braid_store::open(&fresh_config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_caught_up(&layer.handle(), &topic, &[370], Duration::from_secs(60));
     cancel.cancel();
     layer.join().unwrap();
@@ -369,7 +419,12 @@ total = "sum(amount)"
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
 
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_caught_up(
         &layer.handle(),
         &world.topic,

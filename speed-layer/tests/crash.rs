@@ -18,8 +18,12 @@ const KILLS: usize = 5;
 #[test]
 #[ignore = "runs only as the child process of kill_9_at_random_points_loses_and_duplicates_nothing"]
 fn speed_layer_child_process() {
-    let layer =
-        SpeedLayer::start(&child_config(), CancellationToken::new()).expect("speed layer starts");
+    let layer = SpeedLayer::start(
+        &child_config(),
+        braid_store::open(&child_config().storage).unwrap(),
+        CancellationToken::new(),
+    )
+    .expect("speed layer starts");
     layer.join().expect("runs until killed");
 }
 
@@ -81,7 +85,12 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let partitions = by_partition(&messages[..produced], PARTITIONS);
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     let final_start = std::time::Instant::now();
     wait_caught_up(&layer.handle(), &topic, &counts, Duration::from_secs(90));
     eprintln!("final run caught up after {:?}", final_start.elapsed());

@@ -41,7 +41,12 @@ fn request_errors_and_a_broker_outage_leave_the_state_exact() {
 
     produce(&sender, &topic, &messages[..1000]);
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     let handle = layer.handle();
     wait_caught_up(
         &handle,
@@ -136,8 +141,18 @@ fn two_consumers_in_one_group_hold_exactly_the_union() {
     produce(&sender, &topic, &messages[..2000]);
 
     let (cancel_a, cancel_b) = (CancellationToken::new(), CancellationToken::new());
-    let a = SpeedLayer::start(&config, cancel_a.clone()).unwrap();
-    let b = SpeedLayer::start(&config, cancel_b.clone()).unwrap();
+    let a = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel_a.clone(),
+    )
+    .unwrap();
+    let b = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel_b.clone(),
+    )
+    .unwrap();
     let (ha, hb) = (a.handle(), b.handle());
     let first = by_partition(&messages[..2000], PARTITIONS);
     wait_for(

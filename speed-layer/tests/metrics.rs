@@ -24,7 +24,12 @@ fn counts_and_gauges_match_what_was_consumed() {
     let counts: Vec<usize> = partitions.iter().map(Vec::len).collect();
 
     let cancel = CancellationToken::new();
-    let layer = SpeedLayer::start(&config, cancel.clone()).unwrap();
+    let layer = SpeedLayer::start(
+        &config,
+        braid_store::open(&config.storage).unwrap(),
+        cancel.clone(),
+    )
+    .unwrap();
     wait_caught_up(&layer.handle(), &topic, &counts, Duration::from_secs(60));
     let decoder = braid_shared::Decoder::new(config.source("payments").unwrap());
     let mut rejected_by_reason = std::collections::BTreeMap::<String, u64>::new();

@@ -2,10 +2,6 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A snapshot's cell file does not hold what its manifest says.
-    #[error("snapshot file {key}: {reason}")]
-    SnapshotFile { key: String, reason: String },
-
     #[error("no batch run {0:?}")]
     UnknownRun(String),
 
@@ -34,20 +30,12 @@ pub enum Error {
         reason: String,
     },
 
-    /// Archive files could not be read.
-    #[error("reading archive files: {0}")]
-    Parquet(String),
-
     /// A file an archive manifest lists is gone or damaged.
     #[error("archive file {}: {reason}", path.display())]
     ArchiveFile {
         path: std::path::PathBuf,
         reason: String,
     },
-
-    #[cfg(feature = "parquet")]
-    #[error("polars: {0}")]
-    Polars(#[from] polars::error::PolarsError),
 
     /// A bug: data this crate wrote does not read back as it should.
     #[error("internal: {0}")]

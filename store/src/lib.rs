@@ -11,30 +11,18 @@
 //! - `alerts`: the fraud alert log, one object per alert id, created once.
 //! - `checkpoint`: checkpoint file framing (magic, version, checksum).
 //! - `history`: the persisted batch run records, and [`BatchControl`], how runs are requested.
-//! - `columns` (feature `parquet`): Braid values <-> Parquet columns.
-//! - `snapshot` (feature `parquet`): snapshot cell files and reading a published view.
-//! - `events` (feature `parquet`): archived events read back for the audit trail.
-//! - `recompute` (feature `parquet`): a view's cells from archive files with Polars, for the
-//!   batch layer's runs and the serving layer's as-of answers.
+//! - `lease`: leases held through conditional writes (the batch run lease).
 //! - `error`: the crate's error type.
 
 pub mod alerts;
 pub mod checkpoint;
-#[cfg(feature = "parquet")]
-pub mod columns;
 mod error;
-#[cfg(feature = "parquet")]
-pub mod events;
 mod history;
 pub mod layout;
 pub mod lease;
 pub mod manifest;
 pub mod pointer;
-#[cfg(feature = "parquet")]
-pub mod recompute;
 pub mod rejected;
-#[cfg(feature = "parquet")]
-pub mod snapshot;
 pub mod storage;
 
 pub use error::{Error, Result};

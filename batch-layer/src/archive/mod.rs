@@ -7,17 +7,20 @@
 //! - `partition`: a partition's buffer and its flush (files, then the manifest entry).
 //! - `rebalance`: take-up (orphan clean-up, seek) and release (flush) of partitions.
 //! - `compact`: merging runs of small files, and removing retired ones.
+//! - `writer`: [`ArchiveWriter`], the archiver's writes without a broker (benchmarks).
 
 mod compact;
 mod partition;
 mod plan;
 mod rebalance;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use braid_kafka::{BorrowedMessage, Commit, ConsumerThread, Message as _, Plan};
+use braid_kafka::{BorrowedMessage, Commit, ConsumerThread, Message as _};
+use braid_shared::plan::Plan;
 use braid_shared::{Config, TopicPartition};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +30,7 @@ use crate::files::now_ms;
 pub(crate) use partition::PartitionBuffer;
 pub(crate) use plan::check_field_names;
 use rebalance::ArchivePartitions;
+pub use writer::ArchiveWriter;
 
 const MAX_POLL_BATCH: usize = 10_000;
 /// How long a file replaced by compaction stays readable for runs that listed it before.
@@ -89,11 +93,15 @@ pub struct Archiver {
 }
 
 impl Archiver {
-    /// Starts archiving on a dedicated thread until `cancel` fires.
-    pub fn start(config: &Config, cancel: CancellationToken) -> Result<Self> {
+    /// Starts archiving into `storage` on a dedicated thread until `cancel` fires.
+    pub fn start(
+        config: &Config,
+        storage: Arc<dyn braid_store::Storage>,
+        cancel: CancellationToken,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             plan: archive_plan(config)?,
-            storage: braid_store::open(&config.storage).map_err(Error::OpenStorage)?,
+            storage,
             token: crate::files::writer_token(),
             partitions: Mutex::new(BTreeMap::new()),
             archived: RwLock::new(BTreeMap::new()),

@@ -14,8 +14,8 @@ use polars::prelude::*;
 use crate::error::Result;
 use crate::files::{create_all, now_ms, parquet_bytes};
 use crate::metrics;
-use braid_kafka::TopicPlan;
-use braid_store::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
+use braid_columnar::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
+use braid_shared::plan::TopicPlan;
 
 pub(crate) struct Archived {
     pub offset: i64,
@@ -237,7 +237,7 @@ pub(crate) fn date_of(time_ms: i64) -> String {
 }
 
 fn events_frame(
-    source: &braid_kafka::SourcePlan,
+    source: &braid_shared::plan::SourcePlan,
     partition: i32,
     events: &[&Archived],
 ) -> Result<DataFrame> {

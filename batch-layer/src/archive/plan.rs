@@ -3,7 +3,7 @@
 use braid_shared::SourceDef;
 
 use crate::error::{Error, Result};
-use braid_store::columns::{EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
+use braid_columnar::columns::{EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
 
 /// The archive adds its own columns; a source field of the same name would be overwritten.
 pub(crate) fn check_field_names(source: &SourceDef) -> Result<()> {

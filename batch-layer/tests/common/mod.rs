@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braid_batch::ArchiveHandle;
+use braid_columnar::columns::{ColumnType, EVENT_TIME, OFFSET, PARTITION, ValueReader};
 use braid_shared::coverage::SnapshotPointer;
 use braid_shared::{Config, Coverage, Decoder, Event, TopicPartition, Value, ViewState};
 use braid_store::LocalStorage;
-use braid_store::columns::{ColumnType, EVENT_TIME, OFFSET, PARTITION, ValueReader};
 use braid_store::manifest::{FileKind, SnapshotManifest, read_archive_manifests};
 use braid_store::pointer::read_pointer;
 pub use braid_testkit::*;
@@ -173,7 +173,7 @@ pub fn published_view(config: &Config, view: &str) -> ViewState {
     let (_, manifest) = published(&config.storage.dir).expect("a published snapshot");
     let view = Arc::clone(config.view(view).unwrap());
     let source = config.source(&view.source).unwrap();
-    braid_store::snapshot::read_view(
+    braid_columnar::snapshot::read_view(
         &LocalStorage::new(&config.storage.dir),
         &manifest,
         &view,

@@ -11,10 +11,10 @@ use braid_shared::fraud::Fired;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::answer::{self, Provenance};
 use crate::error::{ApiError, ErrorBody};
-use crate::fraud;
 use crate::state::{AppState, now_ms};
+use braid_merge::answer::Provenance;
+use braid_merge::fraud;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScoreAnswer {
@@ -75,10 +75,7 @@ pub async fn score(
             ),
         ));
     }
-    let sources = answer::Sources {
-        snapshot: &inner.snapshot,
-        speed: inner.backends.speed.as_deref(),
-    };
+    let sources = state.sources();
     let started = std::time::Instant::now();
     let (score, features) = fraud::score(sources, fraud, &event, &[], (true, now_ms())).await?;
     crate::metrics::scored_on_demand(started.elapsed(), score.alert);

@@ -17,10 +17,11 @@ use braid_store::manifest::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::answer::{self, Regroup};
 use crate::error::{ApiError, ErrorBody};
-use crate::query::{Params, format_time, parse_time, parse_value};
+use crate::query::{Params, parse_time, parse_value};
 use crate::state::{AppState, now_ms};
+use braid_merge::answer::{self, Regroup};
+use braid_shared::time::format_time;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Lineage {
@@ -105,10 +106,7 @@ pub async fn lineage(
     let params = Params::parse(raw.as_deref())?;
     let now = now_ms();
     let cell = Cell::parse(view, source, &params, now)?;
-    let sources = answer::Sources {
-        snapshot: &inner.snapshot,
-        speed: inner.backends.speed.as_deref(),
-    };
+    let sources = state.sources();
     let regroup = Regroup {
         from_ms: cell.query.from_ms,
         step_ms: Some(view.granularity_ms),

@@ -8,10 +8,11 @@ use braid_shared::{CellQuery, MetricExpr};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::answer::{self, Provenance, Regroup};
 use crate::error::{ApiError, ErrorBody, abbreviate};
-use crate::query::{Params, format_time, parse_time};
+use crate::query::{Params, parse_time};
 use crate::state::{AppState, now_ms};
+use braid_merge::answer::{self, Provenance, Regroup};
+use braid_shared::time::format_time;
 
 /// Keys answered when `limit` is not given.
 const DEFAULT_LIMIT: usize = 10;
@@ -140,10 +141,7 @@ pub async fn trends(
     let from = at.checked_sub(window).ok_or_else(bad_range)?;
     let baseline_from = from.checked_sub(baseline).ok_or_else(bad_range)?;
 
-    let sources = answer::Sources {
-        snapshot: &inner.snapshot,
-        speed: inner.backends.speed.as_deref(),
-    };
+    let sources = state.sources();
     let keep: Vec<usize> = (0..view.group_by.len()).collect();
     let grouped = answer::grouped(
         sources,

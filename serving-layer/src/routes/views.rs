@@ -8,10 +8,11 @@ use braid_shared::config::format_duration;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::answer::{self, Provenance};
 use crate::error::{ApiError, ErrorBody};
-use crate::query::{self, Params, format_time};
+use crate::query::{self, Params};
 use crate::state::{AppState, now_ms};
+use braid_merge::answer::{self, Provenance};
+use braid_shared::time::format_time;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ViewList {
@@ -176,10 +177,7 @@ pub async fn get_view(
             super::as_of::rows(&state, view, source, &query, offsets).await?
         }
         None => {
-            let sources = answer::Sources {
-                snapshot: &inner.snapshot,
-                speed: inner.backends.speed.as_deref(),
-            };
+            let sources = state.sources();
             answer::rows(
                 sources,
                 view,

@@ -11,6 +11,7 @@
 //!
 //! Extensions are never installed or loaded, and nothing is written to disk.
 
+mod gather;
 mod guard;
 pub mod tables;
 mod values;
@@ -25,6 +26,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use utoipa::ToSchema;
 
+pub use gather::gather;
 pub use tables::{Column, Kind, Table};
 
 /// Memory one query's database may use.
@@ -61,6 +63,10 @@ pub enum SqlError {
     Timeout(Duration),
     /// Every SQL slot is busy (503).
     Busy(usize),
+    /// Storage could not be read for a table (500); the log says why.
+    Storage(String),
+    /// A view's merged cells could not be read.
+    Answer(braid_merge::answer::AnswerError),
     /// The engine itself failed (500); the log says why.
     Internal(String),
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use braid_store::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
+use braid_columnar::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
 use duckdb::Connection;
 use duckdb::arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,

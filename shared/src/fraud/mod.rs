@@ -166,24 +166,31 @@ impl FraudDef {
     }
 }
 
+/// Why events could not be scored, or their alerts not logged: the speed layer stops before a
+/// checkpoint covers those events, so none is lost.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScoringError(pub String);
+
 /// Scores events of the fraud source as the speed layer applies them.
 pub trait EventScorer: Send + Sync {
-    /// `events`, at `offsets`, are consecutive events of `tp` in offset order, not yet applied:
-    /// each is scored as of itself (the views before the run plus the run's earlier events).
-    /// Their alerts may still be on their way to the log when this returns (see
-    /// [`EventScorer::flush`]); an error stops the speed layer before a checkpoint covers the
-    /// events, so none is lost.
+    /// `events`, at `offsets`, are consecutive events of `tp` in offset order, not yet applied
+    /// to `speed` (the speed layer calling): each is scored as of itself (the views before the
+    /// run plus the run's earlier events). Their alerts may still be on their way to the log
+    /// when this returns (see [`EventScorer::flush`]); an error stops the speed layer before a
+    /// checkpoint covers the events, so none is lost.
     fn score(
         &self,
+        speed: &dyn crate::SpeedReader,
         tp: &crate::TopicPartition,
         offsets: &[i64],
         events: &[Event],
-    ) -> std::result::Result<(), String>;
+    ) -> std::result::Result<(), ScoringError>;
 
     /// Returns once the alerts of every event scored so far are durable, or with the first
     /// failure to log one: called before each checkpoint, so that a checkpoint never covers an
     /// event whose alert could still be lost.
-    fn flush(&self) -> std::result::Result<(), String>;
+    fn flush(&self) -> std::result::Result<(), ScoringError>;
 }
 
 /// The event fields the rules of `fraud` read, for the source's decoder.

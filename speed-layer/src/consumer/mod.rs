@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use braid_kafka::{BorrowedMessage, Commit, ConsumerThread, Message as _, Plan};
-use braid_shared::{Config, Coverage, TopicPartition};
+use braid_kafka::{BorrowedMessage, Commit, ConsumerThread, Message as _};
+use braid_shared::plan::Plan;
+use braid_shared::{Config, Coverage, SpeedReader, TopicPartition};
 use braid_store::Storage;
 use tokio_util::sync::CancellationToken;
 
@@ -32,21 +33,25 @@ pub struct SpeedLayer {
 }
 
 impl SpeedLayer {
-    /// Starts consuming on a dedicated thread until `cancel` fires.
-    pub fn start(config: &Config, cancel: CancellationToken) -> Result<Self> {
-        Self::start_scoring(config, None, cancel)
+    /// Starts consuming on a dedicated thread until `cancel` fires, keeping checkpoints and
+    /// rejected events in `storage`.
+    pub fn start(
+        config: &Config,
+        storage: Arc<dyn Storage>,
+        cancel: CancellationToken,
+    ) -> Result<Self> {
+        Self::start_scoring(config, storage, None, cancel)
     }
 
     /// Starts consuming, handing each run of the fraud source's events to `scorer` before it
     /// is applied.
     pub fn start_scoring(
         config: &Config,
+        storage: Arc<dyn Storage>,
         scorer: Option<Arc<dyn braid_shared::fraud::EventScorer>>,
         cancel: CancellationToken,
     ) -> Result<Self> {
         let segment_size = i64::try_from(config.speed.segment_size).unwrap_or(i64::MAX);
-        let storage: Arc<dyn Storage> =
-            braid_store::open(&config.storage).map_err(Error::OpenStorage)?;
         let coverage = read_coverage(storage.as_ref(), segment_size)?;
         crate::metrics::register_sources(config.sources.iter().map(|s| s.name.as_str()));
         let scoring = scorer
@@ -68,6 +73,9 @@ impl SpeedLayer {
         let background = Arc::new(checkpoint::Background::start(Arc::clone(&shared))?);
         let worker = SpeedWorker {
             shared: Arc::clone(&shared),
+            reader: SpeedHandle {
+                shared: Arc::clone(&shared),
+            },
             background: Arc::clone(&background),
             checkpoint_interval: config.speed.checkpoint_interval.0,
             checkpoint_events: config.speed.checkpoint_events,
@@ -118,6 +126,8 @@ fn read_coverage(storage: &dyn Storage, segment_size: i64) -> Result<Coverage> {
 
 struct SpeedWorker {
     shared: Arc<Shared>,
+    /// This speed layer, as the fraud scorer reads it.
+    reader: SpeedHandle,
     /// Writes the checkpoints taken on schedule, off the consumer thread.
     background: Arc<checkpoint::Background>,
     checkpoint_interval: Duration,
@@ -154,13 +164,11 @@ impl braid_kafka::Worker for SpeedWorker {
             else {
                 continue;
             };
-            state.apply(
-                plan,
-                &messages,
-                shared.segment_size,
-                now_ms,
-                shared.scoring.as_ref(),
-            )?;
+            let scoring = shared
+                .scoring
+                .as_ref()
+                .map(|s| (s, &self.reader as &dyn SpeedReader));
+            state.apply(plan, &messages, shared.segment_size, now_ms, scoring)?;
             if let Some(&ms) = newest.get(&(topic, partition)) {
                 state
                     .last_message_ms

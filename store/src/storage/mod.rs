@@ -12,34 +12,30 @@ pub mod conformance;
 mod local;
 mod object;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 pub use local::{LocalStorage, sync_dir};
 pub use object::ObjectStorage;
 
-/// The storage `config` names: object storage at `storage.url` (one client per URL in a
-/// process, its cache in [`local_root`]), or the local folder `storage.dir`.
-pub fn open(config: &braid_shared::config::StorageConfig) -> Result<Arc<dyn Storage>, String> {
+/// The storage `config` names: object storage at `storage.url` (its cache in
+/// [`local_root`]), or the local folder `storage.dir`. A process opens it once, in `main`, and
+/// hands it to every layer.
+pub fn open(
+    config: &braid_shared::config::StorageConfig,
+) -> Result<Arc<dyn Storage>, StorageError> {
     let Some(url) = &config.url else {
         return Ok(Arc::new(LocalStorage::new(&config.dir)));
     };
-    static OPENED: OnceLock<Mutex<HashMap<String, Arc<dyn Storage>>>> = OnceLock::new();
-    let mut opened = OPENED
-        .get_or_init(Default::default)
-        .lock()
-        .map_err(|_| "the storage registry is poisoned".to_owned())?;
-    if let Some(storage) = opened.get(url) {
-        return Ok(Arc::clone(storage));
-    }
     let cache = local_root(config);
     // Created up front, so that readers confining file access to it can name it exactly.
-    std::fs::create_dir_all(&cache)
-        .map_err(|e| format!("creating the cache folder {}: {e}", cache.display()))?;
-    let storage: Arc<dyn Storage> = Arc::new(ObjectStorage::new(url, &[])?.with_cache(cache));
-    opened.insert(url.clone(), Arc::clone(&storage));
-    Ok(storage)
+    std::fs::create_dir_all(&cache).map_err(|e| {
+        StorageError::Open(format!(
+            "creating the cache folder {}: {e}",
+            cache.display()
+        ))
+    })?;
+    Ok(Arc::new(ObjectStorage::new(url, &[])?.with_cache(cache)))
 }
 
 /// Where [`Storage::local_file`] puts the files of the storage `config` names: `storage.dir`
@@ -93,6 +89,10 @@ pub enum StorageError {
         key: String,
         source: std::io::Error,
     },
+
+    /// The storage the configuration names cannot be used (a bad URL, no cache folder).
+    #[error("opening storage: {0}")]
+    Open(String),
 }
 
 /// Where Braid keeps the archive, snapshots, checkpoints and logs.

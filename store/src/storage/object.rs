@@ -55,26 +55,31 @@ impl ObjectStorage {
     /// the standard `AWS_*` variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...), overridden by `options`
     /// (`object_store`'s S3 configuration keys, such as `aws_endpoint`).
-    pub fn new(url: &str, options: &[(&str, &str)]) -> Result<Self, String> {
-        let (bucket, prefix) = braid_shared::config::parse_storage_url(url)?;
+    pub fn new(url: &str, options: &[(&str, &str)]) -> Result<Self, StorageError> {
+        let (bucket, prefix) =
+            braid_shared::config::parse_storage_url(url).map_err(StorageError::Open)?;
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
         // The endpoint variable newer AWS tools use, where object_store reads `AWS_ENDPOINT`.
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             builder = builder.with_endpoint(endpoint);
         }
         for (key, value) in options {
-            let key: AmazonS3ConfigKey = key
-                .parse()
-                .map_err(|_| format!("{key:?} is not an S3 configuration key"))?;
+            let key: AmazonS3ConfigKey = key.parse().map_err(|_| {
+                StorageError::Open(format!("{key:?} is not an S3 configuration key"))
+            })?;
             builder = builder.with_config(key, *value);
         }
-        let store = builder.build().map_err(|e| format!("storage {url}: {e}"))?;
+        let store = builder
+            .build()
+            .map_err(|e| StorageError::Open(format!("storage {url}: {e}")))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("braid-storage")
             .enable_all()
             .build()
-            .map_err(|e| format!("storage {url}: starting its I/O threads: {e}"))?;
+            .map_err(|e| {
+                StorageError::Open(format!("storage {url}: starting its I/O threads: {e}"))
+            })?;
         Ok(Self {
             store: Arc::new(store),
             prefix: prefix.to_owned(),
