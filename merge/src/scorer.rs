@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use braid_kafka::TopicProducer;
 use braid_shared::fraud::{EventScorer, FraudDef, ScoringError};
-use braid_shared::time::format_time;
+use braid_shared::text::format_time;
 use braid_shared::{Event, SpeedReader, TopicPartition, Value};
 use braid_store::Storage;
 use braid_store::alerts::{self, Alert};

@@ -1,30 +1,12 @@
-//! The alert list's filter and the live alert stream (`GET /v1/fraud/alerts` as
-//! `text/event-stream`): alerts read from the log the scorer writes, as server-sent events.
+//! The live alert stream (`GET /v1/fraud/alerts` as `text/event-stream`): alerts read from the
+//! log the scorer writes, as server-sent events.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use braid_merge::alerts::Filter;
 use braid_store::Storage;
 use braid_store::alerts::{self, Alert};
-
-/// Which alerts a list or a stream holds.
-pub struct Filter {
-    /// Event time `[from, to)`.
-    pub from: i64,
-    pub to: i64,
-    /// One value of `fraud.key`, as text.
-    pub key: Option<String>,
-}
-
-impl Filter {
-    pub fn keeps(&self, alert: &Alert) -> bool {
-        (self.from..self.to).contains(&alert.event_time_ms)
-            && self.key.as_ref().is_none_or(|k| match &alert.key {
-                serde_json::Value::String(s) => s == k,
-                other => &other.to_string() == k,
-            })
-    }
-}
 
 /// How often a stream looks for new alerts.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);

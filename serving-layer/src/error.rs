@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use braid_merge::answer::AnswerError;
+use braid_shared::text::abbreviate;
 
 use crate::sql::SqlError;
 
@@ -256,12 +257,23 @@ impl From<SqlError> for ApiError {
     }
 }
 
-/// A client-supplied value echoed in a message, cut to a readable length.
-pub(crate) fn abbreviate(text: &str) -> String {
-    const MAX: usize = 64;
-    match text.char_indices().nth(MAX) {
-        None => text.to_owned(),
-        Some((cut, _)) => format!("{}... ({} characters)", &text[..cut], text.chars().count()),
+impl From<braid_merge::lineage::LineageError> for ApiError {
+    fn from(error: braid_merge::lineage::LineageError) -> Self {
+        use braid_merge::lineage::LineageError;
+        match error {
+            LineageError::NoCell { view, bucket_ms } => Self::not_found(
+                "no_cell",
+                format!(
+                    "view {view:?} has no event of that key in the bucket starting {}",
+                    braid_shared::text::format_time(bucket_ms)
+                ),
+            ),
+            LineageError::Answer(error) => error.into(),
+            LineageError::Archive(reason) => {
+                tracing::error!(error = %reason, "reading the archive manifests for a lineage");
+                Self::internal("reading the archive manifests failed; the server log says why")
+            }
+        }
     }
 }
 

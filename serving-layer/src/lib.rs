@@ -3,7 +3,8 @@
 //!
 //! - `server`: the listener (header-read timeout, graceful shutdown) and snapshot watcher.
 //! - `routes`: the endpoints, the always-on limits, JSON errors, the OpenAPI document.
-//! - `query`: query-string parameters, checked once for every route.
+//! - `query`: query-string parameters, checked once for every route; `extract`: the view or
+//!   source a path names, with the query string.
 //! - `alerts`: the alert list's filter and the live alert stream.
 //! - `sql`: read-only DuckDB over the archive, rejections and merged views.
 //! - `auth`: optional bearer keys. `state`, `metrics`, `error`.
@@ -11,9 +12,10 @@
 mod alerts;
 mod auth;
 mod error;
+mod extract;
 mod metrics;
 mod query;
-mod rejections;
+
 mod routes;
 mod server;
 mod sql;

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use braid_shared::config::{format_duration, parse_duration};
-use braid_shared::time::format_time;
+use braid_shared::text::format_time;
 use braid_shared::view::FieldKind;
 use braid_shared::{SourceDef, Value, ViewDef};
 

@@ -11,7 +11,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use braid_merge::events::EventPages;
 use braid_merge::snapshot::SnapshotCache;
 
-use crate::error::{ApiError, abbreviate};
+use braid_shared::text::abbreviate;
+
+use crate::error::ApiError;
 
 /// The other layers, as far as they run in this process.
 #[derive(Clone, Default)]

@@ -6,16 +6,18 @@
 //! - `generator`: a deterministic synthetic payments stream.
 //! - `aggregate`: mergeable metric states (monoids) with a versioned binary encoding.
 //! - `view`: resolved source and view definitions, and [`ViewState`], the cells of one view.
+//! - `duration`: human durations (`500ms`, `15m`, `1d`) as config values write them.
 //! - `coverage`: per-partition offset coverage, the snapshot pointer, the speed read trait.
 //! - `fraud`: the `[fraud]` configuration, its rule language and the score.
 //! - `rejected`: a message a layer could not read, as both layers keep it.
 //! - `plan`: the routing plan: which sources decode each topic and which views they feed.
-//! - `time`: event times as the API and alerts write them.
+//! - `text`: event times and echoed values as messages and answers write them.
 //! - `error`: the crate's error type.
 
 pub mod aggregate;
 pub mod config;
 pub mod coverage;
+pub mod duration;
 mod error;
 pub mod event;
 pub mod fraud;
@@ -23,7 +25,7 @@ pub mod generator;
 pub mod metric;
 pub mod plan;
 pub mod rejected;
-pub mod time;
+pub mod text;
 pub mod view;
 
 pub use config::Config;

@@ -473,3 +473,29 @@ fn storage_urls_name_a_bucket_and_a_clean_prefix() {
         assert!(parse_storage_url(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn speed_peers_are_host_port_or_http_urls() {
+    let with = |peers: &str| format!("[serve]\nspeed_peers = {peers}\n{MINIMAL}");
+    let config = Config::from_toml(&with(
+        r#"["speed-0:8081", "http://speed-1.speed:8081", "http://10.0.0.7:7001/"]"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        config.serve.speed_peers,
+        ["speed-0:8081", "speed-1.speed:8081", "10.0.0.7:7001"]
+    );
+    for bad in [
+        r#"["https://speed-0:8081"]"#,
+        r#"["http://speed-0"]"#,
+        r#"["speed-0:0"]"#,
+        r#"["http://speed-0:8081/internal"]"#,
+        r#"["speed-0:8081\n"]"#,
+    ] {
+        let err = Config::from_toml(&with(bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("serve.speed_peers[0]") && err.contains("http://host:port"),
+            "{bad}: {err}"
+        );
+    }
+}

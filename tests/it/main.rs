@@ -11,6 +11,7 @@ mod bench;
 mod check;
 mod deploy;
 mod dev;
+mod docs;
 mod e2e;
 mod fraud;
 mod object_storage;

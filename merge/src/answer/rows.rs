@@ -3,7 +3,7 @@
 use braid_shared::ViewDef;
 
 use super::{Groups, ViewQuery};
-use braid_shared::time::format_time;
+use braid_shared::text::format_time;
 
 /// Renders the groups as `{"bucket", <group fields>, <metrics>}` rows in `query`'s order, cut at
 /// its limit.

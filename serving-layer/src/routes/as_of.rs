@@ -9,7 +9,9 @@ use std::sync::Arc;
 use braid_merge::answer::{self, Rows, ViewQuery};
 use braid_shared::{SourceDef, ViewDef};
 
-use crate::error::{ApiError, abbreviate};
+use braid_shared::text::abbreviate;
+
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Offsets named by `as_of`, per partition of the source's topic.

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use braid_merge::events::{EventRequest, FoundEvent};
-use braid_shared::time::format_time;
+use braid_shared::text::format_time;
 use braid_shared::{SourceDef, Value};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::SourceRequest;
 use crate::query::{Cursor, Params, parse_range, parse_value};
 use crate::state::{AppState, now_ms};
 
@@ -56,11 +57,8 @@ pub struct AuditEvent {
     ))]
 pub async fn events(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
+    SourceRequest { source, params }: SourceRequest,
 ) -> Result<Json<EventPage>, ApiError> {
-    let source = state.source(&name)?;
-    let params = Params::parse(raw.as_deref())?;
     let max_rows = state.0.config.serve.max_rows.max(1);
     let request = parse(&source, &params, now_ms(), max_rows)?;
     let pages = Arc::clone(&state.0.events);

@@ -3,18 +3,24 @@
 //! raised while events are applied.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
-use braid_shared::fraud::Fired;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse as _, Response};
+use braid_merge::alerts::{self, Filter};
+use braid_merge::answer::Provenance;
+use braid_merge::fraud;
+use braid_shared::fraud::{Fired, FraudDef};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::query::{Params, parse_time};
 use crate::state::{AppState, now_ms};
-use braid_merge::answer::Provenance;
-use braid_merge::fraud;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScoreAnswer {
@@ -45,14 +51,31 @@ pub async fn score(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<ScoreAnswer>, ApiError> {
+    let (fraud, event) = scored_event(&state, &body)?;
+    let started = std::time::Instant::now();
+    let (score, features) =
+        fraud::score(state.sources(), fraud, &event, &[], (true, now_ms())).await?;
+    crate::metrics::scored_on_demand(started.elapsed(), score.alert);
+    let names = fraud.features.iter().map(|f| f.name.clone());
+    Ok(Json(ScoreAnswer {
+        score: score.score,
+        alert: score.alert,
+        rules: score.rules,
+        features: names.zip(features.values).collect(),
+        provenance: features.provenance,
+    }))
+}
+
+/// `[fraud]`, and `body` decoded as an event of its source that carries the key.
+fn scored_event<'a>(
+    state: &'a AppState,
+    body: &[u8],
+) -> Result<(&'a FraudDef, braid_shared::Event), ApiError> {
     let inner = &state.0;
     let (Some(fraud), Some(decoder)) = (&inner.config.fraud, &inner.fraud_decoder) else {
-        return Err(ApiError::not_found(
-            "fraud_not_configured",
-            "fraud scoring is not configured (no [fraud] section)",
-        ));
+        return Err(not_configured());
     };
-    let event = decoder.decode(&body).map_err(|reason| {
+    let event = decoder.decode(body).map_err(|reason| {
         ApiError::bad_request(
             "invalid_event",
             format!(
@@ -75,22 +98,14 @@ pub async fn score(
             ),
         ));
     }
-    let sources = state.sources();
-    let started = std::time::Instant::now();
-    let (score, features) = fraud::score(sources, fraud, &event, &[], (true, now_ms())).await?;
-    crate::metrics::scored_on_demand(started.elapsed(), score.alert);
-    Ok(Json(ScoreAnswer {
-        score: score.score,
-        alert: score.alert,
-        rules: score.rules,
-        features: fraud
-            .features
-            .iter()
-            .zip(features.values)
-            .map(|(f, v)| (f.name.clone(), v))
-            .collect(),
-        provenance: features.provenance,
-    }))
+    Ok((fraud, event))
+}
+
+fn not_configured() -> ApiError {
+    ApiError::not_found(
+        "fraud_not_configured",
+        "fraud scoring is not configured (no [fraud] section)",
+    )
 }
 
 /// A message cut to a readable length on a character boundary.
@@ -125,66 +140,50 @@ pub struct AlertList {
     ))]
 pub async fn alerts(
     State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    axum::extract::RawQuery(raw): axum::extract::RawQuery,
-) -> Result<axum::response::Response, ApiError> {
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let inner = &state.0;
     if inner.config.fraud.is_none() {
-        return Err(ApiError::not_found(
-            "fraud_not_configured",
-            "fraud scoring is not configured (no [fraud] section)",
-        ));
+        return Err(not_configured());
     }
-    let params = crate::query::Params::parse(raw.as_deref())?;
+    let params = Params::parse(raw.as_deref())?;
+    let (filter, limit) = alert_filter(&params, inner.config.serve.max_rows)?;
+    if accepts_stream(&headers) {
+        let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+        let logged = inner.backends.alerts_logged.clone();
+        let storage = Arc::clone(&inner.storage);
+        let stream = crate::alerts::follow(storage, filter, last.map(str::to_owned), logged).await;
+        let beat = KeepAlive::new().interval(std::time::Duration::from_secs(15));
+        return Ok(Sse::new(stream).keep_alive(beat).into_response());
+    }
+    let storage = Arc::clone(&inner.storage);
+    let alerts = tokio::task::spawn_blocking(move || alerts::list(&*storage, &filter, limit))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading fraud alerts: {e}")))??;
+    Ok(Json(AlertList { alerts }).into_response())
+}
+
+/// The event-time range, key and limit a list or stream of alerts asks for.
+fn alert_filter(params: &Params, max_rows: usize) -> Result<(Filter, usize), ApiError> {
     params.only(&["from", "to", "key", "limit"])?;
     let now = now_ms();
-    let from = match params.get("from") {
-        None => i64::MIN,
-        Some(text) => crate::query::parse_time("from", Some(text), now)?,
+    let bound = |name: &str, unbounded: i64| match params.get(name) {
+        None => Ok(unbounded),
+        Some(text) => parse_time(name, Some(text), now),
     };
-    let to = match params.get("to") {
-        None => i64::MAX,
-        Some(text) => crate::query::parse_time("to", Some(text), now)?,
+    let filter = Filter {
+        from: bound("from", i64::MIN)?,
+        to: bound("to", i64::MAX)?,
+        key: params.get("key").map(str::to_owned),
     };
-    let limit = params.limit(100, inner.config.serve.max_rows)?;
-    let key = params.get("key").map(str::to_owned);
-    let filter = crate::alerts::Filter { from, to, key };
-    let wants_stream = headers
+    Ok((filter, params.limit(100, max_rows)?))
+}
+
+/// Whether the client asks for the live stream (`Accept: text/event-stream`).
+fn accepts_stream(headers: &HeaderMap) -> bool {
+    headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    if wants_stream {
-        let last = headers
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let stream = crate::alerts::follow(
-            std::sync::Arc::clone(&inner.storage),
-            filter,
-            last,
-            inner.backends.alerts_logged.clone(),
-        )
-        .await;
-        return Ok(axum::response::IntoResponse::into_response(
-            axum::response::sse::Sse::new(stream).keep_alive(
-                axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15)),
-            ),
-        ));
-    }
-    let storage = std::sync::Arc::clone(&inner.storage);
-    let (mut alerts, unreadable) =
-        tokio::task::spawn_blocking(move || braid_store::alerts::read_all(storage.as_ref()))
-            .await
-            .map_err(|e| ApiError::internal(format!("reading fraud alerts: {e}")))??;
-    if unreadable > 0 {
-        tracing::warn!(unreadable, "fraud alerts that cannot be read were skipped");
-    }
-    alerts.retain(|a| filter.keeps(a));
-    alerts.sort_by(|a, b| {
-        (b.raised_at_ms, &b.partition, b.offset).cmp(&(a.raised_at_ms, &a.partition, a.offset))
-    });
-    alerts.truncate(limit);
-    Ok(axum::response::IntoResponse::into_response(Json(
-        AlertList { alerts },
-    )))
+        .is_some_and(|v| v.contains("text/event-stream"))
 }

@@ -1,27 +1,20 @@
-//! `GET /v1/lineage/{view}`: where one cell's number comes from. The merged value, the batch
-//! snapshot's cell-file layers with the archive files and offset ranges that fed each, and the
-//! speed layer's offset ranges above the coverage, all from the one read the value was merged
-//! from. Re-reading exactly those ranges and folding the events of the cell's key and bucket
-//! gives the value.
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+//! `GET /v1/lineage/{view}`: where one cell's number comes from (`braid_merge::lineage`): the
+//! merged value, the batch snapshot's layers with the archive files and offset ranges that fed
+//! each, and the speed layer's offset ranges above the coverage.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
+use braid_merge::lineage::{self, BatchLineage, SpeedLineage};
+use braid_shared::text::format_time;
 use braid_shared::view::FieldKind;
-use braid_shared::{CellQuery, TopicPartition, ViewDef};
-use braid_store::manifest::{
-    FileKind, PartitionManifest, SnapshotManifest, read_archive_manifests,
-};
+use braid_shared::{CellQuery, ViewDef};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::ViewRequest;
 use crate::query::{Params, parse_time, parse_value};
 use crate::state::{AppState, now_ms};
-use braid_merge::answer::{self, Regroup};
-use braid_shared::time::format_time;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Lineage {
@@ -40,50 +33,6 @@ pub struct Lineage {
     pub speed: Option<SpeedLineage>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BatchLineage {
-    pub run_id: String,
-    /// Per `topic/partition`, the offset below which the snapshot holds every event.
-    pub coverage: BTreeMap<String, i64>,
-    /// The view's cell-file layers, oldest first: merged, they are the batch part.
-    pub layers: Vec<LayerLineage>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LayerLineage {
-    /// The run that computed the layer.
-    pub run_id: String,
-    /// Per `topic/partition`, the layer's offsets `[from, to)`.
-    pub from: BTreeMap<String, i64>,
-    pub to: BTreeMap<String, i64>,
-    /// Archive files holding events of the cell's bucket in the layer's ranges, and the
-    /// offsets `[from, to)` of each that the layer read.
-    pub files: Vec<FileLineage>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FileLineage {
-    /// Storage key of the Parquet file, relative to the storage root.
-    pub path: String,
-    pub partition: String,
-    pub from: i64,
-    pub to: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SpeedLineage {
-    /// Per partition, the offsets `[from, to)` the speed layer contributed: from the batch
-    /// coverage to its position.
-    pub ranges: Vec<SpeedRange>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SpeedRange {
-    pub partition: String,
-    pub from: i64,
-    pub to: i64,
-}
-
 /// The lineage of one cell: its merged value, the batch run, layers, archive files and offset
 /// ranges that fed it, and the speed layer's ranges above the coverage.
 #[utoipa::path(get, path = "/v1/lineage/{view}", tag = "audit",
@@ -97,88 +46,30 @@ pub struct SpeedRange {
     ))]
 pub async fn lineage(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
+    request: ViewRequest,
 ) -> Result<Json<Lineage>, ApiError> {
-    let inner = &state.0;
-    let config = &inner.config;
-    let (view, source) = super::view_and_source(config, &name)?;
-    let params = Params::parse(raw.as_deref())?;
+    let ViewRequest {
+        view,
+        source,
+        params,
+    } = request;
     let now = now_ms();
-    let cell = Cell::parse(view, source, &params, now)?;
-    let sources = state.sources();
-    let regroup = Regroup {
-        from_ms: cell.query.from_ms,
-        step_ms: Some(view.granularity_ms),
-        group_by: (0..view.group_by.len()).collect(),
-    };
-    let grouped = answer::grouped(sources, view, &source.topic, &cell.query, &regroup, now).await?;
-    let Some((_, states)) = grouped.groups.into_iter().next() else {
-        return Err(ApiError::not_found(
-            "no_cell",
-            format!(
-                "view {:?} has no event of that key in the bucket starting {}",
-                view.name,
-                format_time(cell.query.from_ms)
-            ),
-        ));
-    };
+    let cell = Cell::parse(&view, &source, &params, now)?;
+    let (sources, storage) = (state.sources(), &state.0.storage);
+    let found = lineage::lineage(sources, storage, &view, &source.topic, &cell.query, now).await?;
     let value = view
         .metrics
         .iter()
-        .zip(states.iter())
+        .zip(found.states.iter())
         .map(|(metric, state)| (metric.name.clone(), state.finalize(&metric.expr)))
         .collect();
-    let provenance = grouped.provenance;
-    let batch = match (&provenance.batch, grouped.snapshot.manifest.clone()) {
-        (Some(batch), Some(manifest)) => {
-            let storage = Arc::clone(&inner.storage);
-            let (view, topic) = (Arc::clone(view), source.topic.clone());
-            let bucket = (cell.query.from_ms, cell.query.to_ms);
-            let layers = tokio::task::spawn_blocking(move || {
-                let archive = read_archive_manifests(storage.as_ref(), &topic)?;
-                Ok::<_, braid_store::Error>(layers(&manifest, &archive, &view, &topic, bucket))
-            })
-            .await
-            .map_err(|e| ApiError::internal(format!("reading the archive manifests: {e}")))?
-            .map_err(|error| {
-                tracing::error!(%error, "reading the archive manifests for a lineage");
-                ApiError::internal("reading the archive manifests failed; the server log says why")
-            })?;
-            Some(BatchLineage {
-                run_id: batch.run_id.clone(),
-                coverage: batch.coverage.clone(),
-                layers,
-            })
-        }
-        _ => None,
-    };
-    let coverage = provenance
-        .batch
-        .as_ref()
-        .map(|b| b.coverage.clone())
-        .unwrap_or_default();
-    let speed = provenance.speed.map(|speed| SpeedLineage {
-        ranges: speed
-            .positions
-            .into_iter()
-            .filter_map(|(partition, position)| {
-                let from = coverage.get(&partition).copied().unwrap_or(0);
-                (position > from).then_some(SpeedRange {
-                    partition,
-                    from,
-                    to: position,
-                })
-            })
-            .collect(),
-    });
     Ok(Json(Lineage {
         view: view.name.clone(),
         bucket: format_time(cell.query.from_ms),
         key: cell.key,
         value,
-        batch,
-        speed,
+        batch: found.batch,
+        speed: found.speed,
     }))
 }
 
@@ -244,68 +135,4 @@ impl Cell {
             key,
         })
     }
-}
-
-/// The view's layers in `manifest`, each with the archive files of `topic` holding events of
-/// the bucket `[from, to)` in the layer's offset ranges.
-fn layers(
-    manifest: &SnapshotManifest,
-    archive: &[PartitionManifest],
-    view: &ViewDef,
-    topic: &str,
-    (bucket_from, bucket_to): (i64, i64),
-) -> Vec<LayerLineage> {
-    let Some(snapshot) = manifest.views.get(&view.name) else {
-        return Vec::new();
-    };
-    let of_topic = |coverage: &braid_shared::Coverage| -> BTreeMap<String, i64> {
-        coverage
-            .0
-            .iter()
-            .filter(|(tp, _)| tp.topic == topic)
-            .map(|(tp, offset)| (tp.to_string(), *offset))
-            .collect()
-    };
-    snapshot
-        .layers
-        .iter()
-        .map(|layer| {
-            let mut files = Vec::new();
-            for partition in archive {
-                let tp = TopicPartition::new(topic, partition.partition);
-                let (from, to) = (layer.from.of(&tp), layer.to.of(&tp));
-                for entry in &partition.entries {
-                    let (lo, hi) = (entry.from.max(from), entry.to.min(to));
-                    if lo >= hi {
-                        continue;
-                    }
-                    let holds_bucket = |file: &&braid_store::manifest::ArchiveFile| {
-                        file.kind == FileKind::Events
-                            && file.source == view.source
-                            && file
-                                .time_range_ms
-                                .is_none_or(|(min, max)| min < bucket_to && max >= bucket_from)
-                    };
-                    files.extend(
-                        entry
-                            .files
-                            .iter()
-                            .filter(holds_bucket)
-                            .map(|file| FileLineage {
-                                path: file.path.clone(),
-                                partition: tp.to_string(),
-                                from: lo,
-                                to: hi,
-                            }),
-                    );
-                }
-            }
-            LayerLineage {
-                run_id: layer.run_id.clone(),
-                from: of_topic(&layer.from),
-                to: of_topic(&layer.to),
-                files,
-            }
-        })
-        .collect()
 }

@@ -59,29 +59,6 @@ use crate::state::AppState;
 )]
 pub struct ApiDoc;
 
-/// A view named in a path, and its source; 404 naming it when there is no such view.
-fn view_and_source<'a>(
-    config: &'a braid_shared::Config,
-    name: &str,
-) -> Result<
-    (
-        &'a std::sync::Arc<braid_shared::ViewDef>,
-        &'a std::sync::Arc<braid_shared::SourceDef>,
-    ),
-    ApiError,
-> {
-    let view = config.view(name).ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_view",
-            format!("no view {:?}", crate::error::abbreviate(name)),
-        )
-    })?;
-    let source = config
-        .source(&view.source)
-        .ok_or_else(|| ApiError::internal(format!("view {name:?} has no source")))?;
-    Ok((view, source))
-}
-
 /// Declares the optional bearer key.
 struct BearerAuth;
 

@@ -110,7 +110,7 @@ pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
         .ok_or_else(|| {
             ApiError::not_found(
                 "unknown_asset",
-                format!("no asset {:?}", crate::error::abbreviate(&name)),
+                format!("no asset {:?}", braid_shared::text::abbreviate(&name)),
             )
         })?;
     Ok((

@@ -4,16 +4,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
+use braid_merge::rejections::{self, ListedRejection};
 use braid_shared::RejectReason;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::batch::ListParams;
-use crate::error::abbreviate;
+use braid_shared::text::abbreviate;
+
 use crate::error::{ApiError, ErrorBody};
-use crate::query::{Cursor, Params};
-use crate::rejections::ListedRejection;
+use crate::extract::SourceRequest;
+use crate::query::Cursor;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,77 +128,57 @@ pub struct RejectedList {
     responses((status = 200, body = RejectedList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn rejected(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
+    SourceRequest { source, params }: SourceRequest,
 ) -> Result<Json<RejectedList>, ApiError> {
-    let params = Params::parse(raw.as_deref())?;
     params.only(&["limit", "reason", "cursor"])?;
-    let config = &state.0.config;
-    let limit = params.limit(100, config.serve.max_rows.max(1))?;
-    let source = config.source(&name).ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_source",
-            format!("no source {:?}", abbreviate(&name)),
-        )
-    })?;
-    let reason = params
-        .get("reason")
-        .map(|code| {
-            RejectReason::CODES
-                .contains(&code)
-                .then_some(code)
-                .ok_or_else(|| {
-                    ApiError::parameter(
-                        "reason",
-                        format!(
-                            "{:?} is not a reason code; one of {}",
-                            abbreviate(code),
-                            RejectReason::CODES.join(", ")
-                        ),
-                    )
-                })
-        })
-        .transpose()?;
+    let limit = params.limit(100, state.0.config.serve.max_rows.max(1))?;
+    let reason = params.get("reason").map(reason_code).transpose()?;
     let after = params
         .get("cursor")
         .map(|c| Cursor::decode(REJECTED_CURSOR, c))
-        .transpose()?;
+        .transpose()?
+        .map(|c| (c.partition, c.offset));
     let storage = Arc::clone(&state.0.storage);
-    let (topic, source_name) = (source.topic.clone(), name.clone());
-    let merged = tokio::task::spawn_blocking(move || {
-        crate::rejections::merged(storage.as_ref(), &topic, &source_name)
+    let (topic, name) = (source.topic.clone(), source.name.clone());
+    let reason = reason.map(str::to_owned);
+    let page = tokio::task::spawn_blocking(move || {
+        let of = (topic.as_str(), name.as_str());
+        rejections::page(storage.as_ref(), of, reason.as_deref(), after, limit)
     })
     .await
     .map_err(|e| ApiError::internal(format!("reading rejected events: {e}")))?
     .map_err(|error| {
-        tracing::error!(%error, source = %name, "reading rejected events");
+        tracing::error!(%error, source = %source.name, "reading rejected events");
         ApiError::internal("reading rejected events failed; the server log says why")
     })?;
-    let merged: BTreeMap<(i32, i64), ListedRejection> = merged
-        .into_iter()
-        .filter(|(_, listed)| reason.is_none_or(|code| listed.record.reason.code() == code))
-        .collect();
-    let total = merged.len();
-    let start = match after {
-        Some(c) => std::ops::Bound::Excluded((c.partition, c.offset)),
-        None => std::ops::Bound::Unbounded,
-    };
-    let mut page = merged.range((start, std::ops::Bound::Unbounded));
-    let events: Vec<ListedRejection> = page.by_ref().take(limit).map(|(_, l)| l.clone()).collect();
-    let next_cursor = match (page.next(), events.last()) {
-        (Some(_), Some(last)) => Some(
-            Cursor {
-                partition: last.record.partition,
-                offset: last.record.offset,
-            }
-            .encode(REJECTED_CURSOR),
-        ),
+    let next_cursor = match (page.more, page.events.last()) {
+        (true, Some(last)) => {
+            let (partition, offset) = (last.record.partition, last.record.offset);
+            Some(Cursor { partition, offset }.encode(REJECTED_CURSOR))
+        }
         _ => None,
     };
     Ok(Json(RejectedList {
-        source: name,
-        total,
-        events,
+        source: source.name.clone(),
+        total: page.total,
+        events: page.events,
         next_cursor,
     }))
+}
+
+/// A rejection reason code; a 400 naming every code otherwise.
+fn reason_code(code: &str) -> Result<&str, ApiError> {
+    RejectReason::CODES
+        .contains(&code)
+        .then_some(code)
+        .ok_or_else(|| {
+            ApiError::parameter(
+                "reason",
+                format!(
+                    "{:?} is not a reason code; one of {}",
+                    abbreviate(code),
+                    RejectReason::CODES.join(", ")
+                ),
+            )
+        })
 }

@@ -1,18 +1,22 @@
 //! `GET /v1/trends/{view}`: the keys whose metric over the last window rises most above its
-//! baseline rate (SPEC.md section 4.1).
+//! baseline rate (`braid_merge::trends` finds them).
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
+use braid_merge::answer::Provenance;
+use braid_merge::trends::{self, TrendQuery};
 use braid_shared::config::{format_duration, parse_duration};
-use braid_shared::{CellQuery, MetricExpr};
+use braid_shared::text::format_time;
+use braid_shared::{MetricExpr, ViewDef};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody, abbreviate};
+use braid_shared::text::abbreviate;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ViewRequest;
 use crate::query::{Params, parse_time};
 use crate::state::{AppState, now_ms};
-use braid_merge::answer::{self, Provenance, Regroup};
-use braid_shared::time::format_time;
 
 /// Keys answered when `limit` is not given.
 const DEFAULT_LIMIT: usize = 10;
@@ -73,13 +77,50 @@ pub struct Trend {
     ))]
 pub async fn trends(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
+    request: ViewRequest,
 ) -> Result<Json<TrendAnswer>, ApiError> {
-    let inner = &state.0;
-    let config = &inner.config;
-    let (view, source) = super::view_and_source(config, &name)?;
-    let params = Params::parse(raw.as_deref())?;
+    let ViewRequest {
+        view,
+        source,
+        params,
+    } = request;
+    let now = now_ms();
+    let query = parse(&view, &params, now, state.0.config.serve.max_rows)?;
+    let found = trends::trends(state.sources(), &view, &source.topic, &query, now).await?;
+    let key = |values: Vec<braid_shared::Value>| {
+        let fields = view.group_by.iter().map(|f| f.name.clone());
+        fields
+            .zip(values.iter().map(braid_shared::Value::to_json))
+            .collect()
+    };
+    Ok(Json(TrendAnswer {
+        view: view.name.clone(),
+        metric: view.metrics[query.metric].name.clone(),
+        from: format_time(query.from_ms()),
+        at: format_time(query.at_ms),
+        baseline_from: format_time(query.baseline_from_ms()),
+        trends: found
+            .trends
+            .into_iter()
+            .map(|t| Trend {
+                key: key(t.key),
+                value: t.value,
+                baseline_rate: t.baseline_rate,
+                ratio: t.ratio,
+                z: t.z,
+            })
+            .collect(),
+        provenance: found.provenance,
+    }))
+}
+
+/// The request's metric (a count or sum of the view), spans, end, limit and minimum baseline.
+fn parse(
+    view: &ViewDef,
+    params: &Params,
+    now: i64,
+    max_rows: usize,
+) -> Result<TrendQuery, ApiError> {
     params.only(&[
         "metric",
         "window",
@@ -114,14 +155,12 @@ pub async fn trends(
             format!("{metric_name:?} is {expr}; trends are for count and sum metrics only"),
         ));
     }
-    let window = span(&params, "window", view.granularity_ms)?;
-    let baseline = span(&params, "baseline", view.granularity_ms)?;
-    let now = now_ms();
-    let at = match params.get("at") {
+    let window_ms = span(params, "window", view.granularity_ms)?;
+    let baseline_ms = span(params, "baseline", view.granularity_ms)?;
+    let at_ms = match params.get("at") {
         None => now,
         Some(text) => parse_time("at", Some(text), now)?,
     };
-    let limit = params.limit(DEFAULT_LIMIT, config.serve.max_rows)?;
     let min_baseline = match params.get("min_baseline") {
         None => 0.0,
         Some(text) => text
@@ -136,75 +175,24 @@ pub async fn trends(
                 )
             })?,
     };
-    let bad_range =
-        || ApiError::parameter("at", "the window and baseline reach outside the time range");
-    let from = at.checked_sub(window).ok_or_else(bad_range)?;
-    let baseline_from = from.checked_sub(baseline).ok_or_else(bad_range)?;
-
-    let sources = state.sources();
-    let keep: Vec<usize> = (0..view.group_by.len()).collect();
-    let grouped = answer::grouped(
-        sources,
-        view,
-        &source.topic,
-        &CellQuery {
-            from_ms: baseline_from,
-            to_ms: at,
-            filters: Vec::new(),
-        },
-        // Buckets of the granularity, so the window and the baseline can be told apart.
-        &Regroup {
-            from_ms: baseline_from,
-            step_ms: Some(view.granularity_ms),
-            group_by: keep,
-        },
-        now,
-    )
-    .await?;
-    // Per key: (metric over the window, metric over the baseline).
-    let mut totals: std::collections::BTreeMap<&[braid_shared::Value], (f64, f64)> =
-        std::collections::BTreeMap::new();
-    for ((bucket, key), states) in &grouped.groups {
-        let value = states[metric].finalize(expr).as_f64().unwrap_or(0.0);
-        let entry = totals.entry(key.as_slice()).or_default();
-        if *bucket >= from {
-            entry.0 += value;
-        } else {
-            entry.1 += value;
-        }
+    if at_ms
+        .checked_sub(window_ms)
+        .and_then(|from| from.checked_sub(baseline_ms))
+        .is_none()
+    {
+        return Err(ApiError::parameter(
+            "at",
+            "the window and baseline reach outside the time range",
+        ));
     }
-    let scale = window as f64 / baseline as f64;
-    let mut trends: Vec<Trend> = totals
-        .into_iter()
-        .map(|(key, (value, base))| {
-            let baseline_rate = base * scale;
-            Trend {
-                key: view
-                    .group_by
-                    .iter()
-                    .zip(key)
-                    .map(|(field, v)| (field.name.clone(), v.to_json()))
-                    .collect(),
-                value,
-                baseline_rate,
-                ratio: value / baseline_rate.max(1.0),
-                z: (value - baseline_rate) / (baseline_rate + 1.0).sqrt(),
-            }
-        })
-        .filter(|t| t.baseline_rate >= min_baseline)
-        .collect();
-    // Highest z first; ties keep the key order.
-    trends.sort_by(|a, b| b.z.total_cmp(&a.z));
-    trends.truncate(limit);
-    Ok(Json(TrendAnswer {
-        view: view.name.clone(),
-        metric: metric_name.to_owned(),
-        from: format_time(from),
-        at: format_time(at),
-        baseline_from: format_time(baseline_from),
-        trends,
-        provenance: grouped.provenance,
-    }))
+    Ok(TrendQuery {
+        metric,
+        window_ms,
+        baseline_ms,
+        at_ms,
+        limit: params.limit(DEFAULT_LIMIT, max_rows)?,
+        min_baseline,
+    })
 }
 
 /// A duration parameter that is a whole number of the view's buckets.

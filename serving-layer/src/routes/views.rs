@@ -3,16 +3,17 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
+use braid_merge::answer::{self, Provenance};
 use braid_shared::config::format_duration;
+use braid_shared::text::format_time;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::query::{self, Params};
+use crate::extract::ViewRequest;
+use crate::query;
 use crate::state::{AppState, now_ms};
-use braid_merge::answer::{self, Provenance};
-use braid_shared::time::format_time;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ViewList {
@@ -102,45 +103,58 @@ pub async fn list_views(State(state): State<AppState>) -> Json<ViewList> {
         .iter()
         .map(|view| {
             let topic = topic_of(&inner.config, &view.source);
-            let batch = snapshot.pointer.as_ref().map(|p| BatchFreshness {
-                run_id: p.run_id.clone(),
-                coverage: p
-                    .coverage
-                    .0
-                    .iter()
-                    .filter(|(tp, _)| tp.topic == topic)
-                    .map(|(tp, o)| (tp.to_string(), *o))
-                    .collect(),
-                finished_at: p.finished_at.clone(),
-                age_ms: chrono::DateTime::parse_from_rfc3339(&p.finished_at)
-                    .ok()
-                    .map(|t| now - t.timestamp_millis()),
-            });
-            let speed = status.as_ref().map(|status| {
-                status
-                    .iter()
-                    .filter(|(tp, _)| tp.topic == topic)
-                    .map(|(tp, s)| (tp.to_string(), *s))
-                    .collect()
-            });
-            ViewInfo {
-                name: view.name.clone(),
-                source: view.source.clone(),
-                topic,
-                group_by: view.group_by.iter().map(|f| f.name.clone()).collect(),
-                granularity: format_duration(std::time::Duration::from_millis(
-                    view.granularity_ms.unsigned_abs(),
-                )),
-                metrics: view
-                    .metrics
-                    .iter()
-                    .map(|m| (m.name.clone(), m.expr.to_string()))
-                    .collect(),
-                freshness: Freshness { batch, speed },
-            }
+            ViewInfo::of(view, topic, &snapshot, status.as_ref(), now)
         })
         .collect();
     Json(ViewList { views })
+}
+
+impl ViewInfo {
+    /// `view` (on `topic`) and how fresh the snapshot and the speed layer's `status` are.
+    fn of(
+        view: &braid_shared::ViewDef,
+        topic: String,
+        snapshot: &braid_merge::Snapshot,
+        status: Option<&BTreeMap<braid_shared::TopicPartition, braid_shared::PartitionStatus>>,
+        now: i64,
+    ) -> Self {
+        let batch = snapshot.pointer.as_ref().map(|p| BatchFreshness {
+            run_id: p.run_id.clone(),
+            coverage: p
+                .coverage
+                .0
+                .iter()
+                .filter(|(tp, _)| tp.topic == topic)
+                .map(|(tp, o)| (tp.to_string(), *o))
+                .collect(),
+            finished_at: p.finished_at.clone(),
+            age_ms: chrono::DateTime::parse_from_rfc3339(&p.finished_at)
+                .ok()
+                .map(|t| now - t.timestamp_millis()),
+        });
+        let speed = status.map(|status| {
+            status
+                .iter()
+                .filter(|(tp, _)| tp.topic == topic)
+                .map(|(tp, s)| (tp.to_string(), *s))
+                .collect()
+        });
+        Self {
+            name: view.name.clone(),
+            source: view.source.clone(),
+            topic,
+            group_by: view.group_by.iter().map(|f| f.name.clone()).collect(),
+            granularity: format_duration(std::time::Duration::from_millis(
+                view.granularity_ms.unsigned_abs(),
+            )),
+            metrics: view
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.expr.to_string()))
+                .collect(),
+            freshness: Freshness { batch, speed },
+        }
+    }
 }
 
 fn topic_of(config: &braid_shared::Config, source: &str) -> String {
@@ -162,31 +176,24 @@ fn topic_of(config: &braid_shared::Config, source: &str) -> String {
     ))]
 pub async fn get_view(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
+    request: ViewRequest,
 ) -> Result<Json<ViewAnswer>, ApiError> {
-    let inner = &state.0;
-    let config = &inner.config;
-    let (view, source) = super::view_and_source(config, &name)?;
-    let params = Params::parse(raw.as_deref())?;
+    let ViewRequest {
+        view,
+        source,
+        params,
+    } = request;
+    let max_rows = state.0.config.serve.max_rows;
     let now = now_ms();
-    let query = query::parse(view, source, params.pairs(), now, config.serve.max_rows)?;
+    let query = query::parse(&view, &source, params.pairs(), now, max_rows)?;
     let merged = match params.get("as_of") {
         Some(text) => {
-            let offsets = super::as_of::parse(source, text)?;
-            super::as_of::rows(&state, view, source, &query, offsets).await?
+            let offsets = super::as_of::parse(&source, text)?;
+            super::as_of::rows(&state, &view, &source, &query, offsets).await?
         }
         None => {
             let sources = state.sources();
-            answer::rows(
-                sources,
-                view,
-                &source.topic,
-                &query,
-                config.serve.max_rows,
-                now,
-            )
-            .await?
+            answer::rows(sources, &view, &source.topic, &query, max_rows, now).await?
         }
     };
     Ok(Json(ViewAnswer {

@@ -11,7 +11,7 @@ use braid_store::Storage;
 use braid_store::manifest::{FileKind, read_archive_manifests};
 
 use super::{Column, Kind, SqlError, Table};
-use crate::rejections::ListedRejection;
+use braid_merge::rejections::ListedRejection;
 
 /// The named tables' data.
 pub async fn gather(
@@ -58,7 +58,7 @@ pub async fn gather(
             let storage = Arc::clone(storage);
             let (topic, name) = (source.topic.clone(), source.name.clone());
             let merged = tokio::task::spawn_blocking(move || {
-                crate::rejections::merged(storage.as_ref(), &topic, &name)
+                braid_merge::rejections::merged(storage.as_ref(), &topic, &name)
             })
             .await
             .map_err(|e| SqlError::Internal(format!("reading rejected events: {e}")))?

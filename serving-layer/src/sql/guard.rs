@@ -63,7 +63,7 @@ pub fn check(serialized: &str, known: &BTreeSet<String>) -> Result<BTreeSet<Stri
             let listed: Vec<&str> = known.iter().map(String::as_str).collect();
             return Err(Refused(format!(
                 "no table {:?}; the tables are: {}",
-                crate::error::abbreviate(table),
+                braid_shared::text::abbreviate(table),
                 listed.join(", ")
             )));
         }

@@ -4,31 +4,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Value;
-
-/// Compares two numeric values exactly where both are integers, by value otherwise; ties
-/// between an integer and an equal float order the integer first so choices are deterministic.
-pub fn compare_numbers(a: &Value, b: &Value) -> Ordering {
-    match (a, b) {
-        (Value::Int(x), Value::Int(y)) => x.cmp(y),
-        (Value::Float(x), Value::Float(y)) => x.total_cmp(y),
-        (Value::Int(x), Value::Float(y)) => compare_int_float(*x, *y),
-        (Value::Float(x), Value::Int(y)) => compare_int_float(*y, *x).reverse(),
-        _ => Ordering::Equal,
-    }
-}
-
-fn compare_int_float(i: i64, f: f64) -> Ordering {
-    match (i as f64).total_cmp(&f) {
-        Ordering::Equal => {
-            // Both round to the same float: compare exactly through i128 (f is integral here,
-            // as every float that an i64 rounds to is), and put the integer first on a tie.
-            let fi = f as i128;
-            (i as i128).cmp(&fi).then(Ordering::Less)
-        }
-        other => other,
-    }
-}
+use crate::event::{Value, compare_numbers};
 
 /// A sum. Integers add exactly (while the integer part stays within `i64`; beyond, it spills
 /// into the float part); floats add with Neumaier compensation, so any order of additions and

@@ -13,8 +13,9 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::event::compare_numbers;
 pub use ddsketch::{DdSketch, RELATIVE_ACCURACY as QUANTILE_RELATIVE_ACCURACY};
-pub use exact::{AvgState, Extreme, SumState, compare_numbers};
+pub use exact::{AvgState, Extreme, SumState};
 pub use hll::{Hll, STANDARD_ERROR as DISTINCT_STANDARD_ERROR};
 pub use topk::{HeavyHitter, TopK};
 

@@ -1,9 +1,8 @@
-//! Configuration (SPEC.md section 3): typed serde, layered defaults -> TOML file -> `BRAID__*`
+//! Configuration (docs/configuration.md lists every key): typed serde, layered defaults -> TOML file -> `BRAID__*`
 //! environment, then validated into resolved [`SourceDef`]s and [`ViewDef`]s.
 //!
-//! `duration`: human durations; `validate`: resolution of sources, views and metric types.
+//! `validate`: resolution of sources, views and metric types.
 
-mod duration;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -17,7 +16,8 @@ use figment::value::{Dict, Map};
 use figment::{Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
-pub use duration::{Interval, format_duration, parse_duration};
+pub use crate::duration::{Interval, format_duration, parse_duration};
+pub use crate::view::{FieldType, Format};
 
 use crate::error::{Error, Result};
 use crate::view::{SourceDef, ViewDef};
@@ -185,6 +185,19 @@ pub struct StorageConfig {
     pub dir: PathBuf,
     /// `s3://bucket[/prefix]`: object storage holds everything instead of `dir`.
     pub url: Option<String>,
+}
+
+/// A speed peer as `host:port`, from `host:port` or `http://host:port` (a trailing `/` allowed);
+/// `None` when it is neither, or its port is 0.
+pub fn peer_address(peer: &str) -> Option<String> {
+    let address = peer.strip_prefix("http://").unwrap_or(peer);
+    let address = address.strip_suffix('/').unwrap_or(address);
+    let (host, port) = address.rsplit_once(':')?;
+    let valid = !host.is_empty()
+        && !host.contains('/')
+        && !address.chars().any(char::is_control)
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    valid.then(|| address.to_owned())
 }
 
 /// `s3://bucket[/prefix]` -> (bucket, prefix without surrounding slashes); an error naming
@@ -356,25 +369,6 @@ impl<'de> Deserialize<'de> for Period {
         }
         Ok(Self(duration))
     }
-}
-
-/// The wire format of a source's messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    Json,
-}
-
-/// A declared field type in `[source.fields]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FieldType {
-    String,
-    Int,
-    #[serde(alias = "number")]
-    Float,
-    Bool,
 }
 
 /// Default limit on one message's size.

@@ -103,11 +103,18 @@ pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
             }
         }
     };
+    let mut serve = file.serve;
+    // Every peer as host:port, whichever form the file gave.
+    serve.speed_peers = serve
+        .speed_peers
+        .iter()
+        .filter_map(|peer| crate::config::peer_address(peer))
+        .collect();
     Ok(Config {
         kafka: file.kafka,
         storage: file.storage,
         batch: file.batch,
-        serve: file.serve,
+        serve,
         speed: file.speed,
         sources,
         views,
@@ -259,16 +266,11 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
         );
     }
     for (i, peer) in serve.speed_peers.iter().enumerate() {
-        let port = peer.rsplit_once(':').and_then(|(host, port)| {
-            (!host.is_empty() && !host.contains('/'))
-                .then(|| port.parse::<u16>().ok())
-                .flatten()
-        });
-        if port.is_none_or(|p| p == 0) {
+        if crate::config::peer_address(peer).is_none() {
             issues.push(
                 format!("serve.speed_peers[{i}]"),
                 format!(
-                    "{:?} is not host:port (a speed instance's speed.listen)",
+                    "{:?} is not host:port or http://host:port (a speed instance's speed.listen)",
                     shortened(peer)
                 ),
             );

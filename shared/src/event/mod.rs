@@ -5,6 +5,7 @@
 
 mod decode;
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -132,7 +133,7 @@ impl Ord for Value {
             (Self::Int(a), Self::Int(b)) => a.cmp(b),
             (Self::Str(a), Self::Str(b)) => a.cmp(b),
             (a @ (Self::Int(_) | Self::Float(_)), b @ (Self::Int(_) | Self::Float(_))) => {
-                crate::aggregate::compare_numbers(a, b)
+                compare_numbers(a, b)
             }
             (a, b) => rank(a).cmp(&rank(b)).then(Ordering::Equal),
         }
@@ -213,5 +214,29 @@ impl RejectReason {
             Self::WrongType { .. } => "wrong_type",
             Self::DuplicateField { .. } => "duplicate_field",
         }
+    }
+}
+
+/// Compares two numeric values exactly where both are integers, by value otherwise; ties
+/// between an integer and an equal float order the integer first so choices are deterministic.
+pub fn compare_numbers(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::Float(x), Value::Float(y)) => x.total_cmp(y),
+        (Value::Int(x), Value::Float(y)) => compare_int_float(*x, *y),
+        (Value::Float(x), Value::Int(y)) => compare_int_float(*y, *x).reverse(),
+        _ => Ordering::Equal,
+    }
+}
+
+fn compare_int_float(i: i64, f: f64) -> Ordering {
+    match (i as f64).total_cmp(&f) {
+        Ordering::Equal => {
+            // Both round to the same float: compare exactly through i128 (f is integral here,
+            // as every float that an i64 rounds to is), and put the integer first on a tie.
+            let fi = f as i128;
+            (i as i128).cmp(&fi).then(Ordering::Less)
+        }
+        other => other,
     }
 }

@@ -1,4 +1,4 @@
-//! Fraud scoring (SPEC.md section 3, `[fraud]`): features (one metric of one view for the scored
+//! Fraud scoring (`[fraud]`, docs/fraud.md): features (one metric of one view for the scored
 //! event's key, over a window of event time ending at the event), rules over them, and the score
 //! `1 - Π(1 - weight)` over the rules that fired.
 //!
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::parse_duration;
+use crate::duration::{format_duration, parse_duration};
 use crate::error::ConfigIssue;
 use crate::event::Event;
 use crate::metric::MetricExpr;
@@ -384,9 +384,7 @@ pub(crate) fn resolve(
                     } else {
                         "not a multiple of"
                     },
-                    crate::config::format_duration(std::time::Duration::from_millis(
-                        granularity.unsigned_abs()
-                    )),
+                    format_duration(std::time::Duration::from_millis(granularity.unsigned_abs())),
                     view.name
                 ),
             );

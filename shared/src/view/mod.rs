@@ -6,9 +6,8 @@
 mod bucket;
 mod state;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{FieldType, Format};
 use crate::metric::MetricExpr;
 
 pub use state::{CellKey, GroupKey, PointKey, Row, ViewState};
@@ -135,4 +134,23 @@ impl ViewDef {
         }
         xxhash_rust::xxh3::xxh3_64(canonical.as_bytes())
     }
+}
+
+/// The wire format of a source's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+}
+
+/// A declared field type in `[source.fields]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    String,
+    Int,
+    #[serde(alias = "number")]
+    Float,
+    Bool,
 }

@@ -1,6 +1,6 @@
 //! Rejected events of a source from every layer, each once: the speed layer's log and the
 //! archive's rejected files, merged by (partition, offset). `GET /v1/rejected/{source}` pages
-//! them; `rejected_<source>` in SQL is the same list.
+//! them ([`page`]); `rejected_<source>` in SQL is the same list ([`merged`]).
 
 use std::collections::BTreeMap;
 
@@ -48,4 +48,40 @@ pub fn merged(
         }
     }
     Ok(merged)
+}
+
+/// One page of a source's rejections.
+pub struct RejectionPage {
+    /// Rejections of the source (of the reason asked) in every layer, each once.
+    pub total: usize,
+    /// At most the limit, ordered by (partition, offset), after the position asked.
+    pub events: Vec<ListedRejection>,
+    /// Whether more follow the page.
+    pub more: bool,
+}
+
+/// The rejections of `source` (on `topic`) of `reason` (any without), after the (partition,
+/// offset) `after`, at most `limit`.
+pub fn page(
+    storage: &dyn Storage,
+    (topic, source): (&str, &str),
+    reason: Option<&str>,
+    after: Option<(i32, i64)>,
+    limit: usize,
+) -> braid_columnar::Result<RejectionPage> {
+    let merged: BTreeMap<(i32, i64), ListedRejection> = merged(storage, topic, source)?
+        .into_iter()
+        .filter(|(_, listed)| reason.is_none_or(|code| listed.record.reason.code() == code))
+        .collect();
+    let start = match after {
+        Some(position) => std::ops::Bound::Excluded(position),
+        None => std::ops::Bound::Unbounded,
+    };
+    let mut rest = merged.range((start, std::ops::Bound::Unbounded));
+    let events: Vec<ListedRejection> = rest.by_ref().take(limit).map(|(_, l)| l.clone()).collect();
+    Ok(RejectionPage {
+        total: merged.len(),
+        more: rest.next().is_some(),
+        events,
+    })
 }
