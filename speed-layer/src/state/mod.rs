@@ -1,21 +1,22 @@
 //! Speed state: per partition, per offset segment, one [`ViewState`] per view of the topic.
 //! Segments let a published batch coverage drop exactly the events it includes.
+//!
+//! - `apply`: the writer side, the consumer thread decoding, scoring and applying messages.
+//! - `read`: the reader side, [`SpeedHandle`], the serving layer's [`braid_shared::SpeedReader`].
+
+mod apply;
+mod read;
+
+pub(crate) use apply::list_due_rejections;
+pub use read::SpeedHandle;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use braid_shared::RejectedRecord;
-use braid_shared::aggregate::MetricState;
-use braid_shared::coverage::SpeedCells;
-use braid_shared::view::PointKey;
-use braid_shared::{
-    CellQuery, Coverage, Event, PartitionCells, PartitionStatus, SpeedPositions, SpeedReader,
-    TopicPartition, ViewState,
-};
-
-use crate::metrics;
 use braid_shared::plan::{Plan, TopicPlan};
+use braid_shared::{Coverage, Event, PartitionStatus, TopicPartition, ViewState};
+
 use braid_store::rejected::RejectedLog;
 use braid_store::{Storage, Version};
 
@@ -24,10 +25,6 @@ pub(crate) struct Message<'a> {
     pub offset: i64,
     pub payload: &'a [u8],
 }
-
-/// Events decoded, then applied under one hold of a segment's write lock: bounds how long a
-/// reader waits, and how many decoded events a partition keeps for reuse.
-const APPLY_CHUNK: usize = 512;
 
 /// The views' state over one range of `segment_size` offsets.
 pub(crate) struct Segment {
@@ -118,135 +115,6 @@ impl PartitionState {
 
     pub fn pending(&self) -> u64 {
         self.writer.lock().map(|w| w.pending).unwrap_or(0)
-    }
-
-    /// Applies consecutive messages of this partition. Messages below `next_offset` (redelivered)
-    /// are skipped; messages below `floor` (covered by the batch layer while this partition was
-    /// behind it) are only checked for rejections, so every malformed message is listed even
-    /// when a snapshot overtakes the speed layer. Returns events applied.
-    pub fn apply(
-        &self,
-        plan: &TopicPlan,
-        messages: &[Message<'_>],
-        segment_size: i64,
-        now_ms: i64,
-        scoring: Option<(&Scoring, &dyn SpeedReader)>,
-    ) -> crate::Result<u64> {
-        let Progress { next_offset, floor } = self.progress();
-        let unread: Vec<&Message<'_>> = messages
-            .iter()
-            .filter(|m| m.offset >= next_offset)
-            .collect();
-        let Some(last) = unread.last() else {
-            return Ok(0);
-        };
-        let (covered, fresh): (Vec<&Message<'_>>, Vec<&Message<'_>>) =
-            unread.iter().partition(|m| m.offset < floor);
-        let mut writer = self.writer.lock().map_err(|_| poisoned(&self.tp))?;
-        let mut pool = std::mem::take(&mut writer.events);
-        if pool.is_empty() {
-            pool.push(Event::default());
-        }
-        let scratch = &mut pool[0];
-        for message in &covered {
-            for source in &plan.sources {
-                if let Err(reason) = source.speed_decoder.decode_into(message.payload, scratch) {
-                    self.reject(&mut writer, source.name(), message, reason, now_ms);
-                }
-            }
-        }
-        let mut applied = 0;
-        let mut offsets: Vec<i64> = Vec::with_capacity(fresh.len().min(APPLY_CHUNK));
-        let single_source = plan.sources.len() == 1;
-        for run in fresh.chunk_by(|a, b| a.offset / segment_size == b.offset / segment_size) {
-            let segment = self.segment(run[0].offset / segment_size, plan)?;
-            let run_end = run[run.len() - 1].offset + 1;
-            // Decoded, scored and applied a chunk at a time: the decoded events of a chunk
-            // are reused for the next.
-            for (source, chunk) in plan
-                .sources
-                .iter()
-                .flat_map(|source| run.chunks(APPLY_CHUNK).map(move |chunk| (source, chunk)))
-            {
-                offsets.clear();
-                let mut decoded = 0;
-                for message in chunk {
-                    if decoded == pool.len() {
-                        pool.push(Event::default());
-                    }
-                    match source
-                        .speed_decoder
-                        .decode_into(message.payload, &mut pool[decoded])
-                    {
-                        Ok(()) => {
-                            decoded += 1;
-                            offsets.push(message.offset);
-                        }
-                        Err(reason) => {
-                            self.reject(&mut writer, source.name(), message, reason, now_ms);
-                        }
-                    }
-                }
-                let events = &pool[..decoded];
-                if let Some((scoring, speed)) = scoring.filter(|(s, _)| s.source == source.name()) {
-                    // Scored before they are applied: each event as of itself.
-                    scoring
-                        .scorer
-                        .score(speed, &self.tp, &offsets, events)
-                        .map_err(|why| {
-                            crate::Error::Internal(format!("fraud scoring of {}: {why}", self.tp))
-                        })?;
-                }
-                metrics::consumed(source.name(), chunk.len() as u64);
-                metrics::applied(source.name(), events.len() as u64);
-                applied += events.len() as u64;
-                let mut segment = segment.write().map_err(|_| poisoned(&self.tp))?;
-                for &i in &source.views {
-                    segment.views[i].apply(events);
-                }
-                // A segment's offset promises that all its views hold everything below it:
-                // with several sources on the topic, that is true only once all have applied.
-                if let (true, Some(&offset)) = (single_source, offsets.last()) {
-                    segment.next_offset = segment.next_offset.max(offset + 1);
-                }
-            }
-            if let Ok(mut segment) = segment.write() {
-                segment.next_offset = segment.next_offset.max(run_end);
-            }
-        }
-        if let Ok(mut progress) = self.progress.write() {
-            progress.next_offset = last.offset + 1;
-        }
-        writer.events = pool;
-        writer.pending += unread.len() as u64;
-        // Rejections are listed within REJECTED_LISTED_WITHIN of their arrival, between
-        // checkpoints too: a chunk written past the last checkpoint is dropped on restore and
-        // written again by the replay.
-        writer.rejected.sync_if_due(REJECTED_LISTED_WITHIN)?;
-        Ok(applied)
-    }
-
-    /// Logs one malformed message of a source.
-    fn reject(
-        &self,
-        writer: &mut Writer,
-        source: &str,
-        message: &Message<'_>,
-        reason: braid_shared::RejectReason,
-        now_ms: i64,
-    ) {
-        metrics::rejected(source, reason.code());
-        tracing::debug!(topic = %self.tp.topic, partition = self.tp.partition, offset = message.offset, %reason, "rejected event");
-        writer.rejected.append(&RejectedRecord {
-            source: source.to_owned(),
-            topic: self.tp.topic.clone(),
-            partition: self.tp.partition,
-            offset: message.offset,
-            reason,
-            raw: RejectedRecord::bounded_raw(message.payload),
-            raw_bytes: message.payload.len(),
-            rejected_at_ms: now_ms,
-        });
     }
 
     /// The segment of index `index`, created empty if new.
@@ -364,20 +232,7 @@ impl PartitionState {
     }
 }
 
-/// How long a rejected event waits, at most about, before `/v1/rejected` lists it.
-pub(crate) const REJECTED_LISTED_WITHIN: std::time::Duration =
-    std::time::Duration::from_millis(100);
-
-/// Writes the rejections of every partition that have waited long enough.
-pub(crate) fn list_due_rejections(shared: &Shared) -> crate::Result<()> {
-    for (tp, state) in shared.assigned() {
-        let mut writer = state.writer.lock().map_err(|_| poisoned(&tp))?;
-        writer.rejected.sync_if_due(REJECTED_LISTED_WITHIN)?;
-    }
-    Ok(())
-}
-
-fn poisoned(tp: &TopicPartition) -> crate::Error {
+pub(crate) fn poisoned(tp: &TopicPartition) -> crate::Error {
     crate::Error::Internal(format!("state of {tp} is unusable after a panic"))
 }
 
@@ -418,181 +273,12 @@ impl Shared {
     }
 }
 
-/// A cheap, cloneable handle for reading the speed layer's views.
-#[derive(Clone)]
-pub struct SpeedHandle {
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl SpeedHandle {
-    /// Per assigned partition, the next offset to apply.
-    pub fn positions(&self) -> BTreeMap<TopicPartition, i64> {
-        self.shared
-            .assigned()
-            .into_iter()
-            .map(|(tp, state)| (tp, state.progress().position()))
-            .collect()
-    }
-
-    /// Messages not yet applied per assigned partition, as of the last broker statistics.
-    pub fn lag(&self) -> BTreeMap<TopicPartition, i64> {
-        let assigned = self.positions();
-        self.shared
-            .lag
-            .read()
-            .map(|lag| {
-                lag.iter()
-                    .filter(|(tp, _)| assigned.contains_key(*tp))
-                    .map(|(k, v)| (k.clone(), *v))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The batch coverage the speed layer last acted on.
-    pub fn coverage(&self) -> Coverage {
-        self.shared
-            .coverage
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_default()
-    }
-}
-
-impl SpeedReader for SpeedHandle {
-    fn status(&self) -> BTreeMap<TopicPartition, PartitionStatus> {
-        let lag = self.lag();
-        self.shared
-            .assigned()
-            .into_iter()
-            .map(|(tp, state)| {
-                let last = state.last_message_ms.load(Ordering::Relaxed);
-                let status = PartitionStatus {
-                    position: state.progress().position(),
-                    lag_messages: lag.get(&tp).copied(),
-                    last_message_ms: (last > 0).then_some(last),
-                };
-                (tp, status)
-            })
-            .collect()
-    }
-
-    fn read(
-        &self,
-        view: &str,
-        query: &CellQuery,
-        coverage: &Coverage,
-    ) -> braid_shared::Result<SpeedCells> {
-        let mut parts = self.read_parts(view, query, coverage, false)?;
-        let partitions = parts.iter().map(|p| (p.tp.clone(), p.status)).collect();
-        let state = match parts.pop() {
-            Some(first) => first.state,
-            None => {
-                let (topic, index) = self.view_plan(view)?;
-                ViewState::new(Arc::clone(&topic.views[index]))
-            }
-        };
-        Ok(SpeedCells {
-            state,
-            partitions,
-            missing: Vec::new(),
-        })
-    }
-
-    fn read_each(
-        &self,
-        view: &str,
-        query: &CellQuery,
-        coverage: &Coverage,
-    ) -> braid_shared::Result<Vec<PartitionCells>> {
-        self.read_parts(view, query, coverage, true)
-    }
-
-    fn visit_point(
-        &self,
-        view: &str,
-        key: &PointKey,
-        (from_ms, to_ms): (i64, i64),
-        coverage: &Coverage,
-        statuses: bool,
-        visit: &mut dyn FnMut(i64, &[MetricState]) -> braid_shared::Result<()>,
-    ) -> braid_shared::Result<SpeedPositions> {
-        let shared = &self.shared;
-        let (topic, index) = self.view_plan(view)?;
-        coverage.check_aligned(u64::try_from(shared.segment_size).unwrap_or(1))?;
-        let mut positions = SpeedPositions::default();
-        // Under the read locks for the whole visit: no copy of the partitions held or the lag.
-        // A poisoned lock reads as nothing held, as `Shared::assigned` does.
-        let Ok(held) = shared.partitions.read() else {
-            return Ok(positions);
-        };
-        let lag = shared.lag.read().ok();
-        for (tp, partition) in held.iter().filter(|(tp, _)| tp.topic == topic.topic) {
-            let position = partition.visit_segments(tp, coverage, shared.segment_size, |s| {
-                s.views[index].visit_point(key, from_ms, to_ms, &mut *visit)
-            })?;
-            if statuses {
-                let lag = lag.as_ref().and_then(|lag| lag.get(tp).copied());
-                let status = partition.status(position, lag);
-                positions.partitions.insert(tp.clone(), status);
-            }
-        }
-        Ok(positions)
-    }
-}
-
-impl SpeedHandle {
-    fn view_plan(&self, view: &str) -> braid_shared::Result<(&TopicPlan, usize)> {
-        self.shared
-            .plan
-            .view(view)
-            .ok_or_else(|| braid_shared::Error::UnknownView(view.to_owned()))
-    }
-
-    /// The cells of `view` above `coverage` in every partition held: one state per partition
-    /// when `apart`, else all of them in the last partition's state (the others' left empty).
-    fn read_parts(
-        &self,
-        view: &str,
-        query: &CellQuery,
-        coverage: &Coverage,
-        apart: bool,
-    ) -> braid_shared::Result<Vec<PartitionCells>> {
-        let shared = &self.shared;
-        let (topic, index) = self.view_plan(view)?;
-        let size = u64::try_from(shared.segment_size).unwrap_or(1);
-        coverage.check_aligned(size)?;
-        let lag = self.lag();
-        let held = shared
-            .assigned()
-            .into_iter()
-            .filter(|(tp, _)| tp.topic == topic.topic);
-        let fresh = || ViewState::new(Arc::clone(&topic.views[index]));
-        let mut merged = fresh();
-        let mut parts: Vec<PartitionCells> = Vec::new();
-        for (tp, partition) in held {
-            let mut own = apart.then(fresh);
-            let into = own.as_mut().unwrap_or(&mut merged);
-            let position = partition.visit_segments(&tp, coverage, shared.segment_size, |s| {
-                into.merge_matching(&s.views[index], query)
-            })?;
-            parts.push(PartitionCells {
-                status: partition.status(position, lag.get(&tp).copied()),
-                tp,
-                state: own.unwrap_or_else(fresh),
-            });
-        }
-        if let (false, Some(last)) = (apart, parts.last_mut()) {
-            last.state = merged;
-        }
-        Ok(parts)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use braid_shared::Config;
+    use braid_shared::aggregate::MetricState;
+    use braid_shared::view::PointKey;
+    use braid_shared::{CellQuery, Config, SpeedReader};
     use braid_store::rejected::{Keep, read_rejected};
 
     fn shared(dir: &std::path::Path) -> (Config, Arc<Shared>) {
