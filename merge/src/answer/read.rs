@@ -35,22 +35,59 @@ impl Read {
     }
 }
 
+/// What one attempt over a snapshot gives: the result, or, when the speed layer has already
+/// moved past that snapshot (it dropped events its coverage needs), why.
+type Attempt<T> = Result<Result<T, String>, AnswerError>;
+
+/// The one policy of every read's retry after a snapshot swap: an attempt over the snapshot in
+/// use that finds the speed layer moved past it (it dropped events the coverage needs) loads
+/// the newer snapshot and tries again, [`ATTEMPTS`] times at most.
+struct Retry<'a> {
+    sources: Sources<'a>,
+    tried: usize,
+}
+
+impl<'a> Retry<'a> {
+    fn new(sources: Sources<'a>) -> Self {
+        Self { sources, tried: 1 }
+    }
+
+    /// After an attempt that met a dropped coverage (`dropped` says which): loads the newer
+    /// snapshot, or gives up when the attempts are spent.
+    async fn again(&mut self, dropped: String) -> Result<(), AnswerError> {
+        self.next(dropped)?;
+        self.sources.snapshot.refresh().await;
+        Ok(())
+    }
+
+    /// [`Retry::again`] on a thread outside any async runtime.
+    fn again_blocking(&mut self, dropped: String) -> Result<(), AnswerError> {
+        self.next(dropped)?;
+        self.sources.snapshot.refresh_blocking();
+        Ok(())
+    }
+
+    fn next(&mut self, dropped: String) -> Result<(), AnswerError> {
+        if self.tried >= ATTEMPTS {
+            return Err(AnswerError::SnapshotChanging(dropped));
+        }
+        crate::metrics::merge_retry();
+        self.tried += 1;
+        Ok(())
+    }
+}
+
 /// Reads the cells of `view` that `cells` selects, retrying after a snapshot swap.
 pub async fn read(
     sources: Sources<'_>,
     view: &Arc<ViewDef>,
     cells: &CellQuery,
 ) -> Result<Read, AnswerError> {
-    let mut attempt = 0;
+    let mut retry = Retry::new(sources);
     loop {
         let snapshot = sources.snapshot.current();
         match read_once(snapshot, sources, view, cells).await {
-            Err(AnswerError::SnapshotChanging(_)) if attempt + 1 < ATTEMPTS => {
-                // The speed layer moved to a newer snapshot than the one in hand: load it.
-                crate::metrics::merge_retry();
-                attempt += 1;
-                sources.snapshot.refresh().await;
-            }
+            Err(AnswerError::SnapshotChanging(dropped)) => retry.again(dropped).await?,
             other => return other,
         }
     }
@@ -185,17 +222,12 @@ pub fn fold_point_blocking<A>(
     start: impl Fn() -> A,
     mut fold: impl FnMut(&mut A, i64, &[MetricState]) -> braid_shared::Result<()>,
 ) -> Result<PointFold<A>, AnswerError> {
-    let mut attempt = 0;
+    let mut retry = Retry::new(sources);
     loop {
         let snapshot = sources.snapshot.current();
         match fold_point_once(snapshot, sources, point, None, &start, &mut fold)? {
             Ok(parts) => return Ok(parts.finish(point)),
-            Err(_) if attempt + 1 < ATTEMPTS => {
-                crate::metrics::merge_retry();
-                attempt += 1;
-                sources.snapshot.refresh_blocking();
-            }
-            Err(dropped) => return Err(AnswerError::SnapshotChanging(dropped)),
+            Err(dropped) => retry.again_blocking(dropped)?,
         }
     }
 }
@@ -211,7 +243,7 @@ fn fold_point_once<A>(
     gathered: Option<braid_shared::Result<SpeedCells>>,
     start: &impl Fn() -> A,
     fold: &mut impl FnMut(&mut A, i64, &[MetricState]) -> braid_shared::Result<()>,
-) -> Result<Result<PointParts<A>, String>, AnswerError> {
+) -> Attempt<PointParts<A>> {
     let PointQuery {
         view,
         topic,
