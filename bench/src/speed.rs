@@ -38,7 +38,7 @@ pub struct Report {
     /// events/s: the ceiling of the end-to-end run.
     pub raw_consume_events_per_sec: f64,
     /// Stream processors over the same topic: name and events/s, or why it did not run.
-    pub stream_peers: Vec<(String, std::result::Result<f64, String>)>,
+    pub stream_peers: Vec<StreamPeer>,
     /// Resident memory per live cell of a view of `count` and `sum`, bytes.
     pub bytes_per_count_sum_cell: f64,
     /// Resident memory per live cell across the config's views after the in-process run, bytes.
@@ -490,7 +490,8 @@ fn speed_layer_rate(
     consume_rate(layer, &cancel, broker.partitions, n)
 }
 
-type StreamPeer = (String, std::result::Result<f64, String>);
+/// A stream processor's name and its events/s, or why it did not run.
+pub type StreamPeer = (String, std::result::Result<f64, braid_shared::Invalid>);
 
 /// The stream-processor peers: script, the virtualenv (under `$PEERS_HOME`) whose Python runs
 /// it, and the name its report line starts with.
@@ -528,7 +529,7 @@ fn run_stream_peers(
             } else {
                 stream_peer_rate(&python, &script, name, bootstrap, topic, n)
             };
-            (name.to_owned(), result)
+            (name.to_owned(), result.map_err(braid_shared::Invalid))
         })
         .collect()
 }

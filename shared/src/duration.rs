@@ -1,18 +1,23 @@
 //! Human durations in config values: `500ms`, `15m`, `1h`, `1d`, and `off` where allowed.
 
+use crate::error::Invalid;
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 /// Parses a duration such as `15m` or `1d`, naming the bad value on error.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, Invalid> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err("empty duration (expected e.g. \"30s\", \"15m\", \"1h\")".to_owned());
+        return Err(Invalid(
+            "empty duration (expected e.g. \"30s\", \"15m\", \"1h\")".to_owned(),
+        ));
     }
     humantime::parse_duration(trimmed).map_err(|e| {
-        format!("invalid duration {text:?} ({e}); expected e.g. \"30s\", \"15m\", \"1h\"")
+        Invalid(format!(
+            "invalid duration {text:?} ({e}); expected e.g. \"30s\", \"15m\", \"1h\""
+        ))
     })
 }
 
@@ -69,6 +74,7 @@ mod tests {
         assert!(
             parse_duration("15 parsecs")
                 .unwrap_err()
+                .0
                 .contains("15 parsecs")
         );
     }

@@ -71,3 +71,9 @@ fn list(issues: &[ConfigIssue]) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a check found wrong: a state, sketch or record that breaks its invariants, a value
+/// that is not what its field takes, or the first difference of two states compared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);

@@ -33,7 +33,7 @@ pub use coverage::{
     CellQuery, Coverage, PartitionCells, PartitionStatus, SpeedFuture, SpeedPositions, SpeedReader,
     TopicPartition,
 };
-pub use error::{ConfigIssue, Error, Result};
+pub use error::{ConfigIssue, Error, Invalid, Result};
 pub use event::{Decoder, Event, RejectReason, Value};
 pub use metric::MetricExpr;
 pub use rejected::RejectedRecord;

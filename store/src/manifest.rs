@@ -116,7 +116,11 @@ impl PartitionManifest {
     }
 
     /// Checks the version and that ranges are non-empty and contiguous.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> std::result::Result<(), braid_shared::Invalid> {
+        self.problems().map_err(braid_shared::Invalid)
+    }
+
+    fn problems(&self) -> std::result::Result<(), String> {
         if self.version != ARCHIVE_MANIFEST_VERSION {
             return Err(format!(
                 "unknown archive manifest version {} (expected {ARCHIVE_MANIFEST_VERSION})",
@@ -158,7 +162,7 @@ impl PartitionManifest {
             Ok(manifest) => manifest,
             Err(e) => return Err(codec(e.to_string())),
         };
-        if let Err(reason) = manifest.check() {
+        if let Err(reason) = manifest.problems() {
             return Err(codec(reason));
         }
         manifest.held = Some(object.version);
@@ -301,9 +305,9 @@ mod tests {
         assert_eq!(m.check(), Ok(()));
         assert_eq!(m.end(), Some(25));
         m.entries.push(entry(26, 30));
-        assert!(m.check().unwrap_err().contains("ends at 25"));
+        assert!(m.check().unwrap_err().0.contains("ends at 25"));
         m.entries = vec![entry(5, 5)];
-        assert!(m.check().unwrap_err().contains("empty"));
+        assert!(m.check().unwrap_err().0.contains("empty"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! The number of bins grows with log(max / min), not with the data: about 2,300 bins span twenty
 //! orders of magnitude.
 
+use crate::error::Invalid;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Value;
@@ -383,7 +384,11 @@ impl DdSketch {
     }
 
     /// Checks the invariants of a decoded sketch.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.problems().map_err(Invalid)
+    }
+
+    pub(crate) fn problems(&self) -> std::result::Result<(), String> {
         if !self.positive.is_canonical() || !self.negative.is_canonical() {
             return Err("bins are not sorted, distinct and positive".to_owned());
         }

@@ -6,6 +6,7 @@
 //! HyperLogLog sketches", 2017), unbiased from 0 to far beyond 2^32 distinct values; the
 //! relative standard error is 1.04 / sqrt(2^14) = 0.81%.
 
+use crate::error::Invalid;
 use serde::{Deserialize, Serialize};
 
 /// Index bits.
@@ -231,7 +232,11 @@ impl Hll {
     }
 
     /// Checks the invariants of a decoded sketch.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.problems().map_err(Invalid)
+    }
+
+    pub(crate) fn problems(&self) -> std::result::Result<(), String> {
         let entries = match self.held() {
             Held::Sparse(entries) => entries,
             Held::Dense(registers) => {

@@ -9,6 +9,7 @@ mod exact;
 mod hll;
 mod topk;
 
+use crate::error::Invalid;
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -230,12 +231,16 @@ impl MetricState {
         if !rest.is_empty() {
             return Err(codec(format!("{} trailing bytes", rest.len())));
         }
-        state.check().map_err(codec)?;
+        state.problems().map_err(codec)?;
         Ok(state)
     }
 
     /// Checks the invariants of a state that came from outside (a file, the network).
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> std::result::Result<(), Invalid> {
+        self.problems().map_err(Invalid)
+    }
+
+    fn problems(&self) -> std::result::Result<(), String> {
         match self {
             Self::Sum(sum) if !(sum.float.is_finite() && sum.compensation.is_finite()) => {
                 Err("sum is not finite".to_owned())
@@ -248,9 +253,9 @@ impl MetricState {
                 Some(Value::Float(f)) if f.is_finite() => Ok(()),
                 Some(other) => Err(format!("extreme holds non-numeric {}", other.type_name())),
             },
-            Self::Distinct(hll) => hll.validate(),
-            Self::Quantile(sketch) => sketch.validate(),
-            Self::TopK(top) => top.validate(),
+            Self::Distinct(hll) => hll.problems(),
+            Self::Quantile(sketch) => sketch.problems(),
+            Self::TopK(top) => top.problems(),
             _ => Ok(()),
         }
     }
@@ -258,7 +263,15 @@ impl MetricState {
     /// Compares two states of the same metric, allowing float sums to differ by `relative`
     /// (of the magnitude of their terms) and, for top-k, counts by the summaries' error bounds.
     /// Returns a description of the first difference.
-    pub fn approx_eq(&self, other: &Self, relative: f64) -> std::result::Result<(), String> {
+    pub fn approx_eq(&self, other: &Self, relative: f64) -> std::result::Result<(), Invalid> {
+        self.difference(other, relative).map_err(Invalid)
+    }
+
+    pub(crate) fn difference(
+        &self,
+        other: &Self,
+        relative: f64,
+    ) -> std::result::Result<(), String> {
         let close = |a: &SumState, b: &SumState| {
             let scale = a.as_f64().abs().max(b.as_f64().abs()).max(1.0);
             a.int == b.int && (a.as_f64() - b.as_f64()).abs() <= relative * scale

@@ -7,6 +7,7 @@
 //! bound. Merging is commutative exactly; it is associative exactly while the keys fit in
 //! `c` counters, and within that error bound beyond.
 
+use crate::error::Invalid;
 use std::cmp::Reverse;
 
 use rustc_hash::FxHashMap;
@@ -95,7 +96,11 @@ impl TopK {
     }
 
     /// Checks the invariants of a decoded summary.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.problems().map_err(Invalid)
+    }
+
+    pub(crate) fn problems(&self) -> std::result::Result<(), String> {
         if self.counters.len() > self.capacity as usize {
             return Err(format!(
                 "{} counters exceed capacity {}",

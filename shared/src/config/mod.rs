@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::duration::{Interval, format_duration, parse_duration};
 pub use crate::view::{FieldType, Format};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::view::{SourceDef, ViewDef};
 
 /// Prefix of environment overrides: `BRAID__KAFKA__BROKERS` sets `kafka.brokers`.
@@ -202,7 +202,11 @@ pub fn peer_address(peer: &str) -> Option<String> {
 
 /// `s3://bucket[/prefix]` -> (bucket, prefix without surrounding slashes); an error naming
 /// what is wrong otherwise.
-pub fn parse_storage_url(url: &str) -> Result<(&str, &str), String> {
+pub fn parse_storage_url(url: &str) -> Result<(&str, &str), Invalid> {
+    storage_url_parts(url).map_err(Invalid)
+}
+
+fn storage_url_parts(url: &str) -> Result<(&str, &str), String> {
     let rest = url
         .strip_prefix("s3://")
         .filter(|_| !url.chars().any(char::is_control))

@@ -223,7 +223,7 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
     if let Some(url) = &file.storage.url
         && let Err(why) = super::parse_storage_url(url)
     {
-        issues.push("storage.url", why);
+        issues.push("storage.url", why.0);
     }
     if file.storage.dir.as_os_str().is_empty() {
         issues.push("storage.dir", "is empty");
@@ -474,7 +474,7 @@ fn check_view(
 
 fn check_granularity(text: &str, key: &str, issues: &mut Issues) {
     match parse_duration(text) {
-        Err(e) => issues.push(key, e),
+        Err(e) => issues.push(key, e.0),
         Ok(d) if d < Duration::from_secs(1) || d > DAY => {
             issues.push(key, format!("{text:?} is outside 1s..1d"));
         }

@@ -74,7 +74,7 @@ pub(crate) fn resolve(
             0
         }
         Err(why) => {
-            push("fraud.retention".to_owned(), why);
+            push("fraud.retention".to_owned(), why.0);
             0
         }
     };
@@ -200,7 +200,7 @@ fn resolve_feature(
     let window_ms = match parse_duration(&feature.window) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(why) => {
-            push(format!("{key}.window"), why);
+            push(format!("{key}.window"), why.0);
             return None;
         }
     };

@@ -1,6 +1,7 @@
 //! The cells of one view: (event-time bucket, group key) -> one state per metric. Cells are
 //! grouped by bucket so time ranges are read without scanning the whole view.
 
+use crate::error::Invalid;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -590,7 +591,11 @@ impl ViewState {
 
     /// Compares with another state cell by cell (see [`MetricState::approx_eq`]), describing
     /// the first difference.
-    pub fn approx_eq(&self, other: &ViewState, relative: f64) -> std::result::Result<(), String> {
+    pub fn approx_eq(&self, other: &ViewState, relative: f64) -> std::result::Result<(), Invalid> {
+        self.difference(other, relative).map_err(Invalid)
+    }
+
+    fn difference(&self, other: &ViewState, relative: f64) -> std::result::Result<(), String> {
         if self.len != other.len {
             let missing = self
                 .cells()
@@ -610,7 +615,7 @@ impl ViewState {
                 .cell(&key)
                 .ok_or_else(|| format!("cell {key:?} is missing"))?;
             for ((a, b), metric) in mine.iter().zip(theirs.iter()).zip(&self.view.metrics) {
-                a.approx_eq(b, relative)
+                a.difference(b, relative)
                     .map_err(|e| format!("cell {key:?} metric {}: {e}", metric.name))?;
             }
         }

@@ -7,7 +7,7 @@ use super::{Put, Storage, put_over};
 /// One requirement and whether the store met it (`Err`: what it did instead).
 pub struct Check {
     pub what: &'static str,
-    pub outcome: Result<(), String>,
+    pub outcome: Result<(), braid_shared::Invalid>,
 }
 
 /// One check: what it requires, and how it is checked.
@@ -47,7 +47,7 @@ pub fn check(storage: &dyn Storage, scratch: &str) -> Vec<Check> {
         .iter()
         .map(|(what, run)| Check {
             what,
-            outcome: run(),
+            outcome: run().map_err(braid_shared::Invalid),
         })
         .collect();
     if let Ok(listed) = storage.list(scratch) {

@@ -57,7 +57,7 @@ impl ObjectStorage {
     /// (`object_store`'s S3 configuration keys, such as `aws_endpoint`).
     pub fn new(url: &str, options: &[(&str, &str)]) -> Result<Self, StorageError> {
         let (bucket, prefix) =
-            braid_shared::config::parse_storage_url(url).map_err(StorageError::Open)?;
+            braid_shared::config::parse_storage_url(url).map_err(|e| StorageError::Open(e.0))?;
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
         // The endpoint variable newer AWS tools use, where object_store reads `AWS_ENDPOINT`.
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
