@@ -154,14 +154,21 @@ fn accepted_keys(open: &str) -> Vec<String> {
     let error = braid_shared::Config::from_toml(&probe)
         .expect_err("an unknown key is refused")
         .to_string();
-    let list = error
-        .split_once("one of ")
+    // serde lists them as `a`, ``a` or `b``, or `one of `a`, `b`, `c``.
+    let expected = error
+        .split_once("unknown field: found `no_such_key_probe`, expected ")
         .unwrap_or_else(|| panic!("{open}: the refusal lists no keys: {error}"))
         .1;
-    list.split(", ")
-        .map(|key| key.trim_matches(|c: char| c == '`' || !c.is_ascii() || c.is_whitespace()))
-        .map(|key| key.split('`').next().unwrap_or(key).to_owned())
-        .filter(|key| !key.is_empty())
+    let expected = expected.split(" (in ").next().unwrap_or(expected);
+    expected
+        .split('`')
+        .map(str::trim)
+        .filter(|word| {
+            !word.is_empty()
+                && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && *word != "or"
+        })
+        .map(str::to_owned)
         .collect()
 }
 
