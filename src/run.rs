@@ -274,12 +274,12 @@ async fn start_speed(
     let hook = scorer.map(|s| s as Arc<dyn braid_shared::fraud::EventScorer>);
     let layer = SpeedLayer::start_scoring(config, Arc::clone(storage), hook, cancel.clone())
         .map_err(|error| Failed("speed layer", error.to_string()))?;
-    let reader = Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>;
+    let handle = layer.handle();
+    let reader = Arc::new(handle.clone()) as Arc<dyn braid_shared::SpeedReader>;
     crate::metrics::layer_up("speed layer", true);
     tasks.spawn_blocking(move || ("speed layer", layer.join().map_err(|e| e.to_string())));
     if let Some(listen) = config.speed.listen {
-        let endpoint =
-            braid_speed::serve_endpoint(listen, config, Arc::clone(&reader), cancel.clone());
+        let endpoint = braid_speed::serve_endpoint(listen, config, handle, cancel.clone());
         let (addr, server) = endpoint
             .await
             .map_err(|error| Failed("speed layer", format!("speed.listen {listen}: {error}")))?;

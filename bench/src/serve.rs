@@ -341,7 +341,7 @@ impl SpeedPeers {
         for _ in 0..2 {
             let storage = braid_store::open(&config.storage)?;
             let layer = SpeedLayer::start(config, storage, cancel.clone())?;
-            let reader = Arc::new(layer.handle()) as Arc<dyn braid_shared::SpeedReader>;
+            let reader = layer.handle();
             let listen = SocketAddr::from(([127, 0, 0, 1], 0));
             let (addr, _task) = runtime.block_on(braid_speed::serve_endpoint(
                 listen,

@@ -54,31 +54,8 @@ struct FakeSpeed {
     partitions: Vec<Vec<Event>>,
 }
 
-impl SpeedReader for FakeSpeed {
-    fn status(&self) -> BTreeMap<TopicPartition, PartitionStatus> {
-        (0..self.partitions.len())
-            .map(|p| {
-                let status = PartitionStatus {
-                    position: self.partitions[p].len() as i64,
-                    lag_messages: Some(0),
-                    last_message_ms: None,
-                };
-                (TopicPartition::new("payments", p as i32), status)
-            })
-            .collect()
-    }
-
-    fn read(
-        &self,
-        view: &str,
-        query: &CellQuery,
-        coverage: &Coverage,
-    ) -> braid_shared::Result<SpeedCells> {
-        let def = self.config.view(view).unwrap();
-        let parts = self.read_each(view, query, coverage)?;
-        SpeedCells::merged(def, parts, Vec::new())
-    }
-
+impl FakeSpeed {
+    /// Each partition's cells apart, as a speed instance's endpoint answers them.
     fn read_each(
         &self,
         view: &str,
@@ -105,6 +82,32 @@ impl SpeedReader for FakeSpeed {
                 }
             })
             .collect())
+    }
+}
+
+impl SpeedReader for FakeSpeed {
+    fn status(&self) -> BTreeMap<TopicPartition, PartitionStatus> {
+        (0..self.partitions.len())
+            .map(|p| {
+                let status = PartitionStatus {
+                    position: self.partitions[p].len() as i64,
+                    lag_messages: Some(0),
+                    last_message_ms: None,
+                };
+                (TopicPartition::new("payments", p as i32), status)
+            })
+            .collect()
+    }
+
+    fn read(
+        &self,
+        view: &str,
+        query: &CellQuery,
+        coverage: &Coverage,
+    ) -> braid_shared::Result<SpeedCells> {
+        let def = self.config.view(view).unwrap();
+        let parts = self.read_each(view, query, coverage)?;
+        SpeedCells::merged(def, parts, Vec::new())
     }
 }
 

@@ -241,7 +241,9 @@ pub struct PartitionStatus {
     pub last_message_ms: Option<i64>,
 }
 
-/// How the serving layer reads the speed layer.
+/// How the serving layer (and fraud features) read the speed layer: one read shape, the cells of
+/// a view matching a query above a coverage ([`SpeedReader::read`]); `visit_point` and
+/// `read_async` are the same read, done without copying cells or without blocking a thread.
 pub trait SpeedReader: Send + Sync {
     /// Every partition the speed layer holds now.
     fn status(&self) -> BTreeMap<TopicPartition, PartitionStatus>;
@@ -251,15 +253,6 @@ pub trait SpeedReader: Send + Sync {
     /// needs (a newer snapshot was published): re-read the snapshot pointer and ask again; with
     /// [`Error::CoverageMisaligned`] for a coverage off the segment grid (a bug).
     fn read(&self, view: &str, query: &CellQuery, coverage: &Coverage) -> Result<SpeedCells>;
-
-    /// [`SpeedReader::read`] with each partition's cells apart, for a serving tier that
-    /// gathers partitions from several speed instances and takes each once.
-    fn read_each(
-        &self,
-        view: &str,
-        query: &CellQuery,
-        coverage: &Coverage,
-    ) -> Result<Vec<PartitionCells>>;
 
     /// Visits, without copying them, the cells of one group key of `view` in the buckets
     /// `[from_ms, to_ms)` from events at or above `coverage`: the cells [`SpeedReader::read`]

@@ -220,7 +220,7 @@ fn through_speed_endpoint(
         .block_on(braid_speed::serve_endpoint(
             listen,
             config,
-            Arc::new(speed),
+            speed,
             cancel.clone(),
         ))
         .unwrap();

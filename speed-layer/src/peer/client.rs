@@ -371,16 +371,6 @@ impl SpeedReader for RemoteSpeed {
             self.merged(view, taken, missing)
         }))
     }
-
-    fn read_each(
-        &self,
-        view: &str,
-        query: &CellQuery,
-        coverage: &Coverage,
-    ) -> braid_shared::Result<Vec<PartitionCells>> {
-        let (taken, _) = self.wait(self.gather(view, query, coverage))?;
-        Ok(taken.into_values().collect())
-    }
 }
 
 /// `topic/partition` -> the pair.

@@ -10,6 +10,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use braid_shared::{CellQuery, Config, PartitionStatus, SpeedReader};
+
+use crate::state::SpeedHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Refusal;
@@ -22,7 +24,7 @@ const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// What the endpoint answers from.
 #[derive(Clone)]
 struct Endpoint {
-    reader: Arc<dyn SpeedReader>,
+    reader: SpeedHandle,
     /// Per view, its number of group-by fields (a request naming each is a point read).
     widths: Arc<HashMap<String, usize>>,
 }
@@ -32,7 +34,7 @@ struct Endpoint {
 pub async fn serve(
     listen: SocketAddr,
     config: &Config,
-    reader: Arc<dyn SpeedReader>,
+    reader: SpeedHandle,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     use axum::serve::ListenerExt as _;

@@ -98,15 +98,6 @@ impl SpeedReader for SpeedHandle {
         })
     }
 
-    fn read_each(
-        &self,
-        view: &str,
-        query: &CellQuery,
-        coverage: &Coverage,
-    ) -> braid_shared::Result<Vec<PartitionCells>> {
-        self.read_parts(view, query, coverage, true)
-    }
-
     fn visit_point(
         &self,
         view: &str,
@@ -141,6 +132,17 @@ impl SpeedReader for SpeedHandle {
 }
 
 impl SpeedHandle {
+    /// [`SpeedReader::read`] with each partition's cells apart: what the speed tier's endpoint
+    /// answers, so a serving tier gathering from several instances takes each partition once.
+    pub fn read_each(
+        &self,
+        view: &str,
+        query: &CellQuery,
+        coverage: &Coverage,
+    ) -> braid_shared::Result<Vec<PartitionCells>> {
+        self.read_parts(view, query, coverage, true)
+    }
+
     fn view_plan(&self, view: &str) -> braid_shared::Result<(&TopicPlan, usize)> {
         self.shared
             .plan
