@@ -21,4 +21,4 @@ pub use consumer::SpeedLayer;
 pub use detached::DetachedPartition;
 pub use error::{Error, Result};
 pub use peer::{RemoteSpeed, serve as serve_endpoint};
-pub use state::{Scoring, SpeedHandle};
+pub use state::SpeedHandle;

@@ -238,7 +238,7 @@ pub(crate) fn poisoned(tp: &TopicPartition) -> crate::Error {
 
 /// Fraud scoring of one source's events as they are applied.
 #[derive(Clone)]
-pub struct Scoring {
+pub(crate) struct Scoring {
     pub source: String,
     pub scorer: Arc<dyn braid_shared::fraud::EventScorer>,
 }
