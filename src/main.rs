@@ -10,6 +10,7 @@ mod dev;
 mod metrics;
 mod produce;
 mod run;
+mod torture;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -43,7 +44,11 @@ fn main() -> ExitCode {
     // without; the speed layer's throughput did not change beyond this machine's noise.
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // `braid torture` reports on stdout and stderr itself; its own broker client's complaints
+    // during the outages it causes are not news.
+    if !matches!(cli.command, Command::Torture { .. }) {
+        init_tracing(cli.log_format);
+    }
     match cli.command {
         Command::Check { config, storage } => match load(config.as_deref()) {
             Ok(config) => {
@@ -141,6 +146,27 @@ fn main() -> ExitCode {
             Err(error) => config_error(&error),
         },
         Command::Bench { target } => bench(target),
+        Command::Torture {
+            seed,
+            first,
+            scenarios,
+            jobs,
+            dir,
+            summary,
+            keep,
+            shrink,
+            tansu_share,
+        } => torture::run(torture::Request {
+            seed,
+            first,
+            scenarios,
+            jobs,
+            dir,
+            summary,
+            keep,
+            shrink,
+            tansu_share,
+        }),
     }
 }
 
@@ -269,6 +295,8 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colors only on a terminal: a log redirected to a file reads as plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -28,7 +28,7 @@ impl Tail {
             .kafka
             .consumer_settings(&format!("{}-audit", config.kafka.group_id))
         {
-            if key != "statistics.interval.ms" {
+            if key != "statistics.interval.ms" && key != "group.instance.id" {
                 client.set(key, value);
             }
         }

@@ -23,6 +23,10 @@ pub enum LineageError {
     /// The cell holds no event.
     #[error("view {view:?} has no event of that key in the bucket starting at {bucket_ms} ms")]
     NoCell { view: String, bucket_ms: i64 },
+    /// Partitions no live speed instance holds right now: the cell's events in them past the
+    /// snapshot would be missing from both the value and the ranges.
+    #[error("partitions {missing:?} are held by no live speed instance")]
+    Incomplete { missing: Vec<String> },
     #[error(transparent)]
     Answer(#[from] AnswerError),
     /// The archive manifests could not be read; the message is for the server's log.
@@ -100,6 +104,11 @@ pub async fn lineage(
         group_by: (0..view.group_by.len()).collect(),
     };
     let grouped = answer::grouped(sources, view, topic, cell, &regroup, now_ms).await?;
+    if !grouped.provenance.complete {
+        return Err(LineageError::Incomplete {
+            missing: grouped.provenance.missing,
+        });
+    }
     let Some((_, states)) = grouped.groups.into_iter().next() else {
         return Err(LineageError::NoCell {
             view: view.name.clone(),

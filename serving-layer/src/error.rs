@@ -249,6 +249,14 @@ impl From<SqlError> for ApiError {
                 Self::internal("reading storage failed; the server log says why")
             }
             SqlError::Answer(error) => error.into(),
+            SqlError::Incomplete { table, missing } => Self::unavailable(
+                "incomplete",
+                format!(
+                    "{table}: partitions {} are held by no live speed instance right now, so the \
+                     table would miss their events; try again shortly",
+                    missing.join(", ")
+                ),
+            ),
             SqlError::Internal(why) => {
                 tracing::error!(error = %why, "SQL engine");
                 Self::internal("the SQL engine failed; the server log says why")
@@ -266,6 +274,14 @@ impl From<braid_merge::lineage::LineageError> for ApiError {
                 format!(
                     "view {view:?} has no event of that key in the bucket starting {}",
                     braid_shared::text::format_time(bucket_ms)
+                ),
+            ),
+            LineageError::Incomplete { missing } => Self::unavailable(
+                "incomplete",
+                format!(
+                    "partitions {} are held by no live speed instance right now, so the cell's \
+                     lineage would miss their events; try again shortly",
+                    missing.join(", ")
                 ),
             ),
             LineageError::Answer(error) => error.into(),

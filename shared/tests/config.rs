@@ -212,6 +212,18 @@ fn broken_configs_name_the_problem() {
             vec!["kafka.group_id", "empty"],
         ),
         (
+            "[kafka]\ninstance_id = \"pod 0\"\n".to_owned() + source,
+            vec!["kafka.instance_id", "letters, digits"],
+        ),
+        (
+            "[kafka]\ninstance_id = \"\"\n".to_owned() + source,
+            vec!["kafka.instance_id", "1 to 249"],
+        ),
+        (
+            "[kafka.config]\n\"group.instance.id\" = \"x\"\n".to_owned() + source,
+            vec!["group.instance.id", "kafka.instance_id instead"],
+        ),
+        (
             "[batch]\ninterval = \"10ms\"\n".to_owned() + source,
             vec!["batch.interval", "shorter than 1s"],
         ),
@@ -498,4 +510,27 @@ fn speed_peers_are_host_port_or_http_urls() {
             "{bad}: {err}"
         );
     }
+}
+
+/// A stable instance name makes the layers' consumers static group members; without one they
+/// are dynamic; either way a dead member is noticed after 6 s unless the config says otherwise.
+#[test]
+fn instance_id_makes_static_members_and_the_session_timeout_defaults_to_six_seconds() {
+    let settings = |text: &str| -> std::collections::BTreeMap<String, String> {
+        Config::from_toml(&format!("{text}{MINIMAL}"))
+            .unwrap()
+            .kafka
+            .consumer_settings("g")
+            .into_iter()
+            .collect()
+    };
+    let dynamic = settings("");
+    assert_eq!(dynamic.get("group.instance.id"), None);
+    assert_eq!(dynamic["session.timeout.ms"], "6000");
+    assert_eq!(dynamic["heartbeat.interval.ms"], "1000");
+    let static_member = settings(
+        "[kafka]\ninstance_id = \"braid-speed-0\"\n[kafka.config]\n\"session.timeout.ms\" = 10000\n",
+    );
+    assert_eq!(static_member["group.instance.id"], "braid-speed-0");
+    assert_eq!(static_member["session.timeout.ms"], "10000");
 }

@@ -4,6 +4,7 @@
 //! server (`moto`).
 
 pub mod moto;
+pub mod oracle;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

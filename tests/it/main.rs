@@ -21,3 +21,4 @@ mod parity;
 mod run;
 mod scaleout;
 mod tansu;
+mod torture;

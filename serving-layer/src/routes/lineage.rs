@@ -43,6 +43,7 @@ pub struct Lineage {
         (status = 200, body = Lineage),
         (status = 400, body = ErrorBody, description = "a missing or bad parameter"),
         (status = 404, body = ErrorBody, description = "no such view, or no event in that cell"),
+        (status = 503, body = ErrorBody, description = "`incomplete`: a partition is held by no live speed instance right now"),
     ))]
 pub async fn lineage(
     State(state): State<AppState>,

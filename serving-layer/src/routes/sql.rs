@@ -28,7 +28,7 @@ struct SqlRequest {
         (status = 200, body = SqlAnswer),
         (status = 400, body = ErrorBody, description = "not a single read-only query over Braid's tables, or DuckDB's error running it"),
         (status = 408, body = ErrorBody, description = "the query ran past serve.sql_timeout and was interrupted"),
-        (status = 503, body = ErrorBody, description = "every SQL slot is busy"),
+        (status = 503, body = ErrorBody, description = "every SQL slot is busy, or (`incomplete`) a view_ table's partition is held by no live speed instance right now"),
     ))]
 pub async fn sql(State(state): State<AppState>, body: Bytes) -> Result<Json<SqlAnswer>, ApiError> {
     let request: SqlRequest = serde_json::from_slice(&body).map_err(|e| {

@@ -113,6 +113,12 @@ pub async fn gather(
         )
         .await
         .map_err(SqlError::Answer)?;
+        if !grouped.provenance.complete {
+            return Err(SqlError::Incomplete {
+                table: name,
+                missing: grouped.provenance.missing,
+            });
+        }
         let mut columns = vec![Column::new("bucket", Kind::Time, Vec::new())];
         columns.extend(view.group_by.iter().map(|f| {
             let kind = match source.fields.get(f.slot).map(|s| s.kind) {

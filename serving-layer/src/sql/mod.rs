@@ -67,6 +67,9 @@ pub enum SqlError {
     Storage(String),
     /// A view's merged cells could not be read.
     Answer(braid_merge::answer::AnswerError),
+    /// A view's partitions `missing` are held by no live speed instance: its table would lack
+    /// their events (503).
+    Incomplete { table: String, missing: Vec<String> },
     /// The engine itself failed (500); the log says why.
     Internal(String),
 }

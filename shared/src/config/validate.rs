@@ -174,6 +174,19 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
     if file.kafka.group_id.trim().is_empty() {
         issues.push("kafka.group_id", "is empty");
     }
+    if let Some(instance) = &file.kafka.instance_id {
+        let valid = !instance.is_empty()
+            && instance.len() <= 249
+            && instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            issues.push(
+                "kafka.instance_id",
+                "must be 1 to 249 characters of letters, digits, '.', '_' and '-'",
+            );
+        }
+    }
     for key in file.kafka.config.keys() {
         if key == "auto.offset.reset" {
             issues.push(
@@ -184,7 +197,7 @@ fn check_sections(file: &ConfigFile, issues: &mut Issues) {
         } else if MANAGED_KAFKA_KEYS.contains(&key.as_str()) {
             issues.push(
                 format!("kafka.config.{key:?}"),
-                "is managed by Braid (set kafka.brokers / kafka.group_id instead)",
+                "is managed by Braid (set kafka.brokers / kafka.group_id / kafka.instance_id instead)",
             );
         } else if key.trim().is_empty() {
             issues.push("kafka.config", "has an empty key");

@@ -9,6 +9,7 @@
 //! an S3 bucket.
 
 pub mod conformance;
+pub mod faults;
 mod local;
 mod object;
 
@@ -20,8 +21,19 @@ pub use object::ObjectStorage;
 
 /// The storage `config` names: object storage at `storage.url` (its cache in
 /// [`local_root`]), or the local folder `storage.dir`. A process opens it once, in `main`, and
-/// hands it to every layer.
+/// hands it to every layer. With [`faults::FAULTS_ENV`] set, wrapped in the storage faults its
+/// control file asks for.
 pub fn open(
+    config: &braid_shared::config::StorageConfig,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    let storage = open_unwrapped(config)?;
+    Ok(match std::env::var_os(faults::FAULTS_ENV) {
+        Some(control) => Arc::new(faults::FaultyStorage::new(storage, control.as_ref())),
+        None => storage,
+    })
+}
+
+fn open_unwrapped(
     config: &braid_shared::config::StorageConfig,
 ) -> Result<Arc<dyn Storage>, StorageError> {
     let Some(url) = &config.url else {

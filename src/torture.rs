@@ -1,0 +1,108 @@
+//! `braid torture`: one seed (with its scenario, failures and optional shrinking) or a sweep
+//! with its summary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use braid_torture::run::Options;
+use braid_torture::scenario::Scenario;
+use braid_torture::sweep;
+
+pub struct Request {
+    pub seed: Option<u64>,
+    pub first: u64,
+    pub scenarios: u64,
+    pub jobs: usize,
+    pub dir: Option<PathBuf>,
+    pub summary: Option<PathBuf>,
+    pub keep: bool,
+    pub shrink: bool,
+    pub tansu_share: f64,
+}
+
+pub fn run(request: Request) -> ExitCode {
+    if !(0.0..=1.0).contains(&request.tansu_share) {
+        eprintln!(
+            "error: --tansu-share {} is outside 0..=1",
+            request.tansu_share
+        );
+        return ExitCode::from(2);
+    }
+    let braid = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("error: cannot find the braid binary to start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A fresh temp dir unless one is named; kept when a scenario fails (its logs are there).
+    let temp = match &request.dir {
+        Some(_) => None,
+        None => match tempfile::Builder::new().prefix("braid-torture-").tempdir() {
+            Ok(dir) => Some(dir),
+            Err(error) => {
+                eprintln!("error: creating a temp dir: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let dir = request
+        .dir
+        .clone()
+        .or_else(|| temp.as_ref().map(|t| t.path().to_owned()))
+        .unwrap_or_default();
+    let options = Options {
+        braid,
+        dir,
+        keep: request.keep,
+        tansu_share: request.tansu_share,
+    };
+    let progress = |line: &str| eprintln!("{line}");
+    let passed = match request.seed {
+        Some(seed) => {
+            let scenario = Scenario::draw(seed, request.tansu_share);
+            eprintln!("{scenario}");
+            match braid_torture::run::run(&scenario, &options) {
+                Ok(outcome) => {
+                    eprintln!("{}", sweep::verdict(&scenario, &outcome));
+                    if request.shrink && !outcome.failures.is_empty() {
+                        let keep = sweep::shrink(&scenario, &options, &progress);
+                        eprintln!("the faults that matter:\n{}", scenario.with_faults(&keep));
+                    }
+                    outcome.failures.is_empty()
+                }
+                Err(error) => {
+                    eprintln!("seed {seed}: harness error: {error}");
+                    false
+                }
+            }
+        }
+        None => {
+            let summary = sweep::sweep(
+                request.first,
+                request.scenarios,
+                request.jobs,
+                &options,
+                &progress,
+            );
+            println!("{}", summary.render());
+            if let Some(path) = &request.summary
+                && let Err(error) = sweep::write_summary(&summary, path)
+            {
+                eprintln!("error: writing {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+            summary.failed.is_empty() && summary.harness_errors.is_empty()
+        }
+    };
+    // A failing scenario's folder stays for its logs.
+    if !passed && let Some(temp) = temp {
+        let kept = temp.keep();
+        eprintln!("scenario folders kept in {}", kept.display());
+    }
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

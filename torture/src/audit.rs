@@ -1,0 +1,298 @@
+//! The checks of a quiet system, once the faults ended and every answer caught up: SQL over
+//! the merged views and over the archive, lineage re-folds and as-of replays, each against the
+//! oracle.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use braid_shared::{Config, Event, ViewState};
+use braid_testkit::oracle::{Produced, same};
+use serde_json::Value as Json;
+
+/// What the checks compared and what they found wrong.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub answers: usize,
+    pub failures: Vec<String>,
+}
+
+/// Everything the checks need: a serving process, the oracle, the topic.
+pub struct Quiet<'a> {
+    pub agent: &'a ureq::Agent,
+    pub base: &'a str,
+    pub config: &'a Config,
+    pub topic: &'a str,
+    pub produced: &'a Produced,
+}
+
+impl Quiet<'_> {
+    fn all_events(&self) -> Vec<Event> {
+        self.produced
+            .partitions
+            .iter()
+            .flatten()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    fn sql(&self, query: &str) -> (u16, Json) {
+        let body = serde_json::json!({ "sql": query }).to_string();
+        match self
+            .agent
+            .post(&format!("{}/v1/sql", self.base))
+            .header("content-type", "application/json")
+            .send(&body)
+        {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                (
+                    status,
+                    response.body_mut().read_json().unwrap_or(Json::Null),
+                )
+            }
+            Err(_) => (0, Json::Null),
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, Json) {
+        match self.agent.get(&format!("{}{path}", self.base)).call() {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                (
+                    status,
+                    response.body_mut().read_json().unwrap_or(Json::Null),
+                )
+            }
+            Err(_) => (0, Json::Null),
+        }
+    }
+
+    /// Runs every check.
+    pub fn audit(&self, earlier: &[(String, Json)]) -> Audit {
+        let mut audit = Audit::default();
+        for check in [Self::views_by_sql, Self::lineage_refolds] {
+            match check(self) {
+                Ok(n) => audit.answers += n,
+                Err(failure) => audit.failures.push(failure),
+            }
+        }
+        match self.as_of_replays(earlier) {
+            Ok(n) => audit.answers += n,
+            Err(failure) => audit.failures.push(failure),
+        }
+        audit
+    }
+
+    /// Whether the archive, as SQL sees it, holds every valid event of every partition yet
+    /// (the archiver flushes on its own schedule); an error for an answer that is neither.
+    pub fn archive_caught_up(&self) -> Result<bool, String> {
+        let expected: Vec<(i64, i64)> = self
+            .produced
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, events)| (p as i64, events.iter().flatten().count() as i64))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let (status, answer) =
+            self.sql("SELECT _partition, count(*) AS n FROM events_payments GROUP BY 1 ORDER BY 1");
+        let got: Vec<(i64, i64)> = answer["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r[0].as_i64().unwrap_or(-1), r[1].as_i64().unwrap_or(-1)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match status {
+            200 if got == expected => Ok(true),
+            // Fewer is catching up; more is events the oracle never acknowledged.
+            200 if got
+                .iter()
+                .zip(&expected)
+                .any(|(g, e)| g.0 == e.0 && g.1 > e.1) =>
+            {
+                Err(format!(
+                    "the archive, by SQL, holds more events than were acknowledged: \
+                 (partition, events) {got:?}, expected {expected:?}"
+                ))
+            }
+            200 | 0 | 503 => Ok(false),
+            status => Err(format!("SQL over the archive answered {status}: {answer}")),
+        }
+    }
+
+    /// `view_country_hour` summed by country equals the oracle's counts.
+    fn views_by_sql(&self) -> Result<usize, String> {
+        let (status, answer) = self.sql(
+            "SELECT country, sum(tx) AS tx FROM view_country_hour GROUP BY country ORDER BY country",
+        );
+        if status != 200 {
+            return Err(format!(
+                "SQL over view_country_hour answered {status}: {answer}"
+            ));
+        }
+        let view = Arc::clone(
+            self.config
+                .view("country_hour")
+                .ok_or("no country_hour view")?,
+        );
+        let state = ViewState::recompute(view, &self.all_events());
+        let metrics = &state.view().metrics;
+        let tx = metrics
+            .iter()
+            .position(|m| m.name == "tx")
+            .ok_or("no tx metric")?;
+        let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+        for (key, states) in state.cells() {
+            let country = key.group.0[0].to_json().to_string();
+            let tx = states[tx]
+                .finalize(&metrics[tx].expr)
+                .as_i64()
+                .unwrap_or(-1);
+            *expected.entry(country).or_default() += tx;
+        }
+        let got: BTreeMap<String, i64> = answer["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r[0].to_string(), r[1].as_f64().unwrap_or(-1.0) as i64))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if got == expected {
+            Ok(1)
+        } else {
+            Err(format!(
+                "SQL sum(tx) by country over view_country_hour: {got:?}, expected {expected:?}"
+            ))
+        }
+    }
+
+    /// The lineage of card-7's cells: its ranges do not overlap, cover every acknowledged
+    /// offset, and folding the oracle's events at exactly those ranges gives `value`.
+    fn lineage_refolds(&self) -> Result<usize, String> {
+        let view = Arc::clone(
+            self.config
+                .view("card_minute")
+                .ok_or("no card_minute view")?,
+        );
+        let all = ViewState::recompute(Arc::clone(&view), &self.all_events());
+        let cells: Vec<i64> = all
+            .cells()
+            .filter(|(key, _)| key.group.0[0].to_json() == "card-7")
+            .map(|(key, _)| key.bucket_ms)
+            .take(4)
+            .collect();
+        let mut checked = 0;
+        for bucket in cells {
+            let time = braid_testkit::oracle::rfc3339(bucket);
+            let (status, lineage) = self.get(&format!(
+                "/v1/lineage/card_minute?bucket={time}&card_id=card-7"
+            ));
+            if status != 200 {
+                return Err(format!(
+                    "lineage of card-7 at {time} answered {status}: {lineage}"
+                ));
+            }
+            let mut ranges: Vec<(usize, i64, i64)> = Vec::new();
+            for layer in lineage["batch"]["layers"].as_array().into_iter().flatten() {
+                for (name, to) in layer["to"].as_object().into_iter().flatten() {
+                    let from = layer["from"][name].as_i64().unwrap_or(0);
+                    ranges.push((self.partition(name)?, from, to.as_i64().unwrap_or(0)));
+                }
+            }
+            for range in lineage["speed"]["ranges"].as_array().into_iter().flatten() {
+                let name = range["partition"].as_str().unwrap_or_default();
+                ranges.push((
+                    self.partition(name)?,
+                    range["from"].as_i64().unwrap_or(0),
+                    range["to"].as_i64().unwrap_or(0),
+                ));
+            }
+            ranges.sort_unstable();
+            for pair in ranges.windows(2) {
+                if pair[0].0 == pair[1].0 && pair[0].2 > pair[1].1 {
+                    return Err(format!("lineage ranges overlap: {pair:?}\n{lineage}"));
+                }
+            }
+            let events: Vec<Event> = ranges
+                .iter()
+                .flat_map(|&(p, from, to)| {
+                    let events = &self.produced.partitions[p];
+                    let (from, to) = (from.max(0) as usize, (to.max(0) as usize).min(events.len()));
+                    events[from.min(to)..to].iter().flatten().cloned()
+                })
+                .collect();
+            let folded = ViewState::recompute(Arc::clone(&view), &events);
+            let states = folded
+                .cells()
+                .find(|(key, _)| key.bucket_ms == bucket && key.group.0[0].to_json() == "card-7")
+                .map(|(_, states)| states.to_vec())
+                .unwrap_or_default();
+            let expected: serde_json::Map<String, Json> = view
+                .metrics
+                .iter()
+                .zip(&states)
+                .map(|(m, s)| (m.name.clone(), s.finalize(&m.expr)))
+                .collect();
+            same(&lineage["value"], &Json::Object(expected), "value")
+                .map_err(|d| format!("lineage re-fold of card-7 at {time}: {d}\n{lineage}"))?;
+            let full = all
+                .cells()
+                .find(|(key, _)| key.bucket_ms == bucket && key.group.0[0].to_json() == "card-7")
+                .map(|(_, states)| states.to_vec())
+                .unwrap_or_default();
+            let everything: serde_json::Map<String, Json> = view
+                .metrics
+                .iter()
+                .zip(&full)
+                .map(|(m, s)| (m.name.clone(), s.finalize(&m.expr)))
+                .collect();
+            same(&lineage["value"], &Json::Object(everything), "value").map_err(|d| {
+                format!("lineage of card-7 at {time} misses acknowledged events: {d}\n{lineage}")
+            })?;
+            checked += 1;
+        }
+        Ok(checked)
+    }
+
+    fn partition(&self, name: &str) -> Result<usize, String> {
+        name.strip_prefix(self.topic)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|p| p.parse::<usize>().ok())
+            .filter(|p| *p < self.produced.partitions.len())
+            .ok_or_else(|| format!("lineage names an unknown partition {name:?}"))
+    }
+
+    /// Earlier complete answers asked again `as_of` their offsets: equal, row for row.
+    fn as_of_replays(&self, earlier: &[(String, Json)]) -> Result<usize, String> {
+        let mut checked = 0;
+        for (path, answer) in earlier {
+            let Some(offsets) = answer["provenance"]["offsets"].as_object() else {
+                continue;
+            };
+            // An answer from before the first event names no offset to replay.
+            if offsets.values().all(|o| o.as_i64().unwrap_or(0) == 0) {
+                continue;
+            }
+            let as_of: Vec<String> = offsets
+                .iter()
+                .map(|(tp, o)| format!("{tp}:{}", o.as_i64().unwrap_or(0)))
+                .collect();
+            let (status, again) = self.get(&format!("{path}&as_of={}", as_of.join(",")));
+            if status != 200 {
+                return Err(format!("as_of replay of {path} answered {status}: {again}"));
+            }
+            same(&again["rows"], &answer["rows"], "rows").map_err(|d| {
+                format!(
+                    "as_of replay of {path} at {}: {d}",
+                    answer["provenance"]["offsets"]
+                )
+            })?;
+            checked += 1;
+        }
+        Ok(checked)
+    }
+}
