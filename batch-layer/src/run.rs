@@ -117,8 +117,11 @@ impl BatchRunner {
                 record.error = Some(error.to_string());
                 metrics::run_finished("failed", seconds, record.rows_read);
                 tracing::error!(run = %record.id, %error, "batch run failed; the previous snapshot stays published");
-                // Nothing points at the run's files: they go.
-                if let Err(error) = self.remove_run(&record.id) {
+                // Nothing points at the run's files: they go (unless the pointer names the run
+                // after all, its write's answer lost, or cannot be read to tell).
+                if self.is_published(&record.id) {
+                    tracing::warn!(run = %record.id, "the failed run's files stay: the pointer names it or cannot be read");
+                } else if let Err(error) = self.remove_run(&record.id) {
                     tracing::warn!(run = %record.id, %error, "removing the failed run's files failed");
                 }
             }
@@ -334,8 +337,23 @@ impl BatchRunner {
         };
         // A run paused past its lease, which another run took meanwhile, stops here.
         lease.confirm()?;
-        publish_pointer(storage, &pointer, pointer_held)?;
+        if let Err(error) = publish_pointer(storage, &pointer, pointer_held) {
+            // A write whose answer was lost may still have happened: the pointer tells.
+            if !self.is_published(&record.id) {
+                return Err(error.into());
+            }
+            tracing::warn!(run = %record.id, %error, "publishing reported an error, yet the pointer names this run: it is published");
+        }
         Ok(())
+    }
+
+    /// Whether the pointer names `run`; an unreadable pointer counts as naming it, so that a
+    /// run whose files might be published is never removed.
+    fn is_published(&self, run: &str) -> bool {
+        match read_pointer(self.storage.as_ref()) {
+            Ok(pointer) => pointer.is_some_and(|p| p.run_id == run),
+            Err(_) => true,
+        }
     }
 
     /// The published snapshot, if it can be read; an unreadable one means a full recompute.

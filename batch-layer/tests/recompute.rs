@@ -302,3 +302,88 @@ fn one_run_at_a_time() {
     // Released after the run: the next one takes it at once.
     assert_eq!(run(&world.config, false).state, RunState::Succeeded);
 }
+
+/// Storage whose pointer writes happen but answer with an error, as an object store's timeout
+/// after the write landed does.
+#[derive(Debug)]
+struct LostPointerAck(std::sync::Arc<dyn braid_store::Storage>);
+
+impl braid_store::Storage for LostPointerAck {
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<braid_store::storage::Listed>, braid_store::StorageError> {
+        self.0.list(prefix)
+    }
+    fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<braid_store::storage::Object>, braid_store::StorageError> {
+        self.0.get(key)
+    }
+    fn put_if_absent(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<braid_store::storage::Put, braid_store::StorageError> {
+        let put = self.0.put_if_absent(key, bytes)?;
+        lost(key)?;
+        Ok(put)
+    }
+    fn put_if_unchanged(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: &braid_store::storage::Version,
+    ) -> Result<braid_store::storage::Put, braid_store::StorageError> {
+        let put = self.0.put_if_unchanged(key, bytes, expected)?;
+        lost(key)?;
+        Ok(put)
+    }
+    fn delete(&self, key: &str) -> Result<(), braid_store::StorageError> {
+        self.0.delete(key)
+    }
+    fn location(&self, key: &str) -> std::path::PathBuf {
+        self.0.location(key)
+    }
+    fn local_file(
+        &self,
+        key: &str,
+    ) -> Result<Option<std::path::PathBuf>, braid_store::StorageError> {
+        self.0.local_file(key)
+    }
+}
+
+fn lost(key: &str) -> Result<(), braid_store::StorageError> {
+    if key == braid_store::layout::SNAPSHOT_POINTER {
+        return Err(braid_store::StorageError::Io {
+            op: "put",
+            key: key.to_owned(),
+            source: std::io::Error::other("the answer was lost after the write"),
+        });
+    }
+    Ok(())
+}
+
+/// A run whose pointer write landed but answered with an error is published, and its files
+/// stay (found by the torture suite: the run counted itself failed and removed the snapshot the
+/// pointer named, and no process could load a snapshot again).
+#[test]
+fn a_run_whose_pointer_write_lost_its_answer_is_published_and_keeps_its_files() {
+    let world = fixture(PARTITIONS, "");
+    let config = &world.config;
+    let messages = payments(32, 1_500, PARTITIONS);
+    world.produce(&messages);
+    archive(&world, &messages);
+    let storage = std::sync::Arc::new(LostPointerAck(braid_store::open(&config.storage).unwrap()));
+    for _ in 0..2 {
+        let record = BatchRunner::new(config, storage.clone())
+            .unwrap()
+            .run(Trigger::Command, false, &CancellationToken::new())
+            .unwrap();
+        assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
+        let (pointer, _) = published(&config.storage.dir).expect("the manifest the pointer names");
+        assert_eq!(pointer.run_id, record.id);
+    }
+    assert_views_match_reference(&world, &messages);
+}

@@ -16,6 +16,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::error::{Error, ResumeRecord};
 
 pub(crate) const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts at a partition's watermarks before taking it up fails, and the pause after the
+/// first failed one (growing with each).
+const WATERMARK_ATTEMPTS: u32 = 6;
+const WATERMARK_RETRY: Duration = Duration::from_millis(200);
 
 /// What a layer does when Kafka hands it a partition or takes one away. Called on the consumer
 /// thread, from inside `poll`.
@@ -65,7 +69,20 @@ impl Broker<'_> {
         record: ResumeRecord,
         path: &Path,
     ) -> Result<(), Error> {
-        let (low_watermark, high_watermark) = (self.watermarks)(&tp.topic, tp.partition)?;
+        // A broker that just lost a leader answers with a retriable error for a moment (found
+        // by the torture suite: one such answer stopped the layer): ask again a few times.
+        let mut attempt = 1;
+        let (low_watermark, high_watermark) = loop {
+            match (self.watermarks)(&tp.topic, tp.partition) {
+                Ok(watermarks) => break watermarks,
+                Err(error) if attempt < WATERMARK_ATTEMPTS => {
+                    tracing::warn!(partition = %tp, attempt, %error, "fetching the partition's watermarks failed; asking again");
+                    std::thread::sleep(WATERMARK_RETRY * attempt);
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         check_offsets(tp, resume, (low_watermark, high_watermark), record, path)
     }
 }
@@ -213,5 +230,45 @@ impl<P: Partitions> ConsumerContext for Context<P> {
                 fatal.get_or_insert(error);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use std::cell::Cell;
+
+    fn check(failures: u32) -> (Result<(), Error>, u32) {
+        let asked = Cell::new(0);
+        let watermarks = |_: &str, _: i32| {
+            asked.set(asked.get() + 1);
+            if asked.get() <= failures {
+                Err(KafkaError::MetadataFetch(
+                    RDKafkaErrorCode::LeaderNotAvailable,
+                ))
+            } else {
+                Ok((0, 500))
+            }
+        };
+        let broker = Broker {
+            watermarks: &watermarks,
+        };
+        let tp = TopicPartition::new("payments", 0);
+        let checked =
+            broker.check_resume(&tp, 100, ResumeRecord::Checkpoint, Path::new("checkpoint"));
+        (checked, asked.get())
+    }
+
+    /// A leader election's moment of errors does not stop a layer taking up a partition; a
+    /// broker that keeps failing does, after a bounded number of attempts.
+    #[test]
+    fn watermarks_are_asked_again_after_a_retriable_failure() {
+        let (checked, asked) = check(2);
+        assert!(checked.is_ok(), "{checked:?}");
+        assert_eq!(asked, 3);
+        let (checked, asked) = check(u32::MAX);
+        assert!(checked.is_err());
+        assert_eq!(asked, WATERMARK_ATTEMPTS);
     }
 }

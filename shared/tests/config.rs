@@ -528,6 +528,8 @@ fn instance_id_makes_static_members_and_the_session_timeout_defaults_to_six_seco
     assert_eq!(dynamic.get("group.instance.id"), None);
     assert_eq!(dynamic["session.timeout.ms"], "6000");
     assert_eq!(dynamic["heartbeat.interval.ms"], "1000");
+    assert_eq!(dynamic["max.poll.interval.ms"], "30000");
+    assert_eq!(dynamic["socket.timeout.ms"], "10000");
     let static_member = settings(
         "[kafka]\ninstance_id = \"braid-speed-0\"\n[kafka.config]\n\"session.timeout.ms\" = 10000\n",
     );

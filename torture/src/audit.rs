@@ -36,7 +36,29 @@ impl Quiet<'_> {
             .collect()
     }
 
+    /// Asks again while the answer is 503 or nothing answers, for up to 20 s: a rebalance that
+    /// started before the system went quiet (an instance leaving) may still be moving
+    /// partitions, and answers say so until it ends.
+    fn settled(&self, ask: impl Fn() -> (u16, Json)) -> (u16, Json) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (status, answer) = ask();
+            if !matches!(status, 0 | 503) || std::time::Instant::now() > deadline {
+                return (status, answer);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     fn sql(&self, query: &str) -> (u16, Json) {
+        self.settled(|| self.sql_once(query))
+    }
+
+    fn get(&self, path: &str) -> (u16, Json) {
+        self.settled(|| self.get_once(path))
+    }
+
+    fn sql_once(&self, query: &str) -> (u16, Json) {
         let body = serde_json::json!({ "sql": query }).to_string();
         match self
             .agent
@@ -55,7 +77,7 @@ impl Quiet<'_> {
         }
     }
 
-    fn get(&self, path: &str) -> (u16, Json) {
+    fn get_once(&self, path: &str) -> (u16, Json) {
         match self.agent.get(&format!("{}{path}", self.base)).call() {
             Ok(mut response) => {
                 let status = response.status().as_u16();

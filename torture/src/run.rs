@@ -76,6 +76,10 @@ pub struct Outcome {
 /// The scenario's broker: librdkafka's mock cluster in this process, or a tansu process.
 struct Broker {
     bootstrap: String,
+    /// The ports of brokers taken down, held meanwhile so that nothing else binds them (the
+    /// mock cluster aborts the process when a broker cannot listen on its port again).
+    /// Connections to a held port are accepted and never answered: a hung broker.
+    held: BTreeMap<i32, std::net::TcpListener>,
     mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
     tansu: Option<Child>,
 }
@@ -89,6 +93,7 @@ impl Broker {
                 .map_err(TortureError::Broker)?;
             return Ok(Self {
                 bootstrap: cluster.bootstrap_servers(),
+                held: BTreeMap::new(),
                 mock: Some(cluster),
                 tansu: None,
             });
@@ -118,6 +123,7 @@ impl Broker {
             })?;
         let broker = Self {
             bootstrap: format!("127.0.0.1:{port}"),
+            held: BTreeMap::new(),
             mock: None,
             tansu: Some(child),
         };
@@ -138,6 +144,30 @@ impl Broker {
         )
         .map_err(TortureError::NotReady)?;
         Ok(broker)
+    }
+
+    /// Takes broker `id` of the mock cluster down and holds its port.
+    fn down(&mut self, id: i32) -> Result<(), TortureError> {
+        let address = self
+            .bootstrap
+            .split(',')
+            .nth(usize::try_from(id - 1).unwrap_or(usize::MAX))
+            .map(str::to_owned)
+            .ok_or_else(|| TortureError::Config(format!("no broker {id}")))?;
+        self.mock()?.broker_down(id).map_err(TortureError::Broker)?;
+        let listener = std::net::TcpListener::bind(&address)
+            .map_err(|e| TortureError::io(Path::new(&address), e))?;
+        self.held.insert(id, listener);
+        Ok(())
+    }
+
+    /// Lets go of broker `id`'s port and brings it up again.
+    fn up(&mut self, id: i32) -> Result<(), TortureError> {
+        if self.held.remove(&id).is_none() {
+            // Never taken down (its port could not be held): it stays as it is.
+            return Ok(());
+        }
+        self.mock()?.broker_up(id).map_err(TortureError::Broker)
     }
 
     /// The mock cluster, for broker faults (never drawn for tansu).
@@ -249,9 +279,8 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
     }
     std::fs::create_dir_all(&dir).map_err(|e| TortureError::io(&dir, e))?;
     let topic = format!("torture-{}", scenario.seed);
-    let broker = Broker::start(scenario, &dir, &topic)?;
+    let mut broker = Broker::start(scenario, &dir, &topic)?;
     let bootstrap = broker.bootstrap.clone();
-    let cluster = &broker;
     let control = dir.join("storage-faults");
     let mut world = World::new(scenario, &dir, &bootstrap, &topic, options)?;
     let env = vec![(
@@ -282,6 +311,8 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                 if scenario.on_tansu { "false" } else { "true" },
             )
             .set("message.timeout.ms", "120000")
+            // A request to a broker taken down is given up after 10 s, not 60.
+            .set("socket.timeout.ms", "10000")
             .create_with_context(Recorder(Arc::clone(&deliveries)))
             .map_err(TortureError::Broker)?;
         let (messages, topic, chunk, pause) = (
@@ -382,21 +413,21 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                                 pending.push((now + paused, Action::Cont(role)));
                             }
                         }
-                        Fault::BrokerDown { broker, down } => {
-                            cluster
-                                .mock()?
-                                .broker_down(broker)
-                                .map_err(TortureError::Broker)?;
-                            pending.push((now + down, Action::BrokerUp(broker)));
+                        Fault::BrokerDown { broker: id, down } => {
+                            broker.down(id)?;
+                            pending.push((now + down, Action::BrokerUp(id)));
                         }
                         Fault::RequestErrors { api, count } => {
                             let (key, error) = request_error(api);
-                            cluster.mock()?.request_errors(key, &vec![error; count]);
+                            broker.mock()?.request_errors(key, &vec![error; count]);
                         }
-                        Fault::LeaderMove { partition, broker } => {
-                            cluster
+                        Fault::LeaderMove {
+                            partition,
+                            broker: id,
+                        } => {
+                            broker
                                 .mock()?
-                                .partition_leader(&topic, partition, Some(broker))
+                                .partition_leader(&topic, partition, Some(id))
                                 .map_err(TortureError::Broker)?;
                         }
                         Fault::Join { stays } => {
@@ -458,11 +489,8 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                 Action::Cont(role) => {
                     world.signal(role, "CONT");
                 }
-                Action::BrokerUp(broker) => {
-                    cluster
-                        .mock()?
-                        .broker_up(broker)
-                        .map_err(TortureError::Broker)?;
+                Action::BrokerUp(id) => {
+                    broker.up(id)?;
                 }
                 Action::StorageOff => {
                     std::fs::write(&control, "").map_err(|e| TortureError::io(&control, e))?;
@@ -974,7 +1002,10 @@ impl World {
             .args(["run", "--config"])
             .arg(&process.config)
             .args(["--layers", process.layers])
-            .env("BRAID_LOG", "info")
+            .env(
+                "BRAID_LOG",
+                std::env::var("BRAID_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)

@@ -121,6 +121,14 @@ impl KafkaConfig {
             // partitions move to the survivors, or back to its restarted process, in seconds.
             ("session.timeout.ms", "6000"),
             ("heartbeat.interval.ms", "1000"),
+            // Also how long a join may wait for the coordinator's answer (plus 3 s): a
+            // coordinator that hangs mid-rebalance (found by the torture suite) holds a
+            // restarted member without partitions for 30 s, not 5 minutes. The poll loop never
+            // pauses that long.
+            ("max.poll.interval.ms", "30000"),
+            // A request to a broker that stopped answering without closing its connections is
+            // given up after 10 s (librdkafka's default: 60 s), and the connection made anew.
+            ("socket.timeout.ms", "10000"),
         ] {
             if !self.config.contains_key(key) {
                 settings.push((key.to_owned(), value.to_owned()));

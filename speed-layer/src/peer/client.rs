@@ -177,8 +177,14 @@ impl RemoteSpeed {
                 Some(partitions)
             }
             Err(error) => {
-                tracing::warn!(%error, topic, "listing the topic's partitions");
-                listed.as_ref().map(|(_, p)| p.clone())
+                // The last listing serves for another TTL: a broker that stopped answering
+                // would otherwise hold every query for the read timeout, one after another
+                // (found by the torture suite: a serving process answered nothing for a minute).
+                tracing::warn!(%error, topic, "listing the topic's partitions; using the last listing");
+                listed.as_mut().map(|(at, p)| {
+                    *at = Instant::now();
+                    p.clone()
+                })
             }
         }
     }
