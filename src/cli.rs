@@ -104,6 +104,9 @@ pub enum Command {
         /// Run only this seed (a failure's rerun); prints its scenario and every failure.
         #[arg(long, conflicts_with_all = ["first", "scenarios"])]
         seed: Option<u64>,
+        /// Run these seeds (comma separated) as a sweep.
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["seed", "first", "scenarios"])]
+        seeds: Vec<u64>,
         /// The first seed of a sweep.
         #[arg(long, default_value_t = 1)]
         first: u64,

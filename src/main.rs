@@ -148,6 +148,7 @@ fn main() -> ExitCode {
         Command::Bench { target } => bench(target),
         Command::Torture {
             seed,
+            seeds,
             first,
             scenarios,
             jobs,
@@ -158,6 +159,7 @@ fn main() -> ExitCode {
             tansu_share,
         } => torture::run(torture::Request {
             seed,
+            seeds,
             first,
             scenarios,
             jobs,

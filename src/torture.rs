@@ -10,6 +10,7 @@ use braid_torture::sweep;
 
 pub struct Request {
     pub seed: Option<u64>,
+    pub seeds: Vec<u64>,
     pub first: u64,
     pub scenarios: u64,
     pub jobs: usize,
@@ -78,13 +79,12 @@ pub fn run(request: Request) -> ExitCode {
             }
         }
         None => {
-            let summary = sweep::sweep(
-                request.first,
-                request.scenarios,
-                request.jobs,
-                &options,
-                &progress,
-            );
+            let seeds: Vec<u64> = if request.seeds.is_empty() {
+                (request.first..request.first.saturating_add(request.scenarios)).collect()
+            } else {
+                request.seeds.clone()
+            };
+            let summary = sweep::sweep(&seeds, request.jobs, &options, &progress);
             println!("{}", summary.render());
             if let Some(path) = &request.summary
                 && let Err(error) = sweep::write_summary(&summary, path)

@@ -53,6 +53,36 @@ fn a_dozen_seeded_fault_scenarios_answer_exactly_and_recover() {
     assert_eq!(summary["recovery"]["count"], SCENARIOS, "{report}");
 }
 
+/// Seeds that found bugs, kept as their regression tests: 100001 (after a crash and a hung
+/// broker, the restarted archiver's group join waited minutes for a coordinator that never
+/// answered) and 100005 (a serving process asked a hung broker for the topic's partitions on
+/// every query and answered nothing for a minute).
+#[test]
+fn the_seeds_that_found_bugs_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args([
+            "torture",
+            "--seeds",
+            "100001,100005",
+            "--jobs",
+            "2",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(report.contains("2 scenarios from seed 100001"), "{report}");
+    assert!(report.contains("2 passed, 0 failed"), "{report}");
+}
+
 /// A seed is a scenario: the same seed draws the same workload and schedule, so a failure
 /// replays; the sweep's summary names each fault kind it struck with.
 #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -157,19 +157,17 @@ fn spread(s: &Spread) -> String {
     )
 }
 
-/// Runs seeds `first..first + scenarios`, `jobs` at a time; each scenario's verdict goes to
-/// `progress` as it ends.
+/// Runs `seeds`, `jobs` at a time; each scenario's verdict goes to `progress` as it ends.
 pub fn sweep(
-    first: u64,
-    scenarios: u64,
+    seeds: &[u64],
     jobs: usize,
     options: &Options,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Summary {
     let started = Instant::now();
-    let next = AtomicU64::new(first);
+    let next = AtomicUsize::new(0);
     let summary = Mutex::new(Summary {
-        first_seed: first,
+        first_seed: seeds.first().copied().unwrap_or_default(),
         ..Summary::default()
     });
     let samples: Mutex<[Vec<Duration>; 4]> = Mutex::default();
@@ -177,10 +175,9 @@ pub fn sweep(
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
                 loop {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= first + scenarios {
+                    let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         return;
-                    }
+                    };
                     let scenario = Scenario::draw(seed, options.tansu_share);
                     let line = match run(&scenario, options) {
                         Ok(outcome) => {
