@@ -254,6 +254,22 @@ fn through_speed_endpoint(
     assert_eq!(positions(&remote.status()), positions(&held));
     assert_eq!(held.len(), PARTITIONS as usize);
     let inside = runtime.block_on(async { remote.read(view, &all, &none).unwrap() });
+    // A serving tier whose source reads another topic (a peer list naming another
+    // deployment's speed instance, whose views have the same names) merges none of its cells.
+    let mut elsewhere = config.clone();
+    elsewhere.serve.speed_peers = vec![addr.to_string()];
+    for source in &mut elsewhere.sources {
+        Arc::make_mut(source).topic = unique("another-topic");
+    }
+    let foreign = braid_speed::RemoteSpeed::new(Arc::new(elsewhere))
+        .read(view, &all, &none)
+        .unwrap();
+    assert!(foreign.partitions.is_empty(), "{:?}", foreign.partitions);
+    assert_eq!(
+        foreign.state.cells().count(),
+        0,
+        "cells of another topic were merged"
+    );
     cancel.cancel();
     runtime.block_on(server).unwrap().unwrap();
     vec![

@@ -53,10 +53,11 @@ fn a_dozen_seeded_fault_scenarios_answer_exactly_and_recover() {
     assert_eq!(summary["recovery"]["count"], SCENARIOS, "{report}");
 }
 
-/// Seeds that found bugs, kept as their regression tests: 100001 (after a crash and a hung
-/// broker, the restarted archiver's group join waited minutes for a coordinator that never
-/// answered) and 100005 (a serving process asked a hung broker for the topic's partitions on
-/// every query and answered nothing for a minute).
+/// Seeds that found bugs, kept as regression tests: 100001 (after a crash and a broker outage,
+/// the restarted archiver's group join waited minutes for a coordinator that never answered)
+/// and 100005 (a serving process asked a hung broker for the topic's partitions on every query
+/// and answered nothing for a minute). They found them when an outage took the mock broker
+/// down; outages now stall it instead (see `torture/src/run.rs`), the same faults to a client.
 #[test]
 fn the_seeds_that_found_bugs_pass() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,8 @@ pub struct Options {
 pub struct Restart {
     /// In a kills-only scenario (no other fault around it).
     pub isolated: bool,
+    /// The scenario's consumer session timeout.
+    pub session_timeout_ms: u64,
     /// From the new process's start to its first successful readiness answer.
     pub ready: Option<Duration>,
     /// From the new process's start until every serving process answered complete with at
@@ -76,10 +78,6 @@ pub struct Outcome {
 /// The scenario's broker: librdkafka's mock cluster in this process, or a tansu process.
 struct Broker {
     bootstrap: String,
-    /// The ports of brokers taken down, held meanwhile so that nothing else binds them (the
-    /// mock cluster aborts the process when a broker cannot listen on its port again).
-    /// Connections to a held port are accepted and never answered: a hung broker.
-    held: BTreeMap<i32, std::net::TcpListener>,
     mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
     tansu: Option<Child>,
 }
@@ -93,7 +91,6 @@ impl Broker {
                 .map_err(TortureError::Broker)?;
             return Ok(Self {
                 bootstrap: cluster.bootstrap_servers(),
-                held: BTreeMap::new(),
                 mock: Some(cluster),
                 tansu: None,
             });
@@ -123,7 +120,6 @@ impl Broker {
             })?;
         let broker = Self {
             bootstrap: format!("127.0.0.1:{port}"),
-            held: BTreeMap::new(),
             mock: None,
             tansu: Some(child),
         };
@@ -146,28 +142,14 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Takes broker `id` of the mock cluster down and holds its port.
-    fn down(&mut self, id: i32) -> Result<(), TortureError> {
-        let address = self
-            .bootstrap
-            .split(',')
-            .nth(usize::try_from(id - 1).unwrap_or(usize::MAX))
-            .map(str::to_owned)
-            .ok_or_else(|| TortureError::Config(format!("no broker {id}")))?;
-        self.mock()?.broker_down(id).map_err(TortureError::Broker)?;
-        let listener = std::net::TcpListener::bind(&address)
-            .map_err(|e| TortureError::io(Path::new(&address), e))?;
-        self.held.insert(id, listener);
-        Ok(())
-    }
-
-    /// Lets go of broker `id`'s port and brings it up again.
-    fn up(&mut self, id: i32) -> Result<(), TortureError> {
-        if self.held.remove(&id).is_none() {
-            // Never taken down (its port could not be held): it stays as it is.
-            return Ok(());
-        }
-        self.mock()?.broker_up(id).map_err(TortureError::Broker)
+    /// Stalls broker `id` of the mock cluster: every answer it gives waits `stall`, so its
+    /// clients see a broker that stopped answering. (Taking a mock broker down and up again
+    /// is not safe: the mock cluster aborts its whole process when the broker cannot listen on
+    /// its port again, which another socket may have taken meanwhile.)
+    fn stall(&self, id: i32, stall: Duration) -> Result<(), TortureError> {
+        self.mock()?
+            .broker_round_trip_time(id, stall)
+            .map_err(TortureError::Broker)
     }
 
     /// The mock cluster, for broker faults (never drawn for tansu).
@@ -186,6 +168,12 @@ impl Drop for Broker {
         if let Some(mut tansu) = self.tansu.take() {
             let _ = tansu.kill();
             let _ = tansu.wait();
+            let port = self
+                .bootstrap
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok());
+            release_ports(port);
         }
     }
 }
@@ -279,7 +267,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
     }
     std::fs::create_dir_all(&dir).map_err(|e| TortureError::io(&dir, e))?;
     let topic = format!("torture-{}", scenario.seed);
-    let mut broker = Broker::start(scenario, &dir, &topic)?;
+    let broker = Broker::start(scenario, &dir, &topic)?;
     let bootstrap = broker.bootstrap.clone();
     let control = dir.join("storage-faults");
     let mut world = World::new(scenario, &dir, &bootstrap, &topic, options)?;
@@ -414,7 +402,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                             }
                         }
                         Fault::BrokerDown { broker: id, down } => {
-                            broker.down(id)?;
+                            broker.stall(id, down)?;
                             pending.push((now + down, Action::BrokerUp(id)));
                         }
                         Fault::RequestErrors { api, count } => {
@@ -490,7 +478,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                     world.signal(role, "CONT");
                 }
                 Action::BrokerUp(id) => {
-                    broker.up(id)?;
+                    broker.stall(id, Duration::ZERO)?;
                 }
                 Action::StorageOff => {
                     std::fs::write(&control, "").map_err(|e| TortureError::io(&control, e))?;
@@ -708,6 +696,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
             .try_fold(Duration::ZERO, |worst, d| d.map(|d| worst.max(d)));
         outcome.restarts.push(Restart {
             isolated: scenario.kills_only,
+            session_timeout_ms: scenario.session_timeout_ms,
             ready: ready.lock().ok().and_then(|r| *r),
             caught_up,
         });
@@ -832,11 +821,35 @@ fn get(agent: &ureq::Agent, url: &str) -> (u16, Json) {
     }
 }
 
+/// Ports handed to the scenarios running now: never handed twice, so that a scenario's
+/// serving process never asks another scenario's speed instance (found by the torture suite
+/// itself: a port an extra speed instance of one scenario was to use was bound by another's).
+static PORTS: Mutex<std::collections::BTreeSet<u16>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// A port free now and handed to no running scenario; [`release_ports`] gives it back.
 fn free_port() -> Result<u16, TortureError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| TortureError::io(Path::new("127.0.0.1:0"), e))
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| TortureError::io(Path::new("127.0.0.1:0"), e))?;
+        if PORTS
+            .lock()
+            .map_err(|_| TortureError::Poisoned)?
+            .insert(port)
+        {
+            return Ok(port);
+        }
+    }
+}
+
+fn release_ports(ports: impl IntoIterator<Item = u16>) {
+    if let Ok(mut handed) = PORTS.lock() {
+        for port in ports {
+            handed.remove(&port);
+        }
+    }
 }
 
 /// The processes of a scenario and what they share.
@@ -1244,6 +1257,7 @@ impl Drop for World {
             }
         }
         let _ = std::fs::write(self.dir.join("history.txt"), self.history());
+        release_ports(self.speed_ports.iter().chain(&self.serve_ports).copied());
     }
 }
 

@@ -63,7 +63,8 @@ pub enum Fault {
     /// SIGSTOP for `paused`, then SIGCONT: past the session timeout, a zombie whose
     /// partitions were handed over while it slept.
     Pause { role: Role, paused: Duration },
-    /// The broker refuses connections for `down` (librdkafka's mock cluster).
+    /// The broker stops answering for `down` (librdkafka's mock cluster: every answer it
+    /// gives meanwhile is held back until after the outage).
     BrokerDown { broker: i32, down: Duration },
     /// The next `count` requests of `api` fail with a retriable error.
     RequestErrors { api: Api, count: usize },
@@ -93,7 +94,7 @@ impl Fault {
         match self {
             Self::Kill { .. } => "kill -9",
             Self::Pause { .. } => "pause (SIGSTOP/SIGCONT)",
-            Self::BrokerDown { .. } => "broker outage",
+            Self::BrokerDown { .. } => "broker outage (stops answering)",
             Self::RequestErrors { .. } => "broker request errors",
             Self::LeaderMove { .. } => "partition leader move",
             Self::Join { .. } => "rebalance: instance joins",

@@ -63,6 +63,8 @@ pub struct Summary {
     /// and to every serving answer caught up.
     pub restart_to_ready: Spread,
     pub restart_to_caught_up: Spread,
+    /// Crash recovery, restart to caught up, by the scenario's session timeout (ms).
+    pub restart_to_caught_up_by_session: BTreeMap<u64, Spread>,
     /// The same for every kill -9, other faults around it included.
     pub restart_to_caught_up_under_faults: Spread,
     /// Restarts that never caught up before the next fault (no sample).
@@ -82,7 +84,7 @@ impl Summary {
              {} answers checked ({} rows), {} process crashes restarted\n\
              crash recovery, restart to ready: {}\ncrash recovery, restart to caught up: {}\n\
              any kill, restart to caught up: {} ({} never caught up before the next fault)\n\
-             recovery after the faults: {}\nfaults:\n",
+             recovery after the faults: {}\n",
             self.scenarios,
             self.first_seed,
             self.seconds,
@@ -98,6 +100,13 @@ impl Summary {
             self.restarts_not_measured,
             spread(&self.recovery),
         );
+        for (session, spread) in &self.restart_to_caught_up_by_session {
+            out.push_str(&format!(
+                "crash recovery with a {session} ms session timeout, restart to caught up: {}\n",
+                self::spread(spread)
+            ));
+        }
+        out.push_str("faults:\n");
         for (kind, count) in &self.faults {
             out.push_str(&format!("  {count:>6}  {kind}\n"));
         }
@@ -171,6 +180,7 @@ pub fn sweep(
         ..Summary::default()
     });
     let samples: Mutex<[Vec<Duration>; 4]> = Mutex::default();
+    let by_session: Mutex<BTreeMap<u64, Vec<Duration>>> = Mutex::default();
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
@@ -187,6 +197,11 @@ pub fn sweep(
                                     if restart.isolated {
                                         s[0].extend(restart.ready);
                                         s[1].extend(restart.caught_up);
+                                        if let Ok(mut by) = by_session.lock() {
+                                            by.entry(restart.session_timeout_ms)
+                                                .or_default()
+                                                .extend(restart.caught_up);
+                                        }
                                     }
                                     s[2].extend(restart.caught_up);
                                 }
@@ -220,6 +235,12 @@ pub fn sweep(
     summary.restart_to_caught_up = Spread::of(caught_up);
     summary.restart_to_caught_up_under_faults = Spread::of(any);
     summary.recovery = Spread::of(recovery);
+    summary.restart_to_caught_up_by_session = by_session
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(session, samples)| (session, Spread::of(samples)))
+        .collect();
     summary.failed.sort_by_key(|f| f.seed);
     summary.seconds = started.elapsed().as_secs_f64();
     summary

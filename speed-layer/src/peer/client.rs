@@ -244,7 +244,19 @@ impl RemoteSpeed {
             let mut taken: BTreeMap<TopicPartition, PartitionCells> = BTreeMap::new();
             for report in reports {
                 match report {
-                    Reported::Cells(parts) => take_each_once(&mut taken, parts),
+                    Reported::Cells(mut parts) => {
+                        // A peer that answers for another topic (a peer list naming another
+                        // deployment's instance, whose views have the same names) is not merged
+                        // (found by the torture suite, through a port another run reused).
+                        parts.retain(|part| {
+                            let ours = part.tp.topic == topic;
+                            if !ours {
+                                tracing::warn!(partition = %part.tp, view, "a speed peer answered for a partition of another topic; ignored");
+                            }
+                            ours
+                        });
+                        take_each_once(&mut taken, parts);
+                    }
                     Reported::CoverageDropped(message) => {
                         return Err(braid_shared::Error::CoverageDropped(message));
                     }
