@@ -498,7 +498,9 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                 let blamed = storage_faulty_until.is_some_and(|until| *since <= until);
                 // A sharded run that another run overtook is refused by design.
                 let log = world.log_tail(&world.dir.join(format!("{name}.log")), 1500);
-                let overtaken = log.contains("another run published a snapshot after run");
+                // So is a run while another holds the run lease (one run at a time).
+                let overtaken = log.contains("another run published a snapshot after run")
+                    || log.contains("holds the run lease");
                 if !status.success() && !blamed && !overtaken {
                     failed_runs.push(format!(
                         "batch run {name} failed with {status} and no storage fault to blame: {log}"
