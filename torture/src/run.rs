@@ -498,9 +498,11 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                 let blamed = storage_faulty_until.is_some_and(|until| *since <= until);
                 // A sharded run that another run overtook is refused by design.
                 let log = world.log_tail(&world.dir.join(format!("{name}.log")), 1500);
-                // So is a run while another holds the run lease (one run at a time).
+                // So is a run while another holds the run lease (one run at a time), and a sharded
+                // run another sharded run replaced before it was done.
                 let overtaken = log.contains("another run published a snapshot after run")
-                    || log.contains("holds the run lease");
+                    || log.contains("holds the run lease")
+                    || log.contains("abandoned: sharded run");
                 if !status.success() && !blamed && !overtaken {
                     failed_runs.push(format!(
                         "batch run {name} failed with {status} and no storage fault to blame: {log}"
@@ -1166,7 +1168,8 @@ impl World {
             Some((run, _, shard)) => format!("{run}-shard-{shard}"),
             None => format!("batch-run-{}", self.started.elapsed().as_millis()),
         };
-        let config = self.dir.join("batch-run.toml");
+        // A file of its own: another run starting meanwhile must not rewrite it under this one.
+        let config = self.dir.join(format!("{name}.toml"));
         let (text, _, _) = self.process_config(Role::Batch);
         std::fs::write(&config, text).map_err(|e| TortureError::io(&config, e))?;
         let log_path = self.dir.join(format!("{name}.log"));
@@ -1219,6 +1222,10 @@ impl World {
             let log = process.log.clone();
             match status {
                 Some(status) if status.success() => {}
+                // Stopping itself on an injected storage fault (a layer that could not write
+                // stops its process, for its supervisor to restart) is not a failure, even when
+                // it happens as the scenario ends.
+                Some(_) if self.log_tail(&log, 4000).contains("injected storage fault") => {}
                 Some(status) => failures.push(format!(
                     "{role} exited with {status} on SIGTERM: {}",
                     self.log_tail(&log, 1500)
