@@ -422,7 +422,21 @@ impl BatchRunner {
         self.history.save(&record)?;
         let started = Instant::now();
         tracing::info!(run = %plan.run_id, shards = plan.shards, "merging a sharded batch run");
-        let outcome = self.merge_execute(&plan, &done, &mut record, &lease, cancel);
+        let outcome = self
+            .merge_execute(&plan, &done, &mut record, &lease, cancel)
+            .map_err(|error| {
+                // A newer sharded run planned meanwhile sweeps this one's records and files:
+                // that, not the file it happened to miss, is why the merge failed (found by
+                // the torture suite: two sharded runs started 60 ms apart).
+                match self.read_plan(&plan.run) {
+                    Ok(None) => Error::BadShardedRun(format!(
+                        "abandoned: a newer sharded run was planned before run {:?} was merged \
+                         (start a new sharded run)",
+                        plan.run
+                    )),
+                    _ => error,
+                }
+            });
         let seconds = chrono::DateTime::parse_from_rfc3339(&plan.created_at)
             .map(|t| (chrono::Utc::now() - t.to_utc()).num_milliseconds().max(0) as f64 / 1000.0)
             .unwrap_or_else(|_| started.elapsed().as_secs_f64());

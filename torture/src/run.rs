@@ -502,7 +502,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                 // run another sharded run replaced before it was done.
                 let overtaken = log.contains("another run published a snapshot after run")
                     || log.contains("holds the run lease")
-                    || log.contains("abandoned: sharded run");
+                    || log.contains("abandoned: ");
                 if !status.success() && !blamed && !overtaken {
                     failed_runs.push(format!(
                         "batch run {name} failed with {status} and no storage fault to blame: {log}"
@@ -559,8 +559,21 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
     // Liveness: every answer complete and caught up with everything acknowledged.
     let quiet = Instant::now();
     let delivered = deliveries.counts(scenario.partitions);
-    let deadline =
-        quiet + Duration::from_secs(30) + 2 * Duration::from_millis(scenario.session_timeout_ms);
+    // Each injected group error (join, sync, heartbeat) sends the members into another round
+    // of rebalancing, each as long as a session on the mock cluster: their time is added.
+    let group_errors: usize = scenario
+        .schedule
+        .iter()
+        .map(|s| match s.fault {
+            Fault::RequestErrors {
+                api: Api::JoinGroup | Api::SyncGroup | Api::Heartbeat,
+                count,
+            } => count,
+            _ => 0,
+        })
+        .sum();
+    let session = Duration::from_millis(scenario.session_timeout_ms);
+    let deadline = quiet + Duration::from_secs(30) + session * (2 + group_errors as u32);
     let agent = agent(Duration::from_secs(2));
     let mut last: BTreeMap<(Role, usize), Json> = BTreeMap::new();
     let (_, first_base) = world.serving_bases()[0].clone();
