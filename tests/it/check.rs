@@ -209,7 +209,9 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
         .collect();
     assert_eq!(
         commands,
-        ["check", "run", "dev", "produce", "batch", "bench", "help"]
+        [
+            "check", "run", "dev", "produce", "batch", "torture", "bench", "help"
+        ]
     );
 }
 

@@ -369,12 +369,20 @@ fn strictly_valid(file: &str, kinds: &[&str]) -> Vec<Json> {
     documents
 }
 
-/// A container's environment, secrets resolved from `secrets`.
+/// The pod name a `metadata.name` field reference resolves to here.
+const POD_NAME: &str = "braid-speed-0";
+
+/// A container's environment, secrets resolved from `secrets` and the pod's name from its
+/// field reference.
 fn container_env(container: &Json, secrets: &[&Json]) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for var in container["env"].as_array().unwrap() {
         let value = match var["value"].as_str() {
             Some(value) => value.to_owned(),
+            // The pod's own name, as Kubernetes fills it in.
+            None if var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" => {
+                POD_NAME.to_owned()
+            }
             None => {
                 let reference = &var["valueFrom"]["secretKeyRef"];
                 let secret = secrets
@@ -483,6 +491,9 @@ fn kubernetes_tiers_pass_strict_validation_and_wire_serving_to_every_speed_repli
         .as_u64()
         .unwrap();
     assert_eq!(envs[0].0["BRAID__SPEED__LISTEN"], format!("0.0.0.0:{port}"));
+    // Speed replicas join their groups as static members named after their pods (a restarted
+    // pod takes its partitions back at once); `braid check` above accepted the name.
+    assert_eq!(envs[0].0["BRAID__KAFKA__INSTANCE_ID"], POD_NAME);
     let headless = named("Service", speed["spec"]["serviceName"].as_str().unwrap());
     assert_eq!(headless["spec"]["clusterIP"], "None");
     assert_eq!(headless["spec"]["ports"][0]["port"].as_u64(), Some(port));

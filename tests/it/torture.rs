@@ -66,7 +66,7 @@ fn the_seeds_that_found_bugs_pass() {
         .args([
             "torture",
             "--seeds",
-            "100001,100005",
+            "100001,100005,100264",
             "--jobs",
             "2",
             "--dir",
