@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Braid: batch and speed views over Kafka, merged exactly.
 #[derive(Debug, Parser)]
@@ -100,45 +100,49 @@ pub enum Command {
     /// Seeded randomized fault injection: each scenario (a seed) draws a workload, Braid
     /// processes and a fault schedule, runs them on librdkafka's mock cluster, and checks every
     /// answer against an oracle and liveness after the faults (exit 1 on any failure).
-    Torture {
-        /// Run only this seed (a failure's rerun); prints its scenario and every failure.
-        #[arg(long, conflicts_with_all = ["first", "scenarios"])]
-        seed: Option<u64>,
-        /// Run these seeds (comma separated) as a sweep.
-        #[arg(long, value_delimiter = ',', conflicts_with_all = ["seed", "first", "scenarios"])]
-        seeds: Vec<u64>,
-        /// The first seed of a sweep.
-        #[arg(long, default_value_t = 1)]
-        first: u64,
-        /// Scenarios of the sweep (seeds `first` to `first + scenarios - 1`).
-        #[arg(long, default_value_t = 20)]
-        scenarios: u64,
-        /// Scenarios run at once.
-        #[arg(long, default_value_t = 2)]
-        jobs: usize,
-        /// Where scenario folders go (default: a fresh temp dir); a failing scenario's folder
-        /// (configs, logs, `history.txt`) is kept.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Write the sweep's summary as JSON here.
-        #[arg(long)]
-        summary: Option<PathBuf>,
-        /// Keep every scenario's folder, passing ones too.
-        #[arg(long)]
-        keep: bool,
-        /// With `--seed`: when it fails, drop faults one at a time to find those that matter.
-        #[arg(long, requires = "seed")]
-        shrink: bool,
-        /// Share of seeds (0 to 1) run on a tansu broker process (`tansu` on the PATH) instead
-        /// of the mock cluster, with every fault but the broker's own.
-        #[arg(long, default_value_t = 0.0)]
-        tansu_share: f64,
-    },
+    Torture(TortureArgs),
     /// Measure a layer's throughput, latency and memory on this machine.
     Bench {
         #[command(subcommand)]
         target: BenchTarget,
     },
+}
+
+/// `braid torture`'s options.
+#[derive(Debug, Args)]
+pub struct TortureArgs {
+    /// Run only this seed (a failure's rerun); prints its scenario and every failure.
+    #[arg(long, conflicts_with_all = ["first", "scenarios"])]
+    pub seed: Option<u64>,
+    /// Run these seeds (comma separated) as a sweep.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["seed", "first", "scenarios"])]
+    pub seeds: Vec<u64>,
+    /// The first seed of a sweep.
+    #[arg(long, default_value_t = 1)]
+    pub first: u64,
+    /// Scenarios of the sweep (seeds `first` to `first + scenarios - 1`).
+    #[arg(long, default_value_t = 20)]
+    pub scenarios: u64,
+    /// Scenarios run at once.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Where scenario folders go (default: a fresh temp dir); a failing scenario's folder
+    /// (configs, logs, `history.txt`) is kept.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Write the sweep's summary as JSON here.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    /// Keep every scenario's folder, passing ones too.
+    #[arg(long)]
+    pub keep: bool,
+    /// With `--seed`: when it fails, drop faults one at a time to find those that matter.
+    #[arg(long, requires = "seed")]
+    pub shrink: bool,
+    /// Share of seeds (0 to 1) run on a tansu broker process (`tansu` on the PATH) instead
+    /// of the mock cluster, with every fault but the broker's own.
+    #[arg(long, default_value_t = 0.0)]
+    pub tansu_share: f64,
 }
 
 /// A layer `braid run` can start.

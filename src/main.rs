@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `braid torture` reports on stdout and stderr itself; its own broker client's complaints
     // during the outages it causes are not news.
-    if !matches!(cli.command, Command::Torture { .. }) {
+    if !matches!(cli.command, Command::Torture(_)) {
         init_tracing(cli.log_format);
     }
     match cli.command {
@@ -146,29 +146,7 @@ fn main() -> ExitCode {
             Err(error) => config_error(&error),
         },
         Command::Bench { target } => bench(target),
-        Command::Torture {
-            seed,
-            seeds,
-            first,
-            scenarios,
-            jobs,
-            dir,
-            summary,
-            keep,
-            shrink,
-            tansu_share,
-        } => torture::run(torture::Request {
-            seed,
-            seeds,
-            first,
-            scenarios,
-            jobs,
-            dir,
-            summary,
-            keep,
-            shrink,
-            tansu_share,
-        }),
+        Command::Torture(args) => torture::run(args),
     }
 }
 

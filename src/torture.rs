@@ -1,27 +1,15 @@
 //! `braid torture`: one seed (with its scenario, failures and optional shrinking) or a sweep
 //! with its summary.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use braid_torture::run::Options;
 use braid_torture::scenario::Scenario;
 use braid_torture::sweep;
 
-pub struct Request {
-    pub seed: Option<u64>,
-    pub seeds: Vec<u64>,
-    pub first: u64,
-    pub scenarios: u64,
-    pub jobs: usize,
-    pub dir: Option<PathBuf>,
-    pub summary: Option<PathBuf>,
-    pub keep: bool,
-    pub shrink: bool,
-    pub tansu_share: f64,
-}
+use crate::cli::TortureArgs;
 
-pub fn run(request: Request) -> ExitCode {
+pub fn run(request: TortureArgs) -> ExitCode {
     if !(0.0..=1.0).contains(&request.tansu_share) {
         eprintln!(
             "error: --tansu-share {} is outside 0..=1",

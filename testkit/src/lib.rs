@@ -131,7 +131,21 @@ flush_interval = "200ms"
 flush_rows = 2000
 compact_files = 4
 
-[[source]]
+{source}"#,
+        dir = dir.display(),
+        source = payments_source(topic),
+    );
+    let path = dir.join("braid.toml");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    (path, Config::from_toml(&text).unwrap())
+}
+
+/// The payments source on `topic` and its two views (`card_minute`, `country_hour`) that the
+/// tests and the torture suite query, as TOML.
+pub fn payments_source(topic: &str) -> String {
+    format!(
+        r#"[[source]]
 name = "payments"
 topic = "{topic}"
 event_time = "ts"
@@ -158,13 +172,8 @@ tx = "count"
 avg = "avg(amount)"
 p90 = "quantile(amount, 0.9)"
 top = "top_k(merchant_id, 3)"
-"#,
-        dir = dir.display()
-    );
-    let path = dir.join("braid.toml");
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(&path, &text).unwrap();
-    (path, Config::from_toml(&text).unwrap())
+"#
+    )
 }
 
 /// One test's world: a mock cluster with a fresh topic, a storage dir and a config for both.

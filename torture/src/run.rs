@@ -1315,38 +1315,12 @@ flush_interval = "200ms"
 flush_rows = 500
 compact_files = {compact}
 
-[[source]]
-name = "payments"
-topic = "{topic}"
-event_time = "ts"
-event_id = "tx_id"
-
-[[view]]
-name = "card_minute"
-source = "payments"
-group_by = ["card_id"]
-granularity = "1m"
-[view.metrics]
-tx = "count"
-amount = "sum(amount)"
-high = "max(amount)"
-merchants = "approx_distinct(merchant_id)"
-
-[[view]]
-name = "country_hour"
-source = "payments"
-group_by = ["country"]
-granularity = "1h"
-[view.metrics]
-tx = "count"
-avg = "avg(amount)"
-p90 = "quantile(amount, 0.9)"
-top = "top_k(merchant_id, 3)"
-"#,
+{source}"#,
         seed = scenario.seed,
         heartbeat = session / 6,
         storage = dir.join("storage").display(),
         segment = scenario.segment_size,
         compact = scenario.compact_files,
+        source = braid_testkit::payments_source(topic),
     )
 }
