@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, Partitions};
 use crate::error::Error;
+use crate::leases::{Assignment, Leases};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long a stopping consumer waits for the group to take its partitions back.
@@ -67,12 +68,19 @@ impl<E> ConsumerThread<E> {
     }
 }
 
-/// Subscribes a consumer with `client` settings to `topics` and runs `worker` on a thread named
-/// `name` until `cancel` fires or a step fails.
+/// What a layer's consumer reads and how it gets its partitions.
+pub struct Subscription<'a> {
+    /// The consumer's client settings.
+    pub client: &'a ClientConfig,
+    pub topics: &'a [&'a str],
+    pub assignment: Assignment,
+}
+
+/// Starts a consumer of `subscription`'s topics and runs `worker` on a thread named `name`
+/// until `cancel` fires or a step fails.
 pub fn start<W: Worker>(
     name: &str,
-    client: &ClientConfig,
-    topics: &[&str],
+    subscription: Subscription<'_>,
     partitions: Arc<W::Partitions>,
     worker: W,
     max_batch: usize,
@@ -85,12 +93,22 @@ pub fn start<W: Worker>(
         partitions,
         fatal: Mutex::new(None),
     };
-    let consumer: BaseConsumer<Context<W::Partitions>> =
-        client.create_with_context(context).map_err(Error::from)?;
-    consumer.subscribe(topics).map_err(Error::from)?;
+    let consumer: BaseConsumer<Context<W::Partitions>> = subscription
+        .client
+        .create_with_context(context)
+        .map_err(Error::from)?;
+    let leases = match subscription.assignment {
+        Assignment::Group => {
+            consumer
+                .subscribe(subscription.topics)
+                .map_err(Error::from)?;
+            None
+        }
+        Assignment::Leases(membership) => Some(Leases::new(membership, subscription.topics)),
+    };
     let thread = std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(move || run(consumer, worker, max_batch.max(1), cancel))
+        .spawn(move || run(consumer, leases, worker, max_batch.max(1), cancel))
         .map_err(|source| Error::Spawn {
             thread: name.to_owned(),
             source,
@@ -103,25 +121,33 @@ pub fn start<W: Worker>(
 
 fn run<W: Worker>(
     consumer: BaseConsumer<Context<W::Partitions>>,
+    mut leases: Option<Leases>,
     mut worker: W,
     max_batch: usize,
     cancel: CancellationToken,
 ) -> Result<(), <W::Partitions as Partitions>::Error> {
-    let result = poll_loop(&consumer, &mut worker, max_batch, &cancel);
+    let result = poll_loop(&consumer, leases.as_mut(), &mut worker, max_batch, &cancel);
     let finished = worker.finish(result.is_ok());
     if let Ok(commit) = &finished {
         commit_advisory(&consumer, commit);
     }
-    // Leave the group; the revocation that follows releases the partitions (already durable).
-    consumer.unsubscribe();
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    let partitions = Arc::clone(&consumer.context().partitions);
-    while !partitions.held().is_empty() && Instant::now() < deadline {
-        let _ = consumer.poll(POLL_TIMEOUT);
-    }
+    // Leave the group; the partitions are released (their work already durable).
+    let left = match leases {
+        Some(leases) => leases.leave(&consumer),
+        None => {
+            // The revocation that follows leaving releases the partitions.
+            consumer.unsubscribe();
+            let deadline = Instant::now() + DRAIN_TIMEOUT;
+            let partitions = Arc::clone(&consumer.context().partitions);
+            while !partitions.held().is_empty() && Instant::now() < deadline {
+                let _ = consumer.poll(POLL_TIMEOUT);
+            }
+            Ok(())
+        }
+    };
     let late = consumer.context().take_fatal();
     drop(consumer);
-    let result = result.and(finished.map(drop));
+    let result = result.and(finished.map(drop)).and(left);
     let result = match (result, late) {
         (Ok(()), Some(error)) => Err(error),
         (result, _) => result,
@@ -136,6 +162,7 @@ fn run<W: Worker>(
 /// Polls and works until cancelled or a step fails.
 fn poll_loop<W: Worker>(
     consumer: &BaseConsumer<Context<W::Partitions>>,
+    mut leases: Option<&mut Leases>,
     worker: &mut W,
     max_batch: usize,
     cancel: &CancellationToken,
@@ -149,6 +176,10 @@ fn poll_loop<W: Worker>(
             return Err(error);
         }
         let reset = poll_batch(consumer, max_batch, &mut held);
+        if let Some(leases) = leases.as_deref_mut() {
+            // Before the batch: a partition dropped here has its polled messages skipped.
+            leases.step(consumer)?;
+        }
         if !held.is_empty() {
             let handled = worker.batch(&held);
             held.clear();

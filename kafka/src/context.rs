@@ -34,6 +34,10 @@ pub trait Partitions: Send + Sync + 'static {
     /// Makes what the layer holds of a partition durable, then forgets it.
     fn release(&self, tp: &TopicPartition) -> Result<(), Self::Error>;
 
+    /// Forgets a partition without writing anything of it: another reader has taken it over
+    /// and resumes from the layer's durable records.
+    fn forget(&self, tp: &TopicPartition);
+
     /// The partitions held now.
     fn held(&self) -> Vec<TopicPartition>;
 
@@ -128,7 +132,7 @@ impl<P: Partitions> Context<P> {
         self.fatal.lock().ok().and_then(|mut f| f.take())
     }
 
-    fn assign(
+    pub(crate) fn assign(
         &self,
         consumer: &BaseConsumer<Self>,
         listed: &[TopicPartition],
@@ -153,7 +157,7 @@ impl<P: Partitions> Context<P> {
         Ok(())
     }
 
-    fn release(&self, partitions: &[TopicPartition]) -> Result<(), P::Error> {
+    pub(crate) fn release(&self, partitions: &[TopicPartition]) -> Result<(), P::Error> {
         let mut result = Ok(());
         for tp in partitions {
             if let Err(error) = self.partitions.release(tp) {

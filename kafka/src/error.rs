@@ -121,6 +121,10 @@ pub enum Error {
     #[error("{0}")]
     Produce(String),
 
+    /// Reading or writing the partition leases in storage failed.
+    #[error("partition leases: {0}")]
+    Leases(#[from] braid_store::Error),
+
     #[error("spawning the {thread} thread: {source}")]
     Spawn {
         thread: String,

@@ -1,7 +1,8 @@
 //! Braid's Kafka clients, written once: the consumer core the archiver and the speed layer
 //! share, the producer and the tail reader the other components use.
 //!
-//! Each layer reads every source topic with its own consumer group and decides for itself where
+//! Each layer reads every source topic as its own group (partition leases in storage, or a Kafka
+//! consumer group) and decides for itself where
 //! a partition resumes (the archive's manifest, the speed layer's checkpoint): Kafka's committed
 //! offsets are advisory, for lag tools. The layers differ only in what they do with a partition
 //! (buffer and flush, or restore, apply and checkpoint), which they say by implementing
@@ -15,6 +16,8 @@
 //!   reached yet, a topic's partition list).
 //! - `context`: the rebalance and statistics callbacks around a layer's [`Partitions`].
 //! - `consumer`: the owned consumer thread and its poll loop around a layer's [`Worker`].
+//! - `leases`: a layer's partitions through partition leases in storage instead of a consumer
+//!   group ([`Assignment`]).
 //! - `error`: the crate's error type.
 //! - `admin`: creating a topic on a real broker (benches and tests).
 
@@ -23,15 +26,17 @@ mod consumer;
 mod context;
 mod error;
 mod generate;
+mod leases;
 mod producer;
 mod settings;
 mod tail;
 
 pub use admin::create_topic;
-pub use consumer::{Commit, ConsumerThread, Worker, start};
+pub use consumer::{Commit, ConsumerThread, Subscription, Worker, start};
 pub use context::{Broker, Partitions};
 pub use error::{Error, Result, ResumeRecord};
 pub use generate::{GeneratorPlan, generate};
+pub use leases::Assignment;
 pub use producer::TopicProducer;
 pub use rdkafka::message::{BorrowedMessage, Message};
 pub use settings::client_config;

@@ -34,15 +34,15 @@ struct Record {
 /// The process holding a lease: enough to tell, on the same machine and in the same process
 /// namespace, that it is gone (a crash), so that the next run need not wait for the expiry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Holder {
-    host: String,
+pub(crate) struct Holder {
+    pub(crate) host: String,
     /// The kernel's boot id and the process id namespace: a pid means the same process only
     /// where both are equal.
     boot_id: String,
     pid_namespace: String,
-    pid: u32,
+    pub(crate) pid: u32,
     /// The process's start time (clock ticks after boot): tells a reused pid apart.
-    pid_start: u64,
+    pub(crate) pid_start: u64,
 }
 
 fn read_trimmed(path: &str) -> String {
@@ -59,7 +59,7 @@ fn process_start(pid: u32) -> Option<u64> {
 }
 
 impl Holder {
-    fn this_process() -> Self {
+    pub(crate) fn this_process() -> Self {
         let pid = std::process::id();
         Self {
             host: read_trimmed("/proc/sys/kernel/hostname"),
@@ -73,7 +73,7 @@ impl Holder {
     }
 
     /// Whether this is a process of the caller's machine and pid namespace that no longer runs.
-    fn is_gone(&self) -> bool {
+    pub(crate) fn is_gone(&self) -> bool {
         let here = Self::this_process();
         let comparable = !here.boot_id.is_empty()
             && !here.pid_namespace.is_empty()
@@ -83,7 +83,7 @@ impl Holder {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 

@@ -12,6 +12,7 @@
 //! - `checkpoint`: checkpoint file framing (magic, version, checksum).
 //! - `history`: the persisted batch run records, and [`BatchControl`], how runs are requested.
 //! - `lease`: leases held through conditional writes (the batch run lease).
+//! - `membership`: which process of a group reads which Kafka partition (partition leases).
 //! - `error`: the crate's error type.
 
 pub mod alerts;
@@ -21,6 +22,7 @@ mod history;
 pub mod layout;
 pub mod lease;
 pub mod manifest;
+pub mod membership;
 pub mod pointer;
 pub mod rejected;
 pub mod storage;

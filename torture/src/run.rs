@@ -559,11 +559,13 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
     // Liveness: every answer complete and caught up with everything acknowledged.
     let quiet = Instant::now();
     let delivered = deliveries.counts(scenario.partitions);
-    // Each injected group error (join, sync, heartbeat) sends the members into another round
-    // of rebalancing, each as long as a session on the mock cluster: their time is added.
+    // With consumer groups, each injected group error (join, sync, heartbeat) sends the
+    // members into another round of rebalancing, each as long as a session on the mock
+    // cluster: their time is added. Partition leases never ask the group coordinator.
     let group_errors: usize = scenario
         .schedule
         .iter()
+        .filter(|_| scenario.consumer_group)
         .map(|s| match s.fault {
             Fault::RequestErrors {
                 api: Api::JoinGroup | Api::SyncGroup | Api::Heartbeat,
@@ -1291,6 +1293,7 @@ fn config_text(scenario: &Scenario, dir: &Path, bootstrap: &str, topic: &str) ->
 [kafka]
 brokers = "{bootstrap}"
 group_id = "torture-{seed}"
+assignment = "{assignment}"
 [kafka.config]
 "session.timeout.ms" = {session}
 "heartbeat.interval.ms" = {heartbeat}
@@ -1318,6 +1321,11 @@ compact_files = {compact}
 {source}"#,
         seed = scenario.seed,
         heartbeat = session / 6,
+        assignment = if scenario.consumer_group {
+            "group"
+        } else {
+            "leases"
+        },
         storage = dir.join("storage").display(),
         segment = scenario.segment_size,
         compact = scenario.compact_files,

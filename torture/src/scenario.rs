@@ -128,6 +128,9 @@ pub struct Scenario {
     pub brokers: i32,
     /// On a tansu broker process instead of the mock cluster (no broker faults then).
     pub on_tansu: bool,
+    /// The layers share partitions through Kafka's consumer group protocol instead of
+    /// partition leases (one mock-cluster scenario in five).
+    pub consumer_group: bool,
     pub partitions: i32,
     pub topology: Topology,
     /// The consumers' session timeout.
@@ -156,6 +159,9 @@ impl Scenario {
     pub fn draw(seed: u64, tansu_share: f64) -> Self {
         let on_tansu =
             StdRng::seed_from_u64(seed ^ 0x7461_6e73_7500).random_bool(tansu_share.clamp(0.0, 1.0));
+        // Also a stream of its own: the seeds drawn before this choice existed draw the same.
+        let consumer_group =
+            !on_tansu && StdRng::seed_from_u64(seed ^ 0x6772_6f75_7000).random_bool(0.2);
         let mut rng = StdRng::seed_from_u64(seed);
         let brokers = rng.random_range(1..=3);
         let partitions = rng.random_range(2..=4);
@@ -221,6 +227,7 @@ impl Scenario {
             seed,
             brokers,
             on_tansu,
+            consumer_group,
             partitions,
             topology,
             session_timeout_ms,
@@ -268,7 +275,7 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {:?}, {} partitions on {}, session timeout {} ms, segment {}, \
+            "seed {}: {:?}, {} partitions on {} ({}), session timeout {} ms, segment {}, \
              compaction of {} files",
             self.seed,
             self.topology,
@@ -277,6 +284,11 @@ impl fmt::Display for Scenario {
                 "tansu".to_owned()
             } else {
                 format!("{} mock broker(s)", self.brokers)
+            },
+            if self.consumer_group {
+                "consumer groups"
+            } else {
+                "partition leases"
             },
             self.session_timeout_ms,
             self.segment_size,

@@ -116,10 +116,15 @@ impl Archiver {
             compact_files: config.batch.compact_files,
             last_retire_check: Instant::now(),
         };
+        let assignment =
+            braid_kafka::Assignment::for_group(config, Arc::clone(&shared.storage), &group)?;
         let thread = braid_kafka::start(
             "braid-archive",
-            &braid_kafka::client_config(config, &group),
-            &topics,
+            braid_kafka::Subscription {
+                client: &braid_kafka::client_config(config, &group),
+                topics: &topics,
+                assignment,
+            },
             Arc::new(ArchivePartitions {
                 shared: Arc::clone(&shared),
             }),

@@ -61,6 +61,15 @@ impl braid_kafka::Partitions for ArchivePartitions {
         Ok(())
     }
 
+    /// Forgets a partition another archiver took over: its buffered events are not written
+    /// (the new owner archives them from the manifest's end).
+    fn forget(&self, tp: &TopicPartition) {
+        if let Ok(mut map) = self.shared.partitions.lock() {
+            map.remove(tp);
+        }
+        self.shared.publish_end(tp, None);
+    }
+
     fn held(&self) -> Vec<TopicPartition> {
         self.shared
             .partitions

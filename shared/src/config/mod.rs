@@ -69,6 +69,9 @@ pub struct KafkaConfig {
     /// its partitions back at once instead of after the dead one's session times out. Unique
     /// per process of a group; unset: dynamic membership.
     pub instance_id: Option<String>,
+    /// How a layer's processes share a topic's partitions: `leases` (partition leases in
+    /// storage, the default) or `group` (Kafka's consumer group protocol).
+    pub assignment: Assignment,
     /// librdkafka settings passed through as they are.
     pub config: BTreeMap<String, KafkaSetting>,
 }
@@ -79,12 +82,36 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".to_owned(),
             group_id: "braid".to_owned(),
             instance_id: None,
+            assignment: Assignment::default(),
             config: BTreeMap::new(),
         }
     }
 }
 
+/// How a layer's processes share a topic's partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// Partition leases in storage, through conditional writes: no broker's group coordinator
+    /// is involved, and a restarted process takes its partitions back at once.
+    #[default]
+    Leases,
+    /// Kafka's consumer group protocol: the broker's group coordinator deals the partitions.
+    Group,
+}
+
 impl KafkaConfig {
+    /// How long a member of a layer's group may go unheard before its partitions pass to
+    /// the others: `session.timeout.ms` (6 s unless `kafka.config` sets it).
+    pub fn session_timeout(&self) -> std::time::Duration {
+        let ms = self
+            .config
+            .get("session.timeout.ms")
+            .and_then(|v| v.to_string().trim().parse::<u64>().ok())
+            .unwrap_or(6000);
+        std::time::Duration::from_millis(ms)
+    }
+
     /// The librdkafka settings of a consumer in `group`: the pass-through ones, then Braid's
     /// (offsets are stored by the layers themselves, never auto-committed; an offset the broker
     /// no longer has is an error, never reset), then defaults the pass-through ones may

@@ -82,10 +82,18 @@ impl SpeedLayer {
             last_checkpoint: Instant::now(),
             last_maintenance: Instant::now(),
         };
+        let assignment = braid_kafka::Assignment::for_group(
+            config,
+            Arc::clone(&shared.storage),
+            &config.kafka.group_id,
+        )?;
         let thread = braid_kafka::start(
             "braid-speed",
-            &braid_kafka::client_config(config, &config.kafka.group_id),
-            &topics,
+            braid_kafka::Subscription {
+                client: &braid_kafka::client_config(config, &config.kafka.group_id),
+                topics: &topics,
+                assignment,
+            },
             Arc::new(SpeedPartitions {
                 shared: Arc::clone(&shared),
                 background,

@@ -119,6 +119,14 @@ impl braid_kafka::Partitions for SpeedPartitions {
         Ok(())
     }
 
+    /// Forgets a partition another speed instance took over (nothing written: a checkpoint
+    /// written now would be refused, or would refuse the new owner's).
+    fn forget(&self, tp: &TopicPartition) {
+        if let Ok(mut map) = self.shared.partitions.write() {
+            map.remove(tp);
+        }
+    }
+
     fn held(&self) -> Vec<TopicPartition> {
         self.shared
             .assigned()
