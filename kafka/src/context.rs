@@ -38,6 +38,10 @@ pub trait Partitions: Send + Sync + 'static {
     /// and resumes from the layer's durable records.
     fn forget(&self, tp: &TopicPartition);
 
+    /// Every partition of the layer's topics, as last listed (partition leases list them; a
+    /// consumer group does not say).
+    fn listed(&self, _partitions: &std::collections::BTreeSet<TopicPartition>) {}
+
     /// The partitions held now.
     fn held(&self) -> Vec<TopicPartition>;
 

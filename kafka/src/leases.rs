@@ -169,6 +169,7 @@ impl Leases {
         }
         if listed != self.partitions {
             tracing::info!(partitions = listed.len(), "topic partitions listed");
+            consumer.context().partitions.listed(&listed);
             self.partitions = listed;
         }
     }

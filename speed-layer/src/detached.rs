@@ -1,7 +1,7 @@
 //! One partition's state fed directly, without a broker or checkpoints: the speed layer's real
 //! decode and apply path, for benchmarks (`braid bench speed`) that measure it alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use braid_shared::plan::Plan;
@@ -34,6 +34,7 @@ impl DetachedPartition {
             partitions: RwLock::new(BTreeMap::new()),
             coverage: RwLock::new(Coverage::default()),
             lag: RwLock::new(BTreeMap::new()),
+            listed: RwLock::new(BTreeSet::new()),
         });
         let topic = shared
             .plan

@@ -1,5 +1,6 @@
 //! Broker faults and group membership: request errors and a broker outage (no panic, no busy
-//! loop, progress resumes, state exact); two consumers in one group hold exactly the union.
+//! loop, progress resumes, state exact); two consumers in one group hold exactly the union; a
+//! partition another member's lease holds is named missing until it is taken.
 
 mod common;
 
@@ -210,4 +211,74 @@ fn two_consumers_in_one_group_hold_exactly_the_union() {
     }
     cancel_b.cancel();
     b.join().unwrap();
+}
+
+/// With partition leases, a partition another member holds is never read twice and never
+/// silently left out: the speed layer waits for its lease, and meanwhile names it missing in
+/// every answer. When that member leaves, its partitions are taken at its next read of the
+/// group (a third of the session timeout).
+#[test]
+fn a_partition_held_by_another_member_is_named_missing_until_taken() {
+    use braid_store::membership::Membership;
+    use std::collections::BTreeSet;
+
+    const PARTITIONS: i32 = 4;
+    let world = fixture(PARTITIONS, "");
+    let (config, topic) = (world.config.clone(), world.topic.clone());
+    let all: BTreeSet<braid_shared::TopicPartition> = (0..PARTITIONS)
+        .map(|p| braid_shared::TopicPartition::new(&topic, p))
+        .collect();
+    let storage = braid_store::open(&config.storage).unwrap();
+    let other = Membership::join(
+        std::sync::Arc::clone(&storage),
+        &config.kafka.group_id,
+        Some("other"),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    for tp in &all {
+        assert!(other.take(tp).unwrap());
+    }
+
+    let cancel = CancellationToken::new();
+    let layer = SpeedLayer::start(&config, storage, cancel.clone()).unwrap();
+    let handle = layer.handle();
+    let missing = |handle: &SpeedHandle| -> BTreeSet<braid_shared::TopicPartition> {
+        handle
+            .read("card_minute", &CellQuery::default(), &Coverage::default())
+            .unwrap()
+            .missing
+            .into_iter()
+            .collect()
+    };
+    wait_for(
+        "the topic's partitions listed",
+        Duration::from_secs(30),
+        || missing(&handle) == all,
+    );
+    assert!(handle.positions().is_empty(), "a held lease was read");
+
+    // The other member gives its leases back: the speed layer takes its share, and names the
+    // rest, the other's share, missing.
+    for tp in &all {
+        other.give_back(tp).unwrap();
+    }
+    // Two live members: half the partitions each.
+    wait_for(
+        "the speed layer's share taken",
+        Duration::from_secs(30),
+        || handle.positions().len() == 2,
+    );
+    let held: BTreeSet<_> = handle.positions().into_keys().collect();
+    assert_eq!(
+        missing(&handle),
+        all.difference(&held).cloned().collect::<BTreeSet<_>>()
+    );
+
+    other.leave().unwrap();
+    wait_for("every partition taken", Duration::from_secs(30), || {
+        handle.positions().len() == PARTITIONS as usize && missing(&handle).is_empty()
+    });
+    cancel.cancel();
+    layer.join().unwrap();
 }

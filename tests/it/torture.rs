@@ -85,6 +85,42 @@ fn the_seeds_that_found_bugs_pass() {
     assert!(report.contains("3 passed, 0 failed"), "{report}");
 }
 
+/// Seeds that left partitions held by no live instance on a tansu broker for the rest of the
+/// run while the layers shared them through Kafka consumer groups (200006: a speed instance
+/// killed and another paused; 200008: a single `braid run` killed twice): with partition
+/// leases, the restarted process takes its partitions back at once.
+#[test]
+fn tansu_seeds_whose_partitions_went_unowned_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["torture", "--seeds", "200006,200008", "--tansu-share", "1"])
+        .args(["--jobs", "2", "--dir"])
+        .arg(dir.path().join("scenarios"))
+        .arg("--summary")
+        .arg(dir.path().join("summary.json"))
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("2 passed, 0 failed"), "{report}");
+    let summary: Json =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    // The kills struck, and every partition was owned and caught up again after them.
+    let kills = summary["faults"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(kind, _)| kind.contains("kill"))
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum::<u64>();
+    assert!(kills >= 2, "{report}");
+    assert_eq!(summary["recovery"]["count"], 2, "{report}");
+}
+
 /// A seed is a scenario: the same seed draws the same workload and schedule, so a failure
 /// replays; the sweep's summary names each fault kind it struck with.
 #[test]

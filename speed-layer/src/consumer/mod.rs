@@ -6,7 +6,7 @@
 
 mod rebalance;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,7 @@ impl SpeedLayer {
             partitions: RwLock::new(BTreeMap::new()),
             coverage: RwLock::new(coverage),
             lag: RwLock::new(BTreeMap::new()),
+            listed: RwLock::new(BTreeSet::new()),
         });
         let topics = config.topics();
         let background = Arc::new(checkpoint::Background::start(Arc::clone(&shared))?);

@@ -127,6 +127,12 @@ impl braid_kafka::Partitions for SpeedPartitions {
         }
     }
 
+    fn listed(&self, partitions: &std::collections::BTreeSet<TopicPartition>) {
+        if let Ok(mut listed) = self.shared.listed.write() {
+            listed.clone_from(partitions);
+        }
+    }
+
     fn held(&self) -> Vec<TopicPartition> {
         self.shared
             .assigned()

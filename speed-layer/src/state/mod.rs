@@ -10,7 +10,7 @@ mod read;
 pub(crate) use apply::list_due_rejections;
 pub use read::SpeedHandle;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -254,11 +254,28 @@ pub(crate) struct Shared {
     pub coverage: RwLock<Coverage>,
     /// Messages behind the broker's high watermark, per partition, from librdkafka statistics.
     pub lag: RwLock<BTreeMap<TopicPartition, i64>>,
+    /// Every partition of the topics, as the consumer last listed them (empty until then, and
+    /// with Kafka consumer groups): a read names those not held as missing.
+    pub listed: RwLock<BTreeSet<TopicPartition>>,
 }
 
 impl Shared {
     pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<PartitionState>> {
         self.partitions.read().ok()?.get(tp).cloned()
+    }
+
+    /// The listed partitions of `topic` this process does not hold.
+    pub fn missing(&self, topic: &str) -> Vec<TopicPartition> {
+        let Ok(listed) = self.listed.read() else {
+            return Vec::new();
+        };
+        let held = self.partitions.read().ok();
+        listed
+            .iter()
+            .filter(|tp| tp.topic == topic)
+            .filter(|tp| !held.as_ref().is_some_and(|h| h.contains_key(*tp)))
+            .cloned()
+            .collect()
     }
 
     pub fn assigned(&self) -> Vec<(TopicPartition, Arc<PartitionState>)> {
@@ -306,6 +323,7 @@ n = "count"
             partitions: RwLock::new(BTreeMap::new()),
             coverage: RwLock::new(Coverage::default()),
             lag: RwLock::new(BTreeMap::new()),
+            listed: RwLock::new(BTreeSet::new()),
         });
         (config, shared)
     }

@@ -84,6 +84,7 @@ impl SpeedReader for SpeedHandle {
     ) -> braid_shared::Result<SpeedCells> {
         let mut parts = self.read_parts(view, query, coverage, false)?;
         let partitions = parts.iter().map(|p| (p.tp.clone(), p.status)).collect();
+        let missing = self.shared.missing(&self.view_plan(view)?.0.topic);
         let state = match parts.pop() {
             Some(first) => first.state,
             None => {
@@ -94,7 +95,7 @@ impl SpeedReader for SpeedHandle {
         Ok(SpeedCells {
             state,
             partitions,
-            missing: Vec::new(),
+            missing,
         })
     }
 
@@ -127,6 +128,8 @@ impl SpeedReader for SpeedHandle {
                 positions.partitions.insert(tp.clone(), status);
             }
         }
+        drop(held);
+        positions.missing = shared.missing(&topic.topic);
         Ok(positions)
     }
 }
