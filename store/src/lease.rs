@@ -10,13 +10,14 @@
 //! with the taker's: clocks must agree to well within [`TTL`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::renewer::Renewer;
 use crate::storage::{Put, Storage, Version};
 
 /// How long a lease holds without renewal.
@@ -90,7 +91,7 @@ pub(crate) fn now_ms() -> i64 {
 /// The lease a run holds; renewed by a thread of its own until released or dropped.
 pub struct Lease {
     shared: Arc<Shared>,
-    renewer: Option<std::thread::JoinHandle<()>>,
+    renewer: Renewer,
 }
 
 struct Shared {
@@ -98,8 +99,6 @@ struct Shared {
     ttl: Duration,
     held: Mutex<(Record, Version)>,
     lost: AtomicBool,
-    stop: Mutex<bool>,
-    wake: Condvar,
 }
 
 /// Takes the run lease for `run_id`, or fails with [`Error::RunBusy`] naming the run that
@@ -153,18 +152,15 @@ fn acquire_for(storage: Arc<dyn Storage>, run_id: &str, ttl: Duration) -> Result
         ttl,
         held: Mutex::new((record, version)),
         lost: AtomicBool::new(false),
-        stop: Mutex::new(false),
-        wake: Condvar::new(),
     });
     let renewing = Arc::clone(&shared);
-    let renewer = std::thread::Builder::new()
-        .name("braid-lease".to_owned())
-        .spawn(move || renewing.renew_until_stopped())
-        .map_err(|e| Error::RunBusy(format!("cannot start renewing the run lease: {e}")))?;
-    Ok(Lease {
-        shared,
-        renewer: Some(renewer),
+    let renewer = Renewer::start("braid-lease", ttl / 3, move || {
+        if let Err(error) = renewing.write(false) {
+            tracing::error!(%error, "the batch run lease could not be renewed");
+        }
     })
+    .map_err(|e| Error::RunBusy(format!("cannot start renewing the run lease: {e}")))?;
+    Ok(Lease { shared, renewer })
 }
 
 fn busy(held: &Record) -> Error {
@@ -185,25 +181,6 @@ fn encode(record: &Record) -> Result<Vec<u8>> {
 }
 
 impl Shared {
-    fn renew_until_stopped(&self) {
-        let Ok(mut stop) = self.stop.lock() else {
-            return;
-        };
-        loop {
-            // Checks the flag before waiting: a stop signalled before this thread waited is seen.
-            let Ok((guard, _)) = self.wake.wait_timeout_while(stop, self.ttl / 3, |s| !*s) else {
-                return;
-            };
-            stop = guard;
-            if *stop {
-                return;
-            }
-            if let Err(error) = self.write(false) {
-                tracing::error!(%error, "the batch run lease could not be renewed");
-            }
-        }
-    }
-
     /// Writes the held record again, renewed or released, over the version last written.
     fn write(&self, release: bool) -> Result<()> {
         let mut held = self
@@ -248,26 +225,16 @@ impl Lease {
 
     /// Gives the lease up for the next run.
     pub fn release(mut self) -> Result<()> {
-        self.stop_renewing();
+        self.renewer.stop();
         self.shared.write(true)
-    }
-
-    fn stop_renewing(&mut self) {
-        if let Ok(mut stop) = self.shared.stop.lock() {
-            *stop = true;
-        }
-        self.shared.wake.notify_all();
-        if let Some(renewer) = self.renewer.take() {
-            let _ = renewer.join();
-        }
     }
 }
 
 impl Drop for Lease {
     /// A lease dropped without [`Lease::release`] (an error path) is released too.
     fn drop(&mut self) {
-        if self.renewer.is_some() {
-            self.stop_renewing();
+        if self.renewer.is_running() {
+            self.renewer.stop();
             if let Err(error) = self.shared.write(true) {
                 tracing::warn!(%error, "the batch run lease could not be released");
             }

@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod membership;
 pub mod pointer;
 pub mod rejected;
+mod renewer;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use braid_shared::TopicPartition;
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::lease::{Holder, now_ms};
+use crate::renewer::Renewer;
 use crate::storage::{Put, Storage, Version, put_over};
 
 /// How long a member's record outlives its expiry before any member deletes it (in TTLs).
@@ -79,7 +80,7 @@ struct Roster {
 /// [`Membership::leave`] or drop, and the partition leases it holds.
 pub struct Membership {
     inner: Arc<Inner>,
-    renewer: Option<std::thread::JoinHandle<()>>,
+    renewer: Renewer,
 }
 
 struct Inner {
@@ -93,8 +94,6 @@ struct Inner {
     roster: Mutex<Roster>,
     /// The version of every lease this member wrote and still holds.
     leases: Mutex<HashMap<TopicPartition, Version>>,
-    stop: Mutex<bool>,
-    wake: Condvar,
 }
 
 /// A key segment for `text`: letters, digits, `.`, `_` and `-` as they are, anything else
@@ -198,22 +197,20 @@ impl Membership {
             record: Mutex::new((record, None)),
             roster: Mutex::new(Roster::default()),
             leases: Mutex::new(HashMap::new()),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
         });
         inner.renew()?;
         inner.read_roster()?;
         let renewing = Arc::clone(&inner);
-        let renewer = std::thread::Builder::new()
-            .name("braid-membership".to_owned())
-            .spawn(move || renewing.renew_until_stopped())
-            .map_err(|e| {
-                Error::Internal(format!("cannot start renewing the group membership: {e}"))
-            })?;
-        Ok(Self {
-            inner,
-            renewer: Some(renewer),
+        let renewer = Renewer::start("braid-membership", inner.ttl / 3, move || {
+            if let Err(error) = renewing.renew() {
+                tracing::warn!(%error, group = %renewing.group, "renewing the group membership failed");
+            }
+            if let Err(error) = renewing.read_roster() {
+                tracing::warn!(%error, group = %renewing.group, "reading the group's members failed");
+            }
         })
+        .map_err(|e| Error::Internal(format!("cannot start renewing the group membership: {e}")))?;
+        Ok(Self { inner, renewer })
     }
 
     /// This member's name in the group.
@@ -341,24 +338,16 @@ impl Membership {
     /// Leaves the group: the others deal its partitions among themselves at their next read.
     /// Give the partitions back first.
     pub fn leave(mut self) -> Result<()> {
-        self.stop_renewing();
+        self.renewer.stop();
         self.inner.write_record(true)
-    }
-
-    fn stop_renewing(&mut self) {
-        *lock(&self.inner.stop) = true;
-        self.inner.wake.notify_all();
-        if let Some(renewer) = self.renewer.take() {
-            let _ = renewer.join();
-        }
     }
 }
 
 impl Drop for Membership {
     /// A membership dropped without [`Membership::leave`] (an error path) leaves as well.
     fn drop(&mut self) {
-        if self.renewer.is_some() {
-            self.stop_renewing();
+        if self.renewer.is_running() {
+            self.renewer.stop();
             if let Err(error) = self.inner.write_record(true) {
                 tracing::warn!(%error, group = %self.inner.group, "leaving the group failed");
             }
@@ -367,29 +356,6 @@ impl Drop for Membership {
 }
 
 impl Inner {
-    fn renew_until_stopped(&self) {
-        let mut stop = lock(&self.stop);
-        loop {
-            // Checks the flag before waiting: a stop signalled before this thread waited is seen.
-            let (guard, _) = self
-                .wake
-                .wait_timeout_while(stop, self.ttl / 3, |s| !*s)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            stop = guard;
-            if *stop {
-                return;
-            }
-            drop(stop);
-            if let Err(error) = self.renew() {
-                tracing::warn!(%error, group = %self.group, "renewing the group membership failed");
-            }
-            if let Err(error) = self.read_roster() {
-                tracing::warn!(%error, group = %self.group, "reading the group's members failed");
-            }
-            stop = lock(&self.stop);
-        }
-    }
-
     fn renew(&self) -> Result<()> {
         let started = Instant::now();
         self.write_record(false)?;
@@ -615,7 +581,7 @@ mod tests {
         assert!(a.is_current());
         assert_eq!(a.share(&partitions(3)).len(), 3);
         // As a paused process finds itself: its last renewal long ago.
-        a.stop_renewing();
+        a.renewer.stop();
         lock(&a.inner.roster).renewed = Some(Instant::now() - short);
         assert!(!a.is_current());
         assert!(a.share(&partitions(3)).is_empty());

@@ -13,24 +13,8 @@ const SCENARIOS: u64 = 12;
 
 #[test]
 fn a_dozen_seeded_fault_scenarios_answer_exactly_and_recover() {
-    let dir = tempfile::tempdir().unwrap();
-    let summary_path = dir.path().join("summary.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args(["torture", "--first", &FIRST_SEED.to_string()])
-        .args(["--scenarios", &SCENARIOS.to_string(), "--jobs", "2"])
-        .arg("--dir")
-        .arg(dir.path().join("scenarios"))
-        .arg("--summary")
-        .arg(&summary_path)
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{report}");
-    let summary: Json = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let (first, scenarios) = (FIRST_SEED.to_string(), SCENARIOS.to_string());
+    let (report, summary) = torture(&["--first", &first, "--scenarios", &scenarios]);
     assert_eq!(summary["scenarios"], SCENARIOS, "{report}");
     assert_eq!(summary["passed"], SCENARIOS, "{report}");
     assert!(summary["failed"].as_array().unwrap().is_empty(), "{report}");
@@ -61,26 +45,7 @@ fn a_dozen_seeded_fault_scenarios_answer_exactly_and_recover() {
 /// down; outages now stall it instead (see `torture/src/run.rs`), the same faults to a client.
 #[test]
 fn the_seeds_that_found_bugs_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args([
-            "torture",
-            "--seeds",
-            "100001,100005,100264",
-            "--jobs",
-            "2",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = String::from_utf8_lossy(&output.stdout);
+    let (report, _) = torture(&["--seeds", "100001,100005,100264"]);
     assert!(report.contains("3 scenarios from seed 100001"), "{report}");
     assert!(report.contains("3 passed, 0 failed"), "{report}");
 }
@@ -91,24 +56,8 @@ fn the_seeds_that_found_bugs_pass() {
 /// leases, the restarted process takes its partitions back at once.
 #[test]
 fn tansu_seeds_whose_partitions_went_unowned_recover() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args(["torture", "--seeds", "200006,200008", "--tansu-share", "1"])
-        .args(["--jobs", "2", "--dir"])
-        .arg(dir.path().join("scenarios"))
-        .arg("--summary")
-        .arg(dir.path().join("summary.json"))
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{report}");
+    let (report, summary) = torture(&["--seeds", "200006,200008", "--tansu-share", "1"]);
     assert!(report.contains("2 passed, 0 failed"), "{report}");
-    let summary: Json =
-        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
     // The kills struck, and every partition was owned and caught up again after them.
     let kills = summary["faults"]
         .as_object()
@@ -119,6 +68,30 @@ fn tansu_seeds_whose_partitions_went_unowned_recover() {
         .sum::<u64>();
     assert!(kills >= 2, "{report}");
     assert_eq!(summary["recovery"]["count"], 2, "{report}");
+}
+
+/// Runs `braid torture` with `args`, two scenarios at a time, in a folder of its own; asserts
+/// that it passed. Its report (what it printed) and its summary.
+fn torture(args: &[&str]) -> (String, Json) {
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("summary.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("torture")
+        .args(args)
+        .args(["--jobs", "2", "--dir"])
+        .arg(dir.path().join("scenarios"))
+        .arg("--summary")
+        .arg(&summary_path)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{report}");
+    let summary = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    (report, summary)
 }
 
 /// A seed is a scenario: the same seed draws the same workload and schedule, so a failure
