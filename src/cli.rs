@@ -143,6 +143,10 @@ pub struct TortureArgs {
     /// of the mock cluster, with every fault but the broker's own.
     #[arg(long, default_value_t = 0.0)]
     pub tansu_share: f64,
+    /// Share of seeds (0 to 1) whose processes store in a bucket of moto's S3 server
+    /// (installed by `scripts/install-deps.sh --tests`) instead of a local folder.
+    #[arg(long, default_value_t = 0.0)]
+    pub moto_share: f64,
 }
 
 /// A layer `braid run` can start.

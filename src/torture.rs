@@ -4,19 +4,25 @@
 use std::process::ExitCode;
 
 use braid_torture::run::Options;
-use braid_torture::scenario::Scenario;
+use braid_torture::scenario::{Scenario, Shares};
 use braid_torture::sweep;
 
 use crate::cli::TortureArgs;
 
 pub fn run(request: TortureArgs) -> ExitCode {
-    if !(0.0..=1.0).contains(&request.tansu_share) {
-        eprintln!(
-            "error: --tansu-share {} is outside 0..=1",
-            request.tansu_share
-        );
-        return ExitCode::from(2);
+    for (flag, share) in [
+        ("--tansu-share", request.tansu_share),
+        ("--moto-share", request.moto_share),
+    ] {
+        if !(0.0..=1.0).contains(&share) {
+            eprintln!("error: {flag} {share} is outside 0..=1");
+            return ExitCode::from(2);
+        }
     }
+    let shares = Shares {
+        tansu: request.tansu_share,
+        moto: request.moto_share,
+    };
     let braid = match std::env::current_exe() {
         Ok(path) => path,
         Err(error) => {
@@ -44,12 +50,12 @@ pub fn run(request: TortureArgs) -> ExitCode {
         braid,
         dir,
         keep: request.keep,
-        tansu_share: request.tansu_share,
+        shares,
     };
     let progress = |line: &str| eprintln!("{line}");
     let passed = match request.seed {
         Some(seed) => {
-            let scenario = Scenario::draw(seed, request.tansu_share);
+            let scenario = Scenario::draw(seed, &shares);
             eprintln!("{scenario}");
             match braid_torture::run::run(&scenario, &options) {
                 Ok(outcome) => {

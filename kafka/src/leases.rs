@@ -176,25 +176,25 @@ impl Leases {
 
     /// A member not renewed in time may have lost leases: partitions another member took are
     /// dropped without writing anything (their next owner resumes from the layer's records).
-    /// When storage cannot tell, everything is dropped.
+    /// A partition whose lease storage cannot read is dropped too, and its lease given back
+    /// once storage answers (another member may be waiting for it).
     fn drop_lost<P: Partitions>(
         &mut self,
         consumer: &BaseConsumer<Context<P>>,
     ) -> Result<(), P::Error> {
         for tp in self.assigned.clone() {
-            let lost = match self.membership.holds(&tp) {
-                Ok(holds) => !holds,
+            match self.membership.holds(&tp) {
+                Ok(true) => continue,
+                Ok(false) => {
+                    tracing::warn!(partition = %tp, "another member took the partition while this one was not heard; dropped");
+                }
                 Err(error) => {
                     tracing::warn!(partition = %tp, %error, "cannot tell whether the partition's lease is still held; dropping the partition");
-                    true
+                    self.giving_back.insert(tp.clone());
                 }
-            };
-            if lost {
-                tracing::warn!(partition = %tp, "another member took the partition while this one was not heard; dropped");
-                consumer.context().partitions.forget(&tp);
-                self.membership.forget(&tp);
-                self.unassign(consumer, &tp)?;
             }
+            consumer.context().partitions.forget(&tp);
+            self.unassign(consumer, &tp)?;
         }
         Ok(())
     }

@@ -12,6 +12,8 @@
 //! speed/rejected/<topic>/<p>.json         manifest of the chunks of events the speed layer rejected
 //! speed/rejected/<topic>/<p>/<n>.jsonl    one chunk: the rejections between two checkpoints
 //! fraud/alerts/<topic>/<p>/<offset>.json  one fraud alert, created once (its id is the event's)
+//! groups/<group>/members/<member>.json    a live process of a layer's group (`membership`)
+//! groups/<group>/partitions/<topic>/<p>.json  the lease of a partition: which member reads it
 //! ```
 //!
 //! Readers start from a manifest (the pointer, an archive or rejected-log manifest) and read

@@ -309,9 +309,10 @@ impl Membership {
     }
 
     /// Gives the lease of `tp` back (its work on it is durable): the next member takes it at
-    /// once. A lease another member took meanwhile is left as it is.
+    /// once. A lease another member took meanwhile is left as it is. After a failed write the
+    /// lease is still held: give it back again.
     pub fn give_back(&self, tp: &TopicPartition) -> Result<()> {
-        let Some(version) = lock(&self.inner.leases).remove(tp) else {
+        let Some(version) = lock(&self.inner.leases).get(tp).cloned() else {
             return Ok(());
         };
         let record = LeaseRecord {
@@ -321,18 +322,15 @@ impl Membership {
             given_back: true,
         };
         let key = lease_key(&self.inner.group, tp);
+        // Written, or refused because another member took it meanwhile: not held either way.
         put_over(
             self.inner.storage.as_ref(),
             &key,
             &encode("partition lease", &record)?,
             Some(&version),
         )?;
-        Ok(())
-    }
-
-    /// Forgets the lease of `tp` without writing: another member holds it now.
-    pub fn forget(&self, tp: &TopicPartition) {
         lock(&self.inner.leases).remove(tp);
+        Ok(())
     }
 
     /// Leaves the group: the others deal its partitions among themselves at their next read.
@@ -585,6 +583,37 @@ mod tests {
         lock(&a.inner.roster).renewed = Some(Instant::now() - short);
         assert!(!a.is_current());
         assert!(a.share(&partitions(3)).is_empty());
+    }
+
+    /// Found by the torture suite: a give-back refused by storage forgot the lease's version,
+    /// so the retry wrote nothing and the partition stayed held by a member that no longer
+    /// read it.
+    #[test]
+    fn a_give_back_that_storage_refused_is_written_when_asked_again() {
+        use crate::storage::faults::{Faults, FaultyStorage};
+        let (dir, storage) = storage();
+        let control = dir.path().join("faults");
+        let set = |fail_writes: f64| {
+            let faults = Faults {
+                fail_writes,
+                ..Faults::default()
+            };
+            std::fs::write(&control, faults.render()).unwrap();
+            // The control file is read again once 100 ms have passed since the last read.
+            std::thread::sleep(Duration::from_millis(110));
+        };
+        set(0.0);
+        let faulty: Arc<dyn Storage> = Arc::new(FaultyStorage::new(Arc::clone(&storage), &control));
+        let a = join(&faulty, "a");
+        let b = join(&storage, "b");
+        let p0 = TopicPartition::new("pay", 0);
+        assert!(a.take(&p0).unwrap());
+        set(1.0);
+        assert!(a.give_back(&p0).is_err());
+        assert!(!b.take(&p0).unwrap(), "a lease not given back stays held");
+        set(0.0);
+        a.give_back(&p0).unwrap();
+        assert!(b.take(&p0).unwrap());
     }
 
     #[test]

@@ -20,38 +20,57 @@ pub const REGION: &str = "us-east-1";
 impl Moto {
     /// Starts a server on a free port and waits until it accepts connections.
     pub fn start() -> Self {
+        Self::try_start().unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`Moto::start`], or why the server could not be started.
+    pub fn try_start() -> Result<Self, String> {
         let binary = tools_dir().join("moto").join("bin").join("moto_server");
-        assert!(
-            binary.is_file(),
-            "{} is missing: run scripts/install-deps.sh --tests",
-            binary.display()
-        );
+        if !binary.is_file() {
+            return Err(format!(
+                "{} is missing: run scripts/install-deps.sh --tests",
+                binary.display()
+            ));
+        }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .expect("a free port")
+            .map_err(|e| format!("no free port for moto: {e}"))?
             .port();
         let child = Command::new(&binary)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server starts");
+            .map_err(|e| format!("moto_server does not start: {e}"))?;
         let moto = Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
-        crate::wait_for("moto's S3 server", Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        moto
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("moto's S3 server did not listen on {port} in 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(moto)
     }
 
     /// Creates `bucket` (moto takes an unsigned bucket creation).
     pub fn create_bucket(&self, bucket: &str) {
+        self.try_create_bucket(bucket)
+            .unwrap_or_else(|why| panic!("{why}"));
+    }
+
+    /// [`Moto::create_bucket`], or why it failed.
+    pub fn try_create_bucket(&self, bucket: &str) -> Result<(), String> {
         let response = ureq::put(&format!("{}/{bucket}", self.endpoint))
             .send_empty()
-            .expect("moto creates the bucket");
-        assert_eq!(response.status(), 200);
+            .map_err(|e| format!("moto does not create bucket {bucket}: {e}"))?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            status => Err(format!("moto answered {status} creating bucket {bucket}")),
+        }
     }
 
     /// object_store S3 options for this server.

@@ -98,8 +98,11 @@ fn torture(args: &[&str]) -> (String, Json) {
 /// replays; the sweep's summary names each fault kind it struck with.
 #[test]
 fn a_seed_replays_its_scenario() {
-    use braid_torture::scenario::Scenario;
-    let (a, b) = (Scenario::draw(77, 0.0), Scenario::draw(77, 0.0));
+    use braid_torture::scenario::{Scenario, Shares};
+    let (a, b) = (
+        Scenario::draw(77, &Shares::default()),
+        Scenario::draw(77, &Shares::default()),
+    );
     assert_eq!(a.to_string(), b.to_string());
     assert_eq!(a.schedule, b.schedule);
     assert!(
@@ -108,5 +111,8 @@ fn a_seed_replays_its_scenario() {
             .zip(&b.messages)
             .all(|(x, y)| x.payload == y.payload && x.partition == y.partition)
     );
-    assert_ne!(Scenario::draw(78, 0.0).to_string(), a.to_string());
+    assert_ne!(
+        Scenario::draw(78, &Shares::default()).to_string(),
+        a.to_string()
+    );
 }

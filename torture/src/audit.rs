@@ -1,6 +1,6 @@
 //! The checks of a quiet system, once the faults ended and every answer caught up: SQL over
-//! the merged views and over the archive, lineage re-folds and as-of replays, each against the
-//! oracle.
+//! the merged views and over the archive, lineage re-folds, event pages and as-of replays, each
+//! against the oracle.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -121,7 +121,7 @@ impl Quiet<'_> {
     /// Runs every check.
     pub fn audit(&self, earlier: &[(String, Json)]) -> Audit {
         let mut audit = Audit::default();
-        for check in [Self::views_by_sql, Self::lineage_refolds] {
+        for check in [Self::views_by_sql, Self::lineage_refolds, Self::event_pages] {
             match self.eventually(check) {
                 Ok(n) => audit.answers += n,
                 Err(failure) => audit.failures.push(failure),
@@ -336,6 +336,74 @@ impl Quiet<'_> {
             .and_then(|p| p.parse::<usize>().ok())
             .filter(|p| *p < self.produced.partitions.len())
             .ok_or_else(|| format!("lineage names an unknown partition {name:?}"))
+    }
+
+    /// Every page of `/v1/events` over all time, 97 events a page, cursor after cursor: each
+    /// acknowledged valid event listed once, in (partition, offset) order, at its event time,
+    /// and nothing else. Returns the pages read.
+    fn event_pages(&self) -> Result<usize, Verdict> {
+        let expected: Vec<(usize, i64, i64)> = self
+            .produced
+            .partitions
+            .iter()
+            .enumerate()
+            .flat_map(|(p, events)| {
+                events
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(o, e)| e.as_ref().map(|e| (p, o as i64, e.time_ms)))
+            })
+            .collect();
+        let (mut got, mut pages, mut cursor) = (Vec::new(), 0, String::new());
+        loop {
+            let path = format!("/v1/events/payments?from=0&to=now%2B3650d&limit=97{cursor}");
+            let (status, page) = self.get(&path);
+            if status != 200 {
+                return Err(Verdict::Wrong(format!("{path} answered {status}: {page}")));
+            }
+            pages += 1;
+            for event in page["events"].as_array().into_iter().flatten() {
+                let partition = event["partition"]
+                    .as_str()
+                    .ok_or_else(|| Verdict::Wrong(format!("an event without partition: {event}")))
+                    .and_then(|name| self.partition(name).map_err(Verdict::Wrong))?;
+                let time = event["event_time"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.timestamp_millis());
+                got.push((
+                    partition,
+                    event["offset"].as_i64().unwrap_or(-1),
+                    time.unwrap_or(i64::MIN),
+                ));
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        if got == expected {
+            return Ok(pages);
+        }
+        let known: std::collections::BTreeSet<_> = expected.iter().collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let foreign = got.iter().find(|e| !known.contains(e) || !seen.insert(*e));
+        let ordered = got.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1));
+        match foreign {
+            Some(event) => Err(Verdict::Wrong(format!(
+                "event pages list (partition, offset, time) {event:?}, not an acknowledged event or listed twice"
+            ))),
+            None if !ordered => Err(Verdict::Wrong(
+                "event pages are not in (partition, offset) order".to_owned(),
+            )),
+            // Some acknowledged events not listed yet: the broker's answer of the unarchived
+            // ones may lag.
+            None => Err(Verdict::Behind(format!(
+                "event pages list {} of {} acknowledged events",
+                got.len(),
+                expected.len()
+            ))),
+        }
     }
 
     /// Earlier complete answers asked again `as_of` their offsets: equal, row for row.

@@ -33,8 +33,8 @@ pub struct Options {
     pub dir: PathBuf,
     /// Keep a passing scenario's folder (a failing one's is always kept).
     pub keep: bool,
-    /// Share of seeds run on a tansu broker process instead of the mock cluster.
-    pub tansu_share: f64,
+    /// Shares of seeds run on a tansu broker, on moto's S3 server.
+    pub shares: crate::scenario::Shares,
 }
 
 /// A restart after a kill -9, measured from outside.
@@ -270,11 +270,21 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
     let broker = Broker::start(scenario, &dir, &topic)?;
     let bootstrap = broker.bootstrap.clone();
     let control = dir.join("storage-faults");
-    let mut world = World::new(scenario, &dir, &bootstrap, &topic, options)?;
-    let env = vec![(
+    let mut env = vec![(
         braid_store::storage::faults::FAULTS_ENV.to_owned(),
         control.display().to_string(),
     )];
+    // Declared before the processes: stopped after them.
+    let _moto = if scenario.on_moto {
+        let moto = braid_testkit::moto::Moto::try_start().map_err(TortureError::NotReady)?;
+        moto.try_create_bucket(MOTO_BUCKET)
+            .map_err(TortureError::NotReady)?;
+        env.extend(moto.env());
+        Some(moto)
+    } else {
+        None
+    };
+    let mut world = World::new(scenario, &dir, &bootstrap, &topic, options)?;
     world.env = env;
     let mut outcome = Outcome {
         seed: scenario.seed,
@@ -1285,6 +1295,9 @@ impl Drop for World {
     }
 }
 
+/// The bucket of a scenario on moto (each scenario starts its own server).
+const MOTO_BUCKET: &str = "torture";
+
 /// The config every process starts from (`@SERVE@` is its `[serve]` listen line).
 fn config_text(scenario: &Scenario, dir: &Path, bootstrap: &str, topic: &str) -> String {
     let session = scenario.session_timeout_ms;
@@ -1302,6 +1315,7 @@ assignment = "{assignment}"
 
 [storage]
 dir = "{storage}"
+{bucket}
 
 [serve]
 @SERVE@
@@ -1327,6 +1341,11 @@ compact_files = {compact}
             "leases"
         },
         storage = dir.join("storage").display(),
+        bucket = if scenario.on_moto {
+            format!("url = \"s3://{MOTO_BUCKET}/braid\"")
+        } else {
+            String::new()
+        },
         segment = scenario.segment_size,
         compact = scenario.compact_files,
         source = braid_testkit::payments_source(topic),

@@ -120,6 +120,17 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
+/// Shares of seeds (0 to 1) run on something other than the default (librdkafka's mock
+/// cluster, a local storage folder), each drawn from a random stream of its own so that the
+/// rest of a seed's draw does not change with them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shares {
+    /// On a tansu broker process.
+    pub tansu: f64,
+    /// Storage in a bucket of moto's S3 server.
+    pub moto: f64,
+}
+
 /// What a seed draws.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -128,6 +139,8 @@ pub struct Scenario {
     pub brokers: i32,
     /// On a tansu broker process instead of the mock cluster (no broker faults then).
     pub on_tansu: bool,
+    /// Storage in a bucket of moto's S3 server instead of a local folder.
+    pub on_moto: bool,
     /// The layers share partitions through Kafka's consumer group protocol instead of
     /// partition leases (one mock-cluster scenario in five).
     pub consumer_group: bool,
@@ -154,14 +167,16 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// The scenario of `seed`; with `tansu_share` of seeds (drawn from a stream of their
-    /// own, so the rest draw the same either way) on a tansu broker, without broker faults.
-    pub fn draw(seed: u64, tansu_share: f64) -> Self {
-        let on_tansu =
-            StdRng::seed_from_u64(seed ^ 0x7461_6e73_7500).random_bool(tansu_share.clamp(0.0, 1.0));
+    /// The scenario of `seed`; `shares` of seeds on a tansu broker (without broker faults) or
+    /// on moto's S3 server.
+    pub fn draw(seed: u64, shares: &Shares) -> Self {
+        let share = |salt: u64, share: f64| {
+            StdRng::seed_from_u64(seed ^ salt).random_bool(share.clamp(0.0, 1.0))
+        };
+        let on_tansu = share(0x7461_6e73_7500, shares.tansu);
+        let on_moto = share(0x6d6f_746f_0000, shares.moto);
         // Also a stream of its own: the seeds drawn before this choice existed draw the same.
-        let consumer_group =
-            !on_tansu && StdRng::seed_from_u64(seed ^ 0x6772_6f75_7000).random_bool(0.2);
+        let consumer_group = !on_tansu && share(0x6772_6f75_7000, 0.2);
         let mut rng = StdRng::seed_from_u64(seed);
         let brokers = rng.random_range(1..=3);
         let partitions = rng.random_range(2..=4);
@@ -227,6 +242,7 @@ impl Scenario {
             seed,
             brokers,
             on_tansu,
+            on_moto,
             consumer_group,
             partitions,
             topology,
@@ -275,8 +291,8 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {:?}, {} partitions on {} ({}), session timeout {} ms, segment {}, \
-             compaction of {} files",
+            "seed {}: {:?}, {} partitions on {} ({}), storage {}, session timeout {} ms, \
+             segment {}, compaction of {} files",
             self.seed,
             self.topology,
             self.partitions,
@@ -289,6 +305,11 @@ impl fmt::Display for Scenario {
                 "consumer groups"
             } else {
                 "partition leases"
+            },
+            if self.on_moto {
+                "on moto (S3)"
+            } else {
+                "local"
             },
             self.session_timeout_ms,
             self.segment_size,

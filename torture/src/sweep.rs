@@ -52,6 +52,8 @@ impl Spread {
 pub struct Summary {
     pub first_seed: u64,
     pub scenarios: usize,
+    /// Scenarios by where they ran: broker, storage, how partitions were shared.
+    pub settings: BTreeMap<String, usize>,
     pub passed: usize,
     pub answers_checked: usize,
     pub rows_checked: usize,
@@ -100,6 +102,10 @@ impl Summary {
             self.restarts_not_measured,
             spread(&self.recovery),
         );
+        out.push_str("scenarios by setting:\n");
+        for (setting, count) in &self.settings {
+            out.push_str(&format!("  {count:>6}  {setting}\n"));
+        }
         for (session, spread) in &self.restart_to_caught_up_by_session {
             out.push_str(&format!(
                 "crash recovery with a {session} ms session timeout, restart to caught up: {}\n",
@@ -131,6 +137,25 @@ impl Summary {
 
     fn add(&mut self, scenario: &Scenario, outcome: &Outcome) {
         self.scenarios += 1;
+        for setting in [
+            if scenario.on_tansu {
+                "broker: tansu"
+            } else {
+                "broker: mock cluster"
+            },
+            if scenario.on_moto {
+                "storage: moto (S3)"
+            } else {
+                "storage: local folder"
+            },
+            if scenario.consumer_group {
+                "partitions: Kafka consumer groups"
+            } else {
+                "partitions: leases in storage"
+            },
+        ] {
+            *self.settings.entry(setting.to_owned()).or_default() += 1;
+        }
         self.answers_checked += outcome.answers;
         self.rows_checked += outcome.rows;
         self.crashes += outcome.crashes;
@@ -188,7 +213,7 @@ pub fn sweep(
                     let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         return;
                     };
-                    let scenario = Scenario::draw(seed, options.tansu_share);
+                    let scenario = Scenario::draw(seed, &options.shares);
                     let line = match run(&scenario, options) {
                         Ok(outcome) => {
                             let line = verdict(&scenario, &outcome);
@@ -259,12 +284,17 @@ pub fn verdict(scenario: &Scenario, outcome: &Outcome) -> String {
         )
     } else {
         format!(
-            "seed {}: FAILED in {:.1} s (rerun: braid torture --seed {}{}){}\n{}{}",
+            "seed {}: FAILED in {:.1} s (rerun: braid torture --seed {}{}{}){}\n{}{}",
             scenario.seed,
             outcome.elapsed.as_secs_f64(),
             scenario.seed,
             if scenario.on_tansu {
                 " --tansu-share 1"
+            } else {
+                ""
+            },
+            if scenario.on_moto {
+                " --moto-share 1"
             } else {
                 ""
             },
