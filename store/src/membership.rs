@@ -35,6 +35,11 @@ use crate::lease::{Holder, now_ms};
 use crate::renewer::Renewer;
 use crate::storage::{Put, Storage, Version, put_over};
 
+/// Attempts at the first write of a member's record, and the pause after the first failed
+/// one (growing with each).
+const JOIN_ATTEMPTS: u32 = 5;
+const JOIN_RETRY: Duration = Duration::from_millis(200);
+
 /// How long a member's record outlives its expiry before any member deletes it (in TTLs).
 const FORGET_AFTER_TTLS: i64 = 20;
 
@@ -198,8 +203,17 @@ impl Membership {
             roster: Mutex::new(Roster::default()),
             leases: Mutex::new(HashMap::new()),
         });
-        inner.renew()?;
-        inner.read_roster()?;
+        // A storage that refuses the first write for a moment (an object store's hiccup) is
+        // asked again, a few times, before the layer gives up starting.
+        let mut attempt = 1;
+        while let Err(error) = inner.renew().and_then(|()| inner.read_roster()) {
+            if attempt == JOIN_ATTEMPTS {
+                return Err(error);
+            }
+            tracing::warn!(%error, group, attempt, "joining the group failed; trying again");
+            std::thread::sleep(JOIN_RETRY * attempt);
+            attempt += 1;
+        }
         let renewing = Arc::clone(&inner);
         let renewer = Renewer::start("braid-membership", inner.ttl / 3, move || {
             if let Err(error) = renewing.renew() {

@@ -121,7 +121,12 @@ impl Quiet<'_> {
     /// Runs every check.
     pub fn audit(&self, earlier: &[(String, Json)]) -> Audit {
         let mut audit = Audit::default();
-        for check in [Self::views_by_sql, Self::lineage_refolds, Self::event_pages] {
+        for check in [
+            Self::views_by_sql,
+            Self::lineage_refolds,
+            Self::event_pages,
+            Self::fraud_alerts,
+        ] {
             match self.eventually(check) {
                 Ok(n) => audit.answers += n,
                 Err(failure) => audit.failures.push(failure),
@@ -403,6 +408,65 @@ impl Quiet<'_> {
                 got.len(),
                 expected.len()
             ))),
+        }
+    }
+
+    /// `/v1/fraud/alerts`: one alert for every acknowledged valid event above the rule's
+    /// amount (duplicates sent twice included: each is an event at its own offset), at its
+    /// offset, with the rule that fired, and no other.
+    fn fraud_alerts(&self) -> Result<usize, Verdict> {
+        let amount = self
+            .config
+            .source("payments")
+            .and_then(|s| s.slot("amount"))
+            .ok_or_else(|| Verdict::Wrong("no amount field".to_owned()))?;
+        let expected: std::collections::BTreeSet<(usize, i64)> = self
+            .produced
+            .partitions
+            .iter()
+            .enumerate()
+            .flat_map(|(p, events)| {
+                events.iter().enumerate().filter_map(move |(o, e)| {
+                    let above = e
+                        .as_ref()
+                        .and_then(|e| e.values[amount].as_f64())
+                        .is_some_and(|a| a > crate::run::ALERT_ABOVE);
+                    above.then_some((p, o as i64))
+                })
+            })
+            .collect();
+        let (status, answer) = self.get("/v1/fraud/alerts?limit=10000");
+        if status != 200 {
+            return Err(Verdict::Wrong(format!(
+                "/v1/fraud/alerts answered {status}: {answer}"
+            )));
+        }
+        let mut got = std::collections::BTreeSet::new();
+        for alert in answer["alerts"].as_array().into_iter().flatten() {
+            let partition = alert["partition"]
+                .as_str()
+                .ok_or_else(|| Verdict::Wrong(format!("an alert without partition: {alert}")))
+                .and_then(|name| self.partition(name).map_err(Verdict::Wrong))?;
+            let at = (partition, alert["offset"].as_i64().unwrap_or(-1));
+            if !expected.contains(&at) || alert["rules"] != serde_json::json!(["large"]) {
+                return Err(Verdict::Wrong(format!(
+                    "an alert for no acknowledged event above {}: {alert}",
+                    crate::run::ALERT_ABOVE
+                )));
+            }
+            if !got.insert(at) {
+                return Err(Verdict::Wrong(format!("an alert listed twice: {alert}")));
+            }
+        }
+        if got == expected {
+            Ok(1)
+        } else {
+            Err(Verdict::Behind(format!(
+                "{} fraud alerts of {} expected; first missing (partition, offset): {:?}",
+                got.len(),
+                expected.len(),
+                expected.difference(&got).next()
+            )))
         }
     }
 

@@ -773,19 +773,39 @@ fn crash_cause(log: &str) -> String {
         .or_else(|| log.lines().rev().find(|l| l.contains(" ERROR ")))
         .unwrap_or("no error logged");
     let message = line.split_once(" ERROR ").map_or(line, |(_, m)| m);
+    // Each run of letters and digits: a number or a hex token (one with a digit) becomes N;
+    // a word's digits (`vm-12`, `p2`) too.
     let mut out = String::new();
-    let mut blank = false;
-    for c in message.chars() {
-        if c.is_ascii_digit() || (blank && c.is_ascii_hexdigit()) {
-            if !blank {
-                out.push('N');
-            }
-            blank = true;
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let hex = word.chars().all(|c| c.is_ascii_hexdigit());
+        if hex && word.chars().any(|c| c.is_ascii_digit()) {
+            out.push('N');
         } else {
-            blank = false;
+            let mut digits = false;
+            for c in word.chars() {
+                if c.is_ascii_digit() {
+                    if !digits {
+                        out.push('N');
+                    }
+                    digits = true;
+                } else {
+                    digits = false;
+                    out.push(c);
+                }
+            }
+        }
+        word.clear();
+    };
+    for c in message.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
             out.push(c);
         }
     }
+    flush(&mut word, &mut out);
     out.chars().take(160).collect()
 }
 
@@ -1295,6 +1315,26 @@ impl Drop for World {
     }
 }
 
+/// Fraud scoring: a rule on the event alone, so that the oracle knows every alert exactly
+/// (a feature is required; it is read, not used).
+const FRAUD: &str = r#"[fraud]
+source = "payments"
+key = "card_id"
+alert_threshold = 0.7
+[[fraud.feature]]
+name = "tx_10m"
+view = "card_minute"
+metric = "tx"
+window = "10m"
+[[fraud.rule]]
+name = "large"
+when = "event.amount > 950"
+weight = 1.0
+"#;
+
+/// The amount above which the torture's fraud rule alerts.
+pub const ALERT_ABOVE: f64 = 950.0;
+
 /// The bucket of a scenario on moto (each scenario starts its own server).
 const MOTO_BUCKET: &str = "torture";
 
@@ -1332,7 +1372,8 @@ flush_interval = "200ms"
 flush_rows = 500
 compact_files = {compact}
 
-{source}"#,
+{source}
+{fraud}"#,
         seed = scenario.seed,
         heartbeat = session / 6,
         assignment = if scenario.consumer_group {
@@ -1349,5 +1390,25 @@ compact_files = {compact}
         segment = scenario.segment_size,
         compact = scenario.compact_files,
         source = braid_testkit::payments_source(topic),
+        fraud = FRAUD,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crash_cause;
+
+    /// Causes count together whatever their numbers, pids and writer tokens.
+    #[test]
+    fn a_crash_cause_blanks_numbers_and_hex_tokens() {
+        let log = "INFO started\nerror: archiver: storage put archive/torture-300153~0~00000000000000000120~00000000000000000240~bfe41a2c9d0e7f31.parquet: refused\n";
+        assert_eq!(
+            crash_cause(log),
+            "error: archiver: storage put archive/torture-N~N~N~N~N.parquet: refused"
+        );
+        assert_eq!(
+            crash_cause("2026-12-07T20:08:34Z ERROR speed: groups/g/members/vm-25915.json: x"),
+            "speed: groups/g/members/vm-N.json: x"
+        );
+    }
 }
