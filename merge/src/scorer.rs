@@ -53,8 +53,10 @@ struct AlertLog {
     topic: Option<TopicProducer>,
     last_expiry: Option<Instant>,
     logged: tokio::sync::watch::Sender<u64>,
-    /// The first failure since the last flush: that flush fails with it, so no checkpoint
-    /// covers an event whose alert was not logged.
+    /// The first failure: every flush from then on fails with it, so no checkpoint covers an
+    /// event whose alert was not logged (found by the torture suite: when only the next flush
+    /// failed, a partition's release, flushing after it, wrote its checkpoint past the lost
+    /// alert). The speed layer stops at the first failed flush; its successor logs them again.
     failed: Option<ScoringError>,
 }
 
@@ -162,8 +164,8 @@ impl AlertLog {
                 }
             }
             LogJob::Flush(reply) => {
-                let result = match self.failed.take() {
-                    Some(why) => Err(why),
+                let result = match &self.failed {
+                    Some(why) => Err(why.clone()),
                     None => alerts::flush(self.storage.as_ref()).map_err(failed),
                 };
                 let _ = reply.send(result);
