@@ -75,8 +75,6 @@ struct LeaseRecord {
 struct Roster {
     /// Name of every live member, this one included once its record is written.
     live: BTreeSet<String>,
-    /// Changes whenever the live members change.
-    generation: u64,
     /// When the write of this member's last renewed record started.
     renewed: Option<Instant>,
 }
@@ -230,11 +228,6 @@ impl Membership {
     /// This member's name in the group.
     pub fn name(&self) -> &str {
         &self.inner.name
-    }
-
-    /// Changes whenever the live members change.
-    pub fn generation(&self) -> u64 {
-        lock(&self.inner.roster).generation
     }
 
     /// Whether this member's record was renewed recently enough that no other member can have
@@ -436,7 +429,6 @@ impl Inner {
         if roster.live != live {
             tracing::info!(group = %self.group, members = ?live, "group members changed");
             roster.live = live;
-            roster.generation += 1;
         }
         Ok(())
     }
