@@ -104,17 +104,7 @@ pub fn check_exact(
 ) -> Result<(), String> {
     let offsets = &answer["provenance"]["offsets"];
     let view = Arc::clone(config.view(shape.view).unwrap());
-    let mut events = Vec::new();
-    for (p, messages) in produced.partitions.iter().enumerate() {
-        let upto = offsets[format!("{topic}/{p}")].as_i64().unwrap_or(0);
-        if upto > messages.len() as i64 {
-            return Err(format!(
-                "answer claims offset {upto} of partition {p}, only {} were produced",
-                messages.len()
-            ));
-        }
-        events.extend(messages[..upto as usize].iter().flatten().cloned());
-    }
+    let events = events_upto(topic, produced, offsets)?;
     let reference = ViewState::recompute(Arc::clone(&view), &events);
     let expected = regroup(&reference, shape);
     let Some(got) = answer["rows"].as_array() else {
@@ -138,6 +128,177 @@ pub fn check_exact(
         }
     }
     Ok(())
+}
+
+/// The produced events of each partition below the offset `offsets` names for it.
+fn events_upto(topic: &str, produced: &Produced, offsets: &Json) -> Result<Vec<Event>, String> {
+    let mut events = Vec::new();
+    for (p, messages) in produced.partitions.iter().enumerate() {
+        let upto = offsets[format!("{topic}/{p}")].as_i64().unwrap_or(0);
+        if upto > messages.len() as i64 {
+            return Err(format!(
+                "answer claims offset {upto} of partition {p}, only {} were produced",
+                messages.len()
+            ));
+        }
+        events.extend(messages[..upto.max(0) as usize].iter().flatten().cloned());
+    }
+    Ok(events)
+}
+
+/// One trends query the tests ask again and again: the keys of a view whose `metric` over
+/// `[at - window, at)` rises most above its rate over the `baseline` before it.
+pub struct TrendShape {
+    pub view: &'static str,
+    pub metric: &'static str,
+    pub window_ms: i64,
+    pub baseline_ms: i64,
+    /// A whole number of the view's buckets.
+    pub at_ms: i64,
+    pub limit: usize,
+}
+
+/// The ten cards whose transactions over 5 minutes rose most above their rate over the hour
+/// before; the window ends 6 minutes into the generators' event times.
+pub const CARD_TRENDS: TrendShape = TrendShape {
+    view: "card_minute",
+    metric: "tx",
+    window_ms: 300_000,
+    baseline_ms: 3_600_000,
+    at_ms: (1_790_000_000_000 / 60_000 + 6) * 60_000,
+    limit: 10,
+};
+
+impl TrendShape {
+    pub fn url(&self, base: &str) -> String {
+        format!(
+            "{base}/v1/trends/{}?metric={}&window={}s&baseline={}s&at={}&limit={}",
+            self.view,
+            self.metric,
+            self.window_ms / 1000,
+            self.baseline_ms / 1000,
+            self.at_ms,
+            self.limit
+        )
+    }
+
+    /// The trends a plain fold of `events` gives, as the API writes them: per key, the metric
+    /// over the window and over the baseline scaled to one window; highest z first, ties in
+    /// key order.
+    pub fn expected(&self, config: &Config, events: &[Event]) -> Vec<Json> {
+        let view = Arc::clone(config.view(self.view).unwrap());
+        let metric = view
+            .metrics
+            .iter()
+            .position(|m| m.name == self.metric)
+            .unwrap();
+        let state = ViewState::recompute(Arc::clone(&view), events);
+        let (from, baseline_from) = (
+            self.at_ms - self.window_ms,
+            self.at_ms - self.window_ms - self.baseline_ms,
+        );
+        let mut totals: BTreeMap<Vec<Value>, (f64, f64)> = BTreeMap::new();
+        for (key, states) in state.cells() {
+            if key.bucket_ms < baseline_from || key.bucket_ms >= self.at_ms {
+                continue;
+            }
+            let value = states[metric]
+                .finalize(&view.metrics[metric].expr)
+                .as_f64()
+                .unwrap_or(0.0);
+            let entry = totals.entry(key.group.0.to_vec()).or_default();
+            if key.bucket_ms >= from {
+                entry.0 += value;
+            } else {
+                entry.1 += value;
+            }
+        }
+        let scale = self.window_ms as f64 / self.baseline_ms as f64;
+        let mut trends: Vec<(Vec<Value>, f64, f64, f64)> = totals
+            .into_iter()
+            .map(|(key, (value, base))| {
+                let rate = base * scale;
+                (key, value, rate, (value - rate) / (rate + 1.0).sqrt())
+            })
+            .collect();
+        trends.sort_by(|a, b| b.3.total_cmp(&a.3));
+        trends.truncate(self.limit);
+        trends
+            .into_iter()
+            .map(|(key, value, rate, z)| {
+                let key: serde_json::Map<String, Json> = view
+                    .group_by
+                    .iter()
+                    .zip(&key)
+                    .map(|(f, v)| (f.name.clone(), v.to_json()))
+                    .collect();
+                serde_json::json!({
+                    "key": key,
+                    "value": value,
+                    "baseline_rate": rate,
+                    "ratio": value / rate.max(1.0),
+                    "z": z,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks a trends answer against a plain fold of exactly the offsets its provenance
+    /// names.
+    pub fn check(
+        &self,
+        config: &Config,
+        topic: &str,
+        produced: &Produced,
+        answer: &Json,
+    ) -> Result<(), String> {
+        let offsets = &answer["provenance"]["offsets"];
+        let events = events_upto(topic, produced, offsets)?;
+        let expected = Json::Array(self.expected(config, &events));
+        same(&answer["trends"], &expected, "trends").map_err(|difference| {
+            format!(
+                "trends of {} by {}: {difference}\n got      {}\n expected {expected}\n offsets {offsets}",
+                self.view, self.metric, answer["trends"]
+            )
+        })
+    }
+}
+
+/// A query the tests ask: a view's rows or its trends.
+pub enum Asked {
+    View(Shape),
+    Trends(TrendShape),
+}
+
+impl Asked {
+    pub fn url(&self, base: &str) -> String {
+        match self {
+            Asked::View(shape) => shape.url(base),
+            Asked::Trends(trends) => trends.url(base),
+        }
+    }
+
+    /// What is asked, for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Asked::View(shape) => format!("{} {}", shape.view, shape.params),
+            Asked::Trends(trends) => format!("trends of {} by {}", trends.view, trends.metric),
+        }
+    }
+
+    /// Checks an answer against the reference at its provenance's offsets.
+    pub fn check(
+        &self,
+        config: &Config,
+        topic: &str,
+        produced: &Produced,
+        answer: &Json,
+    ) -> Result<(), String> {
+        match self {
+            Asked::View(shape) => check_exact(config, topic, produced, shape, answer),
+            Asked::Trends(trends) => trends.check(config, topic, produced, answer),
+        }
+    }
 }
 
 /// The reference's rows as the API shapes them.

@@ -417,7 +417,7 @@ impl Quiet<'_> {
     /// coverage has its alert. (The speed layer scores the events it applies: one a batch run
     /// covered before any speed instance read it is never scored.)
     fn fraud_alerts(&self) -> Result<usize, Verdict> {
-        let (status, answer) = self.get(&crate::run::SHAPES[0].url(""));
+        let (status, answer) = self.get(&crate::run::ASKED[0].url(""));
         if status != 200 {
             return Err(Verdict::Behind(format!("the coverage: answered {status}")));
         }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use braid_shared::Config;
-use braid_testkit::oracle::{CARD_TOTALS, COUNTRY_HOURS, ONE_CARD, Produced, Shape, check_exact};
+use braid_testkit::oracle::{Asked, CARD_TOTALS, CARD_TRENDS, COUNTRY_HOURS, ONE_CARD, Produced};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -21,8 +21,13 @@ use serde_json::Value as Json;
 use crate::TortureError;
 use crate::scenario::{Api, Fault, Role, Scenario, Topology};
 
-/// The queries the checker asks every serving process, again and again.
-pub const SHAPES: [Shape; 3] = [COUNTRY_HOURS, CARD_TOTALS, ONE_CARD];
+/// The queries the checker asks every serving process, again and again: views and trends.
+pub const ASKED: [Asked; 4] = [
+    Asked::View(COUNTRY_HOURS),
+    Asked::View(CARD_TOTALS),
+    Asked::View(ONE_CARD),
+    Asked::Trends(CARD_TRENDS),
+];
 
 /// How a scenario runs.
 #[derive(Debug, Clone)]
@@ -211,7 +216,8 @@ type ReadyAt = Arc<Mutex<Option<Duration>>>;
 struct Observation {
     at: Instant,
     role: Role,
-    shape: usize,
+    /// Its index in [`ASKED`].
+    asked: usize,
     status: u16,
     body: Json,
 }
@@ -353,13 +359,13 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
             let agent = agent(Duration::from_secs(2));
             while !stop.load(Ordering::Relaxed) {
                 for (role, base) in &bases {
-                    for (i, shape) in SHAPES.iter().enumerate() {
-                        let (status, body) = get(&agent, &shape.url(base));
+                    for (i, asked) in ASKED.iter().enumerate() {
+                        let (status, body) = get(&agent, &asked.url(base));
                         if let Ok(mut seen) = observations.lock() {
                             seen.push(Observation {
                                 at: Instant::now(),
                                 role: *role,
-                                shape: i,
+                                asked: i,
                                 status,
                                 body,
                             });
@@ -603,8 +609,8 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
         outcome.crash_causes.extend(causes);
         let mut caught_up = true;
         for (role, base) in world.serving_bases() {
-            for (i, shape) in SHAPES.iter().enumerate() {
-                let (_, answer) = get(&agent, &shape.url(&base));
+            for (i, asked) in ASKED.iter().enumerate() {
+                let (_, answer) = get(&agent, &asked.url(&base));
                 caught_up &= covers(&answer, &topic, &delivered, true);
                 last.insert((role, i), answer);
             }
@@ -631,8 +637,12 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
         if Instant::now() > deadline {
             let seen: Vec<String> = last
                 .iter()
-                .map(|((role, shape), answer)| {
-                    format!("  {role} {}: {}", SHAPES[*shape].view, answer["provenance"])
+                .map(|((role, asked), answer)| {
+                    format!(
+                        "  {role} {}: {}",
+                        ASKED[*asked].name(),
+                        answer["provenance"]
+                    )
                 })
                 .collect();
             outcome.failures.push(format!(
@@ -665,14 +675,17 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
         match seen.status {
             200 => {
                 outcome.answers += 1;
-                outcome.rows += seen.body["rows"].as_array().map_or(0, Vec::len);
+                let rows = seen.body["rows"]
+                    .as_array()
+                    .or(seen.body["trends"].as_array());
+                outcome.rows += rows.map_or(0, Vec::len);
                 let provenance = &seen.body["provenance"];
                 let named_missing = provenance["complete"] == true
                     || provenance["missing"]
                         .as_array()
                         .is_some_and(|m| !m.is_empty());
                 let verdict = if named_missing {
-                    check_exact(&config, &topic, &produced, &SHAPES[seen.shape], &seen.body)
+                    ASKED[seen.asked].check(&config, &topic, &produced, &seen.body)
                 } else {
                     Err(format!(
                         "an incomplete answer names no missing partition: {provenance}"
@@ -754,13 +767,14 @@ fn earlier_answers(
     let complete: Vec<&Observation> = seen
         .iter()
         .filter(|o| o.role == *first && o.status == 200 && o.body["provenance"]["complete"] == true)
+        .filter(|o| matches!(ASKED[o.asked], Asked::View(_)))
         .collect();
     let step = (complete.len() / 3).max(1);
     complete
         .iter()
         .step_by(step)
         .take(3)
-        .map(|o| (SHAPES[o.shape].url(""), o.body.clone()))
+        .map(|o| (ASKED[o.asked].url(""), o.body.clone()))
         .collect()
 }
 
