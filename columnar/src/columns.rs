@@ -15,6 +15,55 @@ pub const PARTITION: &str = "_partition";
 pub const OFFSET: &str = "_offset";
 /// Epoch milliseconds at which the archiver read the message.
 pub const INGEST_TIME: &str = "_ingest_time";
+/// The message's bytes as read, so every field of every event is kept: a field the source did
+/// not read when the file was written is decoded from them later (`crate::redecode`).
+pub const MESSAGE: &str = "_message";
+/// The columns the archive adds to a source's fields.
+pub const ARCHIVE_COLUMNS: [&str; 5] = [EVENT_TIME, PARTITION, OFFSET, INGEST_TIME, MESSAGE];
+
+/// One archived event with where it was read and its message.
+pub struct ArchiveRow<'a> {
+    pub offset: i64,
+    pub ingest_ms: i64,
+    pub event: &'a braid_shared::Event,
+    pub message: &'a [u8],
+}
+
+/// The rows of one partition's events of `source` as the archive lays them out: a column per
+/// field of the source (stored as its kind says), then the event time, partition, offset,
+/// ingest time and message.
+pub fn events_frame(
+    source: &braid_shared::SourceDef,
+    partition: i32,
+    rows: &[ArchiveRow<'_>],
+) -> PolarsResult<DataFrame> {
+    let mut columns: Vec<Column> = source
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(slot, field)| {
+            ColumnType::of(field.kind).column(
+                &field.name,
+                rows.iter()
+                    .map(|r| r.event.values.get(slot).unwrap_or(&Value::Null)),
+            )
+        })
+        .collect();
+    let time: Vec<i64> = rows.iter().map(|r| r.event.time_ms).collect();
+    let offsets: Vec<i64> = rows.iter().map(|r| r.offset).collect();
+    let ingest: Vec<i64> = rows.iter().map(|r| r.ingest_ms).collect();
+    let messages: Vec<&[u8]> = rows.iter().map(|r| r.message).collect();
+    columns.push(Column::new(EVENT_TIME.into(), time));
+    columns.push(Column::new_scalar(
+        PARTITION.into(),
+        Scalar::new(DataType::Int32, AnyValue::Int32(partition)),
+        rows.len(),
+    ));
+    columns.push(Column::new(OFFSET.into(), offsets));
+    columns.push(Column::new(INGEST_TIME.into(), ingest));
+    columns.push(Column::new(MESSAGE.into(), messages));
+    DataFrame::new(rows.len(), columns)
+}
 
 /// How one field is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,9 +58,11 @@ pub(crate) fn equals(name: &str, ty: ColumnType, value: &Value) -> Expr {
 }
 
 /// The events of `files` (all of `query.partition`) that `query` selects, by offset, at most
-/// `query.limit`. `fields` are the source's fields and how each is stored.
+/// `query.limit`. `fields` are the source's fields and how each is stored; a file written
+/// before `source` read some of them is decoded again from its messages.
 pub fn read_events(
     files: &[PathBuf],
+    source: &braid_shared::SourceDef,
     fields: &[(String, ColumnType)],
     query: &EventQuery,
 ) -> Result<Vec<ArchivedEvent>> {
@@ -69,11 +71,6 @@ pub fn read_events(
     }
     let polars = |e: PolarsError| Error::Parquet(e.to_string());
     let args = scan_args();
-    let paths: Vec<PlRefPath> = files
-        .iter()
-        .map(|p| PlRefPath::try_from_path(p))
-        .collect::<PolarsResult<_>>()
-        .map_err(polars)?;
     let mut filter = col(PARTITION)
         .eq(lit(query.partition))
         .and(col(OFFSET).gt_eq(lit(query.from_offset)))
@@ -85,11 +82,33 @@ pub fn read_events(
     }
     let mut select: Vec<Expr> = vec![col(OFFSET), col(EVENT_TIME)];
     select.extend(fields.iter().map(|(name, _)| col(name.as_str())));
+    let mut current = Vec::new();
+    let mut frames = Vec::new();
+    for file in files {
+        if crate::redecode::is_stale(file, source)? {
+            let offsets = Some((query.from_offset, query.to_offset));
+            frames.push(crate::redecode::decoded(file, source, offsets)?.lazy());
+        } else {
+            current.push(PlRefPath::try_from_path(file).map_err(polars)?);
+        }
+    }
+    if !current.is_empty() {
+        frames.push(LazyFrame::scan_parquet_files(current.into(), args).map_err(polars)?);
+    }
+    let frames: Vec<LazyFrame> = frames
+        .into_iter()
+        .map(|f| f.filter(filter.clone()).select(select.clone()))
+        .collect();
+    let all = if frames.len() == 1 {
+        frames
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Parquet("no frame".into()))?
+    } else {
+        concat(frames, UnionArgs::default()).map_err(polars)?
+    };
     let limit = u32::try_from(query.limit).unwrap_or(u32::MAX);
-    let df = LazyFrame::scan_parquet_files(paths.into(), args)
-        .map_err(polars)?
-        .filter(filter)
-        .select(select)
+    let df = all
         .sort([OFFSET], SortMultipleOptions::default())
         .limit(limit)
         .collect()

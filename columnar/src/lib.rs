@@ -6,6 +6,8 @@
 //! - `events`: archived events read back for the audit trail.
 //! - `recompute`: a view's cells from archive files with Polars, for the batch layer's runs and
 //!   as-of answers.
+//! - `redecode`: archive files written before their source read some field, decoded again
+//!   from the messages they keep.
 //! - `rejected`: the archive's rejected files read back.
 //! - `error`: the crate's error type.
 
@@ -13,6 +15,7 @@ pub mod columns;
 mod error;
 pub mod events;
 pub mod recompute;
+mod redecode;
 pub mod rejected;
 pub mod snapshot;
 

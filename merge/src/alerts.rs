@@ -1,5 +1,9 @@
 //! The fraud alerts the scorer logged, listed: filtered by event time and key, newest first.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use braid_store::Storage;
 use braid_store::alerts::{self, Alert};
 
@@ -22,21 +26,74 @@ impl Filter {
     }
 }
 
+/// Every alert read so far, by its key in storage. An alert never changes once logged, so a
+/// list fetches only the alerts logged since the one before: on an object store, where each
+/// alert is one request, a list costs one listing plus the new alerts.
+#[derive(Default)]
+pub struct KnownAlerts(Mutex<HashMap<String, Alert>>);
+
+/// Alerts fetched at once when many are new.
+const FETCHERS: usize = 8;
+
 /// The alerts `filter` keeps, newest raised first, at most `limit`; alerts that cannot be read
 /// are skipped (and logged).
 pub fn list(
     storage: &dyn Storage,
+    known: &KnownAlerts,
     filter: &Filter,
     limit: usize,
 ) -> braid_store::Result<Vec<Alert>> {
-    let (mut listed, unreadable) = alerts::read_all(storage)?;
+    let keys = alerts::keys(storage)?;
+    let new: Vec<&String> = {
+        let known = known.0.lock().unwrap_or_else(|e| e.into_inner());
+        keys.iter().filter(|k| !known.contains_key(*k)).collect()
+    };
+    let unreadable = AtomicUsize::new(0);
+    let failure: Mutex<Option<braid_store::Error>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..FETCHERS.min(new.len()) {
+            scope.spawn(|| {
+                while let Some(key) = new.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    match alerts::read_key(storage, key) {
+                        Ok(Some(alert)) => {
+                            let mut known = known.0.lock().unwrap_or_else(|e| e.into_inner());
+                            known.insert((*key).clone(), alert);
+                        }
+                        // Removed by retention since it was listed.
+                        Ok(None) => {}
+                        Err(braid_store::Error::Codec { .. }) => {
+                            unreadable.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(error) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(error);
+    }
+    let unreadable = unreadable.into_inner();
     if unreadable > 0 {
         tracing::warn!(unreadable, "fraud alerts that cannot be read were skipped");
     }
-    listed.retain(|a| filter.keeps(a));
-    listed.sort_by(|a, b| {
+    let listed: HashSet<&String> = keys.iter().collect();
+    let mut known = known.0.lock().unwrap_or_else(|e| e.into_inner());
+    // Alerts retention removed are forgotten.
+    known.retain(|key, _| listed.contains(key));
+    let mut found: Vec<Alert> = known
+        .values()
+        .filter(|a| filter.keeps(a))
+        .cloned()
+        .collect();
+    drop(known);
+    found.sort_by(|a, b| {
         (b.raised_at_ms, &b.partition, b.offset).cmp(&(a.raised_at_ms, &a.partition, a.offset))
     });
-    listed.truncate(limit);
-    Ok(listed)
+    found.truncate(limit);
+    Ok(found)
 }

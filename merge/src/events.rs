@@ -185,11 +185,12 @@ fn page(
                         filters: filters.clone(),
                         limit: request.limit - events.len(),
                     };
-                    let read =
-                        read_events(&files, &fields, &query).map_err(|e| EventsError::Archive {
+                    let read = read_events(&files, source, &fields, &query).map_err(|e| {
+                        EventsError::Archive {
                             what: "reading archived events",
                             reason: format!("{}/{partition}: {e}", source.topic),
-                        })?;
+                        }
+                    })?;
                     events.extend(read.into_iter().map(|e| FoundEvent {
                         partition,
                         offset: e.offset,

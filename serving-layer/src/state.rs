@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub sql: crate::sql::Engine,
     /// Event pages of the audit trail (its broker readers kept from page to page).
     pub events: Arc<EventPages>,
+    /// The fraud alerts read so far, so that a list fetches only new ones.
+    pub known_alerts: Arc<braid_merge::alerts::KnownAlerts>,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
             }),
             history: History::new(Arc::clone(&storage)),
             events: Arc::new(EventPages::new(Arc::clone(&config), Arc::clone(&storage))),
+            known_alerts: Arc::default(),
             storage,
             fraud_decoder: config
                 .fraud

@@ -1,6 +1,7 @@
 //! Braid's shared contract, used by every layer: pure data and algorithms, no I/O runtime.
 //!
 //! - `config`: the TOML configuration with `BRAID__*` overrides, validated into definitions.
+//! - `path`: field paths (`card.id`, `items[0].sku`), as every field is named.
 //! - `metric`: the metric expression language (`sum(amount)`, `quantile(amount, 0.99)`, ...).
 //! - `event`: decoding message bytes into typed events, or typed rejection reasons.
 //! - `generator`: a deterministic synthetic payments stream.
@@ -23,6 +24,7 @@ pub mod event;
 pub mod fraud;
 pub mod generator;
 pub mod metric;
+pub mod path;
 pub mod plan;
 pub mod rejected;
 pub mod text;

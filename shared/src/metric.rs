@@ -186,7 +186,7 @@ impl<'a> Parser<'a> {
         self.skip_spaces();
         self.expect('(', "`(` and a field name")?;
         self.skip_spaces();
-        let field = self.identifier("a field name")?.to_owned();
+        let field = self.path()?.to_owned();
         self.skip_spaces();
         Ok(field)
     }
@@ -204,6 +204,21 @@ impl<'a> Parser<'a> {
         }
         self.pos += len;
         Ok(ident)
+    }
+
+    /// A field path (`amount`, `amount.value`, `items[0].price`).
+    fn path(&mut self) -> Result<&'a str, MetricParseError> {
+        let start = self.pos;
+        let input: &'a str = self.input;
+        let len = crate::path::prefix_len(&input[start..]);
+        if len == 0 {
+            return Err(self.error_at(start, "expected a field name".to_owned()));
+        }
+        if let Err(e) = crate::path::parse(&input[start..start + len]) {
+            return Err(self.error_at(start + e.at, e.message));
+        }
+        self.pos += len;
+        Ok(&input[start..start + len])
     }
 
     fn number(&mut self) -> Result<(usize, f64), MetricParseError> {
@@ -260,6 +275,27 @@ mod tests {
 
     fn parse(text: &str) -> Result<MetricExpr, MetricParseError> {
         text.parse()
+    }
+
+    #[test]
+    fn fields_are_paths() {
+        assert_eq!(
+            parse("sum(amount.value)"),
+            Ok(MetricExpr::Sum {
+                field: "amount.value".into()
+            })
+        );
+        assert_eq!(
+            parse("top_k(items[0].sku, 3)"),
+            Ok(MetricExpr::TopK {
+                field: "items[0].sku".into(),
+                k: 3
+            })
+        );
+        let error = parse("sum(amount.)").unwrap_err();
+        assert_eq!(error.position, 10, "{error}");
+        let error = parse("sum(items[999999])").unwrap_err();
+        assert!(error.to_string().contains("array index"), "{error}");
     }
 
     #[test]

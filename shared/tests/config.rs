@@ -536,3 +536,67 @@ fn instance_id_makes_static_members_and_the_session_timeout_defaults_to_six_seco
     assert_eq!(static_member["group.instance.id"], "braid-speed-0");
     assert_eq!(static_member["session.timeout.ms"], "10000");
 }
+
+/// Paths name nested fields everywhere; a broken path, or a field inside another, is named.
+#[test]
+fn field_paths_are_checked() {
+    let config = Config::from_toml(
+        r#"
+[[source]]
+name = "orders"
+topic = "orders"
+event_time = "meta.ts"
+[[view]]
+name = "v"
+source = "orders"
+group_by = ["card.id"]
+granularity = "1m"
+[view.metrics]
+total = "sum(amount.value)"
+"#,
+    )
+    .unwrap();
+    let source = config.source("orders").unwrap();
+    assert!(source.slot("card.id").is_some() && source.slot("amount.value").is_some());
+
+    for (fragment, says) in [
+        (
+            r#"group_by = ["card..id"]"#,
+            r#"invalid field path "card..id""#,
+        ),
+        (
+            r#"group_by = ["items[x]"]"#,
+            r#"invalid field path "items[x]""#,
+        ),
+        (
+            r#"group_by = ["card", "card.id"]"#,
+            r#"field "card" holds field "card.id""#,
+        ),
+        (
+            r#"group_by = ["meta"]"#,
+            r#"field "meta" holds field "meta.ts""#,
+        ),
+    ] {
+        let text = format!(
+            "[[source]]\nname = \"orders\"\ntopic = \"orders\"\nevent_time = \"meta.ts\"\n\
+             [[view]]\nname = \"v\"\nsource = \"orders\"\n{fragment}\ngranularity = \"1m\"\n\
+             [view.metrics]\nn = \"count\"\n"
+        );
+        let error = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(error.contains(says), "{fragment}: {error}");
+    }
+    let error =
+        Config::from_toml("[[source]]\nname = \"o\"\ntopic = \"o\"\nevent_time = \"meta.\"\n")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        error.contains("source[o].event_time") && error.contains("invalid field path"),
+        "{error}"
+    );
+    let error = Config::from_toml(
+        "[[source]]\nname = \"o\"\ntopic = \"o\"\nevent_time = \"t\"\n[[view]]\nname = \"v\"\nsource = \"o\"\ngranularity = \"1m\"\n[view.metrics]\nn = \"sum(amount.)\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("view[v].metrics.n"), "{error}");
+}

@@ -293,3 +293,119 @@ proptest! {
         }
     }
 }
+
+const NESTED: &str = r#"
+[[source]]
+name = "orders"
+topic = "orders"
+event_time = "meta.ts"
+event_id = "meta.id"
+
+[[view]]
+name = "by_card"
+source = "orders"
+group_by = ["card.id", "items[1].sku"]
+granularity = "1m"
+[view.metrics]
+total = "sum(amount.value)"
+first = "max(items[0].qty)"
+"#;
+
+/// Paths reach into objects and arrays; what they do not name is skipped, however deep.
+#[test]
+fn paths_read_nested_objects_and_array_elements() {
+    let config = Config::from_toml(NESTED).unwrap();
+    let source = config.source("orders").unwrap();
+    let decoder = Decoder::new(source);
+    let slot = |name: &str| source.slot(name).unwrap();
+    let event = decoder
+        .decode(
+            br#"{"meta":{"id":"o-1","ts":1000,"trace":{"a":[1,{"b":2}]}},
+                 "card":{"id":"c-1","brand":"visa"},
+                 "amount":{"value":12.5,"currency":"EUR"},
+                 "items":[{"sku":"a","qty":2},{"sku":"b","qty":1},{"sku":"c"}]}"#,
+        )
+        .unwrap();
+    assert_eq!(event.time_ms, 1000);
+    assert_eq!(event.values[slot("meta.id")], Value::Str("o-1".into()));
+    assert_eq!(event.values[slot("card.id")], Value::Str("c-1".into()));
+    assert_eq!(event.values[slot("amount.value")], Value::Float(12.5));
+    assert_eq!(event.values[slot("items[0].qty")], Value::Int(2));
+    assert_eq!(event.values[slot("items[1].sku")], Value::Str("b".into()));
+
+    // Absent, null, or a scalar or array where an object was expected: the field is null.
+    let event = decoder
+        .decode(br#"{"meta":{"ts":5},"card":"c-2","amount":null,"items":{"0":1}}"#)
+        .unwrap();
+    for name in [
+        "meta.id",
+        "card.id",
+        "amount.value",
+        "items[0].qty",
+        "items[1].sku",
+    ] {
+        assert_eq!(event.values[slot(name)], Value::Null, "{name}");
+    }
+    let event = decoder
+        .decode(br#"{"meta":{"ts":5},"items":[{"qty":3}]}"#)
+        .unwrap();
+    assert_eq!(event.values[slot("items[0].qty")], Value::Int(3));
+    assert_eq!(event.values[slot("items[1].sku")], Value::Null);
+}
+
+#[test]
+fn nested_failures_name_the_whole_path() {
+    let config = Config::from_toml(NESTED).unwrap();
+    let decoder = Decoder::new(config.source("orders").unwrap());
+    for (body, code, names) in [
+        (r#"{"meta":{"id":"x"}}"#, "missing_event_time", "meta.ts"),
+        (
+            r#"{"meta":{"ts":"yesterday"}}"#,
+            "invalid_event_time",
+            "meta.ts",
+        ),
+        (
+            r#"{"meta":{"ts":1},"amount":{"value":"12"}}"#,
+            "wrong_type",
+            "amount.value",
+        ),
+        (
+            r#"{"meta":{"ts":1},"card":{"id":{"x":1}}}"#,
+            "wrong_type",
+            "card.id",
+        ),
+        (
+            r#"{"meta":{"ts":1},"card":{"id":"a","id":"b"}}"#,
+            "duplicate_field",
+            "card.id",
+        ),
+        (
+            r#"{"meta":{"ts":1},"card":{"id":"a"},"card":{"id":"b"}}"#,
+            "duplicate_field",
+            "card.id",
+        ),
+        (r#"{"meta":{"ts":1,"ts":2}}"#, "duplicate_field", "meta.ts"),
+        (
+            r#"{"meta":{"ts":1},"items":[{"qty":1},{"sku":"a"}"#,
+            "not_json",
+            "",
+        ),
+    ] {
+        let reason = decoder.decode(body.as_bytes()).unwrap_err();
+        assert_eq!(reason.code(), code, "{body}: {reason}");
+        assert!(reason.to_string().contains(names), "{body}: {reason}");
+    }
+    // Deep nesting nothing reads is skipped without recursion; where a path reads it, it is a
+    // value of the wrong type.
+    let deep = |at: &str| {
+        format!(
+            r#"{{"meta":{{"ts":1}},"{at}":{}1{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        )
+    };
+    assert_eq!(decoder.decode(deep("x").as_bytes()).unwrap().time_ms, 1);
+    assert!(decoder.decode(deep("card").as_bytes()).is_ok());
+    let reason = decoder.decode(deep("amount").as_bytes());
+    assert!(reason.is_ok(), "{reason:?}");
+}

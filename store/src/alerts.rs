@@ -91,13 +91,26 @@ pub fn read(
     partition: i32,
     offset: i64,
 ) -> Result<Option<Alert>> {
-    let key = layout::fraud_alert(topic, partition, offset);
-    let Some(object) = storage.get(&key)? else {
+    read_key(storage, &layout::fraud_alert(topic, partition, offset))
+}
+
+/// The keys of every logged alert.
+pub fn keys(storage: &dyn Storage) -> Result<Vec<String>> {
+    Ok(storage
+        .list(layout::FRAUD_ALERTS)?
+        .into_iter()
+        .map(|listed| listed.key)
+        .collect())
+}
+
+/// The alert logged at `key` (`None`: removed since it was listed).
+pub fn read_key(storage: &dyn Storage, key: &str) -> Result<Option<Alert>> {
+    let Some(object) = storage.get(key)? else {
         return Ok(None);
     };
     serde_json::from_slice(&object.bytes)
         .map(Some)
-        .map_err(|e| Error::codec("fraud alert", &key)(e.to_string()))
+        .map_err(|e| Error::codec("fraud alert", key)(e.to_string()))
 }
 
 /// Every logged alert (unreadable objects are skipped and reported in the second value).

@@ -13,6 +13,7 @@ mod deploy;
 mod dev;
 mod docs;
 mod e2e;
+mod formats;
 mod fraud;
 mod object_storage;
 mod observe;

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use braid_shared::Config;
-use braid_testkit::oracle::{Asked, CARD_TOTALS, CARD_TRENDS, COUNTRY_HOURS, ONE_CARD, Produced};
+use braid_testkit::oracle::{
+    Asked, CARD_TOTALS, CARD_TRENDS, COUNTRY_HOURS, ONE_CARD, Produced, Shape,
+};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -21,13 +23,37 @@ use serde_json::Value as Json;
 use crate::TortureError;
 use crate::scenario::{Api, Fault, Role, Scenario, Topology};
 
-/// The queries the checker asks every serving process, again and again: views and trends.
-pub const ASKED: [Asked; 4] = [
+/// The queries the checker asks every serving process, again and again: views (one over
+/// nested fields) and trends.
+pub const ASKED: [Asked; 5] = [
     Asked::View(COUNTRY_HOURS),
     Asked::View(CARD_TOTALS),
     Asked::View(ONE_CARD),
     Asked::Trends(CARD_TRENDS),
+    Asked::View(TIER_HOURS),
 ];
+
+/// A view over nested fields (`merchant.risk.tier`, `items[0].sku`), every tier per hour.
+const TIER_HOURS: Shape = Shape {
+    view: "tier_hour",
+    params: "",
+    keep: None,
+    step_ms: Some(3_600_000),
+    filters: &[],
+};
+
+/// [`TIER_HOURS`]'s view.
+const TIER_VIEW: &str = r#"
+[[view]]
+name = "tier_hour"
+source = "payments"
+group_by = ["merchant.risk.tier"]
+granularity = "1h"
+[view.metrics]
+tx = "count"
+merchants = "approx_distinct(merchant.id)"
+first_sku = "top_k(items[0].sku, 3)"
+"#;
 
 /// How a scenario runs.
 #[derive(Debug, Clone)]
@@ -1387,6 +1413,7 @@ flush_rows = 500
 compact_files = {compact}
 
 {source}
+{tier_view}
 {fraud}"#,
         seed = scenario.seed,
         heartbeat = session / 6,
@@ -1404,6 +1431,7 @@ compact_files = {compact}
         segment = scenario.segment_size,
         compact = scenario.compact_files,
         source = braid_testkit::payments_source(topic),
+        tier_view = TIER_VIEW,
         fraud = FRAUD,
     )
 }

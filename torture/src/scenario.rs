@@ -192,7 +192,11 @@ impl Scenario {
         let segment_size = [50, 100, 200][rng.random_range(0..3)];
         let compact_files = rng.random_range(2..=4);
         let count = rng.random_range(1500..=4000);
-        let (messages, clock_jumps, duplicates) = workload(&mut rng, count, partitions);
+        // The nested parts of each event come from a stream of their own, so every other draw of
+        // a seed is what it was before they were added.
+        let mut nested = StdRng::seed_from_u64(seed ^ 0x6e65_7374_6564);
+        let (messages, clock_jumps, duplicates) =
+            workload(&mut rng, &mut nested, count, partitions);
         let kills_only = rng.random_bool(0.15);
         let (chunk, pause, schedule) = if kills_only {
             // 1-2 kills 12 s apart while the stream goes on.
@@ -343,7 +347,12 @@ impl fmt::Display for Scenario {
 
 /// Payments: late by up to 2 hours, out of order, ~3% malformed, some duplicated, with runs
 /// whose clock jumped hours forward or back.
-fn workload(rng: &mut StdRng, count: usize, partitions: i32) -> (Vec<Message>, usize, usize) {
+fn workload(
+    rng: &mut StdRng,
+    nested: &mut StdRng,
+    count: usize,
+    partitions: i32,
+) -> (Vec<Message>, usize, usize) {
     let jumps: Vec<(usize, usize, i64)> = (0..rng.random_range(0..=2))
         .map(|_| {
             let start = rng.random_range(0..count);
@@ -382,8 +391,18 @@ fn workload(rng: &mut StdRng, count: usize, partitions: i32) -> (Vec<Message>, u
                 let merchant = rng.random_range(0..25);
                 let country = ["US", "DE", "BR", "JP"][rng.random_range(0..4)];
                 let amount = rng.random_range(1..100_000) as f64 / 100.0;
+                // Nested parts, read by paths: a merchant object (its tier absent now and
+                // then) and a list of items (empty now and then).
+                let tier = match nested.random_range(0..5) {
+                    0 => String::new(),
+                    t => format!(r#","risk":{{"tier":{t}}}"#),
+                };
+                let items: Vec<String> = (0..nested.random_range(0..3))
+                    .map(|_| format!(r#"{{"sku":"s{}"}}"#, nested.random_range(0..8)))
+                    .collect();
                 format!(
-                    r#"{{"tx_id":"t{i}","card_id":"card-{card}","merchant_id":"m{merchant}","country":"{country}","amount":{amount},"ts":{ts}}}"#
+                    r#"{{"tx_id":"t{i}","card_id":"card-{card}","merchant_id":"m{merchant}","country":"{country}","amount":{amount},"ts":{ts},"merchant":{{"id":"m{merchant}"{tier}}},"items":[{}]}}"#,
+                    items.join(",")
                 )
                 .into_bytes()
             }

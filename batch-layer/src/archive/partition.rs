@@ -14,13 +14,15 @@ use polars::prelude::*;
 use crate::error::Result;
 use crate::files::{create_all, now_ms, parquet_bytes};
 use crate::metrics;
-use braid_columnar::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
+use braid_columnar::columns::{ArchiveRow, INGEST_TIME, OFFSET, PARTITION};
 use braid_shared::plan::TopicPlan;
 
 pub(crate) struct Archived {
     pub offset: i64,
     pub ingest_ms: i64,
     pub event: Event,
+    /// The message as read: the archive keeps every field of every event.
+    pub message: Box<[u8]>,
 }
 
 pub(crate) struct Rejected {
@@ -82,6 +84,7 @@ impl PartitionBuffer {
                     offset,
                     ingest_ms,
                     event,
+                    message: payload.into(),
                 }),
                 Err(reason) => rows.rejected.push(Rejected {
                     offset,
@@ -241,35 +244,20 @@ fn events_frame(
     partition: i32,
     events: &[&Archived],
 ) -> Result<DataFrame> {
-    let mut columns: Vec<Column> = source
-        .def
-        .fields
+    let rows: Vec<ArchiveRow<'_>> = events
         .iter()
-        .enumerate()
-        .map(|(slot, field)| {
-            ColumnType::of(field.kind).column(
-                &field.name,
-                events.iter().map(|e| {
-                    e.event
-                        .values
-                        .get(slot)
-                        .unwrap_or(&braid_shared::Value::Null)
-                }),
-            )
+        .map(|e| ArchiveRow {
+            offset: e.offset,
+            ingest_ms: e.ingest_ms,
+            event: &e.event,
+            message: &e.message,
         })
         .collect();
-    let time: Vec<i64> = events.iter().map(|e| e.event.time_ms).collect();
-    let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
-    let ingest: Vec<i64> = events.iter().map(|e| e.ingest_ms).collect();
-    columns.push(Column::new(EVENT_TIME.into(), time));
-    columns.push(Column::new_scalar(
-        PARTITION.into(),
-        Scalar::new(DataType::Int32, AnyValue::Int32(partition)),
-        events.len(),
-    ));
-    columns.push(Column::new(OFFSET.into(), offsets));
-    columns.push(Column::new(INGEST_TIME.into(), ingest));
-    Ok(DataFrame::new(events.len(), columns)?)
+    Ok(braid_columnar::columns::events_frame(
+        &source.def,
+        partition,
+        &rows,
+    )?)
 }
 
 fn rejected_frame(tp: &TopicPartition, rows: &[Rejected]) -> Result<DataFrame> {

@@ -3,14 +3,14 @@
 use braid_shared::SourceDef;
 
 use crate::error::{Error, Result};
-use braid_columnar::columns::{EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
+use braid_columnar::columns::ARCHIVE_COLUMNS;
 
 /// The archive adds its own columns; a source field of the same name would be overwritten.
 pub(crate) fn check_field_names(source: &SourceDef) -> Result<()> {
     match source
         .fields
         .iter()
-        .find(|f| [EVENT_TIME, PARTITION, OFFSET, INGEST_TIME].contains(&f.name.as_str()))
+        .find(|f| ARCHIVE_COLUMNS.contains(&f.name.as_str()))
     {
         Some(field) => Err(Error::Shared(braid_shared::Error::ConfigInvalid(vec![
             braid_shared::ConfigIssue {

@@ -158,7 +158,7 @@ pub fn compute_each<E: From<Error>>(
         check_listed(&file.path, file.bytes)?;
     }
     let started = std::time::Instant::now();
-    let input = scan(files, None)?;
+    let input = scan(files, None, source)?;
     let plans: Vec<ViewPlan> = views.iter().map(|v| ViewPlan::new(v, source)).collect();
     let queries: Vec<DslPlan> = plans
         .iter()
@@ -313,7 +313,7 @@ pub fn group_cells(
     let frame = if files.is_empty() {
         DataFrame::empty()
     } else {
-        scan(files, Some(selection(view, &plan, cells)))?
+        scan(files, Some(selection(view, &plan, cells)), source)?
             .group_by(plan.keys())
             .agg(plan.aggregations())
             .collect()
@@ -377,33 +377,50 @@ pub fn check_listed(path: &Path, bytes: u64) -> Result<()> {
 }
 
 /// One lazy frame over every file: the files read whole in one scan, each straddling file in
-/// its own scan with an offset filter; `filter` on all of them.
-fn scan(files: &[ScanFile], filter: Option<Expr>) -> Result<LazyFrame> {
+/// its own scan with an offset filter, each file written before `source` read some field
+/// decoded again from its messages; `filter` on all of them. Every frame holds the source's
+/// fields and the event time, partition and offset, in that order.
+fn scan(files: &[ScanFile], filter: Option<Expr>, source: &SourceDef) -> Result<LazyFrame> {
     let args = crate::events::scan_args;
     let path = |f: &ScanFile| PlRefPath::try_from_path(&f.path);
-    let whole: Vec<PlRefPath> = files
+    let mut wanted: Vec<Expr> = source.fields.iter().map(|f| col(f.name.as_str())).collect();
+    wanted.extend([col(EVENT_TIME), col(PARTITION), col(OFFSET)]);
+    let restrict = |frame: LazyFrame| {
+        let frame = match &filter {
+            Some(filter) => frame.filter(filter.clone()),
+            None => frame,
+        };
+        frame.select(wanted.clone())
+    };
+    let mut current = Vec::new();
+    let mut frames = Vec::new();
+    for file in files {
+        if crate::redecode::is_stale(&file.path, source)? {
+            let offsets = (!file.whole).then_some((file.from, file.to));
+            let decoded = crate::redecode::decoded(&file.path, source, offsets)?;
+            frames.push(restrict(decoded.lazy()));
+        } else {
+            current.push(file);
+        }
+    }
+    let whole: Vec<PlRefPath> = current
         .iter()
         .filter(|f| f.whole)
-        .map(path)
+        .map(|f| path(f))
         .collect::<PolarsResult<_>>()?;
-    let mut frames = Vec::new();
     if !whole.is_empty() {
-        frames.push(LazyFrame::scan_parquet_files(whole.into(), args())?);
+        frames.push(restrict(LazyFrame::scan_parquet_files(
+            whole.into(),
+            args(),
+        )?));
     }
-    let restrict = |frame: LazyFrame| match &filter {
-        Some(filter) => frame.filter(filter.clone()),
-        None => frame,
-    };
-    let mut frames: Vec<LazyFrame> = frames.into_iter().map(restrict).collect();
-    for file in files.iter().filter(|f| !f.whole) {
+    for file in current.iter().filter(|f| !f.whole) {
         let offsets = col(OFFSET)
             .gt_eq(lit(file.from))
             .and(col(OFFSET).lt(lit(file.to)));
-        let offsets = match &filter {
-            Some(filter) => offsets.and(filter.clone()),
-            None => offsets,
-        };
-        frames.push(LazyFrame::scan_parquet(path(file)?, args())?.filter(offsets));
+        frames.push(restrict(
+            LazyFrame::scan_parquet(path(file)?, args())?.filter(offsets),
+        ));
     }
     if frames.len() == 1 {
         return Ok(frames.remove(0));

@@ -157,10 +157,11 @@ pub async fn alerts(
         let beat = KeepAlive::new().interval(std::time::Duration::from_secs(15));
         return Ok(Sse::new(stream).keep_alive(beat).into_response());
     }
-    let storage = Arc::clone(&inner.storage);
-    let alerts = tokio::task::spawn_blocking(move || alerts::list(&*storage, &filter, limit))
-        .await
-        .map_err(|e| ApiError::internal(format!("reading fraud alerts: {e}")))??;
+    let (storage, known) = (Arc::clone(&inner.storage), Arc::clone(&inner.known_alerts));
+    let alerts =
+        tokio::task::spawn_blocking(move || alerts::list(&*storage, &known, &filter, limit))
+            .await
+            .map_err(|e| ApiError::internal(format!("reading fraud alerts: {e}")))??;
     Ok(Json(AlertList { alerts }).into_response())
 }
 

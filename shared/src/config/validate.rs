@@ -84,6 +84,13 @@ pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
             Arc::new(source_def(s, &file.view, extra))
         })
         .collect();
+    for (i, source) in sources.iter().enumerate() {
+        let key = element_key("source", i, &source.name);
+        check_nesting(source, &key, &mut issues);
+    }
+    if !issues.0.is_empty() {
+        return Err(Error::ConfigInvalid(issues.0));
+    }
     let views: Vec<Arc<ViewDef>> = file
         .view
         .iter()
@@ -343,6 +350,19 @@ fn check_source(source: &SourceConfig, key: &str, issues: &mut Issues) {
             format!("{key}.event_time"),
             "is empty; name the field holding the event time",
         );
+    } else if let Err(e) = crate::path::parse(&source.event_time) {
+        issues.push(
+            format!("{key}.event_time"),
+            format!("invalid field path {:?}: {e}", source.event_time),
+        );
+    }
+    if let Some(id) = source.event_id.as_deref().filter(|f| !f.trim().is_empty())
+        && let Err(e) = crate::path::parse(id)
+    {
+        issues.push(
+            format!("{key}.event_id"),
+            format!("invalid field path {id:?}: {e}"),
+        );
     }
     if source
         .event_id
@@ -367,6 +387,11 @@ fn check_source(source: &SourceConfig, key: &str, issues: &mut Issues) {
         for name in fields.keys() {
             if name.is_empty() {
                 issues.push(format!("{key}.fields"), "has an empty field name");
+            } else if let Err(e) = crate::path::parse(name) {
+                issues.push(
+                    format!("{key}.fields"),
+                    format!("invalid field path {name:?}: {e}"),
+                );
             }
         }
         if let Some(ty) = fields.get(&source.event_time)
@@ -412,8 +437,8 @@ fn check_view(
     let mut seen = BTreeSet::new();
     for field in &view.group_by {
         let field_key = format!("{key}.group_by");
-        if !is_identifier(field) {
-            issues.push(field_key, format!("invalid field name {field:?}"));
+        if let Err(e) = crate::path::parse(field) {
+            issues.push(field_key, format!("invalid field path {field:?}: {e}"));
             continue;
         }
         if !seen.insert(field.as_str()) {
@@ -481,6 +506,33 @@ fn check_view(
                 )
             }
             Some(_) => {}
+        }
+    }
+}
+
+/// A field is a value: no path a source reads may go on inside another (`card` and `card.id`),
+/// since `card` would then be an object.
+fn check_nesting(source: &SourceDef, key: &str, issues: &mut Issues) {
+    let names = source
+        .fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .chain(std::iter::once(source.event_time.as_str()));
+    let mut paths: Vec<(Vec<crate::path::Step>, &str)> = names
+        .filter_map(|name| Some((crate::path::parse(name).ok()?, name)))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    for pair in paths.windows(2) {
+        let ((outer, outer_name), (inner, inner_name)) = (&pair[0], &pair[1]);
+        if inner.len() > outer.len() && inner.starts_with(outer) {
+            issues.push(
+                key,
+                format!(
+                    "field {outer_name:?} holds field {inner_name:?}: a field is one value, not \
+                     an object or array; name the values inside it ({inner_name:?})"
+                ),
+            );
         }
     }
 }

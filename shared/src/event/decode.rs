@@ -1,5 +1,6 @@
 //! JSON decoding driven by a source definition. Only the fields a source needs are
-//! materialised; everything else is skipped without allocation.
+//! materialised, found by their paths (`card.id`, `items[0].sku`) in one pass over the
+//! message; everything else is skipped without allocation.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -8,6 +9,7 @@ use rustc_hash::FxHashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{Event, RejectReason, Value};
+use crate::path::Step;
 use crate::view::{FieldKind, SourceDef};
 
 /// Latest event time accepted: 9999-12-31T23:59:59.999Z.
@@ -22,8 +24,97 @@ pub struct Decoder {
     fields: Vec<(String, FieldKind)>,
     /// Per slot, whether its value is kept; the others are only checked against their kind.
     kept: Vec<bool>,
-    slots: FxHashMap<String, usize>,
+    /// Where each field and the event time are found in a message.
+    root: Node,
     max_bytes: usize,
+}
+
+/// One place in a message that some path reaches: the field it is (a slot, the event time or
+/// both), or the members and elements below it that paths go on to.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    slot: Option<usize>,
+    time: bool,
+    members: Vec<(String, Node)>,
+    /// Member positions by name, once there are many.
+    by_name: Option<FxHashMap<String, usize>>,
+    elements: Vec<(usize, Node)>,
+}
+
+impl Node {
+    fn is_branch(&self) -> bool {
+        !self.members.is_empty() || !self.elements.is_empty()
+    }
+
+    /// The member `name`: a linear scan (objects have few wanted members), unless there are
+    /// many.
+    fn member(&self, name: &str) -> Option<&Node> {
+        let at = match &self.by_name {
+            Some(map) => *map.get(name)?,
+            None => self
+                .members
+                .iter()
+                .position(|(n, _)| n.len() == name.len() && n == name)?,
+        };
+        Some(&self.members[at].1)
+    }
+
+    fn element(&self, index: usize) -> Option<&Node> {
+        self.elements
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, node)| node)
+    }
+
+    /// The node at `steps`, made on the way.
+    fn reach(&mut self, steps: &[Step]) -> &mut Node {
+        let Some((first, rest)) = steps.split_first() else {
+            return self;
+        };
+        let next = match first {
+            Step::Key(name) => match self.members.iter().position(|(n, _)| n == name) {
+                Some(at) => at,
+                None => {
+                    self.members.push((name.clone(), Node::default()));
+                    self.members.len() - 1
+                }
+            },
+            Step::Index(index) => {
+                let at = match self.elements.iter().position(|(i, _)| i == index) {
+                    Some(at) => at,
+                    None => {
+                        self.elements.push((*index, Node::default()));
+                        self.elements.len() - 1
+                    }
+                };
+                return self.elements[at].1.reach(rest);
+            }
+        };
+        self.members[next].1.reach(rest)
+    }
+
+    /// Indexes members by name wherever there are many.
+    fn index(&mut self) {
+        if self.members.len() > 16 {
+            self.by_name = Some(
+                self.members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, _))| (name.clone(), i))
+                    .collect(),
+            );
+        }
+        let members = self.members.iter_mut().map(|(_, node)| node);
+        for node in members.chain(self.elements.iter_mut().map(|(_, node)| node)) {
+            node.index();
+        }
+    }
+}
+
+/// Where a path points (a path that does not parse names a member by its whole text, so a
+/// source built without validation still decodes flat messages).
+fn steps_of(path: &str) -> Vec<Step> {
+    crate::path::parse(path).unwrap_or_else(|_| vec![Step::Key(path.to_owned())])
 }
 
 impl Decoder {
@@ -36,12 +127,12 @@ impl Decoder {
     /// as [`Decoder::new`] checks them (a message is rejected for the same reasons) but come out
     /// as [`Value::Null`], without building their values.
     pub fn keeping(source: &SourceDef, kept: impl Fn(usize) -> bool) -> Self {
-        let slots = source
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
-            .collect();
+        let mut root = Node::default();
+        root.reach(&steps_of(&source.event_time)).time = true;
+        for (i, field) in source.fields.iter().enumerate() {
+            root.reach(&steps_of(&field.name)).slot = Some(i);
+        }
+        root.index();
         Self {
             event_time: source.event_time.clone(),
             fields: source
@@ -50,19 +141,9 @@ impl Decoder {
                 .map(|f| (f.name.clone(), f.kind))
                 .collect(),
             kept: (0..source.fields.len()).map(kept).collect(),
-            slots,
+            root,
             max_bytes: source.max_event_bytes,
         }
-    }
-
-    /// The slot of a field name: a linear scan (sources have few fields), unless there are many.
-    fn slot(&self, key: &str) -> Option<usize> {
-        if self.fields.len() > 16 {
-            return self.slots.get(key).copied();
-        }
-        self.fields
-            .iter()
-            .position(|(name, _)| name.len() == key.len() && name == key)
     }
 
     /// Decodes one message. Never panics; every failure is a [`RejectReason`].
@@ -93,11 +174,12 @@ impl Decoder {
             problem: None,
         };
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let outcome = ObjectSeed {
+        let outcome = Visit {
             decoder: self,
+            node: &self.root,
             raw: &mut raw,
         }
-        .deserialize(&mut deserializer)
+        .deserialize_root(&mut deserializer)
         .and_then(|()| deserializer.end());
         match outcome {
             Ok(()) => {}
@@ -369,20 +451,35 @@ impl Seen {
     }
 }
 
-struct ObjectSeed<'a, 'v> {
+/// Reads the part of a message at `node`: a branch is walked (its wanted members and
+/// elements read, the rest skipped), a leaf is read as a field.
+struct Visit<'a, 'v> {
     decoder: &'a Decoder,
+    node: &'a Node,
     raw: &'a mut Raw<'v>,
 }
 
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+impl<'de> Visit<'_, '_> {
+    /// The whole message, which must be an object.
+    fn deserialize_root<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for Visit<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.node.is_branch() {
+            return deserializer.deserialize_any(self);
+        }
+        let found = <Found<'de> as de::Deserialize>::deserialize(deserializer)?;
+        self.decoder.read_leaf(self.node, found, self.raw);
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for Visit<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -390,70 +487,120 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let decoder = self.decoder;
-        let raw = self.raw;
+        let (decoder, raw) = (self.decoder, self.raw);
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let is_time = *key == *decoder.event_time;
-            let slot = decoder.slot(&key);
-            if !is_time && slot.is_none() {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            let found = map.next_value::<Found<'de>>()?;
-            if raw.problem.is_some() {
-                continue;
-            }
-            if is_time {
-                if raw.time.is_some() {
-                    raw.problem = Some(RejectReason::DuplicateField {
-                        field: key.into_owned(),
-                    });
-                    continue;
+            match self.node.member(&key) {
+                None => {
+                    map.next_value::<IgnoredAny>()?;
                 }
-                raw.time = match &found {
-                    Found::Null => None,
-                    Found::Int(ms) => Some(decoder.time_from_ms(*ms)),
-                    Found::Str(text) => Some(decoder.time_from_text(text)),
-                    other => Some(Err(decoder.invalid_time(
-                        other.describe(),
-                        "expected an RFC 3339 string or integer epoch milliseconds",
-                    ))),
-                };
-                if slot.is_none() {
-                    continue;
-                }
-            }
-            if let Some(i) = slot {
-                if raw.seen.mark(i) {
-                    raw.problem = Some(RejectReason::DuplicateField {
-                        field: key.into_owned(),
-                    });
-                    continue;
-                }
-                let (name, kind) = &decoder.fields[i];
-                if is_time {
-                    // The event-time field, when also a decoded field, keeps its raw form; a bad
-                    // time is reported as such.
-                    if !decoder.kept[i] {
-                        continue;
-                    }
-                    raw.values[i] = found
-                        .into_value(name, FieldKind::Scalar)
-                        .unwrap_or(Value::Null);
-                    continue;
-                }
-                if !decoder.kept[i] {
-                    if let Err(reason) = found.check(name, *kind) {
-                        raw.problem = Some(reason);
-                    }
-                    continue;
-                }
-                match found.into_value(name, *kind) {
-                    Ok(value) => raw.values[i] = value,
-                    Err(reason) => raw.problem = Some(reason),
-                }
+                Some(node) => map.next_value_seed(Visit {
+                    decoder,
+                    node,
+                    raw: &mut *raw,
+                })?,
             }
         }
         Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (decoder, raw) = (self.decoder, self.raw);
+        for index in 0.. {
+            let more = match self.node.element(index) {
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+                Some(node) => seq
+                    .next_element_seed(Visit {
+                        decoder,
+                        node,
+                        raw: &mut *raw,
+                    })?
+                    .is_some(),
+            };
+            if !more {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    // A scalar where paths go on into an object or array: the fields below are absent.
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+impl Decoder {
+    /// Takes the value found at a leaf: the event time, a field, or both.
+    fn read_leaf(&self, node: &Node, found: Found<'_>, raw: &mut Raw<'_>) {
+        if raw.problem.is_some() {
+            return;
+        }
+        if node.time {
+            if raw.time.is_some() {
+                raw.problem = Some(RejectReason::DuplicateField {
+                    field: self.event_time.clone(),
+                });
+                return;
+            }
+            raw.time = match &found {
+                Found::Null => None,
+                Found::Int(ms) => Some(self.time_from_ms(*ms)),
+                Found::Str(text) => Some(self.time_from_text(text)),
+                other => Some(Err(self.invalid_time(
+                    other.describe(),
+                    "expected an RFC 3339 string or integer epoch milliseconds",
+                ))),
+            };
+        }
+        let Some(i) = node.slot else {
+            return;
+        };
+        let (name, kind) = &self.fields[i];
+        if raw.seen.mark(i) {
+            raw.problem = Some(RejectReason::DuplicateField {
+                field: name.clone(),
+            });
+            return;
+        }
+        if node.time {
+            // The event-time field, when also a decoded field, keeps its raw form; a bad time
+            // is reported as such.
+            if self.kept[i] {
+                raw.values[i] = found
+                    .into_value(name, FieldKind::Scalar)
+                    .unwrap_or(Value::Null);
+            }
+            return;
+        }
+        if !self.kept[i] {
+            if let Err(reason) = found.check(name, *kind) {
+                raw.problem = Some(reason);
+            }
+            return;
+        }
+        match found.into_value(name, *kind) {
+            Ok(value) => raw.values[i] = value,
+            Err(reason) => raw.problem = Some(reason),
+        }
     }
 }

@@ -395,10 +395,18 @@ impl Parser<'_> {
                     if self.input[self.pos..].starts_with('.') {
                         self.pos += 1;
                         let field_at = self.pos;
-                        let field = self.word();
-                        if field.is_empty() {
+                        let len = crate::path::prefix_len(&self.input[field_at..]);
+                        if len == 0 {
                             return Err(self.error("a field name after `event.`"));
                         }
+                        let field = &self.input[field_at..field_at + len];
+                        if let Err(e) = crate::path::parse(field) {
+                            return Err(self.error_at(
+                                field_at + e.at,
+                                &format!("a field path ({})", e.message),
+                            ));
+                        }
+                        self.pos += len;
                         return Ok(Term::Num(Num::Field(Name {
                             text: field.to_owned(),
                             at: field_at,
@@ -592,6 +600,14 @@ mod tests {
         assert!(fires("not b >= 0", &f, None), "not of a false comparison");
         let huge = [Some(1e308), Some(1e308), None];
         assert!(!fires("a * b > 0", &huge, None), "an overflow is no number");
+    }
+
+    #[test]
+    fn event_fields_are_paths() {
+        let rule = Rule::parse("event.amount.value > 10 and event.items[0].qty >= 2").unwrap();
+        assert_eq!(rule.fields(), vec!["amount.value", "items[0].qty"]);
+        let error = Rule::parse("event.items[100001] > 1").unwrap_err();
+        assert!(error.to_string().contains("array index"), "{error}");
     }
 
     #[test]
