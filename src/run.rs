@@ -164,6 +164,9 @@ pub fn run_layers(
         cancel.clone(),
         on_serving,
     ));
+    // Blocking work still running (a layer left behind, a request's blocking read) must not
+    // keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     if failed {
         ExitCode::FAILURE
     } else {
@@ -239,12 +242,38 @@ async fn supervise(
             failed |= report(ended);
         }
     }
-    while let Some(ended) = tasks.join_next().await {
-        failed |= report(ended);
+    // The layers stop: the speed layer checkpoints, the archiver flushes. One that has not
+    // stopped within the grace period is named and left behind, and the process exits all the
+    // same, so that its supervisor starts it again.
+    let mut stopped: Vec<&'static str> = Vec::new();
+    let stopping = async {
+        while let Some(ended) = tasks.join_next().await {
+            if let Ok((layer, _)) = &ended {
+                stopped.push(layer);
+            }
+            failed |= report(ended);
+        }
+    };
+    if tokio::time::timeout(STOP_GRACE, stopping).await.is_err() {
+        tracing::error!(
+            still_running = tasks.len(),
+            ?stopped,
+            "layers did not stop within {STOP_GRACE:?}; exiting without them"
+        );
+        eprintln!(
+            "error: {} layer(s) did not stop within {STOP_GRACE:?} (stopped: {})",
+            tasks.len(),
+            stopped.join(", ")
+        );
+        failed = true;
     }
     let _ = signals.await;
     failed
 }
+
+/// How long the layers may take to stop once asked (checkpoints, flushes, leases given back);
+/// as Kubernetes' default termination grace period.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A layer that could not start, and why.
 struct Failed(&'static str, String);

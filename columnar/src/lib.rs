@@ -15,7 +15,7 @@ pub mod columns;
 mod error;
 pub mod events;
 pub mod recompute;
-mod redecode;
+pub mod redecode;
 pub mod rejected;
 pub mod snapshot;
 

@@ -15,37 +15,8 @@ use crate::error::{Error, Result};
 
 /// Whether the file at `path` lacks a column `source` reads (or holds it as another type) but
 /// keeps its messages, so its rows must be decoded again.
-/// Archive files never change once written (their names are unique), so whether one is stale
-/// for a source's fields is asked of its footer once.
 pub(crate) fn is_stale(path: &Path, source: &SourceDef) -> Result<bool> {
-    type Known = Mutex<HashMap<(PathBuf, String), bool>>;
-    static KNOWN: LazyLock<Known> = LazyLock::new(Known::default);
-    /// Files remembered at most; forgotten all at once beyond (a read is cheap).
-    const MOST: usize = 100_000;
-    let fields: String = source
-        .fields
-        .iter()
-        .map(|f| format!("{}:{:?};", f.name, f.kind))
-        .collect();
-    let key = (path.to_owned(), fields);
-    if let Some(stale) = KNOWN.lock().ok().and_then(|known| known.get(&key).copied()) {
-        return Ok(stale);
-    }
-    let stale = read_is_stale(path, source)?;
-    if let Ok(mut known) = KNOWN.lock() {
-        if known.len() >= MOST {
-            known.clear();
-        }
-        known.insert(key, stale);
-    }
-    Ok(stale)
-}
-
-fn read_is_stale(path: &Path, source: &SourceDef) -> Result<bool> {
-    let schema =
-        LazyFrame::scan_parquet(PlRefPath::try_from_path(path)?, crate::events::scan_args())?
-            .collect_schema()
-            .map_err(|e| damaged(path, e))?;
+    let schema = file_schema(path)?;
     if schema.get(MESSAGE).is_none() {
         return Ok(false);
     }
@@ -54,6 +25,29 @@ fn read_is_stale(path: &Path, source: &SourceDef) -> Result<bool> {
             .get(&field.name)
             .is_none_or(|dtype| *dtype != ColumnType::of(field.kind).dtype())
     }))
+}
+
+/// The columns of the archive file at `path`. Archive files never change once written (their
+/// names are unique), so each footer is read once per process.
+pub fn file_schema(path: &Path) -> Result<SchemaRef> {
+    type Known = Mutex<HashMap<PathBuf, SchemaRef>>;
+    static KNOWN: LazyLock<Known> = LazyLock::new(Known::default);
+    /// Files remembered at most; forgotten all at once beyond (a read is cheap).
+    const MOST: usize = 100_000;
+    if let Some(schema) = KNOWN.lock().ok().and_then(|known| known.get(path).cloned()) {
+        return Ok(schema);
+    }
+    let schema =
+        LazyFrame::scan_parquet(PlRefPath::try_from_path(path)?, crate::events::scan_args())?
+            .collect_schema()
+            .map_err(|e| damaged(path, e))?;
+    if let Ok(mut known) = KNOWN.lock() {
+        if known.len() >= MOST {
+            known.clear();
+        }
+        known.insert(path.to_owned(), SchemaRef::clone(&schema));
+    }
+    Ok(schema)
 }
 
 /// The rows of the file at `path` (offsets `[from, to)` of them, or all) with every field of

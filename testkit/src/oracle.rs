@@ -84,6 +84,16 @@ impl Produced {
         self.partitions[partition].len() as i64
     }
 
+    /// Every valid event, partition by partition in offset order.
+    pub fn events(&self) -> Vec<Event> {
+        self.partitions
+            .iter()
+            .flatten()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
     pub fn rejected(&self) -> usize {
         self.partitions
             .iter()

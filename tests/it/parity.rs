@@ -270,8 +270,19 @@ fn through_speed_endpoint(
         0,
         "cells of another topic were merged"
     );
+    // A client that stalls halfway through a request (a serving instance paused mid-send) does
+    // not keep the endpoint from stopping: requests in flight get a few seconds.
+    let mut idle = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut idle, b"POST /cells HTTP/1.1\r\nhost: x\r\n").unwrap();
     cancel.cancel();
-    runtime.block_on(server).unwrap().unwrap();
+    let stopped =
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), server).await });
+    assert!(
+        stopped.is_ok(),
+        "the speed endpoint did not stop with an idle connection open"
+    );
+    stopped.unwrap().unwrap().unwrap();
+    drop(idle);
     vec![
         complete(awaited, "speed endpoint, awaited"),
         complete(outside, "speed endpoint, blocking outside a runtime"),

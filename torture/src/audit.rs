@@ -35,13 +35,7 @@ pub struct Quiet<'a> {
 
 impl Quiet<'_> {
     fn all_events(&self) -> Vec<Event> {
-        self.produced
-            .partitions
-            .iter()
-            .flatten()
-            .flatten()
-            .cloned()
-            .collect()
+        self.produced.events()
     }
 
     /// Asks again while the answer is 503 or nothing answers, for up to 20 s: a rebalance that

@@ -32,6 +32,12 @@ pub enum TortureError {
 
     #[error("a harness thread panicked")]
     Poisoned,
+
+    /// The broker's acknowledgements leave offsets unaccounted for (a produce batch written
+    /// twice after an injected error, its first copy never acknowledged): what the log holds is
+    /// unknown, so no answer can be judged.
+    #[error("{0}")]
+    Unjudgeable(String),
 }
 
 impl TortureError {

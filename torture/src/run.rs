@@ -588,10 +588,13 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
     for (p, messages) in partitions.into_iter().enumerate() {
         let contiguous = messages.keys().enumerate().all(|(i, o)| *o == i as i64);
         if !contiguous {
-            outcome.failures.push(format!(
-                "harness: partition {p}'s acknowledged offsets have gaps; the oracle cannot tell \
-                 what the broker holds"
-            ));
+            stop.store(true, Ordering::Relaxed);
+            let _ = checker.join();
+            world.stop_all();
+            return Err(TortureError::Unjudgeable(format!(
+                "partition {p}'s acknowledged offsets have gaps: the broker holds messages it \
+                 never acknowledged, so the oracle cannot tell what it holds"
+            )));
         }
         bytes.push(messages.into_values().collect());
     }

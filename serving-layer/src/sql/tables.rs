@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use braid_columnar::columns::{ColumnType, EVENT_TIME, INGEST_TIME, OFFSET, PARTITION};
+use braid_columnar::columns::{ColumnType, EVENT_TIME, INGEST_TIME, MESSAGE, OFFSET, PARTITION};
 use duckdb::Connection;
 use duckdb::arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
@@ -99,10 +99,23 @@ pub fn register(conn: &Connection, table: Table) -> duckdb::Result<()> {
 
 /// `events_<source>`: every field (undeclared ones as the text of their JSON value), the
 /// partition and offset, and the event and ingest times as TIMESTAMPs.
+/// A field no file holds yet (the source read it only since) reads as null, and so does the
+/// message in archives written before they kept it.
 fn events_ddl(name: &str, fields: &[(String, ColumnType)], files: &[PathBuf]) -> String {
+    // The columns some file holds; a file whose footer cannot be read leaves DuckDB to say so.
+    let mut held = std::collections::HashSet::new();
+    let mut unread = false;
+    for file in files {
+        match braid_columnar::redecode::file_schema(file) {
+            Ok(schema) => held.extend(schema.iter_names().map(|n| n.to_string())),
+            Err(_) => unread = true,
+        }
+    }
+    let holds = |column: &str| unread || held.contains(column);
     let mut select: Vec<String> = fields
         .iter()
         .map(|(field, ty)| match ty {
+            _ if !holds(field) => format!("CAST(NULL AS {}) AS {}", column_type(*ty), ident(field)),
             ColumnType::Literal => format!("({}::JSON ->> '$') AS {}", ident(field), ident(field)),
             _ => ident(field),
         })
@@ -111,24 +124,22 @@ fn events_ddl(name: &str, fields: &[(String, ColumnType)], files: &[PathBuf]) ->
     select.push(format!("{} AS _offset", ident(OFFSET)));
     select.push(format!("epoch_ms({}) AS _event_time", ident(EVENT_TIME)));
     select.push(format!("epoch_ms({}) AS _ingest_time", ident(INGEST_TIME)));
+    select.push(if holds(MESSAGE) {
+        format!("{} AS _message", ident(MESSAGE))
+    } else {
+        "CAST(NULL AS BLOB) AS _message".to_owned()
+    });
     if files.is_empty() {
         let mut columns: Vec<String> = fields
             .iter()
-            .map(|(field, ty)| {
-                let sql = match ty {
-                    ColumnType::Int64 => "BIGINT",
-                    ColumnType::Float64 => "DOUBLE",
-                    ColumnType::Boolean => "BOOLEAN",
-                    ColumnType::Utf8 | ColumnType::Literal => "VARCHAR",
-                };
-                format!("{} {sql}", ident(field))
-            })
+            .map(|(field, ty)| format!("{} {}", ident(field), column_type(*ty)))
             .collect();
         columns.extend([
             "_partition INTEGER".to_owned(),
             "_offset BIGINT".to_owned(),
             "_event_time TIMESTAMP".to_owned(),
             "_ingest_time TIMESTAMP".to_owned(),
+            "_message BLOB".to_owned(),
         ]);
         return format!("CREATE TABLE {} ({})", ident(name), columns.join(", "));
     }
@@ -142,6 +153,16 @@ fn events_ddl(name: &str, fields: &[(String, ColumnType)], files: &[PathBuf]) ->
         select.join(", "),
         list.join(", ")
     )
+}
+
+/// The SQL type of a field stored as `ty`.
+fn column_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Int64 => "BIGINT",
+        ColumnType::Float64 => "DOUBLE",
+        ColumnType::Boolean => "BOOLEAN",
+        ColumnType::Utf8 | ColumnType::Literal => "VARCHAR",
+    }
 }
 
 fn sql_type(data_type: &DataType) -> &'static str {
