@@ -145,6 +145,16 @@ if ! venv_fresh "$venv" "$pins"; then
   echo "$pins" > "$venv/.pins"
 fi
 
+# The Confluent Python client and its serializers: the Avro and Protobuf producers the format
+# tests read messages from, registering their schemas the way real producers do.
+venv="$BRAID_TOOLS_DIR/confluent"
+pins="confluent-kafka[avro,protobuf,schemaregistry]==2.12.1"
+if ! venv_fresh "$venv" "$pins"; then
+  new_venv "$venv" "$pins"
+  pip_in "$venv" "$pins"
+  echo "$pins" > "$venv/.pins"
+fi
+
 # The Kafka-compatible broker that one end-to-end test runs as a separate process. Building it
 # takes about 12 minutes on two cores, so it is built only when missing.
 TANSU_VERSION=0.6.0

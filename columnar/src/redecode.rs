@@ -86,8 +86,18 @@ pub(crate) fn decoded(
         let (Some(offset), Some(message)) = (offset, message) else {
             continue;
         };
-        if let Ok(event) = decoder.decode(message) {
-            events.push((offset, ingest.unwrap_or(0), event, message));
+        match decoder.decode(message) {
+            Ok(event) => events.push((offset, ingest.unwrap_or(0), event, message)),
+            // The schema registry is down: no recompute without these rows.
+            Err(braid_shared::RejectReason::SchemaUnavailable { message }) => {
+                return Err(Error::ArchiveFile {
+                    path: path.to_owned(),
+                    reason: message,
+                });
+            }
+            // Accepted when archived, so read then; a message that no longer decodes (a
+            // field's declared type changed since) is left out, as it would be now.
+            Err(_) => {}
         }
     }
     let rows: Vec<ArchiveRow<'_>> = events

@@ -39,6 +39,14 @@ pub trait Worker: Send + 'static {
         messages: &[BorrowedMessage<'_>],
     ) -> Result<(), <Self::Partitions as Partitions>::Error>;
 
+    /// Whether the batch can be handled now: `Err(why)` while something its messages need
+    /// cannot be reached (the schema registry naming their schemas). The loop then waits and
+    /// asks again, handling nothing meanwhile, so nothing is rejected for it and work resumes
+    /// exactly where it stopped.
+    fn ready(&mut self, _messages: &[BorrowedMessage<'_>]) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Periodic work after every poll (checkpoints, flushes, following the batch layer).
     fn tick(&mut self) -> Result<Commit, <Self::Partitions as Partitions>::Error>;
 
@@ -181,6 +189,13 @@ fn poll_loop<W: Worker>(
             leases.step(consumer)?;
         }
         if !held.is_empty() {
+            if !wait_until_ready(worker, &held, cancel) {
+                return Ok(());
+            }
+            if let Some(leases) = leases.as_deref_mut() {
+                // Leases renewed after a wait, and partitions lost meanwhile dropped.
+                leases.step(consumer)?;
+            }
             let handled = worker.batch(&held);
             held.clear();
             handled?;
@@ -192,6 +207,50 @@ fn poll_loop<W: Worker>(
         let commit = worker.tick()?;
         commit_advisory(consumer, &commit);
     }
+}
+
+/// Longest pause between two checks of a batch that cannot be handled yet.
+const MAX_WAIT_STEP: Duration = Duration::from_secs(5);
+
+/// Waits, with backoff, until the worker can handle `held`; false when cancelled first.
+fn wait_until_ready<W: Worker>(
+    worker: &mut W,
+    held: &[BorrowedMessage<'_>],
+    cancel: &CancellationToken,
+) -> bool {
+    let Err(first) = worker.ready(held) else {
+        return true;
+    };
+    let started = Instant::now();
+    tracing::warn!(reason = %first, "consumption paused until the schema registry answers");
+    metrics::gauge!("braid_consumer_waiting_for_registry").set(1.0);
+    let mut step = Duration::from_millis(100);
+    let ready = loop {
+        let until = Instant::now() + step;
+        while Instant::now() < until {
+            if cancel.is_cancelled() {
+                break;
+            }
+            std::thread::sleep(POLL_TIMEOUT.min(until.saturating_duration_since(Instant::now())));
+        }
+        if cancel.is_cancelled() {
+            break false;
+        }
+        metrics::counter!("braid_consumer_registry_retries_total").increment(1);
+        match worker.ready(held) {
+            Ok(()) => break true,
+            Err(why) => tracing::debug!(reason = %why, "schema registry still unavailable"),
+        }
+        step = (step * 2).min(MAX_WAIT_STEP);
+    };
+    metrics::gauge!("braid_consumer_waiting_for_registry").set(0.0);
+    if ready {
+        tracing::info!(
+            waited_ms = started.elapsed().as_millis() as u64,
+            "the schema registry answers again; consumption resumes"
+        );
+    }
+    ready
 }
 
 /// Polls up to `max_batch` messages into `held`, waiting only for the first. Returns whether

@@ -209,8 +209,16 @@ fn page(
         if events.len() == request.limit {
             break;
         }
+        let mut registry_down = None;
         tail.read(partition, start.max(archived_end), |offset, payload| {
-            if let Ok(event) = decoder.decode(payload)
+            let decoded = match decoder.decode(payload) {
+                Err(braid_shared::RejectReason::SchemaUnavailable { message }) => {
+                    registry_down = Some(message);
+                    return false;
+                }
+                decoded => decoded,
+            };
+            if let Ok(event) = decoded
                 && request.matches(event.time_ms, &event.values)
             {
                 events.push(FoundEvent {
@@ -224,6 +232,9 @@ fn page(
             events.len() < request.limit
         })
         .map_err(unavailable)?;
+        if let Some(why) = registry_down {
+            return Err(unavailable(why));
+        }
     }
     Ok(events)
 }

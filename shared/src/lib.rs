@@ -4,6 +4,8 @@
 //! - `path`: field paths (`card.id`, `items[0].sku`), as every field is named.
 //! - `metric`: the metric expression language (`sum(amount)`, `quantile(amount, 0.99)`, ...).
 //! - `event`: decoding message bytes into typed events, or typed rejection reasons.
+//! - `format`: how messages are read: JSON, Avro and Protobuf (schema files or a registry),
+//!   log lines.
 //! - `generator`: a deterministic synthetic payments stream.
 //! - `aggregate`: mergeable metric states (monoids) with a versioned binary encoding.
 //! - `view`: resolved source and view definitions, and [`ViewState`], the cells of one view.
@@ -21,6 +23,7 @@ pub mod coverage;
 pub mod duration;
 mod error;
 pub mod event;
+pub mod format;
 pub mod fraud;
 pub mod generator;
 pub mod metric;

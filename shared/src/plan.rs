@@ -39,6 +39,14 @@ impl TopicPlan {
             .map(|v| (v.name.clone(), v.fingerprint()))
             .collect()
     }
+
+    /// Makes sure every source of the topic can decode `payload` now: the schema it names is
+    /// at hand. An error only while the schema registry cannot be asked.
+    pub fn resolve(&self, payload: &[u8]) -> Result<(), crate::format::Unavailable> {
+        self.sources
+            .iter()
+            .try_for_each(|source| source.decoder.resolve(payload))
+    }
 }
 
 /// Per field slot of `source`, whether the speed layer uses its value: a group-by field or a

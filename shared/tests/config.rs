@@ -264,8 +264,12 @@ fn broken_configs_name_the_problem() {
             vec!["source[payments].event_time", "empty"],
         ),
         (
+            source.replace("format = \"json\"", "") + "format = \"parquet\"\n",
+            vec!["format", "parquet", "avro", "protobuf", "syslog"],
+        ),
+        (
             source.replace("format = \"json\"", "") + "format = \"avro\"\n",
-            vec!["format", "avro"],
+            vec!["source[payments].schema_file", "[schema_registry]"],
         ),
         (
             format!("{source}max_event_bytes = 0\n"),

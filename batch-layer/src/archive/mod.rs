@@ -203,6 +203,16 @@ impl braid_kafka::Worker for ArchiveWorker {
         Ok(())
     }
 
+    fn ready(&mut self, held: &[BorrowedMessage<'_>]) -> std::result::Result<(), String> {
+        for message in held {
+            if let Some(plan) = self.shared.plan.topic(message.topic()) {
+                plan.resolve(message.payload().unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     fn tick(&mut self) -> Result<Commit> {
         let retire = self.last_retire_check.elapsed() >= RETIRE_CHECK_INTERVAL;
         if retire {

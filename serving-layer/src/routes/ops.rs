@@ -44,6 +44,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     {
         waiting_for.push("the speed layer to be assigned partitions".to_owned());
     }
+    if let Some(registry) = &inner.config.registry
+        && let Some(why) = registry.down()
+    {
+        waiting_for.push(format!(
+            "the schema registry at {} to answer ({why})",
+            registry.url()
+        ));
+    }
     let ready = waiting_for.is_empty();
     let status = if ready {
         StatusCode::OK

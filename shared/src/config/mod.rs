@@ -3,6 +3,7 @@
 //!
 //! `validate`: resolution of sources, views and metric types.
 
+mod formats;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::duration::{Interval, format_duration, parse_duration};
 pub use crate::view::{FieldType, Format};
+pub use formats::SchemaRegistryConfig;
 
 use crate::error::{Error, Invalid, Result};
 use crate::view::{SourceDef, ViewDef};
@@ -56,6 +58,8 @@ pub struct ConfigFile {
     pub view: Vec<ViewConfig>,
     #[serde(default)]
     pub fraud: Option<crate::fraud::FraudConfig>,
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -444,6 +448,21 @@ pub struct SourceConfig {
     pub fields: Option<BTreeMap<String, FieldType>>,
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// Avro or Protobuf without a registry: the writer schema (`.avsc` or `.proto`).
+    #[serde(default)]
+    pub schema_file: Option<String>,
+    /// Protobuf with `schema_file`: the message type, by full name (`shop.Payment`).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// `regex`: the pattern; its named captures are the fields.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// How a textual event time is written (strftime-like); RFC 3339 when unset.
+    #[serde(default)]
+    pub time_format: Option<String>,
+    /// The zone of event times written without an offset (UTC when unset).
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 fn default_max_event_bytes() -> usize {
@@ -476,6 +495,8 @@ pub struct Config {
     pub views: Vec<Arc<ViewDef>>,
     /// `[fraud]`, when configured.
     pub fraud: Option<Arc<crate::fraud::FraudDef>>,
+    /// `[schema_registry]`, when configured: the client every source that reads it shares.
+    pub registry: Option<Arc<crate::format::Registry>>,
 }
 
 impl Config {
@@ -485,7 +506,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string(), std::env::vars())
+        Self::parse(
+            &text,
+            &path.display().to_string(),
+            std::env::vars(),
+            path.parent(),
+        )
     }
 
     /// Parses TOML text with no environment overrides.
@@ -498,13 +524,19 @@ impl Config {
         text: &str,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self> {
-        Self::parse(text, "the built-in config", vars)
+        Self::parse(text, "the built-in config", vars, None)
+    }
+
+    /// Parses TOML text whose relative file names (schema files) are under `dir`.
+    pub fn from_toml_in(text: &str, dir: &Path) -> Result<Self> {
+        Self::parse(text, "the built-in config", std::iter::empty(), Some(dir))
     }
 
     fn parse(
         text: &str,
         origin: &str,
         vars: impl IntoIterator<Item = (String, String)>,
+        base: Option<&Path>,
     ) -> Result<Self> {
         let figment = Figment::new()
             .merge(Toml::string(text))
@@ -526,7 +558,7 @@ impl Config {
                 .collect();
             Error::ConfigSyntax(lines.join("; "))
         })?;
-        validate::resolve(file)
+        validate::resolve(file, base)
     }
 
     pub fn source(&self, name: &str) -> Option<&Arc<SourceDef>> {

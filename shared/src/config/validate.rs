@@ -19,10 +19,10 @@ const DAY: Duration = Duration::from_secs(86_400);
 const RESERVED_COLUMNS: &[&str] = &["bucket"];
 
 #[derive(Default)]
-struct Issues(Vec<ConfigIssue>);
+pub(super) struct Issues(Vec<ConfigIssue>);
 
 impl Issues {
-    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigIssue {
             key: key.into(),
             message: message.into(),
@@ -30,9 +30,11 @@ impl Issues {
     }
 }
 
-pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
+pub(super) fn resolve(file: ConfigFile, base: Option<&std::path::Path>) -> Result<Config> {
     let mut issues = Issues::default();
     check_sections(&file, &mut issues);
+    let registry = super::formats::registry(file.schema_registry.as_ref(), base, &mut issues);
+    let mut readers = Vec::new();
 
     let mut seen_sources = BTreeSet::new();
     for (i, source) in file.source.iter().enumerate() {
@@ -44,6 +46,14 @@ pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
             );
         }
         check_source(source, &key, &mut issues);
+        readers.push(super::formats::reader(
+            source,
+            &key,
+            registry.as_ref(),
+            file.schema_registry.is_some(),
+            base,
+            &mut issues,
+        ));
     }
     if file.source.is_empty() {
         issues.push(
@@ -76,17 +86,22 @@ pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
     let sources: Vec<Arc<SourceDef>> = file
         .source
         .iter()
-        .map(|s| {
+        .zip(readers)
+        .map(|(s, (reader, layout))| {
             let extra = match &fraud_fields {
                 Some((source, fields)) if *source == s.name => fields.as_slice(),
                 _ => &[],
             };
-            Arc::new(source_def(s, &file.view, extra))
+            let mut def = source_def(s, &file.view, extra);
+            def.reader = reader;
+            def.time_layout = layout;
+            Arc::new(def)
         })
         .collect();
     for (i, source) in sources.iter().enumerate() {
         let key = element_key("source", i, &source.name);
         check_nesting(source, &key, &mut issues);
+        super::formats::check_paths(source, &key, &mut issues);
     }
     if !issues.0.is_empty() {
         return Err(Error::ConfigInvalid(issues.0));
@@ -126,6 +141,7 @@ pub(super) fn resolve(file: ConfigFile) -> Result<Config> {
         sources,
         views,
         fraud,
+        registry,
     })
 }
 
@@ -602,6 +618,8 @@ fn source_def(source: &SourceConfig, views: &[ViewConfig], extra: &[String]) -> 
             .collect(),
         schema_declared: source.fields.is_some(),
         max_event_bytes: source.max_event_bytes,
+        reader: crate::format::Reader::Json,
+        time_layout: crate::format::lines::TimeLayout::default(),
     }
 }
 

@@ -1,6 +1,7 @@
-//! JSON decoding driven by a source definition. Only the fields a source needs are
-//! materialised, found by their paths (`card.id`, `items[0].sku`) in one pass over the
-//! message; everything else is skipped without allocation.
+//! Decoding driven by a source definition. Only the fields a source needs are materialised,
+//! found by their paths (`card.id`, `items[0].sku`): JSON in one pass over the message with
+//! everything else skipped without allocation; Avro, Protobuf and log lines through their
+//! format's reader (`crate::format`), then the same paths over what it read.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,6 +10,9 @@ use rustc_hash::FxHashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{Event, RejectReason, Value};
+use crate::format::lines::TimeLayout;
+use crate::format::registry::Known;
+use crate::format::{Header, Reader, Schemas, Unavailable};
 use crate::path::Step;
 use crate::view::{FieldKind, SourceDef};
 
@@ -27,22 +31,24 @@ pub struct Decoder {
     /// Where each field and the event time are found in a message.
     root: Node,
     max_bytes: usize,
+    reader: Reader,
+    layout: TimeLayout,
 }
 
 /// One place in a message that some path reaches: the field it is (a slot, the event time or
 /// both), or the members and elements below it that paths go on to.
 #[derive(Debug, Clone, Default)]
-struct Node {
+pub(super) struct Node {
     slot: Option<usize>,
     time: bool,
-    members: Vec<(String, Node)>,
+    pub(super) members: Vec<(String, Node)>,
     /// Member positions by name, once there are many.
     by_name: Option<FxHashMap<String, usize>>,
-    elements: Vec<(usize, Node)>,
+    pub(super) elements: Vec<(usize, Node)>,
 }
 
 impl Node {
-    fn is_branch(&self) -> bool {
+    pub(super) fn is_branch(&self) -> bool {
         !self.members.is_empty() || !self.elements.is_empty()
     }
 
@@ -143,6 +149,22 @@ impl Decoder {
             kept: (0..source.fields.len()).map(kept).collect(),
             root,
             max_bytes: source.max_event_bytes,
+            reader: source.reader.clone(),
+            layout: source.time_layout.clone(),
+        }
+    }
+
+    /// Makes sure the schema `bytes` names is at hand (fetched from the registry if need be),
+    /// so that [`Decoder::decode`] can read it. An error only when the registry cannot be
+    /// asked now: the caller waits and tries again, and rejects nothing meanwhile.
+    pub fn resolve(&self, bytes: &[u8]) -> Result<(), Unavailable> {
+        let Some(registry) = self.reader.registry() else {
+            return Ok(());
+        };
+        match crate::format::header(bytes) {
+            Header::Framed { id, .. } => registry.schema(id).map(|_| ()),
+            // Rejected when decoded.
+            Header::BadMagic(_) | Header::Short(_) => Ok(()),
         }
     }
 
@@ -173,21 +195,63 @@ impl Decoder {
             seen: Seen::new(self.fields.len()),
             problem: None,
         };
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let outcome = Visit {
-            decoder: self,
-            node: &self.root,
-            raw: &mut raw,
-        }
-        .deserialize_root(&mut deserializer)
-        .and_then(|()| deserializer.end());
-        match outcome {
-            Ok(()) => {}
-            Err(e) if e.is_data() => return Err(not_an_object(bytes)),
-            Err(e) => {
-                return Err(RejectReason::NotJson {
-                    message: e.to_string(),
-                });
+        match &self.reader {
+            Reader::Json => self.read_json(bytes, &mut raw)?,
+            Reader::Avro(schemas) => {
+                let (schema, datum) = match schemas {
+                    Schemas::Fixed(schema) => (std::sync::Arc::clone(schema), bytes),
+                    Schemas::Registry(registry) => {
+                        let (id, rest) = framed(bytes, "avro")?;
+                        match registry.schema(id).map_err(unavailable)? {
+                            Known::Avro(schema) => (schema, rest),
+                            Known::Protobuf(_) => return Err(not_kind(id, "Avro", "Protobuf")),
+                            Known::Missing(message) => {
+                                return Err(RejectReason::UnknownSchemaId { id, message });
+                            }
+                        }
+                    }
+                };
+                let value = schema
+                    .decode(datum)
+                    .map_err(|message| RejectReason::AvroDecode { message })?;
+                self.walk(&self.root, &schema.at(&value), &mut raw);
+            }
+            Reader::Protobuf(schemas) => {
+                let (descriptor, body) = match schemas {
+                    Schemas::Fixed(descriptor) => (descriptor.clone(), bytes),
+                    Schemas::Registry(registry) => {
+                        let (id, rest) = framed(bytes, "protobuf")?;
+                        let schema = match registry.schema(id).map_err(unavailable)? {
+                            Known::Protobuf(schema) => schema,
+                            Known::Avro(_) => return Err(not_kind(id, "Protobuf", "Avro")),
+                            Known::Missing(message) => {
+                                return Err(RejectReason::UnknownSchemaId { id, message });
+                            }
+                        };
+                        let (indexes, body) = crate::format::message_indexes(rest)
+                            .map_err(|message| RejectReason::ProtoDecode { message })?;
+                        let descriptor =
+                            schema
+                                .indexed(&indexes)
+                                .ok_or_else(|| RejectReason::ProtoDecode {
+                                    message: format!(
+                                        "schema {id} has no message at index list {indexes:?}"
+                                    ),
+                                })?;
+                        (descriptor, body)
+                    }
+                };
+                let message = crate::format::proto::decode(&descriptor, body)
+                    .map_err(|message| RejectReason::ProtoDecode { message })?;
+                self.walk(
+                    &self.root,
+                    &crate::format::proto::ProtoAt::Message(&message),
+                    &mut raw,
+                );
+            }
+            Reader::Lines(format) => {
+                let line = format.read(bytes, &self.layout)?;
+                self.walk(&self.root, &&line, &mut raw);
             }
         }
         if let Some(problem) = raw.problem {
@@ -204,6 +268,25 @@ impl Decoder {
         };
         event.time_ms = time_ms;
         Ok(())
+    }
+
+    /// Reads a JSON message's paths into `raw`.
+    fn read_json(&self, bytes: &[u8], raw: &mut Raw<'_>) -> Result<(), RejectReason> {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let outcome = Visit {
+            decoder: self,
+            node: &self.root,
+            raw,
+        }
+        .deserialize_root(&mut deserializer)
+        .and_then(|()| deserializer.end());
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_data() => Err(not_an_object(bytes)),
+            Err(e) => Err(RejectReason::NotJson {
+                message: e.to_string(),
+            }),
+        }
     }
 
     fn invalid_time(&self, value: String, problem: &str) -> RejectReason {
@@ -226,17 +309,39 @@ impl Decoder {
     }
 
     fn time_from_text(&self, text: &str) -> Result<i64, RejectReason> {
-        match chrono::DateTime::parse_from_rfc3339(text) {
-            Ok(time) => {
-                let ms = time.timestamp_millis();
-                if (0..=MAX_TIME_MS).contains(&ms) {
-                    Ok(ms)
-                } else {
-                    Err(self.invalid_time(quote(text), "time is before 1970"))
-                }
-            }
-            Err(e) => Err(self.invalid_time(quote(text), &format!("not RFC 3339 ({e})"))),
+        match self.layout.parse(text) {
+            Ok(ms) if (0..=MAX_TIME_MS).contains(&ms) => Ok(ms),
+            Ok(_) => Err(self.invalid_time(quote(text), "time is before 1970 or after 9999")),
+            Err(problem) => Err(self.invalid_time(quote(text), &problem)),
         }
+    }
+}
+
+/// The schema id and the rest of a wire-format message.
+fn framed<'a>(bytes: &'a [u8], format: &str) -> Result<(u32, &'a [u8]), RejectReason> {
+    match crate::format::header(bytes) {
+        Header::Framed { id, rest } => Ok((id, rest)),
+        Header::BadMagic(found) => Err(RejectReason::BadMagicByte { found }),
+        Header::Short(len) => {
+            let message = format!("{len} bytes, fewer than the 5-byte wire-format header");
+            Err(match format {
+                "avro" => RejectReason::AvroDecode { message },
+                _ => RejectReason::ProtoDecode { message },
+            })
+        }
+    }
+}
+
+fn unavailable(error: Unavailable) -> RejectReason {
+    RejectReason::SchemaUnavailable {
+        message: error.to_string(),
+    }
+}
+
+fn not_kind(id: u32, wanted: &str, found: &str) -> RejectReason {
+    RejectReason::UnknownSchemaId {
+        id,
+        message: format!("schema {id} is a {found} schema; this source reads {wanted}"),
     }
 }
 
@@ -259,7 +364,7 @@ fn not_an_object(bytes: &[u8]) -> RejectReason {
     }
 }
 
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     if text.len() <= QUOTE_LIMIT {
         return format!("{text:?}");
     }
@@ -270,18 +375,71 @@ fn quote(text: &str) -> String {
     format!("{:?}...", &text[..end])
 }
 
-/// A JSON value as found, before it is checked against a field's kind.
-enum Found<'de> {
+/// A value as found in a message, before it is checked against a field's kind.
+pub(crate) enum Found<'de> {
     Null,
     Bool(bool),
     Int(i64),
     Float(f64),
     Str(Cow<'de, str>),
+    /// Text from a log line: read as the field's kind asks (`"42"` is an int field's 42).
+    Text(Cow<'de, str>),
     Object,
     Array,
+    /// A value no field kind holds (bytes that are not text, a non-finite number), described.
+    Unusable(String),
 }
 
 impl Found<'_> {
+    /// A float, where only finite ones are values; `-0.0` is `0.0`.
+    pub(crate) fn number(f: f64) -> Self {
+        if f.is_finite() {
+            Found::Float(if f == 0.0 { 0.0 } else { f })
+        } else {
+            Found::Unusable(format!("non-finite number {f}"))
+        }
+    }
+
+    /// The same value, owning its text.
+    pub(crate) fn into_owned(self) -> Found<'static> {
+        match self {
+            Found::Null => Found::Null,
+            Found::Bool(b) => Found::Bool(b),
+            Found::Int(i) => Found::Int(i),
+            Found::Float(f) => Found::Float(f),
+            Found::Str(s) => Found::Str(Cow::Owned(s.into_owned())),
+            Found::Text(s) => Found::Text(Cow::Owned(s.into_owned())),
+            Found::Object => Found::Object,
+            Found::Array => Found::Array,
+            Found::Unusable(what) => Found::Unusable(what),
+        }
+    }
+
+    /// Log-line text as a field of `kind` reads it: a number or boolean where the kind is one
+    /// and the text spells one, a string otherwise.
+    fn typed(self, kind: FieldKind) -> Self {
+        let Found::Text(text) = self else {
+            return self;
+        };
+        let trimmed = text.trim();
+        let number = || {
+            trimmed
+                .parse::<i64>()
+                .map(Found::Int)
+                .or_else(|_| trimmed.parse::<f64>().map(Found::number))
+                .ok()
+        };
+        let parsed = match kind {
+            FieldKind::Int | FieldKind::Float | FieldKind::Number => number(),
+            FieldKind::Bool => match trimmed {
+                "true" => Some(Found::Bool(true)),
+                "false" => Some(Found::Bool(false)),
+                _ => None,
+            },
+            FieldKind::String | FieldKind::Scalar => None,
+        };
+        parsed.unwrap_or(Found::Str(text))
+    }
     fn describe(&self) -> String {
         match self {
             Self::Null => "null".to_owned(),
@@ -291,6 +449,8 @@ impl Found<'_> {
             Self::Str(s) => format!("string {}", quote(s)),
             Self::Object => "an object".to_owned(),
             Self::Array => "an array".to_owned(),
+            Self::Text(s) => format!("text {}", quote(s)),
+            Self::Unusable(what) => what.clone(),
         }
     }
 
@@ -300,7 +460,7 @@ impl Found<'_> {
         let fits = matches!(
             (kind, self),
             (_, Found::Null)
-                | (String | Scalar, Found::Str(_))
+                | (String | Scalar, Found::Str(_) | Found::Text(_))
                 | (Int | Number | Scalar | Float, Found::Int(_))
                 | (Float | Number | Scalar, Found::Float(_))
                 | (Bool | Scalar, Found::Bool(_))
@@ -317,20 +477,21 @@ impl Found<'_> {
 
     /// The value a field of `kind` holds, or why it cannot hold this.
     fn into_value(self, name: &str, kind: FieldKind) -> Result<Value, RejectReason> {
-        self.check(name, kind)?;
-        Ok(match self {
-            Found::Str(s) => Value::Str(s.into()),
+        let found = self.typed(kind);
+        found.check(name, kind)?;
+        Ok(match found {
+            Found::Str(s) | Found::Text(s) => Value::Str(s.into()),
             Found::Int(i) if kind == FieldKind::Float => Value::Float(i as f64),
             Found::Int(i) => Value::Int(i),
             Found::Float(f) => Value::Float(f),
             Found::Bool(b) => Value::Bool(b),
-            // Objects and arrays fit no kind: `check` refused them.
-            Found::Null | Found::Object | Found::Array => Value::Null,
+            // These fit no kind: `check` refused them.
+            Found::Null | Found::Object | Found::Array | Found::Unusable(_) => Value::Null,
         })
     }
 }
 
-struct Raw<'a> {
+pub(super) struct Raw<'a> {
     time: Option<Result<i64, RejectReason>>,
     values: &'a mut [Value],
     seen: Seen,
@@ -551,7 +712,7 @@ impl<'de> Visitor<'de> for Visit<'_, '_> {
 
 impl Decoder {
     /// Takes the value found at a leaf: the event time, a field, or both.
-    fn read_leaf(&self, node: &Node, found: Found<'_>, raw: &mut Raw<'_>) {
+    pub(super) fn read_leaf(&self, node: &Node, found: Found<'_>, raw: &mut Raw<'_>) {
         if raw.problem.is_some() {
             return;
         }
@@ -565,7 +726,7 @@ impl Decoder {
             raw.time = match &found {
                 Found::Null => None,
                 Found::Int(ms) => Some(self.time_from_ms(*ms)),
-                Found::Str(text) => Some(self.time_from_text(text)),
+                Found::Str(text) | Found::Text(text) => Some(self.time_from_text(text)),
                 other => Some(Err(self.invalid_time(
                     other.describe(),
                     "expected an RFC 3339 string or integer epoch milliseconds",
@@ -593,7 +754,7 @@ impl Decoder {
             return;
         }
         if !self.kept[i] {
-            if let Err(reason) = found.check(name, *kind) {
+            if let Err(reason) = found.typed(*kind).check(name, *kind) {
                 raw.problem = Some(reason);
             }
             return;

@@ -4,6 +4,7 @@
 //! `decode`: JSON bytes to [`Event`] or [`RejectReason`], driven by a [`crate::SourceDef`].
 
 mod decode;
+mod tree;
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -13,6 +14,8 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 pub use decode::Decoder;
+pub(crate) use decode::{Found, quote};
+pub(crate) use tree::Tree;
 
 /// One scalar field value of an event. Its serde form is tagged (compact in binary encodings);
 /// answers use [`Value::to_json`].
@@ -189,11 +192,30 @@ pub enum RejectReason {
     },
     #[error("field `{field}` appears more than once")]
     DuplicateField { field: String },
+    #[error("schema id {id} is unknown: {message}")]
+    UnknownSchemaId { id: u32, message: String },
+    #[error("the first byte is {found}, not the wire format's magic byte 0")]
+    BadMagicByte { found: u8 },
+    #[error("not a readable Avro message: {message}")]
+    AvroDecode { message: String },
+    #[error("not a readable Protobuf message: {message}")]
+    ProtoDecode { message: String },
+    #[error("not a syslog line: {message}")]
+    SyslogParse { message: String },
+    #[error("not a logfmt line: {message}")]
+    LogfmtParse { message: String },
+    #[error("the line does not match the source's pattern: {line}")]
+    RegexNoMatch { line: String },
+    /// Not a rejection: the schema registry could not be asked. The layers wait for it
+    /// ([`Decoder::resolve`]) before decoding, so they never see this; readers of archived
+    /// messages report it as an error.
+    #[error("{message}")]
+    SchemaUnavailable { message: String },
 }
 
 impl RejectReason {
     /// Every [`RejectReason::code`].
-    pub const CODES: [&'static str; 7] = [
+    pub const CODES: [&'static str; 14] = [
         "oversized",
         "not_json",
         "not_an_object",
@@ -201,6 +223,13 @@ impl RejectReason {
         "invalid_event_time",
         "wrong_type",
         "duplicate_field",
+        "unknown_schema_id",
+        "bad_magic_byte",
+        "avro_decode",
+        "proto_decode",
+        "syslog_parse",
+        "logfmt_parse",
+        "regex_no_match",
     ];
 
     /// A short, bounded code for metrics labels and filters.
@@ -213,6 +242,14 @@ impl RejectReason {
             Self::InvalidEventTime { .. } => "invalid_event_time",
             Self::WrongType { .. } => "wrong_type",
             Self::DuplicateField { .. } => "duplicate_field",
+            Self::UnknownSchemaId { .. } => "unknown_schema_id",
+            Self::BadMagicByte { .. } => "bad_magic_byte",
+            Self::AvroDecode { .. } => "avro_decode",
+            Self::ProtoDecode { .. } => "proto_decode",
+            Self::SyslogParse { .. } => "syslog_parse",
+            Self::LogfmtParse { .. } => "logfmt_parse",
+            Self::RegexNoMatch { .. } => "regex_no_match",
+            Self::SchemaUnavailable { .. } => "schema_unavailable",
         }
     }
 }

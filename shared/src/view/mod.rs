@@ -76,6 +76,12 @@ pub struct SourceDef {
     /// Whether `fields` came from a declared `[source.fields]` schema.
     pub schema_declared: bool,
     pub max_event_bytes: usize,
+    /// How messages are read: the format with its schemas or pattern.
+    #[serde(skip)]
+    pub reader: crate::format::Reader,
+    /// How a textual event time is written.
+    #[serde(skip)]
+    pub time_layout: crate::format::lines::TimeLayout,
 }
 
 impl SourceDef {
@@ -142,6 +148,25 @@ impl ViewDef {
 pub enum Format {
     #[default]
     Json,
+    Avro,
+    Protobuf,
+    Syslog,
+    Logfmt,
+    Regex,
+}
+
+impl Format {
+    /// The name configs write.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Avro => "avro",
+            Self::Protobuf => "protobuf",
+            Self::Syslog => "syslog",
+            Self::Logfmt => "logfmt",
+            Self::Regex => "regex",
+        }
+    }
 }
 
 /// A declared field type in `[source.fields]`.

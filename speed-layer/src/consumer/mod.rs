@@ -187,6 +187,16 @@ impl braid_kafka::Worker for SpeedWorker {
         Ok(())
     }
 
+    fn ready(&mut self, held: &[BorrowedMessage<'_>]) -> std::result::Result<(), String> {
+        for message in held {
+            if let Some(plan) = self.shared.plan.topic(message.topic()) {
+                plan.resolve(message.payload().unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     fn tick(&mut self) -> Result<Commit> {
         let shared = &self.shared;
         let pending: u64 = shared.assigned().iter().map(|(_, s)| s.pending()).sum();
