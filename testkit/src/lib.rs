@@ -5,6 +5,7 @@
 
 pub mod moto;
 pub mod oracle;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

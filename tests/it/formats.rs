@@ -10,7 +10,7 @@ use braid_testkit::oracle::{FROM_MS, TO_MS};
 use braid_testkit::{by_partition, cluster, unique};
 use rand::{Rng as _, SeedableRng as _};
 
-const PARTITIONS: i32 = 2;
+pub(crate) const PARTITIONS: i32 = 2;
 
 /// A source of nested orders and its first view.
 fn orders(topic: &str) -> String {
@@ -107,7 +107,7 @@ fn by_currency() -> Shape {
 }
 
 /// Waits for an answer holding every produced event, and checks it against the oracle.
-fn complete_and_exact(
+pub(crate) fn complete_and_exact(
     braid: &Braid,
     config: &Config,
     topic: &str,
@@ -136,7 +136,7 @@ fn complete_and_exact(
     );
 }
 
-fn batch_run(braid: &Braid) -> String {
+pub(crate) fn batch_run(braid: &Braid) -> String {
     let (status, body) = post(&format!("{}/v1/batch/runs", braid.base), "{}");
     assert_eq!(status, 202, "{body}");
     let run = body["run_id"].as_str().unwrap().to_owned();

@@ -145,6 +145,12 @@ impl ProtoSchema {
         Some(message)
     }
 
+    /// The compiled file and everything it imports, as a `FileDescriptorSet` (dependencies
+    /// first): what other Protobuf libraries build message types from.
+    pub fn descriptor_set(&self) -> Vec<u8> {
+        self.file.parent_pool().encode_to_vec()
+    }
+
     /// The first message of the file (what an empty index list names).
     pub fn first(&self) -> Option<MessageDescriptor> {
         self.file.messages().next()

@@ -49,6 +49,8 @@ pub struct Registry {
     agent: ureq::Agent,
     authorization: Option<String>,
     schemas: Mutex<HashMap<u32, Known>>,
+    /// Held while fetching: threads missing the same schema at once fetch it once.
+    fetching: Mutex<()>,
     /// Why the last lookup failed, until one succeeds.
     down: Mutex<Option<String>>,
 }
@@ -112,6 +114,7 @@ impl Registry {
             agent: ureq::Agent::new_with_config(config.build()),
             authorization,
             schemas: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(()),
             down: Mutex::new(None),
         })
     }
@@ -127,7 +130,12 @@ impl Registry {
 
     /// The schema with id `id`: from the cache, or fetched (blocking, at most a few seconds).
     pub fn schema(&self, id: u32) -> Result<Known, Unavailable> {
-        if let Some(known) = self.schemas.lock().ok().and_then(|s| s.get(&id).cloned()) {
+        let cached = || self.schemas.lock().ok().and_then(|s| s.get(&id).cloned());
+        if let Some(known) = cached() {
+            return Ok(known);
+        }
+        let _fetching = self.fetching.lock();
+        if let Some(known) = cached() {
             return Ok(known);
         }
         let fetched = self.fetch(id);
