@@ -52,6 +52,10 @@ pub enum Command {
         /// Generated events per second; 0 runs no generator (produce events yourself).
         #[arg(long, default_value_t = 200)]
         rate: u64,
+        /// The built-in example's payments as Avro or Protobuf (the generator's schema, written
+        /// to the data dir as the source's schema file) instead of JSON.
+        #[arg(long, value_enum)]
+        format: Option<DevFormat>,
     },
     /// The synthetic payments generator against the configured brokers.
     Produce {
@@ -72,6 +76,11 @@ pub enum Command {
         /// Seed of the generator (the same seed makes the same cards, merchants and amounts).
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// How events are written (default: the source's format). Avro and Protobuf use the
+        /// source's schema file, or the generator's own schema, registered under
+        /// `<topic>-value` when the source reads a schema registry.
+        #[arg(long, value_enum)]
+        format: Option<ProduceFormat>,
     },
     /// Run one batch recompute, publish it, and exit (for cron and Kubernetes CronJobs).
     Batch {
@@ -276,4 +285,42 @@ pub enum BenchTarget {
         #[arg(long)]
         stream_peers: Option<PathBuf>,
     },
+}
+
+/// `braid dev --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevFormat {
+    Json,
+    Avro,
+    Protobuf,
+}
+
+/// `braid produce --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProduceFormat {
+    Json,
+    Avro,
+    Protobuf,
+    Syslog,
+}
+
+impl From<ProduceFormat> for braid_shared::config::Format {
+    fn from(format: ProduceFormat) -> Self {
+        match format {
+            ProduceFormat::Json => Self::Json,
+            ProduceFormat::Avro => Self::Avro,
+            ProduceFormat::Protobuf => Self::Protobuf,
+            ProduceFormat::Syslog => Self::Syslog,
+        }
+    }
+}
+
+impl From<DevFormat> for braid_shared::config::Format {
+    fn from(format: DevFormat) -> Self {
+        match format {
+            DevFormat::Json => Self::Json,
+            DevFormat::Avro => Self::Avro,
+            DevFormat::Protobuf => Self::Protobuf,
+        }
+    }
 }

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use braid_shared::Config;
+use braid_shared::config::Format;
 use braid_shared::config::Interval;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Layer;
+use crate::cli::{DevFormat, Layer};
 use braid_kafka::GeneratorPlan;
 
 use crate::produce;
@@ -19,7 +20,7 @@ use crate::produce;
 /// Partitions of each topic on the embedded broker.
 const PARTITIONS: i32 = 3;
 
-pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
+pub fn run(mut config: Config, builtin: bool, rate: u64, format: Option<DevFormat>) -> ExitCode {
     // A fresh data dir for the built-in example; a given config keeps its own.
     let _fresh = if builtin {
         match tempfile::Builder::new().prefix("braid-dev-").tempdir() {
@@ -52,11 +53,25 @@ pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
     } else {
         None
     };
+    let schema_file = match format.map(Into::into) {
+        Some(format) if format != Format::Json => match with_format(&mut config, format) {
+            Ok(file) => Some(file),
+            Err(error) => {
+                eprintln!("error: --format {}: {error}", format.name());
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let Some(source) = config.sources.first().cloned() else {
         eprintln!("error: the config has no source to generate events for");
         return ExitCode::from(crate::EXIT_CONFIG);
     };
-    let generator_fits = produce::check_source(&source);
+    let encoder = produce::encoder(&source, None);
+    let generator_fits = encoder
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|encoder| produce::check_source(&source, encoder));
     let cancel = CancellationToken::new();
     let generator = match generator_fits {
         Ok(()) if rate == 0 => None,
@@ -75,6 +90,7 @@ pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
                 count: None,
                 late_share: 0.05,
                 seed: 42,
+                encoder: encoder.unwrap_or(braid_shared::format::encode::Encoder::Json),
             };
             Some(std::thread::spawn(move || {
                 braid_kafka::generate(&producer, &topic, &plan, &cancel)
@@ -93,11 +109,19 @@ pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
             println!("Braid is running (stop with Ctrl-C)");
             println!("  dashboard  http://{addr}/");
             println!("  API        http://{addr}/v1/views");
+            if let Some(file) = &schema_file {
+                println!(
+                    "  format     {} (schema file {})",
+                    source.format.name(),
+                    file.display()
+                );
+            }
             println!(
                 "  broker     {brokers}   (Kafka protocol; topic {:?})",
                 source.topic
             );
             println!("  data dir   {}", dir.display());
+
             if generator.is_some() {
                 println!("  generator  {rate} payments/s into {:?}", source.topic);
             }
@@ -111,6 +135,37 @@ pub fn run(mut config: Config, builtin: bool, rate: u64) -> ExitCode {
     }
     drop(cluster);
     code
+}
+
+/// Makes the built-in example's source read `format` with the generator's schema, written to
+/// the data dir as its schema file; that file.
+fn with_format(config: &mut Config, format: Format) -> Result<std::path::PathBuf, String> {
+    use braid_shared::format::encode::{PAYMENT_AVSC, PAYMENT_MESSAGE, PAYMENT_PROTO};
+    use braid_shared::format::{AvroSchema, ProtoSchema, Reader, Schemas};
+    let (name, text) = match format {
+        Format::Avro => ("payment.avsc", PAYMENT_AVSC),
+        _ => ("payment.proto", PAYMENT_PROTO),
+    };
+    let file = config.storage.dir.join(name);
+    std::fs::create_dir_all(&config.storage.dir)
+        .and_then(|()| std::fs::write(&file, text))
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    let reader = match format {
+        Format::Avro => Reader::Avro(Schemas::Fixed(std::sync::Arc::new(AvroSchema::parse(
+            text,
+        )?))),
+        _ => Reader::Protobuf(Schemas::Fixed(
+            ProtoSchema::load(&file)?.message(PAYMENT_MESSAGE)?,
+        )),
+    };
+    let source = config
+        .sources
+        .first_mut()
+        .ok_or("the config has no source")?;
+    let source = std::sync::Arc::make_mut(source);
+    source.format = format;
+    source.reader = reader;
+    Ok(file)
 }
 
 fn embedded_broker(

@@ -115,10 +115,20 @@ fn main() -> ExitCode {
                 Err(error) => config_error(&error),
             }
         }
-        Command::Dev { config, rate } => {
+        Command::Dev {
+            config,
+            rate,
+            format,
+        } => {
             let builtin = config.is_none();
+            if !builtin && format.is_some() {
+                eprintln!(
+                    "error: --format applies to the built-in example; a config names its source's format"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
             match load(config.as_deref()) {
-                Ok(config) => dev::run(config, builtin, rate),
+                Ok(config) => dev::run(config, builtin, rate, format),
                 Err(error) => config_error(&error),
             }
         }
@@ -129,6 +139,7 @@ fn main() -> ExitCode {
             count,
             late_share,
             seed,
+            format,
         } => match Config::load(&config) {
             Ok(config) => {
                 if !(0.0..=1.0).contains(&late_share) {
@@ -140,8 +151,9 @@ fn main() -> ExitCode {
                     count,
                     late_share,
                     seed,
+                    encoder: braid_shared::format::encode::Encoder::Json,
                 };
-                produce::run(&config, &source, &plan)
+                produce::run(&config, &source, plan, format.map(Into::into))
             }
             Err(error) => config_error(&error),
         },

@@ -4,23 +4,56 @@
 use std::process::ExitCode;
 
 use braid_kafka::{GeneratorPlan, generate};
+use braid_shared::config::Format;
+use braid_shared::format::encode::{Encoder, PAYMENT_AVSC, PAYMENT_PROTO};
+use braid_shared::format::{Reader, Schemas};
 use braid_shared::generator::{Payments, PaymentsShape};
 use braid_shared::{Config, Decoder, SourceDef};
 use rdkafka::ClientConfig;
 use rdkafka::producer::BaseProducer;
 use tokio_util::sync::CancellationToken;
 
-/// Checks that `source` reads the generator's events, so nothing is produced only to be rejected.
-pub fn check_source(source: &SourceDef) -> Result<(), String> {
+/// How the generator's events are written for `source`: in `format` (default: the source's
+/// own). Avro and Protobuf use the source's schema file, or the generator's built-in schema,
+/// registered under `<topic>-value` when the source reads a registry.
+pub fn encoder(source: &SourceDef, format: Option<Format>) -> Result<Encoder, String> {
+    let format = format.unwrap_or(source.format);
+    let subject = format!("{}-value", source.topic);
+    match (format, &source.reader) {
+        (Format::Avro, Reader::Avro(Schemas::Fixed(schema))) => Ok(Encoder::Avro {
+            schema: schema.clone(),
+            id: None,
+        }),
+        (Format::Protobuf, Reader::Protobuf(Schemas::Fixed(message))) => Ok(Encoder::Protobuf {
+            message: message.clone(),
+            id: None,
+        }),
+        (Format::Avro, Reader::Avro(Schemas::Registry(registry))) => {
+            let id = registry.register(&subject, "AVRO", PAYMENT_AVSC)?;
+            Encoder::payments(format, Some(id))
+        }
+        (Format::Protobuf, Reader::Protobuf(Schemas::Registry(registry))) => {
+            let id = registry.register(&subject, "PROTOBUF", PAYMENT_PROTO)?;
+            Encoder::payments(format, Some(id))
+        }
+        (format, _) => Encoder::payments(format, None),
+    }
+}
+
+/// Checks that `source` reads the generator's events as `encoder` writes them, so nothing is
+/// produced only to be rejected.
+pub fn check_source(source: &SourceDef, encoder: &Encoder) -> Result<(), String> {
     let mut sample = Payments::new(
         1,
         chrono::Utc::now().timestamp_millis(),
         PaymentsShape::default(),
     );
-    Decoder::new(source).decode(&sample.next_event()).map(|_| ()).map_err(|reason| {
+    let event = encoder.encode(&sample.next_event())?;
+    Decoder::new(source).decode(&event).map(|_| ()).map_err(|reason| {
         format!(
-            "source {:?} does not accept the generator's payment events (tx_id, card_id, merchant_id, country, amount, currency, ts): {reason}",
-            source.name
+            "source {:?} ({}) does not accept the generator's payment events (tx_id, card_id, merchant_id, country, amount, currency, ts) as written: {reason}",
+            source.name,
+            source.format.name()
         )
     })
 }
@@ -39,7 +72,12 @@ pub fn producer(config: &Config, brokers: &str) -> Result<BaseProducer, String> 
 }
 
 /// `braid produce`.
-pub fn run(config: &Config, source: &str, plan: &GeneratorPlan) -> ExitCode {
+pub fn run(
+    config: &Config,
+    source: &str,
+    mut plan: GeneratorPlan,
+    format: Option<Format>,
+) -> ExitCode {
     let Some(source) = config.source(source) else {
         let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         eprintln!(
@@ -54,9 +92,12 @@ pub fn run(config: &Config, source: &str, plan: &GeneratorPlan) -> ExitCode {
         );
         return ExitCode::from(crate::EXIT_CONFIG);
     }
-    if let Err(error) = check_source(source) {
-        eprintln!("error: {error}");
-        return ExitCode::from(crate::EXIT_CONFIG);
+    match encoder(source, format).and_then(|e| check_source(source, &e).map(|()| e)) {
+        Ok(encoder) => plan.encoder = encoder,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(crate::EXIT_CONFIG);
+        }
     }
     let producer = match producer(config, &config.kafka.brokers) {
         Ok(producer) => producer,
@@ -67,7 +108,7 @@ pub fn run(config: &Config, source: &str, plan: &GeneratorPlan) -> ExitCode {
     };
     let cancel = CancellationToken::new();
     let watcher = crate::run::SignalWatcher::start(cancel.clone());
-    let (produced, failed) = generate(&producer, &source.topic, plan, &cancel);
+    let (produced, failed) = generate(&producer, &source.topic, &plan, &cancel);
     drop(watcher);
     println!(
         "produced {produced} events to {}, {failed} not delivered",

@@ -181,6 +181,7 @@ pub fn run(config: &Config, options: &Options) -> Result<String> {
                 count: None,
                 late_share: 0.05,
                 seed: 11,
+                encoder: braid_shared::format::encode::Encoder::Json,
             };
             Ok(braid_kafka::generate(&producer, &topic, &plan, &stop).0)
         })

@@ -16,6 +16,8 @@ pub struct GeneratorPlan {
     pub count: Option<u64>,
     pub late_share: f64,
     pub seed: u64,
+    /// How each event is written (JSON, Avro, Protobuf, a syslog line).
+    pub encoder: braid_shared::format::encode::Encoder,
 }
 
 /// Produces to `topic` until `plan.count` or `cancel`; returns (produced, failed deliveries).
@@ -44,7 +46,14 @@ pub fn generate(
             continue;
         }
         payments.set_clock_ms(chrono::Utc::now().timestamp_millis());
-        let event = payments.next_event();
+        let event = match plan.encoder.encode(&payments.next_event()) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "an event could not be encoded");
+                failed += 1;
+                continue;
+            }
+        };
         let key = produced.to_string();
         match producer.send(BaseRecord::to(topic).payload(&event).key(&key)) {
             Ok(()) => produced += 1,

@@ -36,6 +36,14 @@ impl AvroSchema {
         Ok(Self { schema, names })
     }
 
+    pub(crate) fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub(crate) fn resolved<'a>(&'a self, schema: &'a Schema) -> &'a Schema {
+        resolve(schema, &self.names)
+    }
+
     /// Decodes one datum; every byte must belong to it.
     pub fn decode(&self, mut bytes: &[u8]) -> Result<Value, String> {
         let value = apache_avro::from_avro_datum(&self.schema, &mut bytes, None)

@@ -5,8 +5,10 @@
 //! - `registry`: the schema registry client (blocking HTTP, schemas cached by id).
 //! - `avro`, `proto`: the schemas and field paths over their values.
 //! - `lines`: log line parsers and time layouts.
+//! - `encode`: writing the generator's events in a format.
 
 pub mod avro;
+pub mod encode;
 pub mod lines;
 pub mod proto;
 pub mod registry;

@@ -149,6 +149,41 @@ impl Registry {
         Ok(known)
     }
 
+    /// Registers `schema` (of `schema_type`: `AVRO` or `PROTOBUF`) under `subject`, as a
+    /// producer does before it writes; its id.
+    pub fn register(&self, subject: &str, schema_type: &str, schema: &str) -> Result<u32, String> {
+        let path = format!("/subjects/{}/versions", encode_segment(subject));
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let body = serde_json::json!({"schema": schema, "schemaType": schema_type});
+        let mut response = request
+            .send(body.to_string())
+            .map_err(|e| format!("registering a schema at {}: {e}", self.url))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_SCHEMA_BYTES)
+            .read_to_string()
+            .unwrap_or_default();
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        match (status, answer["id"].as_u64()) {
+            (200, Some(id)) => {
+                u32::try_from(id).map_err(|_| format!("schema id {id} is out of range"))
+            }
+            _ => Err(format!(
+                "registering a schema under {subject:?} at {}: answered {status} {}",
+                self.url,
+                crate::event::quote(&text)
+            )),
+        }
+    }
+
     /// The sources of the files a Protobuf schema imports from other subjects (the
     /// well-known types come with the compiler).
     fn imports(&self, references: &[Reference]) -> Result<Vec<(String, String)>, Unavailable> {
