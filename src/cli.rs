@@ -284,6 +284,10 @@ pub enum BenchTarget {
         /// broker, computing the per-card 1-minute count and sum, and is timed beside Braid.
         #[arg(long)]
         stream_peers: Option<PathBuf>,
+        /// Instead: decode + apply of the example's payments in a format, beside the same run's
+        /// reference decode of the same bytes (`json-nested`: nested beside flat JSON).
+        #[arg(long, value_enum)]
+        format: Option<SpeedFormat>,
     },
 }
 
@@ -323,4 +327,12 @@ impl From<DevFormat> for braid_shared::config::Format {
             DevFormat::Protobuf => Self::Protobuf,
         }
     }
+}
+
+/// `braid bench speed --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpeedFormat {
+    Avro,
+    Protobuf,
+    JsonNested,
 }

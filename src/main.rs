@@ -165,11 +165,27 @@ fn main() -> ExitCode {
 fn bench(target: BenchTarget) -> ExitCode {
     let report = match target {
         BenchTarget::Speed {
+            format: Some(format),
+            events,
+            ..
+        } => {
+            use braid_bench::formats::BenchFormat;
+            let format = match format {
+                cli::SpeedFormat::Avro => BenchFormat::Avro,
+                cli::SpeedFormat::Protobuf => BenchFormat::Protobuf,
+                cli::SpeedFormat::JsonNested => BenchFormat::JsonNested,
+            };
+            braid_bench::formats::run(format, events.max(1))
+                .map(|report| report.to_string())
+                .map_err(|e| e.to_string())
+        }
+        BenchTarget::Speed {
             config,
             events,
             end_to_end_events,
             brokers,
             stream_peers,
+            format: None,
         } => match load(config.as_deref()) {
             Ok(config) => braid_bench::speed::run(
                 &config,

@@ -3,6 +3,8 @@
 //! same run over the same data.
 //!
 //! - `speed`: `braid bench speed`, decode + apply in process, end to end, memory per cell.
+//! - `formats`: `braid bench speed --format`, Avro and Protobuf decode + apply beside the
+//!   libraries' own decoding, nested JSON beside flat.
 //! - `batch`: `braid bench batch`, full and incremental recomputes beside DuckDB.
 //! - `serve`: `braid bench serve`, merged query latency under ingest, freshness, speed peers;
 //!   and the paced load generator the other HTTP benchmarks share.
@@ -13,6 +15,7 @@
 pub mod audit;
 pub mod batch;
 mod error;
+pub mod formats;
 pub mod fraud;
 pub mod serve;
 pub mod speed;

@@ -65,6 +65,28 @@ fn bench_speed_reports_every_measurement() {
     }
 }
 
+#[test]
+fn bench_speed_formats_report_braid_beside_each_reference() {
+    for (format, names) in [
+        ("avro", &["avro"][..]),
+        ("protobuf", &["protobuf"][..]),
+        ("json-nested", &["json flat", "json nested"][..]),
+    ] {
+        let stdout = bench(&["speed", "--format", format, "--events", "3000"]);
+        for name in names {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with(name) && l.contains("reference")),
+                "{name} missing in\n{stdout}"
+            );
+        }
+        for line in ["decode alone", "decode + apply"] {
+            assert!(reported(&stdout, line) > 0.0, "{line} in\n{stdout}");
+        }
+    }
+}
+
 /// The number a report line starting with `line` (after indentation) gives first.
 fn reported(stdout: &str, line: &str) -> f64 {
     let found = stdout.lines().find(|l| l.trim_start().starts_with(line));

@@ -145,6 +145,7 @@ const TABLES: &[(&str, &str)] = &[
     ("[fraud]", "fraud."),
     ("[[fraud.feature]]", "fraud.feature."),
     ("[[fraud.rule]]", "fraud.rule."),
+    ("[schema_registry]", "schema_registry."),
 ];
 
 /// The keys the config loader accepts in the table `open` starts: an unknown key there is
