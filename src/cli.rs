@@ -156,6 +156,10 @@ pub struct TortureArgs {
     /// (installed by `scripts/install-deps.sh --tests`) instead of a local folder.
     #[arg(long, default_value_t = 0.0)]
     pub moto_share: f64,
+    /// Share of seeds (0 to 1) whose payments are written in Avro or Protobuf through a schema
+    /// registry (a second schema version mid-stream, registry outages among the faults).
+    #[arg(long, default_value_t = 0.0)]
+    pub registry_share: f64,
 }
 
 /// A layer `braid run` can start.

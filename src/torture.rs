@@ -13,6 +13,7 @@ pub fn run(request: TortureArgs) -> ExitCode {
     for (flag, share) in [
         ("--tansu-share", request.tansu_share),
         ("--moto-share", request.moto_share),
+        ("--registry-share", request.registry_share),
     ] {
         if !(0.0..=1.0).contains(&share) {
             eprintln!("error: {flag} {share} is outside 0..=1");
@@ -22,6 +23,7 @@ pub fn run(request: TortureArgs) -> ExitCode {
     let shares = Shares {
         tansu: request.tansu_share,
         moto: request.moto_share,
+        registry: request.registry_share,
     };
     let braid = match std::env::current_exe() {
         Ok(path) => path,

@@ -29,29 +29,42 @@ struct Shared {
 /// A running registry; it stops with the test process.
 pub struct TestRegistry {
     pub url: String,
+    /// The same registry on a second address that [`TestRegistry::set_down`] leaves up: for
+    /// a harness's own reader while the processes under test see an outage.
+    pub steady_url: String,
     shared: Arc<Shared>,
 }
 
 impl TestRegistry {
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the test registry");
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
             down: AtomicBool::new(false),
             lookups: AtomicUsize::new(0),
         });
-        let serving = Arc::clone(&shared);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let shared = Arc::clone(&serving);
-                std::thread::spawn(move || serve(stream, &shared));
-            }
-        });
-        Self { url, shared }
+        let listen = |faulty: bool| {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind the test registry");
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let serving = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let shared = Arc::clone(&serving);
+                    std::thread::spawn(move || serve(stream, &shared, faulty));
+                }
+            });
+            url
+        };
+        let url = listen(true);
+        let steady_url = listen(false);
+        Self {
+            url,
+            steady_url,
+            shared,
+        }
     }
 
-    /// While down, `GET /schemas/ids/{id}` answers 503; registering still works.
+    /// While down, `GET /schemas/ids/{id}` on [`TestRegistry::url`] answers 503; registering
+    /// still works.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
     }
@@ -123,7 +136,7 @@ fn decode_segment(text: &str) -> String {
 }
 
 /// Answers one request: status and JSON body.
-fn answer(shared: &Shared, method: &str, target: &str, body: &[u8]) -> (u16, Json) {
+fn answer(shared: &Shared, faulty: bool, method: &str, target: &str, body: &[u8]) -> (u16, Json) {
     let path = target.split('?').next().unwrap_or_default();
     let parts: Vec<String> = path
         .trim_start_matches('/')
@@ -135,6 +148,13 @@ fn answer(shared: &Shared, method: &str, target: &str, body: &[u8]) -> (u16, Jso
     let body: Json = serde_json::from_slice(body).unwrap_or(Json::Null);
     match (method, parts.as_slice()) {
         ("GET", ["schemas", "ids", id]) => {
+            if !faulty {
+                let store = shared.store.lock().unwrap();
+                return match id.parse().ok().and_then(|id| document(&store, id)) {
+                    Some(doc) => (200, doc),
+                    None => not_found("Schema not found"),
+                };
+            }
             shared.lookups.fetch_add(1, Ordering::SeqCst);
             if shared.down.load(Ordering::SeqCst) {
                 return (503, json!({"error_code": 50003, "message": "unavailable"}));
@@ -188,7 +208,7 @@ fn answer(shared: &Shared, method: &str, target: &str, body: &[u8]) -> (u16, Jso
 }
 
 /// Serves one connection's requests (HTTP/1.1, kept alive) until the client closes it.
-fn serve(stream: TcpStream, shared: &Shared) {
+fn serve(stream: TcpStream, shared: &Shared, faulty: bool) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
@@ -227,7 +247,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let (status, json) = answer(shared, &method, &target, &body);
+        let (status, json) = answer(shared, faulty, &method, &target, &body);
         let text = json.to_string();
         let reason = match status {
             200 => "OK",

@@ -70,6 +70,21 @@ fn tansu_seeds_whose_partitions_went_unowned_recover() {
     assert_eq!(summary["recovery"]["count"], 2, "{report}");
 }
 
+/// Payments written in Avro (9103) and Protobuf (9105) through a schema registry, a second
+/// schema version mid-stream, and registry outages that each process waits out (nothing
+/// rejected for them): every answer exact, every process caught up after.
+#[test]
+fn registry_format_seeds_wait_out_registry_outages() {
+    let (report, summary) = torture(&["--seeds", "9103,9105", "--registry-share", "1"]);
+    assert!(report.contains("2 passed, 0 failed"), "{report}");
+    assert!(report.contains("written in Avro"), "{report}");
+    assert!(report.contains("written in Protobuf"), "{report}");
+    assert!(
+        summary["faults"]["schema registry outage"].as_u64() >= Some(3),
+        "{report}"
+    );
+}
+
 /// Runs `braid torture` with `args`, two scenarios at a time, in a folder of its own; asserts
 /// that it passed. Its report (what it printed) and its summary.
 fn torture(args: &[&str]) -> (String, Json) {

@@ -5,6 +5,7 @@
 //! acknowledged, and liveness after the faults end. [`sweep`] runs many and sums them up.
 
 pub mod audit;
+mod formats;
 pub mod run;
 pub mod scenario;
 pub mod sweep;

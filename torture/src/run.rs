@@ -231,6 +231,7 @@ enum Action {
     Start { role: Role, measured: bool },
     Cont(Role),
     BrokerUp(i32),
+    RegistryUp,
     StorageOff,
     Retire(Role),
 }
@@ -316,7 +317,36 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
     } else {
         None
     };
-    let mut world = World::new(scenario, &dir, &bootstrap, &topic, options)?;
+    // The schema registry of a registry-format scenario, and the workload written in it.
+    let registry = scenario
+        .registry
+        .map(|_| braid_testkit::registry::TestRegistry::start());
+    let messages: Vec<crate::scenario::Message> = match (scenario.registry, &registry) {
+        (Some((format, switch_at)), Some(registry)) => {
+            let payloads: Vec<Vec<u8>> = scenario
+                .messages
+                .iter()
+                .map(|m| m.payload.clone())
+                .collect();
+            crate::formats::encode(registry, format, &topic, &payloads, switch_at)?
+                .into_iter()
+                .zip(&scenario.messages)
+                .map(|(payload, m)| crate::scenario::Message {
+                    partition: m.partition,
+                    payload,
+                })
+                .collect()
+        }
+        _ => scenario.messages.clone(),
+    };
+    let mut world = World::new(
+        scenario,
+        &dir,
+        &bootstrap,
+        &topic,
+        options,
+        registry.as_ref(),
+    )?;
     world.env = env;
     let mut outcome = Outcome {
         seed: scenario.seed,
@@ -346,7 +376,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
             .create_with_context(Recorder(Arc::clone(&deliveries)))
             .map_err(TortureError::Broker)?;
         let (messages, topic, chunk, pause) = (
-            scenario.messages.clone(),
+            messages.clone(),
             topic.clone(),
             scenario.chunk,
             scenario.pause,
@@ -417,6 +447,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
     let mut failed_runs = Vec::new();
     let mut produced_noted = false;
     let mut sharded_runs = 0;
+    let mut registry_outages = 0usize;
     loop {
         pending.sort_by_key(|(at, _)| *at);
         let now = Instant::now();
@@ -441,6 +472,13 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                         Fault::Pause { role, paused } => {
                             if world.signal(role, "STOP") {
                                 pending.push((now + paused, Action::Cont(role)));
+                            }
+                        }
+                        Fault::RegistryDown { down } => {
+                            if let Some(registry) = &registry {
+                                registry_outages += 1;
+                                registry.set_down(true);
+                                pending.push((now + down, Action::RegistryUp));
                             }
                         }
                         Fault::BrokerDown { broker: id, down } => {
@@ -522,6 +560,13 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
                 Action::BrokerUp(id) => {
                     broker.stall(id, Duration::ZERO)?;
                 }
+                Action::RegistryUp => {
+                    // Outages overlap: the registry answers again when the last one ends.
+                    registry_outages -= 1;
+                    if let (Some(registry), 0) = (&registry, registry_outages) {
+                        registry.set_down(false);
+                    }
+                }
                 Action::StorageOff => {
                     std::fs::write(&control, "").map_err(|e| TortureError::io(&control, e))?;
                 }
@@ -579,7 +624,7 @@ pub fn run(scenario: &Scenario, options: &Options) -> Result<Outcome, TortureErr
         .unwrap_or_default();
     let mut partitions: Vec<BTreeMap<i64, Vec<u8>>> =
         vec![BTreeMap::new(); scenario.partitions as usize];
-    for (message, ack) in scenario.messages.iter().zip(&acked) {
+    for (message, ack) in messages.iter().zip(&acked) {
         if let Some((p, offset)) = ack {
             partitions[*p as usize].insert(*offset, message.payload.clone());
         }
@@ -956,6 +1001,8 @@ struct World {
     env: Vec<(String, String)>,
     events: Mutex<Vec<String>>,
     started: Instant,
+    /// The processes' schema registry address, and the one the oracle reads instead.
+    oracle_registry: Option<(String, String)>,
 }
 
 impl World {
@@ -965,6 +1012,7 @@ impl World {
         bootstrap: &str,
         topic: &str,
         options: &Options,
+        registry: Option<&braid_testkit::registry::TestRegistry>,
     ) -> Result<Self, TortureError> {
         let (speeds, serves) = match scenario.topology {
             Topology::Single => (0, 1),
@@ -972,8 +1020,15 @@ impl World {
         };
         let speed_ports = (0..speeds).map(|_| free_port()).collect::<Result<_, _>>()?;
         let serve_ports = (0..serves).map(|_| free_port()).collect::<Result<_, _>>()?;
-        let text = config_text(scenario, dir, bootstrap, topic);
+        let text = config_text(
+            scenario,
+            dir,
+            bootstrap,
+            topic,
+            registry.map(|r| r.url.as_str()),
+        );
         Ok(Self {
+            oracle_registry: registry.map(|r| (r.url.clone(), r.steady_url.clone())),
             dir: dir.to_owned(),
             braid: options.braid.clone(),
             processes: BTreeMap::new(),
@@ -986,8 +1041,14 @@ impl World {
         })
     }
 
+    /// The config the oracle decodes with: the processes', but reading the schema registry
+    /// where its outages do not reach.
     fn config(&self) -> Result<Config, TortureError> {
         let (text, _, _) = self.process_config(Role::Batch);
+        let text = match &self.oracle_registry {
+            Some((url, steady)) => text.replace(url.as_str(), steady),
+            None => text,
+        };
         Config::from_toml(&text).map_err(|e| TortureError::Config(e.to_string()))
     }
 
@@ -1382,10 +1443,33 @@ pub const ALERT_ABOVE: f64 = 950.0;
 const MOTO_BUCKET: &str = "torture";
 
 /// The config every process starts from (`@SERVE@` is its `[serve]` listen line).
-fn config_text(scenario: &Scenario, dir: &Path, bootstrap: &str, topic: &str) -> String {
+fn config_text(
+    scenario: &Scenario,
+    dir: &Path,
+    bootstrap: &str,
+    topic: &str,
+    registry: Option<&str>,
+) -> String {
     let session = scenario.session_timeout_ms;
+    let (registry_section, source) = match (scenario.registry, registry) {
+        (Some((format, _)), Some(url)) => {
+            let format = match format {
+                crate::scenario::RegistryFormat::Avro => "avro",
+                crate::scenario::RegistryFormat::Protobuf => "protobuf",
+            };
+            (
+                format!("[schema_registry]\nurl = \"{url}\"\n"),
+                braid_testkit::payments_source(topic).replacen(
+                    &format!("topic = \"{topic}\"\n"),
+                    &format!("topic = \"{topic}\"\nformat = \"{format}\"\n"),
+                    1,
+                ),
+            )
+        }
+        _ => (String::new(), braid_testkit::payments_source(topic)),
+    };
     format!(
-        r#"
+        r#"{registry_section}
 [kafka]
 brokers = "{bootstrap}"
 group_id = "torture-{seed}"
@@ -1433,7 +1517,6 @@ compact_files = {compact}
         },
         segment = scenario.segment_size,
         compact = scenario.compact_files,
-        source = braid_testkit::payments_source(topic),
         tier_view = TIER_VIEW,
         fraud = FRAUD,
     )

@@ -78,6 +78,8 @@ pub enum Fault {
     BatchRun,
     /// A `braid batch --shards N` run, its shards as processes started together.
     ShardedRun { shards: u32 },
+    /// The schema registry answers the processes' lookups with 503 for `down`.
+    RegistryDown { down: Duration },
     /// Every process's storage refuses writes, loses the answers of writes done, and slows
     /// down, for `lasts`.
     Storage {
@@ -102,6 +104,7 @@ impl Fault {
             Self::BatchRun => "batch run",
             Self::ShardedRun { .. } => "sharded batch run",
             Self::Storage { .. } => "storage faults",
+            Self::RegistryDown { .. } => "schema registry outage",
         }
     }
 }
@@ -129,6 +132,15 @@ pub struct Shares {
     pub tansu: f64,
     /// Storage in a bucket of moto's S3 server.
     pub moto: f64,
+    /// Payments in Avro or Protobuf through a schema registry (with its outages).
+    pub registry: f64,
+}
+
+/// A workload written in a registry format instead of JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryFormat {
+    Avro,
+    Protobuf,
 }
 
 /// What a seed draws.
@@ -164,6 +176,9 @@ pub struct Scenario {
     /// fault, so that each restart's time to ready and to caught up is its own.
     pub kills_only: bool,
     pub schedule: Vec<Scheduled>,
+    /// Payments written in Avro or Protobuf through a schema registry, the second schema
+    /// version from message `switch_at` on; `None`: JSON.
+    pub registry: Option<(RegistryFormat, usize)>,
 }
 
 impl Scenario {
@@ -226,6 +241,33 @@ impl Scenario {
                 schedule(&mut rng, &topology, brokers, partitions, stream),
             )
         };
+        // A stream of its own again: the format, the schema switch and the registry's outages.
+        let registry = share(0x7265_6769_7374, shares.registry).then(|| {
+            let mut draw = StdRng::seed_from_u64(seed ^ 0x666f_726d_6174);
+            let format = if draw.random_bool(0.5) {
+                RegistryFormat::Avro
+            } else {
+                RegistryFormat::Protobuf
+            };
+            (
+                format,
+                draw.random_range(messages.len() / 4..messages.len() * 3 / 4),
+            )
+        });
+        let mut schedule = schedule;
+        if registry.is_some() && !kills_only {
+            let mut draw = StdRng::seed_from_u64(seed ^ 0x6f75_7461_6765);
+            let stream = pause * (messages.len() / chunk.max(1)) as u32;
+            for _ in 0..draw.random_range(1..=2) {
+                let at = stream.mul_f64(draw.random_range(0.0..1.0));
+                let down = Duration::from_millis(draw.random_range(1000..6000));
+                schedule.push(Scheduled {
+                    at,
+                    fault: Fault::RegistryDown { down },
+                });
+            }
+            schedule.sort_by_key(|s| s.at);
+        }
         let (brokers, schedule) = if on_tansu {
             let process_faults = schedule
                 .into_iter()
@@ -260,6 +302,7 @@ impl Scenario {
             duplicates,
             kills_only,
             schedule,
+            registry,
         }
     }
 
@@ -333,6 +376,12 @@ impl fmt::Display for Scenario {
                 ""
             }
         )?;
+        if let Some((format, switch_at)) = self.registry {
+            writeln!(
+                f,
+                "  written in {format:?} through a schema registry, the second schema version from message {switch_at}"
+            )?;
+        }
         for scheduled in &self.schedule {
             writeln!(
                 f,

@@ -153,6 +153,13 @@ impl Summary {
             } else {
                 "partitions: leases in storage"
             },
+            match scenario.registry {
+                None => "format: JSON",
+                Some((crate::scenario::RegistryFormat::Avro, _)) => "format: Avro (registry)",
+                Some((crate::scenario::RegistryFormat::Protobuf, _)) => {
+                    "format: Protobuf (registry)"
+                }
+            },
         ] {
             *self.settings.entry(setting.to_owned()).or_default() += 1;
         }
@@ -284,7 +291,7 @@ pub fn verdict(scenario: &Scenario, outcome: &Outcome) -> String {
         )
     } else {
         format!(
-            "seed {}: FAILED in {:.1} s (rerun: braid torture --seed {}{}{}){}\n{}{}",
+            "seed {}: FAILED in {:.1} s (rerun: braid torture --seed {}{}{}{}){}\n{}{}",
             scenario.seed,
             outcome.elapsed.as_secs_f64(),
             scenario.seed,
@@ -295,6 +302,11 @@ pub fn verdict(scenario: &Scenario, outcome: &Outcome) -> String {
             },
             if scenario.on_moto {
                 " --moto-share 1"
+            } else {
+                ""
+            },
+            if scenario.registry.is_some() {
+                " --registry-share 1"
             } else {
                 ""
             },
