@@ -33,6 +33,7 @@ if [ "$WITH_TESTS" = 1 ]; then
     [promtool]=prometheus     # checks and unit-tests deploy/prometheus
     [chromium]=chromium       # loads the dashboard page in the page test
     [python3]=python3
+    [logger]=bsdutils         # util-linux's logger writes the syslog lines a format test reads
   )
 fi
 

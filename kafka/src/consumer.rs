@@ -97,6 +97,9 @@ pub fn start<W: Worker>(
     ConsumerThread<<W::Partitions as Partitions>::Error>,
     <W::Partitions as Partitions>::Error,
 > {
+    // Exported from the start, so dashboards and alerts find them before any wait.
+    metrics::gauge!("braid_consumer_waiting_for_registry").set(0.0);
+    metrics::counter!("braid_consumer_registry_retries_total").increment(0);
     let context = Context {
         partitions,
         fatal: Mutex::new(None),

@@ -214,7 +214,7 @@ fn rules_and_dashboards_match_what_a_running_braid_exports() {
     );
 
     let (alerts, panels) = expressions();
-    assert_eq!(alerts.len(), 11);
+    assert_eq!(alerts.len(), 12);
     // Every metric exists with every label the expression assumes.
     let mut problems = Vec::new();
     let mut labels_of = BTreeMap::new();
@@ -277,7 +277,7 @@ fn rules_and_dashboards_match_what_a_running_braid_exports() {
             .iter()
             .flat_map(|g| g["rules"].as_array().unwrap())
             .collect();
-        assert_eq!(rules.len(), 11);
+        assert_eq!(rules.len(), 12);
         for rule in &rules {
             assert_ne!(rule["health"], "err", "{rule}");
         }

@@ -209,43 +209,69 @@ fn avro_and_protobuf_from_a_registry_stay_exact_across_a_new_schema_version_and_
     std::fs::write(&path, &text).unwrap();
     let config = Config::from_toml(&text).unwrap();
 
+    // Version 2 of each schema: one more field (a backward-compatible change).
     let avro = |version: u8| {
-        let schema = std::fs::read_to_string(support(&format!("payment_v{version}.avsc"))).unwrap();
+        let v1 = std::fs::read_to_string(support("payment_v1.avsc")).unwrap();
+        let schema = match version {
+            1 => v1,
+            _ => v1.replacen(
+                r#"{"name": "tx_id", "type": "string"},"#,
+                r#"{"name": "tx_id", "type": "string"}, {"name": "channel", "type": "string", "default": "web"},"#,
+                1,
+            ),
+        };
         vec![("format", json!("avro")), ("schema", json!(schema))]
     };
     let proto = |version: u8| {
-        let schema = ProtoSchema::load(&support(&format!("payment_v{version}.proto"))).unwrap();
+        let v1 = std::fs::read_to_string(support("payment_v1.proto")).unwrap();
+        let file = dir.path().join(format!("payment_v{version}.proto"));
+        let text = match version {
+            1 => v1,
+            _ => v1.replace(
+                "  map<string, string> tags = 7;\n",
+                "  map<string, string> tags = 7;\n  string channel = 8;\n",
+            ),
+        };
+        std::fs::write(&file, text).unwrap();
         let set = dir.path().join(format!("payment_v{version}.pb"));
-        std::fs::write(&set, schema.descriptor_set()).unwrap();
+        std::fs::write(&set, ProtoSchema::load(&file).unwrap().descriptor_set()).unwrap();
         vec![
             ("format", json!("protobuf")),
             ("descriptor_set", json!(set)),
             ("message", json!("shop.Payment")),
         ]
     };
+    // Records of both topics, written with schema `version`; the bytes sent are kept.
+    let send = |sent: &mut [Vec<(i32, i64, Vec<u8>)>; 2], version: u8, records: [Vec<Json>; 2]| {
+        let [avro_records, proto_records] = records;
+        sent[0].extend(produce(
+            dir.path(),
+            &bootstrap,
+            &avro_topic,
+            &registry.url,
+            &avro(version),
+            avro_records,
+        ));
+        sent[1].extend(produce(
+            dir.path(),
+            &bootstrap,
+            &proto_topic,
+            &registry.url,
+            &proto(version),
+            proto_records,
+        ));
+    };
     let braid = Braid::start(&path, free_port());
-    let mut sent_avro = produce(
-        dir.path(),
-        &bootstrap,
-        &avro_topic,
-        &registry.url,
-        &avro(1),
-        payments(1, 3_000, 1, false),
+    let mut sent: [Vec<(i32, i64, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
+    send(
+        &mut sent,
+        1,
+        [payments(1, 3_000, 1, false), payments(2, 3_000, 1, true)],
     );
-    let mut sent_proto = produce(
-        dir.path(),
-        &bootstrap,
-        &proto_topic,
-        &registry.url,
-        &proto(1),
-        payments(2, 3_000, 1, true),
-    );
-    let check = |sent_avro: &[(i32, i64, Vec<u8>)],
-                 sent_proto: &[(i32, i64, Vec<u8>)],
-                 run: Option<&str>| {
+    let check = |sent: &[Vec<(i32, i64, Vec<u8>)>; 2], run: Option<&str>| {
         for (source, topic, sent) in [
-            ("pay_avro", &avro_topic, sent_avro),
-            ("pay_proto", &proto_topic, sent_proto),
+            ("pay_avro", &avro_topic, &sent[0]),
+            ("pay_proto", &proto_topic, &sent[1]),
         ] {
             let produced = Produced::new(&config, source, &by_partition(sent));
             for shape in shapes(source) {
@@ -253,7 +279,7 @@ fn avro_and_protobuf_from_a_registry_stay_exact_across_a_new_schema_version_and_
             }
         }
     };
-    check(&sent_avro, &sent_proto, None);
+    check(&sent, None);
     let lookups = registry.lookups();
     assert!(
         lookups <= 4,
@@ -262,30 +288,17 @@ fn avro_and_protobuf_from_a_registry_stay_exact_across_a_new_schema_version_and_
 
     // The registry fails Braid's lookups while the producers move to version 2.
     registry.set_down(true);
-    sent_avro.extend(produce(
-        dir.path(),
-        &bootstrap,
-        &avro_topic,
-        &registry.url,
-        &avro(2),
-        payments(3, 2_000, 2, false),
-    ));
-    sent_proto.extend(produce(
-        dir.path(),
-        &bootstrap,
-        &proto_topic,
-        &registry.url,
-        &proto(2),
-        payments(4, 2_000, 2, true),
-    ));
-    let mut readiness = Json::Null;
+    send(
+        &mut sent,
+        2,
+        [payments(3, 2_000, 2, false), payments(4, 2_000, 2, true)],
+    );
     braid_testkit::wait_for(
         "/readyz to name the registry",
         Duration::from_secs(30),
         || {
             let (status, body) = get(&format!("{}/readyz", braid.base));
-            readiness = body;
-            status == 503 && readiness.to_string().contains("schema registry")
+            status == 503 && body.to_string().contains("schema registry")
         },
     );
     braid_testkit::wait_for("the wait in the metrics", Duration::from_secs(10), || {
@@ -301,8 +314,8 @@ fn avro_and_protobuf_from_a_registry_stay_exact_across_a_new_schema_version_and_
 
     // Broken messages: a wrong magic byte, a cut header, an id the registry never gave, a
     // cut body, and (Protobuf) an index list naming no message.
-    let known = &sent_avro[0].2[..5];
-    let mut cut = sent_avro.last().unwrap().2.clone();
+    let known = &sent[0][0].2[..5];
+    let mut cut = sent[0].last().unwrap().2.clone();
     cut.truncate(cut.len() - 3);
     let bad_avro = vec![
         json!({"partition": 0, "raw_hex": "01000000010203"}),
@@ -311,34 +324,19 @@ fn avro_and_protobuf_from_a_registry_stay_exact_across_a_new_schema_version_and_
         json!({"partition": 1, "raw_hex": hex(&cut)}),
         json!({"partition": 0, "raw_hex": hex(&[known, b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"].concat())}),
     ];
-    let proto_known = &sent_proto[0].2[..5];
+    let proto_known = &sent[1][0].2[..5];
     let bad_proto = vec![
         json!({"partition": 0, "raw_hex": "7b2274735f6d73223a317d"}),
         json!({"partition": 1, "raw_hex": "00000003e7000a01"}),
         json!({"partition": 0, "raw_hex": hex(&[proto_known, &[0x02, 0x12], b"\x0a\x01x"].concat())}),
         json!({"partition": 1, "raw_hex": hex(&[proto_known, &[0x02, 0x02], b"\x0a\x05ab"].concat())}),
     ];
-    sent_avro.extend(produce(
-        dir.path(),
-        &bootstrap,
-        &avro_topic,
-        &registry.url,
-        &avro(2),
-        bad_avro,
-    ));
-    sent_proto.extend(produce(
-        dir.path(),
-        &bootstrap,
-        &proto_topic,
-        &registry.url,
-        &proto(2),
-        bad_proto,
-    ));
+    send(&mut sent, 2, [bad_avro, bad_proto]);
 
     // Old and new events alike, in the speed layer, then a batch run and the speed layer past it.
-    check(&sent_avro, &sent_proto, None);
+    check(&sent, None);
     let run = batch_run(&braid);
-    check(&sent_avro, &sent_proto, Some(&run));
+    check(&sent, Some(&run));
     let (status, body) = get(&format!("{}/readyz", braid.base));
     assert_eq!(status, 200, "{body}");
 

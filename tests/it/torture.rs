@@ -77,8 +77,9 @@ fn tansu_seeds_whose_partitions_went_unowned_recover() {
 fn registry_format_seeds_wait_out_registry_outages() {
     let (report, summary) = torture(&["--seeds", "9103,9105", "--registry-share", "1"]);
     assert!(report.contains("2 passed, 0 failed"), "{report}");
-    assert!(report.contains("written in Avro"), "{report}");
-    assert!(report.contains("written in Protobuf"), "{report}");
+    for format in ["format: Avro (registry)", "format: Protobuf (registry)"] {
+        assert_eq!(summary["settings"][format], 1, "{report}");
+    }
     assert!(
         summary["faults"]["schema registry outage"].as_u64() >= Some(3),
         "{report}"
