@@ -1,12 +1,13 @@
-//! A schema registry for tests, speaking the Confluent REST API that producers and Braid use:
+//! A schema registry for tests, speaking the Confluent REST API that producers and Braid use
+//! (over plain HTTP, or HTTPS with a self-signed certificate and basic auth):
 //! `POST /subjects/{subject}/versions` (register), `POST /subjects/{subject}` (look up),
 //! `GET /schemas/ids/{id}`, `GET /subjects/{subject}/versions/{version|latest}`. It keeps
 //! what it is given, counts the lookups by id, and can be told to answer lookups with 503
 //! (an outage as Braid sees it, while producers still register).
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead as _, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +25,8 @@ struct Shared {
     store: Mutex<Store>,
     down: AtomicBool,
     lookups: AtomicUsize,
+    /// The `Authorization` header every request must carry, if any.
+    authorization: Option<String>,
 }
 
 /// A running registry; it stops with the test process.
@@ -37,19 +40,60 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start() -> Self {
+        Self::start_with(None, None)
+    }
+
+    /// A registry on `https://127.0.0.1:port` with a new self-signed certificate, answering only
+    /// requests with basic auth of `user` and `password` (401 otherwise); and the certificate
+    /// as PEM, for clients to trust.
+    pub fn start_secure(user: &str, password: &str) -> (Self, String) {
+        use base64::Engine as _;
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("a self-signed certificate");
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("a TLS server configuration");
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let registry = Self::start_with(Some(Arc::new(tls)), Some(format!("Basic {token}")));
+        (registry, certified.cert.pem())
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>, authorization: Option<String>) -> Self {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
             down: AtomicBool::new(false),
             lookups: AtomicUsize::new(0),
+            authorization,
         });
         let listen = |faulty: bool| {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind the test registry");
-            let url = format!("http://{}", listener.local_addr().unwrap());
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://{}", listener.local_addr().unwrap());
             let serving = Arc::clone(&shared);
+            let tls = tls.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming().flatten() {
                     let shared = Arc::clone(&serving);
-                    std::thread::spawn(move || serve(stream, &shared, faulty));
+                    let tls = tls.clone();
+                    std::thread::spawn(move || match tls {
+                        None => serve(stream, &shared, faulty),
+                        Some(tls) => {
+                            if let Ok(connection) = rustls::ServerConnection::new(tls) {
+                                serve(
+                                    rustls::StreamOwned::new(connection, stream),
+                                    &shared,
+                                    faulty,
+                                );
+                            }
+                        }
+                    });
                 }
             });
             url
@@ -208,10 +252,7 @@ fn answer(shared: &Shared, faulty: bool, method: &str, target: &str, body: &[u8]
 }
 
 /// Serves one connection's requests (HTTP/1.1, kept alive) until the client closes it.
-fn serve(stream: TcpStream, shared: &Shared, faulty: bool) {
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
+fn serve(stream: impl Read + Write, shared: &Shared, faulty: bool) {
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
@@ -225,6 +266,7 @@ fn serve(stream: TcpStream, shared: &Shared, faulty: bool) {
         let (method, target) = (method.to_owned(), target.to_owned());
         let mut length = 0usize;
         let mut close = false;
+        let mut authorization = None;
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -239,6 +281,7 @@ fn serve(stream: TcpStream, shared: &Shared, faulty: bool) {
                 match name.to_ascii_lowercase().as_str() {
                     "content-length" => length = value.parse().unwrap_or(0),
                     "connection" => close = value.eq_ignore_ascii_case("close"),
+                    "authorization" => authorization = Some(value.to_owned()),
                     _ => {}
                 }
             }
@@ -247,10 +290,16 @@ fn serve(stream: TcpStream, shared: &Shared, faulty: bool) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let (status, json) = answer(shared, faulty, &method, &target, &body);
+        let (status, json) = match &shared.authorization {
+            Some(wanted) if authorization.as_ref() != Some(wanted) => {
+                (401, json!({"error_code": 40101, "message": "Unauthorized"}))
+            }
+            _ => answer(shared, faulty, &method, &target, &body),
+        };
         let text = json.to_string();
         let reason = match status {
             200 => "OK",
+            401 => "Unauthorized",
             404 => "Not Found",
             _ => "Service Unavailable",
         };
@@ -258,7 +307,8 @@ fn serve(stream: TcpStream, shared: &Shared, faulty: bool) {
             "HTTP/1.1 {status} {reason}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{text}",
             text.len()
         );
-        if writer.write_all(response.as_bytes()).is_err() || close {
+        let writer = reader.get_mut();
+        if writer.write_all(response.as_bytes()).is_err() || writer.flush().is_err() || close {
             return;
         }
     }

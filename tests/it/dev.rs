@@ -219,3 +219,89 @@ fn dev_runs_the_example_in_avro() {
     assert_eq!(rejected["total"], 0, "{rejected}");
     dev.stop();
 }
+
+#[test]
+fn produce_reaches_a_registry_over_tls_with_basic_auth() {
+    use braid_shared::format::registry::Known;
+    use braid_shared::format::{Registry, RegistrySettings};
+    let cluster = cluster(1);
+    let (registry, ca) = braid_testkit::registry::TestRegistry::start_secure("braid", "s3cret");
+    assert!(registry.url.starts_with("https://"), "{}", registry.url);
+    let topic = unique("secure");
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
+    let example = include_str!("../../deploy/config/example.toml")
+        .replace(
+            "\"embedded\"",
+            &format!("{:?}", cluster.bootstrap_servers()),
+        )
+        .replace("topic = \"payments\"", &format!("topic = {topic:?}"))
+        .replace("format = \"json\"", "format = \"avro\"");
+    let produce = |password: &str, ca_file: &str| {
+        let path = dir.path().join(format!("{}.toml", unique("braid")));
+        let text = format!(
+            "[schema_registry]\nurl = {:?}\nusername_env = \"REGISTRY_USER\"\npassword_env = \"REGISTRY_PASSWORD\"\n{ca_file}\n{example}",
+            registry.url
+        );
+        std::fs::write(&path, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_braid"))
+            .args(["produce", "--config", path.to_str().unwrap()])
+            .args(["--source", "payments", "--count", "50", "--rate", "1000"])
+            .env("REGISTRY_USER", "braid")
+            .env("REGISTRY_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let trusted = "ca_file = \"ca.pem\"";
+
+    // Refused credentials and an untrusted certificate stop it before anything is sent.
+    let refused = produce("wrong", trusted);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("answered 401"), "{stderr}");
+    let untrusted = produce("s3cret", "");
+    assert_eq!(untrusted.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert_eq!(registry.lookups(), 0);
+
+    // With both: the schema registered, fetched back to check a sample, the events sent.
+    let output = produce("s3cret", trusted);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(registry.lookups(), 1);
+
+    // Each message names the registered schema, which the registry client reads over TLS.
+    let client = Registry::new(&RegistrySettings {
+        url: registry.url.clone(),
+        basic_auth: Some(("braid".to_owned(), "s3cret".to_owned())),
+        ca_pem: Some(ca.into_bytes()),
+    })
+    .unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", unique("check"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut read = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read < 50 && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let bytes = message.payload().unwrap();
+            assert_eq!(bytes[0], 0, "the wire format's magic byte");
+            let id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+            match client.schema(id).unwrap() {
+                Known::Avro(schema) => assert!(schema.decode(&bytes[5..]).is_ok()),
+                _ => panic!("schema {id} is not the registered Avro schema"),
+            }
+            read += 1;
+        }
+    }
+    assert_eq!(read, 50);
+}
