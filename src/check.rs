@@ -85,9 +85,10 @@ pub fn describe(config: &Config) -> String {
     for source in &config.sources {
         let _ = writeln!(
             out,
-            "  {} <- topic {:?}, event time {:?}{}, schema {}",
+            "  {} <- topic {:?} ({}), event time {:?}{}, schema {}",
             source.name,
             source.topic,
+            reads(source),
             source.event_time,
             source
                 .event_id
@@ -218,5 +219,21 @@ pub fn storage(config: &Config) -> std::process::ExitCode {
             checks.len()
         );
         std::process::ExitCode::FAILURE
+    }
+}
+
+/// How a source's messages are read, as `braid check` prints it.
+fn reads(source: &braid_shared::SourceDef) -> String {
+    use braid_shared::format::{Reader, Schemas};
+    let format = source.format.name();
+    match &source.reader {
+        Reader::Avro(Schemas::Registry(r)) | Reader::Protobuf(Schemas::Registry(r)) => {
+            format!("{format}, schemas from the registry at {}", r.url())
+        }
+        Reader::Avro(Schemas::Fixed(_)) => format!("{format}, a schema file"),
+        Reader::Protobuf(Schemas::Fixed(message)) => {
+            format!("{format}, messages {}", message.full_name())
+        }
+        _ => format.to_owned(),
     }
 }
