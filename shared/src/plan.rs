@@ -124,6 +124,20 @@ impl Plan {
             .ok_or_else(|| crate::Error::Unrouted(tp.clone()))
     }
 
+    /// Makes sure every source can decode each of `messages` (topic, payload) now: the schemas
+    /// they name are at hand. An error only while the schema registry cannot be asked.
+    pub fn resolve<'m>(
+        &self,
+        messages: impl IntoIterator<Item = (&'m str, &'m [u8])>,
+    ) -> Result<(), crate::format::Unavailable> {
+        for (topic, payload) in messages {
+            if let Some(plan) = self.topic(topic) {
+                plan.resolve(payload)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The topic plan holding a view, and the view's index in it.
     pub fn view(&self, name: &str) -> Option<(&TopicPlan, usize)> {
         self.topics

@@ -204,13 +204,13 @@ impl braid_kafka::Worker for ArchiveWorker {
     }
 
     fn ready(&mut self, held: &[BorrowedMessage<'_>]) -> std::result::Result<(), String> {
-        for message in held {
-            if let Some(plan) = self.shared.plan.topic(message.topic()) {
-                plan.resolve(message.payload().unwrap_or_default())
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
+        let messages = held
+            .iter()
+            .map(|m| (m.topic(), m.payload().unwrap_or_default()));
+        self.shared
+            .plan
+            .resolve(messages)
+            .map_err(|e| e.to_string())
     }
 
     fn tick(&mut self) -> Result<Commit> {
