@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, FileDescriptor, Kind, MapKey, MessageDescriptor,
-    ReflectMessage, Value,
+    DescriptorPool, DynamicMessage, FieldDescriptor, FileDescriptor, Kind, MapKey,
+    MessageDescriptor, ReflectMessage, Value,
 };
 
 use crate::event::{Found, Tree};
@@ -203,24 +203,25 @@ pub fn check_path(message: &MessageDescriptor, steps: &[Step]) -> Result<(), Vec
 /// A place in a decoded message.
 pub(crate) enum ProtoAt<'a> {
     Message(&'a DynamicMessage),
-    /// A field's value, with the field's kind (enums are read by name).
-    Value(&'a Value, Kind),
+    /// A field's value, with its field (its kind is looked up only where needed: enums are
+    /// read by name, maps by their entry's value field).
+    Value(&'a Value, FieldDescriptor),
     /// An unset field without presence: its default.
-    Default(Value, Kind),
+    Default(Value, FieldDescriptor),
 }
 
 impl<'a> ProtoAt<'a> {
-    fn of(value: &'a Value, kind: Kind) -> Self {
+    fn of(value: &'a Value, field: FieldDescriptor) -> Self {
         match value {
             Value::Message(message) => Self::Message(message),
-            _ => Self::Value(value, kind),
+            _ => Self::Value(value, field),
         }
     }
 }
 
 fn wrapped(message: &DynamicMessage) -> Option<Found<'_>> {
-    let name = message.descriptor().full_name().to_owned();
-    match name.as_str() {
+    let descriptor = message.descriptor();
+    match descriptor.full_name() {
         "google.protobuf.Timestamp" => {
             let seconds = message.get_field_by_name("seconds")?.as_i64()?;
             let nanos = message.get_field_by_name("nanos")?.as_i32()?;
@@ -241,15 +242,15 @@ fn wrapped(message: &DynamicMessage) -> Option<Found<'_>> {
         | "google.protobuf.BytesValue" => {
             let field = message.descriptor().get_field_by_name("value")?;
             Some(match message.get_field(&field) {
-                Cow::Borrowed(value) => scalar(value, &field.kind()),
-                Cow::Owned(value) => scalar(&value, &field.kind()).into_owned(),
+                Cow::Borrowed(value) => scalar(value, &field),
+                Cow::Owned(value) => scalar(&value, &field).into_owned(),
             })
         }
         _ => None,
     }
 }
 
-fn scalar<'a>(value: &'a Value, kind: &Kind) -> Found<'a> {
+fn scalar<'a>(value: &'a Value, field: &FieldDescriptor) -> Found<'a> {
     match value {
         Value::Bool(b) => Found::Bool(*b),
         Value::I32(i) => Found::Int(i64::from(*i)),
@@ -263,7 +264,7 @@ fn scalar<'a>(value: &'a Value, kind: &Kind) -> Found<'a> {
             Ok(text) => Found::Str(Cow::Borrowed(text)),
             Err(_) => Found::Unusable(format!("{} bytes that are not UTF-8 text", b.len())),
         },
-        Value::EnumNumber(n) => match kind {
+        Value::EnumNumber(n) => match field.kind() {
             Kind::Enum(e) => match e.get_value(*n) {
                 Some(v) => Found::Str(Cow::Owned(v.name().to_owned())),
                 None => Found::Int(i64::from(*n)),
@@ -285,16 +286,18 @@ impl<'a> Tree<'a> for ProtoAt<'a> {
                     return None;
                 }
                 match message.get_field(&field) {
-                    Cow::Borrowed(value) => Some(Self::of(value, field.kind())),
+                    Cow::Borrowed(value) => Some(Self::of(value, field)),
                     // Unset, without presence: a scalar's default (an unset message has
                     // presence, and lists and maps are never owned defaults worth walking).
-                    Cow::Owned(value) => Some(Self::Default(value, field.kind())),
+                    Cow::Owned(value) => Some(Self::Default(value, field)),
                 }
             }
-            Self::Value(Value::Map(entries), Kind::Message(entry)) => {
-                let value_field = entry.map_entry_value_field();
+            Self::Value(Value::Map(entries), field) => {
+                let Kind::Message(entry) = field.kind() else {
+                    return None;
+                };
                 let key = entries.keys().find(|key| map_key_is(key, name))?;
-                Some(Self::of(&entries[key], value_field.kind()))
+                Some(Self::of(&entries[key], entry.map_entry_value_field()))
             }
             _ => None,
         }
@@ -312,8 +315,8 @@ impl<'a> Tree<'a> for ProtoAt<'a> {
     fn found(&self) -> Found<'a> {
         match self {
             Self::Message(message) => wrapped(message).unwrap_or(Found::Object),
-            Self::Value(value, kind) => scalar(value, kind),
-            Self::Default(value, kind) => scalar(value, kind).into_owned(),
+            Self::Value(value, field) => scalar(value, field),
+            Self::Default(value, field) => scalar(value, field).into_owned(),
         }
     }
 }
