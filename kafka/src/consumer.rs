@@ -10,7 +10,7 @@ use braid_shared::TopicPartition;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -39,13 +39,11 @@ pub trait Worker: Send + 'static {
         messages: &[BorrowedMessage<'_>],
     ) -> Result<(), <Self::Partitions as Partitions>::Error>;
 
-    /// Whether the batch can be handled now: `Err(why)` while something its messages need
-    /// cannot be reached (the schema registry naming their schemas). The loop then waits and
-    /// asks again, handling nothing meanwhile, so nothing is rejected for it and work resumes
-    /// exactly where it stopped.
-    fn ready(&mut self, _messages: &[BorrowedMessage<'_>]) -> Result<(), String> {
-        Ok(())
-    }
+    /// The routing plan the layer decodes polled messages with: before a batch is handled,
+    /// the loop waits until every schema its messages name is at hand (a schema registry that
+    /// cannot be reached pauses the loop; nothing is rejected for it, and work resumes exactly
+    /// where it stopped).
+    fn plan(&self) -> &braid_shared::plan::Plan;
 
     /// Periodic work after every poll (checkpoints, flushes, following the batch layer).
     fn tick(&mut self) -> Result<Commit, <Self::Partitions as Partitions>::Error>;
@@ -192,7 +190,7 @@ fn poll_loop<W: Worker>(
             leases.step(consumer)?;
         }
         if !held.is_empty() {
-            if !wait_until_ready(worker, &held, cancel) {
+            if !wait_until_ready(&*worker, &held, cancel) {
                 return Ok(());
             }
             if let Some(leases) = leases.as_deref_mut() {
@@ -217,11 +215,17 @@ const MAX_WAIT_STEP: Duration = Duration::from_secs(5);
 
 /// Waits, with backoff, until the worker can handle `held`; false when cancelled first.
 fn wait_until_ready<W: Worker>(
-    worker: &mut W,
+    worker: &W,
     held: &[BorrowedMessage<'_>],
     cancel: &CancellationToken,
 ) -> bool {
-    let Err(first) = worker.ready(held) else {
+    let ready = |worker: &W| {
+        let messages = held
+            .iter()
+            .map(|m| (m.topic(), m.payload().unwrap_or_default()));
+        worker.plan().resolve(messages).map_err(|e| e.to_string())
+    };
+    let Err(first) = ready(worker) else {
         return true;
     };
     let started = Instant::now();
@@ -240,7 +244,7 @@ fn wait_until_ready<W: Worker>(
             break false;
         }
         metrics::counter!("braid_consumer_registry_retries_total").increment(1);
-        match worker.ready(held) {
+        match ready(worker) {
             Ok(()) => break true,
             Err(why) => tracing::debug!(reason = %why, "schema registry still unavailable"),
         }

@@ -87,22 +87,34 @@ fn produce_and_read(
 
     let config = Config::load(&path).unwrap();
     let decoder = Decoder::new(config.source("payments").unwrap());
+    read_back(cluster, &topic, 600)
+        .iter()
+        .map(|payload| decoder.decode(payload).unwrap())
+        .collect()
+}
+
+/// The first `count` messages of `topic`, read from the start.
+fn read_back(
+    cluster: &rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    topic: &str,
+    count: usize,
+) -> Vec<Vec<u8>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())
         .set("group.id", unique("check"))
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
-    let mut events = Vec::new();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut payloads = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while events.len() < 600 && Instant::now() < deadline {
+    while payloads.len() < count && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            events.push(decoder.decode(message.payload().unwrap()).unwrap());
+            payloads.push(message.payload().unwrap_or_default().to_vec());
         }
     }
-    assert_eq!(events.len(), 600);
-    events
+    assert_eq!(payloads.len(), count);
+    payloads
 }
 
 #[test]
@@ -282,26 +294,12 @@ fn produce_reaches_a_registry_over_tls_with_basic_auth() {
         ca_pem: Some(ca.into_bytes()),
     })
     .unwrap();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("group.id", unique("check"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
-    let mut read = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read < 50 && Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            let bytes = message.payload().unwrap();
-            assert_eq!(bytes[0], 0, "the wire format's magic byte");
-            let id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
-            match client.schema(id).unwrap() {
-                Known::Avro(schema) => assert!(schema.decode(&bytes[5..]).is_ok()),
-                _ => panic!("schema {id} is not the registered Avro schema"),
-            }
-            read += 1;
+    for bytes in read_back(&cluster, &topic, 50) {
+        assert_eq!(bytes[0], 0, "the wire format's magic byte");
+        let id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+        match client.schema(id).unwrap() {
+            Known::Avro(schema) => assert!(schema.decode(&bytes[5..]).is_ok()),
+            _ => panic!("schema {id} is not the registered Avro schema"),
         }
     }
-    assert_eq!(read, 50);
 }

@@ -46,10 +46,6 @@ impl TimeLayout {
                 .ok_or_else(|| format!("does not exist in time zone {zone}")),
         }
     }
-
-    fn offset_zone(&self) -> Option<chrono_tz::Tz> {
-        self.zone
-    }
 }
 
 /// A line's fields: text, numbers, or named groups of them (syslog structured data).
@@ -107,7 +103,7 @@ pub fn path_name(name: &str) -> Cow<'_, str> {
 impl LineFormat {
     /// The fields of one line, or why it cannot be read.
     pub(crate) fn read<'a>(
-        &self,
+        &'a self,
         bytes: &'a [u8],
         layout: &TimeLayout,
     ) -> Result<Line<'a>, RejectReason> {
@@ -131,7 +127,7 @@ impl LineFormat {
                         .filter_map(|name| {
                             let value = captures.name(name)?;
                             Some((
-                                Cow::Owned(name.to_owned()),
+                                Cow::Borrowed(name),
                                 Line::Text(Cow::Borrowed(value.as_str())),
                             ))
                         })
@@ -154,7 +150,7 @@ impl LineFormat {
 /// `host`, `app`, `procid`, `msgid`, `msg`, and `sd.<id>.<param>` for structured data.
 fn syslog<'a>(text: &'a str, layout: &TimeLayout) -> Result<Line<'a>, String> {
     let priority = priority(text)?;
-    let zone = layout.offset_zone();
+    let zone = layout.zone;
     let now = Utc::now();
     // RFC 3164 timestamps carry no year: the latest year that does not put the line more than
     // a day in the future.

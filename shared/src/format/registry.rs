@@ -3,7 +3,7 @@
 //! life of the process (an id's schema never changes).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::avro::AvroSchema;
@@ -48,7 +48,8 @@ pub struct Registry {
     url: String,
     agent: ureq::Agent,
     authorization: Option<String>,
-    schemas: Mutex<HashMap<u32, Known>>,
+    /// Read for every message of a registry source, by both layers' threads: read-locked.
+    schemas: RwLock<HashMap<u32, Known>>,
     /// Held while fetching: threads missing the same schema at once fetch it once.
     fetching: Mutex<()>,
     /// Why the last lookup failed, until one succeeds.
@@ -113,7 +114,7 @@ impl Registry {
             url: settings.url.trim_end_matches('/').to_owned(),
             agent: ureq::Agent::new_with_config(config.build()),
             authorization,
-            schemas: Mutex::new(HashMap::new()),
+            schemas: RwLock::new(HashMap::new()),
             fetching: Mutex::new(()),
             down: Mutex::new(None),
         })
@@ -130,7 +131,7 @@ impl Registry {
 
     /// The schema with id `id`: from the cache, or fetched (blocking, at most a few seconds).
     pub fn schema(&self, id: u32) -> Result<Known, Unavailable> {
-        let cached = || self.schemas.lock().ok().and_then(|s| s.get(&id).cloned());
+        let cached = || self.schemas.read().ok().and_then(|s| s.get(&id).cloned());
         if let Some(known) = cached() {
             return Ok(known);
         }
@@ -143,7 +144,7 @@ impl Registry {
             *down = fetched.as_ref().err().map(|e| e.why.clone());
         }
         let known = fetched?;
-        if let Ok(mut schemas) = self.schemas.lock() {
+        if let Ok(mut schemas) = self.schemas.write() {
             schemas.entry(id).or_insert_with(|| known.clone());
         }
         Ok(known)

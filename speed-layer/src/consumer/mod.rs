@@ -187,14 +187,8 @@ impl braid_kafka::Worker for SpeedWorker {
         Ok(())
     }
 
-    fn ready(&mut self, held: &[BorrowedMessage<'_>]) -> std::result::Result<(), String> {
-        let messages = held
-            .iter()
-            .map(|m| (m.topic(), m.payload().unwrap_or_default()));
-        self.shared
-            .plan
-            .resolve(messages)
-            .map_err(|e| e.to_string())
+    fn plan(&self) -> &braid_shared::plan::Plan {
+        &self.shared.plan
     }
 
     fn tick(&mut self) -> Result<Commit> {
